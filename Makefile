@@ -1,0 +1,45 @@
+# ZenConn. Plain `make` lists the targets.
+GO ?= go
+
+.PHONY: help test vet lint fmt-check build run bench bench-idle bench-fanout fuzz
+
+help:
+	@echo "targets:"
+	@echo "  make run          serve ./public on :8080 with embedded defaults"
+	@echo "  make test         vet, gofmt check and the whole test suite with -race"
+	@echo "  make build        build bin/zenconn"
+	@echo "  make bench        micro-benchmarks (go test -bench) of the hot paths"
+	@echo "  make bench-idle   idle-connection memory vs the baseline server (bench/)"
+	@echo "  make bench-fanout fan-out throughput/latency vs the baseline server (bench/)"
+	@echo "  make fuzz         run each fuzz target for a short while"
+
+build:
+	$(GO) build -o bin/zenconn ./cmd/zenconn
+
+run:
+	$(GO) run ./cmd/zenconn serve
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+lint: vet fmt-check
+
+test: lint
+	$(GO) test -race -shuffle=on -count=1 -timeout 12m ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./proto/ ./engine/
+
+bench-idle:
+	bash bench/run-idle.sh
+
+bench-fanout:
+	bash bench/run-fanout.sh
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 20s ./proto/
+	$(GO) test -run '^$$' -fuzz FuzzFrames -fuzztime 20s ./engine/
+	$(GO) test -run '^$$' -fuzz FuzzHTTP -fuzztime 20s ./engine/

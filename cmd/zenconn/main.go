@@ -1,0 +1,41 @@
+// Command zenconn is the ZenConn server: one binary whose subcommands are
+// its roles.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `zenconn: a real-time edge server (WebSocket pub/sub and static files)
+
+Usage:
+  zenconn serve [flags]   serve public/ and WebSocket clients (zenconn serve --help)
+  zenconn help            show this help
+
+Every flag can also be set from the environment as ZENCONN_<FLAG>, with
+dashes as underscores: --max-message is ZENCONN_MAX_MESSAGE.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:])
+	case "help", "-h", "--help", "-help":
+		fmt.Print(usage)
+		fmt.Println()
+		printServeFlags(os.Stdout)
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "zenconn: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}

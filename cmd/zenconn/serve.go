@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/zenconn/server/accesslog"
+	"github.com/zenconn/server/engine"
+	"github.com/zenconn/server/proto"
+)
+
+// serveOptions are the flags of "zenconn serve".
+type serveOptions struct {
+	addr         string
+	public       string
+	data         string
+	accessLog    string
+	workers      int
+	loops        int
+	maxMessage   byteSize
+	maxOutbound  byteSize
+	pingInterval time.Duration
+	idleTimeout  time.Duration
+	logLevel     string
+}
+
+func newServeFlags(o *serveOptions) *flag.FlagSet {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.StringVar(&o.addr, "addr", ":8080", "TCP address to listen on; port 0 picks a free port (logged)")
+	fs.StringVar(&o.public, "public", "./public", "folder served as static files")
+	fs.StringVar(&o.data, "data", "./data", "data folder (node id, compressed file cache); created if missing")
+	fs.StringVar(&o.accessLog, "access-log", "-", `access log in combined format: a file path, "-" for stdout, or "off"`)
+	fs.IntVar(&o.workers, "workers", 0, "worker processes; 0 serves in this process (the only mode in this version)")
+	fs.IntVar(&o.loops, "loops", 0, "event loops; 0 means one per CPU")
+	o.maxMessage = 1 << 20
+	fs.Var(&o.maxMessage, "max-message", "largest WebSocket message accepted (bytes; K/KiB, M/MiB suffixes); larger ones are closed with 1009")
+	o.maxOutbound = 4 << 20
+	fs.Var(&o.maxOutbound, "max-outbound", "per-connection outbound buffer; past it the connection is closed with 4001 (slow consumer)")
+	fs.DurationVar(&o.pingInterval, "ping-interval", 25*time.Second, "server ping to a WebSocket silent this long")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 60*time.Second, "close a connection silent this long (WebSocket: code 4000)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "application log level: debug, info, warn, error")
+	return fs
+}
+
+func printServeFlags(w io.Writer) {
+	var o serveOptions
+	fs := newServeFlags(&o)
+	fs.SetOutput(w)
+	fmt.Fprintln(w, "Flags of zenconn serve (environment: ZENCONN_<FLAG>):")
+	fs.PrintDefaults()
+}
+
+// applyEnv sets every flag not given on the command line from its
+// ZENCONN_<FLAG> environment variable.
+func applyEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		key := "ZENCONN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(key); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", key, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func serve(args []string) int {
+	var o serveOptions
+	fs := newServeFlags(&o)
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Println("Usage: zenconn serve [flags]")
+			fmt.Println()
+			printServeFlags(os.Stdout)
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "zenconn serve: %v (see zenconn serve --help)\n", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "zenconn serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if err := applyEnv(fs); err != nil {
+		fmt.Fprintf(os.Stderr, "zenconn serve: %v\n", err)
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "zenconn serve: --log-level: %v\n", err)
+		return 2
+	}
+	if o.workers != 0 {
+		fmt.Fprintf(os.Stderr, "zenconn serve: --workers %d: only --workers 0 (serve in this process) is available in this version\n", o.workers)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := runServer(&o, log); err != nil {
+		log.Error("serve failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func runServer(o *serveOptions, log *slog.Logger) error {
+	if err := os.MkdirAll(o.data, 0o755); err != nil {
+		return fmt.Errorf("--data: %w", err)
+	}
+	node, err := loadNodeID(o.data)
+	if err != nil {
+		return err
+	}
+	if err := proto.Pretouch(); err != nil {
+		log.Warn("json codec pretouch failed", "err", err)
+	}
+	log.Info("starting", "node", node, "json_jit", proto.APIKind == 1, "public", o.public, "data", o.data)
+
+	var alog *accesslog.Writer
+	cfg := engine.Config{
+		Addr:         o.addr,
+		PublicDir:    o.public,
+		CompressDir:  filepath.Join(o.data, "cache", "compressed"),
+		Loops:        o.loops,
+		MaxMessage:   int(o.maxMessage),
+		MaxOutbound:  int(o.maxOutbound),
+		PingInterval: o.pingInterval,
+		IdleTimeout:  o.idleTimeout,
+		Node:         node,
+		Logger:       log,
+	}
+	if o.accessLog != "off" {
+		if alog, err = accesslog.Open(o.accessLog); err != nil {
+			return fmt.Errorf("--access-log: %w", err)
+		}
+		cfg.AccessLog = alog
+	}
+	closeLog := func() {
+		if alog != nil {
+			if err := alog.Close(); err != nil {
+				log.Warn("closing access log", "err", err)
+			}
+			if n := alog.Dropped(); n > 0 {
+				log.Warn("access log lines dropped", "lines", n)
+			}
+		}
+	}
+	srv, err := engine.New(cfg)
+	if err != nil {
+		closeLog()
+		return err
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+	if err := srv.Start(); err != nil {
+		closeLog()
+		return err
+	}
+	for sig := range sigs {
+		if sig == syscall.SIGUSR1 {
+			if alog != nil {
+				if err := alog.Reopen(); err != nil {
+					log.Error("reopening access log", "err", err)
+				} else {
+					log.Info("access log reopened")
+				}
+			}
+			continue
+		}
+		log.Info("shutting down", "signal", sig.String())
+		break
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	closeLog()
+	log.Info("stopped")
+	return nil
+}
+
+// loadNodeID returns the node id kept in the data folder, creating it on
+// first start.
+func loadNodeID(dir string) (string, error) {
+	path := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("reading node id: %w", err)
+	}
+	var raw [5]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	id := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw[:]))
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("writing node id: %w", err)
+	}
+	return id, nil
+}
+
+// byteSize is a flag value in bytes with optional K, KiB, M, MiB, G, GiB
+// suffixes (all binary).
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *byteSize) Set(s string) error {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, suf := range []struct {
+		s string
+		m int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
+		if strings.HasSuffix(s, suf.s) {
+			s, mult = strings.TrimSuffix(s, suf.s), suf.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<40)/mult {
+		return fmt.Errorf("invalid size %q", s)
+	}
+	*b = byteSize(n * mult)
+	return nil
+}

@@ -1,0 +1,118 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"time"
+)
+
+// Config configures a Server. The zero value of each field means the
+// default documented on it; Validate fills the defaults in and reports every
+// problem by its flag name.
+type Config struct {
+	// Addr is the TCP address to listen on ("--addr"); port 0 picks a free
+	// port, reported by Server.Addr. Default ":8080".
+	Addr string
+	// PublicDir is the folder served as static files ("--public"). Default
+	// "./public". A missing folder serves 404s.
+	PublicDir string
+	// CompressDir holds the compressed copies of static files that the file
+	// server makes on first use. Default: a temporary folder.
+	CompressDir string
+	// Loops is the number of event loops. Default: the number of CPUs,
+	// at most 64.
+	Loops int
+	// MaxMessage is the largest WebSocket message accepted, in bytes
+	// ("--max-message"). Default 1 MiB.
+	MaxMessage int
+	// MaxOutbound is the per-connection outbound buffer limit in bytes
+	// ("--max-outbound"); a connection whose unsent bytes exceed it is closed
+	// with 4001. Default 4 MiB.
+	MaxOutbound int
+	// MaxSubscriptions bounds the channels one connection may join. Default 1024.
+	MaxSubscriptions int
+	// PingInterval is how often an otherwise silent WebSocket gets a server
+	// ping ("--ping-interval"). Default 25 s.
+	PingInterval time.Duration
+	// IdleTimeout closes a WebSocket (4000) or an idle keep-alive HTTP
+	// connection that sent nothing for this long ("--idle-timeout").
+	// Default 60 s.
+	IdleTimeout time.Duration
+	// Node is this node's id, sent in welcome. Default "local".
+	Node string
+	// Logger receives application logs. Default: discard.
+	Logger *slog.Logger
+	// AccessLog receives one combined-format line per HTTP request and per
+	// WebSocket handshake. Nil disables access logging.
+	AccessLog LineWriter
+}
+
+// LineWriter takes access-log lines. WriteLine must not block for long and
+// must not retain line after it returns; it is called on event loops.
+type LineWriter interface {
+	WriteLine(line []byte)
+}
+
+const (
+	defaultMaxMessage  = 1 << 20
+	defaultMaxOutbound = 4 << 20
+	maxLoops           = 64
+	// maxHeadSize is the largest HTTP request head accepted (431 past it).
+	maxHeadSize = 16 << 10
+	// maxBodySize is the largest HTTP request body accepted (413 past it).
+	maxBodySize = 1 << 20
+)
+
+// Validate fills in defaults and returns every configuration problem found.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Addr == "" {
+		c.Addr = ":8080"
+	}
+	if c.PublicDir == "" {
+		c.PublicDir = "./public"
+	}
+	if c.Loops == 0 {
+		c.Loops = runtime.NumCPU()
+	}
+	if c.Loops < 0 || c.Loops > maxLoops {
+		errs = append(errs, fmt.Errorf("loops: %d is outside 1..%d", c.Loops, maxLoops))
+	}
+	if c.MaxMessage == 0 {
+		c.MaxMessage = defaultMaxMessage
+	}
+	if c.MaxMessage < 128 {
+		errs = append(errs, fmt.Errorf("--max-message: %d is below 128 bytes", c.MaxMessage))
+	}
+	if c.MaxOutbound == 0 {
+		c.MaxOutbound = defaultMaxOutbound
+	}
+	if c.MaxOutbound < 4096 {
+		errs = append(errs, fmt.Errorf("--max-outbound: %d is below 4096 bytes", c.MaxOutbound))
+	}
+	if c.MaxSubscriptions == 0 {
+		c.MaxSubscriptions = 1024
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.PingInterval < 0 {
+		errs = append(errs, errors.New("--ping-interval: must be positive"))
+	}
+	if c.IdleTimeout <= c.PingInterval {
+		errs = append(errs, fmt.Errorf("--idle-timeout: %s must exceed --ping-interval %s", c.IdleTimeout, c.PingInterval))
+	}
+	if c.Node == "" {
+		c.Node = "local"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,218 @@
+package engine
+
+import (
+	"net"
+
+	"github.com/gobwas/ws"
+	"github.com/zenconn/server/proto"
+)
+
+type connState uint8
+
+const (
+	stateHTTP    connState = iota // reading HTTP requests
+	stateWS                       // WebSocket open
+	stateClosing                  // close sent; discarding input until the peer closes or the deadline
+	stateClosed                   // transport closed
+)
+
+// closeGrace is how long a connection that was sent a close frame or a
+// final HTTP error may linger, draining input, before it is cut.
+const closeGrace = 2e9 // ns
+
+// Conn is one client connection. All its fields are owned by its loop; its
+// methods run on that loop unless they say otherwise.
+type Conn struct {
+	srv  *Server
+	loop *loop
+	t    Transport
+
+	state connState
+	// busy is set while an HTTP response is produced off the loop; input
+	// waits in the transport's buffer until it is done (pipelining keeps
+	// its order).
+	busy  bool
+	dirty bool // on loop.dirty
+
+	lastRead      int64 // coarse clock, ns
+	lastPing      int64
+	closeDeadline int64
+	leftover      int // input bytes left unconsumed by the last Serve
+
+	// WebSocket state.
+	id     string
+	fragOp ws.OpCode // opcode of the fragmented message in progress, 0 if none
+	frag   []byte
+	chans  []string
+	out    []byte // frames queued for the next flush
+}
+
+// Serve consumes input: HTTP requests or WebSocket frames, according to the
+// connection's state. in is everything buffered and unconsumed so far; Serve
+// returns how many bytes of it were consumed. The bytes of in may be
+// modified (unmasking) but are not retained.
+func (c *Conn) Serve(in []byte) int {
+	l := c.loop
+	if n := len(in) - c.leftover; n > 0 {
+		l.stats.bytesIn.Add(uint64(n))
+	}
+	c.lastRead = c.srv.clock.Load()
+	var n int
+	switch c.state {
+	case stateHTTP:
+		n = c.serveHTTP(in)
+	case stateWS:
+		n = c.serveWS(in)
+	default:
+		n = len(in) // closing: drain
+	}
+	c.leftover = len(in) - n
+	if c.dirty {
+		// Our own replies go out at the end of this read, not of the pass.
+		c.flush()
+	}
+	return n
+}
+
+// Closed tells the engine that the transport is gone.
+func (c *Conn) Closed() {
+	if c.state == stateClosed {
+		return
+	}
+	l := c.loop
+	wasWS := c.state == stateWS || c.id != ""
+	c.state = stateClosed
+	for _, ch := range c.chans {
+		l.unsubscribe(c, ch)
+	}
+	c.chans = nil
+	c.out = nil
+	c.frag = nil
+	delete(l.conns, c)
+	l.stats.connections.Add(-1)
+	if wasWS {
+		l.stats.websockets.Add(-1)
+	}
+}
+
+// send queues a complete frame for this connection. Past the outbound limit
+// the connection is closed as a slow consumer instead.
+func (c *Conn) send(frame []byte) {
+	if c.state != stateWS {
+		return
+	}
+	if len(c.out)+len(frame)+c.t.Buffered() > c.srv.cfg.MaxOutbound {
+		c.closeSlow()
+		return
+	}
+	c.out = append(c.out, frame...)
+	c.loop.stats.messagesOut.Add(1)
+	c.loop.markDirty(c)
+}
+
+// flush writes the queued frames in one write.
+func (c *Conn) flush() {
+	if len(c.out) > 0 && c.state != stateClosed {
+		c.t.Write(c.out)
+		c.loop.stats.bytesOut.Add(uint64(len(c.out)))
+	}
+	if cap(c.out) > 64<<10 {
+		c.out = nil
+	} else {
+		c.out = c.out[:0]
+	}
+	// c stays on loop.dirty until that list is flushed; clearing dirty here
+	// lets a later send in the same pass requeue it, which is harmless.
+	c.dirty = false
+}
+
+// writeNow writes bytes outside the frame queue (HTTP responses), after
+// anything queued.
+func (c *Conn) writeNow(b []byte) {
+	if c.dirty {
+		c.flush()
+	}
+	c.t.Write(b)
+	c.loop.stats.bytesOut.Add(uint64(len(b)))
+}
+
+// closeSlow disconnects a consumer whose outbound buffer is over the limit.
+func (c *Conn) closeSlow() {
+	c.loop.stats.slowClosed.Add(1)
+	c.srv.log.Debug("slow consumer disconnected", "conn", c.id, "buffered", c.t.Buffered()+len(c.out))
+	c.out = c.out[:0]
+	// Best effort: the peer is not reading, so the close frame may never
+	// arrive; the connection is cut now.
+	c.t.Write(appendCloseFrame(nil, proto.CloseSlowConsumer, "slow consumer"))
+	c.state = stateClosing
+	c.t.Close()
+}
+
+// fail sends a close frame with code and reason, then lingers in the closing
+// state (draining input) until the peer closes or the grace period ends.
+func (c *Conn) fail(code uint16, reason string) {
+	if c.state != stateWS {
+		return
+	}
+	c.out = appendCloseFrame(c.out, code, reason)
+	c.flushAndLinger()
+}
+
+// flushAndLinger flushes, half-closes and enters the closing state.
+func (c *Conn) flushAndLinger() {
+	if len(c.out) > 0 {
+		c.t.Write(c.out)
+		c.loop.stats.bytesOut.Add(uint64(len(c.out)))
+		c.out = c.out[:0]
+	}
+	c.state = stateClosing
+	c.closeDeadline = c.srv.clock.Load() + closeGrace
+	c.t.CloseWrite()
+}
+
+// remoteIP returns the peer's IP address as text.
+func (c *Conn) remoteIP() string {
+	switch a := c.t.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		return a.IP.String()
+	case nil:
+		return "-"
+	default:
+		host, _, err := net.SplitHostPort(a.String())
+		if err != nil {
+			return a.String()
+		}
+		return host
+	}
+}
+
+// scan runs periodic checks on every connection of the loop: lingering
+// closes, idle timeouts and server pings.
+func (l *loop) scan(now int64) {
+	cfg := &l.srv.cfg
+	idle := int64(cfg.IdleTimeout)
+	ping := int64(cfg.PingInterval)
+	for c := range l.conns {
+		switch c.state {
+		case stateClosing:
+			if now > c.closeDeadline {
+				c.t.Close()
+			}
+		case stateHTTP:
+			if !c.busy && now-c.lastRead > idle {
+				c.t.Close()
+			}
+		case stateWS:
+			switch {
+			case now-c.lastRead > idle:
+				c.fail(proto.CloseIdleTimeout, "idle timeout")
+			case now-c.lastRead >= ping && now-c.lastPing >= ping:
+				c.lastPing = now
+				c.send(pingFrame)
+			}
+		}
+	}
+	l.flushDirty()
+}
+
+var pingFrame = appendFrame(nil, ws.OpPing, nil)

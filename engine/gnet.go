@@ -1,0 +1,224 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/panjf2000/gnet/v2/pkg/logging"
+	"golang.org/x/sys/unix"
+)
+
+// gnetTransportServer runs the engine on gnet event loops.
+type gnetTransportServer struct {
+	gnet.BuiltinEventEngine
+	s      *Server
+	eng    gnet.Engine
+	addr   net.Addr
+	booted chan struct{}
+	runErr chan error
+
+	mu    sync.Mutex
+	loops map[gnet.EventLoop]*loop
+}
+
+func startGnet(s *Server) (*gnetTransportServer, error) {
+	g := &gnetTransportServer{
+		s:      s,
+		booted: make(chan struct{}),
+		runErr: make(chan error, 1),
+		loops:  make(map[gnet.EventLoop]*loop),
+	}
+	addr := s.cfg.Addr
+	if !strings.Contains(addr, "://") {
+		addr = "tcp://" + addr
+	}
+	go func() {
+		g.runErr <- gnet.Run(g, addr,
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(s.cfg.Loops),
+			gnet.WithReuseAddr(true),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithLoadBalancing(gnet.LeastConnections),
+			gnet.WithLogger(gnetLogger{s}),
+			gnet.WithLogLevel(logging.ErrorLevel),
+		)
+	}()
+	select {
+	case <-g.booted:
+		return g, nil
+	case err := <-g.runErr:
+		return nil, fmt.Errorf("engine: listen on %s: %w", s.cfg.Addr, err)
+	}
+}
+
+func (g *gnetTransportServer) stop(ctx context.Context) error {
+	if err := g.eng.Stop(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-g.runErr:
+	case <-ctx.Done():
+	case <-time.After(2 * time.Second):
+	}
+	return nil
+}
+
+// OnBoot learns the bound address (port 0 picks one).
+func (g *gnetTransportServer) OnBoot(eng gnet.Engine) gnet.Action {
+	g.eng = eng
+	fd, err := eng.Dup()
+	if err == nil {
+		if sa, err := unix.Getsockname(fd); err == nil {
+			switch a := sa.(type) {
+			case *unix.SockaddrInet4:
+				g.addr = &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+			case *unix.SockaddrInet6:
+				g.addr = &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+			}
+		}
+		_ = unix.Close(fd)
+	}
+	if g.addr == nil {
+		g.addr = &net.TCPAddr{}
+	}
+	close(g.booted)
+	return gnet.None
+}
+
+func (g *gnetTransportServer) loopFor(el gnet.EventLoop) *loop {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	l := g.loops[el]
+	if l == nil {
+		l = g.s.hub.addLoop(g.s, gnetExecutor{el})
+		l.http = newHTTPParser()
+		g.loops[el] = l
+	}
+	return l
+}
+
+func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	if g.s.draining.Load() {
+		return nil, gnet.Close
+	}
+	l := g.loopFor(c.EventLoop())
+	if l == nil {
+		return nil, gnet.Close
+	}
+	c.SetContext(g.s.open(l, &gnetConn{c: c}))
+	return nil, gnet.None
+}
+
+func (g *gnetTransportServer) OnTraffic(c gnet.Conn) gnet.Action {
+	conn, ok := c.Context().(*Conn)
+	if !ok {
+		return gnet.Close
+	}
+	in, _ := c.Peek(-1)
+	if n := conn.Serve(in); n > 0 {
+		_, _ = c.Discard(n)
+	}
+	if conn.busy && c.InboundBuffered() > maxHeadSize+maxBodySize {
+		// A client that pipelines megabytes behind a slow request.
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+func (g *gnetTransportServer) OnClose(c gnet.Conn, _ error) gnet.Action {
+	if conn, ok := c.Context().(*Conn); ok {
+		conn.Closed()
+	}
+	return gnet.None
+}
+
+// gnetConn adapts gnet.Conn to Transport.
+type gnetConn struct {
+	c gnet.Conn
+}
+
+// Write writes straight to the socket with a raw write(2) when nothing is
+// queued (a non-blocking socket never blocks, so the runtime's syscall
+// bookkeeping is not needed), and leaves what the kernel did not take to
+// gnet's outbound buffer, which then waits for writability.
+func (t *gnetConn) Write(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	if t.c.OutboundBuffered() == 0 {
+		n, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(t.c.Fd()), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch errno {
+		case 0:
+			if int(n) == len(p) {
+				return
+			}
+			p = p[n:]
+		case unix.EAGAIN:
+		default:
+			_ = t.c.Close()
+			return
+		}
+	}
+	_, _ = t.c.Write(p)
+}
+
+func (t *gnetConn) Buffered() int { return t.c.OutboundBuffered() }
+
+func (t *gnetConn) CloseWrite() {
+	if t.c.OutboundBuffered() == 0 {
+		_ = unix.Shutdown(t.c.Fd(), unix.SHUT_WR)
+	}
+}
+
+func (t *gnetConn) Close() { _ = t.c.Close() }
+
+func (t *gnetConn) Wake() { _ = t.c.Wake(nil) }
+
+func (t *gnetConn) RemoteAddr() net.Addr { return t.c.RemoteAddr() }
+
+func (t *gnetConn) AsyncWrite(p []byte, done func(int, error)) error {
+	return t.c.AsyncWrite(p, func(c gnet.Conn, err error) error {
+		if err != nil {
+			done(0, err)
+			return nil
+		}
+		done(c.OutboundBuffered(), nil)
+		return nil
+	})
+}
+
+// gnetExecutor runs functions on one gnet event loop.
+type gnetExecutor struct{ el gnet.EventLoop }
+
+type runFunc func()
+
+func (f runFunc) Run(context.Context) error { f(); return nil }
+
+func (e gnetExecutor) Execute(fn func()) error {
+	return e.el.Execute(context.Background(), runFunc(fn))
+}
+
+// gnetLogger sends gnet's messages to the application log.
+type gnetLogger struct{ s *Server }
+
+func (l gnetLogger) Debugf(format string, args ...any) {
+	l.s.log.Debug("gnet: " + fmt.Sprintf(format, args...))
+}
+func (l gnetLogger) Infof(format string, args ...any) {
+	l.s.log.Debug("gnet: " + fmt.Sprintf(format, args...))
+}
+func (l gnetLogger) Warnf(format string, args ...any) {
+	l.s.log.Warn("gnet: " + fmt.Sprintf(format, args...))
+}
+func (l gnetLogger) Errorf(format string, args ...any) {
+	l.s.log.Error("gnet: " + fmt.Sprintf(format, args...))
+}
+func (l gnetLogger) Fatalf(format string, args ...any) {
+	l.s.log.Error("gnet: " + fmt.Sprintf(format, args...))
+}

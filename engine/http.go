@@ -1,0 +1,217 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"strconv"
+
+	"github.com/valyala/fasthttp"
+)
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// requestInfo is what the access log and the router need from a request
+// head; its byte slices alias the loop's header parser and stay valid until
+// the next request on the loop.
+type requestInfo struct {
+	method, uri, protocol []byte
+	referer, userAgent    []byte
+}
+
+// httpParser is a loop's reusable request-head parser.
+type httpParser struct {
+	hdr fasthttp.RequestHeader
+	rd  bytes.Reader
+	br  *bufio.Reader
+}
+
+func newHTTPParser() *httpParser {
+	p := &httpParser{}
+	p.br = bufio.NewReaderSize(&p.rd, maxHeadSize+512)
+	return p
+}
+
+// serveHTTP handles every complete request in in, in order, and returns the
+// bytes consumed. It stops at a request whose response is produced off the
+// loop; the rest waits in the transport's buffer until that one is done.
+func (c *Conn) serveHTTP(in []byte) int {
+	consumed := 0
+	for c.state == stateHTTP && !c.busy {
+		rest := in[consumed:]
+		if len(rest) == 0 {
+			break
+		}
+		end := bytes.Index(rest, crlfcrlf)
+		if end < 0 {
+			if len(rest) > maxHeadSize {
+				c.httpFail(nil, 431, "request head over 16 KiB\n")
+				return len(in)
+			}
+			if !plausibleRequestLine(rest) {
+				c.httpFail(nil, 400, "malformed request line\n")
+				return len(in)
+			}
+			break
+		}
+		headLen := end + 4
+		if headLen > maxHeadSize {
+			c.httpFail(nil, 431, "request head over 16 KiB\n")
+			return len(in)
+		}
+		head := rest[:headLen]
+		p := c.loop.http
+		p.rd.Reset(head)
+		p.br.Reset(&p.rd)
+		p.hdr.Reset()
+		if err := p.hdr.Read(p.br); err != nil {
+			c.httpFail(nil, 400, "malformed request head\n")
+			return len(in)
+		}
+		req := requestInfo{
+			method:    p.hdr.Method(),
+			uri:       p.hdr.RequestURI(),
+			protocol:  p.hdr.Protocol(),
+			referer:   p.hdr.Referer(),
+			userAgent: p.hdr.UserAgent(),
+		}
+		cl := p.hdr.ContentLength()
+		switch {
+		case cl == -1:
+			c.httpFail(&req, 411, "chunked request bodies are not accepted; send Content-Length\n")
+			return len(in)
+		case cl > maxBodySize:
+			c.httpFail(&req, 413, "request body over 1 MiB\n")
+			return len(in)
+		case cl < 0:
+			cl = 0
+		}
+		if len(rest) < headLen+cl {
+			break
+		}
+		consumed += headLen + cl
+		c.route(head, &req, rest[headLen:headLen+cl])
+	}
+	if c.state != stateHTTP {
+		if c.state == stateWS {
+			// Frames pipelined behind the upgrade request.
+			return consumed + c.serveWS(in[consumed:])
+		}
+		return len(in)
+	}
+	return consumed
+}
+
+// plausibleRequestLine rejects garbage early: once a first line is
+// complete it must look like "METHOD SP target SP HTTP/x.y".
+func plausibleRequestLine(b []byte) bool {
+	nl := bytes.IndexByte(b, '\n')
+	if nl < 0 {
+		if len(b) > 8192 {
+			return false
+		}
+		return true
+	}
+	line := bytes.TrimSuffix(b[:nl], []byte("\r"))
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 <= 0 {
+		return false
+	}
+	for _, ch := range line[:sp1] {
+		if ch < 'A' || ch > 'Z' {
+			return false
+		}
+	}
+	sp2 := bytes.LastIndexByte(line, ' ')
+	if sp2 <= sp1+1 {
+		return false
+	}
+	proto := line[sp2+1:]
+	return len(proto) == 8 && bytes.HasPrefix(proto, []byte("HTTP/1."))
+}
+
+// route dispatches one complete request.
+func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
+	hdr := &c.loop.http.hdr
+	path := hdr.RequestURI()
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	keepAlive := !hdr.ConnectionClose()
+	switch string(path) {
+	case "/ws":
+		c.upgradeWS(head, req)
+		return
+	case "/healthz":
+		if !hdr.IsGet() && !hdr.IsHead() {
+			c.respondSimple(req, 405, "method not allowed\n", keepAlive, hdr.IsHead(), allowGetHead)
+			return
+		}
+		c.respondSimple(req, 200, "ok", keepAlive, hdr.IsHead(), nil)
+		return
+	case "/metrics":
+		if !hdr.IsGet() && !hdr.IsHead() {
+			c.respondSimple(req, 405, "method not allowed\n", keepAlive, hdr.IsHead(), allowGetHead)
+			return
+		}
+		c.startJob(jobMetrics, req, keepAlive)
+		return
+	}
+	if !hdr.IsGet() && !hdr.IsHead() {
+		c.respondSimple(req, 405, "method not allowed\n", keepAlive, false, allowGetHead)
+		return
+	}
+	c.startJob(jobStatic, req, keepAlive)
+}
+
+var allowGetHead = []byte("Allow: GET, HEAD\r\n")
+
+// respondSimple writes a small response built on the loop.
+func (c *Conn) respondSimple(req *requestInfo, status int, body string, keepAlive, head bool, extra []byte) {
+	b := c.loop.respBuf[:0]
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, fasthttp.StatusMessage(status)...)
+	b = append(b, "\r\nServer: zenconn\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n"...)
+	b = append(b, extra...)
+	if !keepAlive {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	if !head {
+		b = append(b, body...)
+	}
+	c.loop.respBuf = b
+	c.writeNow(b)
+	c.srv.countStatus(status)
+	if req != nil {
+		sent := len(body)
+		if head {
+			sent = 0
+		}
+		c.srv.accessLog(c, req, status, sent)
+	}
+	if !keepAlive {
+		c.linger()
+	}
+}
+
+// httpFail answers a request that cannot be parsed or accepted and closes
+// the connection after the response.
+func (c *Conn) httpFail(req *requestInfo, status int, body string) {
+	if req == nil {
+		req = &requestInfo{method: []byte("-")}
+	}
+	c.respondSimple(req, status, body, false, false, nil)
+}
+
+// linger enters the closing state after a final HTTP response.
+func (c *Conn) linger() {
+	c.state = stateClosing
+	c.closeDeadline = c.srv.clock.Load() + closeGrace
+	c.t.CloseWrite()
+}
+
+var canned400 = []byte("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n")

@@ -1,0 +1,251 @@
+package engine
+
+import (
+	"math/bits"
+	"sync"
+	"sync/atomic"
+)
+
+// loop is the engine's state for one event loop. Fields without a comment
+// saying otherwise are owned by the loop's goroutine.
+type loop struct {
+	idx  int
+	srv  *Server
+	exec Executor
+
+	conns map[*Conn]struct{}
+	subs  map[string]map[*Conn]struct{} // local channel index
+	dirty []*Conn                       // connections with unsent frames
+	// passQueued is set while a flush task is queued on the loop.
+	passQueued bool
+
+	http    *httpParser // request-head parser, reused
+	scratch []byte      // reply frame scratch, reused
+	respBuf []byte      // small HTTP response scratch, reused
+
+	// mu guards inbox and inboxQueued: deliveries posted by other loops.
+	mu          sync.Mutex
+	inbox       []delivery
+	spare       []delivery
+	inboxQueued bool
+
+	stats loopStats
+}
+
+// delivery is one frame for the local subscribers of a channel.
+type delivery struct {
+	channel string
+	frame   []byte // complete WebSocket frame, immutable, shared
+}
+
+// loopStats are counters read by the metrics collector. They are atomics so
+// that a scrape from another goroutine is race free; each is written by one
+// loop only, so the adds are uncontended.
+type loopStats struct {
+	connections   atomic.Int64
+	websockets    atomic.Int64
+	subscriptions atomic.Int64
+	messagesIn    atomic.Uint64
+	messagesOut   atomic.Uint64
+	bytesIn       atomic.Uint64
+	bytesOut      atomic.Uint64
+	slowClosed    atomic.Uint64
+}
+
+func newLoop(srv *Server, idx int, exec Executor) *loop {
+	return &loop{
+		idx:   idx,
+		srv:   srv,
+		exec:  exec,
+		conns: make(map[*Conn]struct{}),
+		subs:  make(map[string]map[*Conn]struct{}),
+	}
+}
+
+// markDirty records that c has frames to send and makes sure a flush runs
+// at the end of this loop pass.
+func (l *loop) markDirty(c *Conn) {
+	if c.dirty {
+		return
+	}
+	c.dirty = true
+	l.dirty = append(l.dirty, c)
+	if !l.passQueued {
+		l.passQueued = true
+		if err := l.exec.Execute(l.flushTask); err != nil {
+			// The engine is stopping: flush now rather than lose frames.
+			l.flushTask()
+		}
+	}
+}
+
+// flushTask writes every dirty connection's queued frames in one write each.
+func (l *loop) flushTask() {
+	l.passQueued = false
+	l.flushDirty()
+}
+
+func (l *loop) flushDirty() {
+	for i, c := range l.dirty {
+		c.flush()
+		l.dirty[i] = nil
+	}
+	l.dirty = l.dirty[:0]
+}
+
+// deliver queues frame to every local subscriber of channel except skip.
+func (l *loop) deliver(channel string, frame []byte, skip *Conn) {
+	for c := range l.subs[channel] {
+		if c != skip {
+			c.send(frame)
+		}
+	}
+}
+
+// post hands a delivery to this loop from another goroutine.
+func (l *loop) post(d delivery) {
+	l.mu.Lock()
+	l.inbox = append(l.inbox, d)
+	queue := !l.inboxQueued
+	l.inboxQueued = true
+	l.mu.Unlock()
+	if queue {
+		if err := l.exec.Execute(l.drainInbox); err != nil {
+			l.srv.log.Debug("deliver to stopping loop", "loop", l.idx, "err", err)
+		}
+	}
+}
+
+// drainInbox runs on the loop: it delivers every posted frame, then flushes
+// each touched connection once.
+func (l *loop) drainInbox() {
+	l.mu.Lock()
+	batch := l.inbox
+	l.inbox = l.spare[:0]
+	l.inboxQueued = false
+	l.mu.Unlock()
+	for i := range batch {
+		l.deliver(batch[i].channel, batch[i].frame, nil)
+		batch[i] = delivery{}
+	}
+	l.mu.Lock()
+	l.spare = batch[:0]
+	l.mu.Unlock()
+	l.flushDirty()
+}
+
+// subscribe adds c to channel's local subscribers. It reports false when c
+// was already subscribed.
+func (l *loop) subscribe(c *Conn, channel string) bool {
+	set := l.subs[channel]
+	if set == nil {
+		set = make(map[*Conn]struct{})
+		l.subs[channel] = set
+		l.srv.hub.addInterest(channel, l.idx)
+	} else if _, ok := set[c]; ok {
+		return false
+	}
+	set[c] = struct{}{}
+	l.stats.subscriptions.Add(1)
+	return true
+}
+
+// unsubscribe removes c from channel's local subscribers, reporting whether
+// it was there.
+func (l *loop) unsubscribe(c *Conn, channel string) bool {
+	set := l.subs[channel]
+	if _, ok := set[c]; !ok {
+		return false
+	}
+	delete(set, c)
+	l.stats.subscriptions.Add(-1)
+	if len(set) == 0 {
+		delete(l.subs, channel)
+		l.srv.hub.removeInterest(channel, l.idx)
+	}
+	return true
+}
+
+// hub routes channel messages between loops: it knows, per channel, which
+// loops have local subscribers.
+type hub struct {
+	mu       sync.RWMutex
+	interest map[string]uint64 // channel → bitmask of loop indexes
+
+	loopsMu sync.RWMutex
+	loops   [maxLoops]*loop
+}
+
+func newHub() *hub {
+	return &hub{interest: make(map[string]uint64)}
+}
+
+func (h *hub) addInterest(channel string, idx int) {
+	h.mu.Lock()
+	h.interest[channel] |= 1 << idx
+	h.mu.Unlock()
+}
+
+func (h *hub) removeInterest(channel string, idx int) {
+	h.mu.Lock()
+	if m := h.interest[channel] &^ (1 << idx); m == 0 {
+		delete(h.interest, channel)
+	} else {
+		h.interest[channel] = m
+	}
+	h.mu.Unlock()
+}
+
+// publish delivers frame to every subscriber of channel: on the calling
+// loop directly (skipping from), on other loops through their inboxes. It
+// runs on from's loop.
+func (h *hub) publish(src *loop, channel string, frame []byte, from *Conn) {
+	h.mu.RLock()
+	mask := h.interest[channel]
+	h.mu.RUnlock()
+	if mask&(1<<src.idx) != 0 {
+		src.deliver(channel, frame, from)
+	}
+	mask &^= 1 << src.idx
+	for mask != 0 {
+		idx := bits.TrailingZeros64(mask)
+		mask &^= 1 << idx
+		if l := h.loop(idx); l != nil {
+			l.post(delivery{channel: channel, frame: frame})
+		}
+	}
+}
+
+func (h *hub) loop(idx int) *loop {
+	h.loopsMu.RLock()
+	l := h.loops[idx]
+	h.loopsMu.RUnlock()
+	return l
+}
+
+func (h *hub) allLoops() []*loop {
+	h.loopsMu.RLock()
+	defer h.loopsMu.RUnlock()
+	var out []*loop
+	for _, l := range h.loops {
+		if l != nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// addLoop registers a loop and returns it; exec is how to run code on it.
+func (h *hub) addLoop(srv *Server, exec Executor) *loop {
+	h.loopsMu.Lock()
+	defer h.loopsMu.Unlock()
+	for i, l := range h.loops {
+		if l == nil {
+			l = newLoop(srv, i, exec)
+			h.loops[i] = l
+			return l
+		}
+	}
+	return nil
+}
+

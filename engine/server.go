@@ -1,0 +1,270 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+)
+
+// Server is one ZenConn node serving HTTP and WebSocket clients on event
+// loops. Its exported methods are safe for concurrent use.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	publicAbs string
+	fsHandler fasthttp.RequestHandler
+	hub       *hub
+
+	clock    atomic.Int64 // coarse wall clock, ns, updated by the ticker
+	connSeq  atomic.Uint64
+	draining atomic.Bool
+
+	registry    *prometheus.Registry
+	httpByCode  *prometheus.CounterVec
+	statusCache sync.Map // int → prometheus.Counter
+
+	jobs   chan *job
+	jobsWG sync.WaitGroup
+	done   chan struct{}
+
+	transport *gnetTransportServer
+	stopOnce  sync.Once
+}
+
+// fileWorkers is the number of goroutines that answer static-file and
+// metrics requests off the loops; jobQueue bounds the requests waiting.
+const (
+	fileWorkers = 16
+	jobQueue    = 1024
+)
+
+// New validates cfg and prepares a server; Start begins serving.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	publicAbs, err := filepath.Abs(cfg.PublicDir)
+	if err != nil {
+		return nil, fmt.Errorf("engine: public folder: %w", err)
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		publicAbs: publicAbs,
+		hub:       newHub(),
+		jobs:      make(chan *job, jobQueue),
+		done:      make(chan struct{}),
+	}
+	compress := cfg.CompressDir
+	if compress == "" {
+		compress = filepath.Join(os.TempDir(), "zenconn-compressed")
+	}
+	fs := &fasthttp.FS{
+		Root:               publicAbs,
+		AllowEmptyRoot:     true,
+		IndexNames:         []string{"index.html"},
+		GenerateIndexPages: false,
+		Compress:           true,
+		CompressBrotli:     true,
+		CompressRoot:       compress,
+		AcceptByteRange:    true,
+		CacheDuration:      time.Second,
+		PathNotFound: func(ctx *fasthttp.RequestCtx) {
+			ctx.Error("not found\n", fasthttp.StatusNotFound)
+		},
+	}
+	s.fsHandler = fs.NewRequestHandler()
+	s.registerMetrics()
+	s.clock.Store(time.Now().UnixNano())
+	s.connSeq.Store(uint64(time.Now().UnixMicro()))
+	return s, nil
+}
+
+// Start listens and serves in the background; it returns once the listener
+// is bound, or with the error that prevented it.
+func (s *Server) Start() error {
+	for range fileWorkers {
+		s.jobsWG.Add(1)
+		go s.runJobs()
+	}
+	s.jobsWG.Add(1)
+	go s.tick()
+	t, err := startGnet(s)
+	if err != nil {
+		s.stopOnce.Do(func() { close(s.done) })
+		s.jobsWG.Wait()
+		return err
+	}
+	s.transport = t
+	s.log.Info("listening", "addr", t.addr.String(), "loops", s.cfg.Loops)
+	return nil
+}
+
+// Addr returns the bound listening address.
+func (s *Server) Addr() net.Addr { return s.transport.addr }
+
+// Registry returns the Prometheus registry behind /metrics.
+func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+// Shutdown stops accepting connections, closes every WebSocket with 1001,
+// waits for clients to finish (at most until ctx ends) and stops the loops.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.draining.CompareAndSwap(false, true) {
+		return errors.New("engine: already shut down")
+	}
+	for _, l := range s.hub.allLoops() {
+		l := l
+		_ = l.exec.Execute(func() {
+			for c := range l.conns {
+				switch c.state {
+				case stateWS:
+					c.fail(1001, "server shutting down")
+				case stateHTTP:
+					if !c.busy {
+						c.t.Close()
+					}
+				}
+			}
+		})
+	}
+	// Wait for the connections to go, up to the grace period.
+	grace := time.NewTimer(closeGrace)
+	defer grace.Stop()
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+wait:
+	for s.openConnections() > 0 {
+		select {
+		case <-poll.C:
+		case <-grace.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	err := s.transport.stop(ctx)
+	s.stopOnce.Do(func() { close(s.done) })
+	s.jobsWG.Wait()
+	return err
+}
+
+func (s *Server) openConnections() int64 {
+	var n int64
+	for _, l := range s.hub.allLoops() {
+		n += l.stats.connections.Load()
+	}
+	return n
+}
+
+// tick advances the coarse clock and runs the periodic connection scan on
+// every loop.
+func (s *Server) tick() {
+	defer s.jobsWG.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	var n int
+	for {
+		select {
+		case now := <-t.C:
+			ns := now.UnixNano()
+			s.clock.Store(ns)
+			if n++; n%4 != 0 {
+				continue
+			}
+			for _, l := range s.hub.allLoops() {
+				l := l
+				_ = l.exec.Execute(func() { l.scan(ns) })
+			}
+		case <-s.done:
+			return
+		}
+	}
+}
+
+// open registers a new transport connection on loop l.
+func (s *Server) open(l *loop, t Transport) *Conn {
+	c := &Conn{srv: s, loop: l, t: t, lastRead: s.clock.Load()}
+	l.conns[c] = struct{}{}
+	l.stats.connections.Add(1)
+	return c
+}
+
+// nextConnID returns a node-unique connection id in base 36. Ids start at
+// the boot time in microseconds, so a restarted node does not reuse them.
+func (s *Server) nextConnID() string {
+	return strconv.FormatUint(s.connSeq.Add(1), 36)
+}
+
+// accessLog writes the combined-format line for a request handled on the
+// loop.
+func (s *Server) accessLog(c *Conn, req *requestInfo, status, sent int) {
+	if s.cfg.AccessLog == nil {
+		return
+	}
+	s.cfg.AccessLog.WriteLine(s.formatAccess(c.t.RemoteAddr(), req, status, sent))
+}
+
+// formatAccess builds an nginx/apache "combined" log line:
+// remote - - [time] "request" status bytes "referer" "user-agent".
+func (s *Server) formatAccess(remote net.Addr, req *requestInfo, status, sent int) []byte {
+	b := make([]byte, 0, 160+len(req.uri)+len(req.userAgent))
+	host := "-"
+	if a, ok := remote.(*net.TCPAddr); ok {
+		host = a.IP.String()
+	}
+	b = append(b, host...)
+	b = append(b, " - - ["...)
+	b = time.Unix(0, s.clock.Load()).AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
+	b = append(b, `] "`...)
+	if len(req.uri) == 0 {
+		b = append(b, '-')
+	} else {
+		b = appendLogEscaped(b, req.method)
+		b = append(b, ' ')
+		b = appendLogEscaped(b, req.uri)
+		b = append(b, ' ')
+		b = appendLogEscaped(b, req.protocol)
+	}
+	b = append(b, `" `...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, int64(sent), 10)
+	b = append(b, ` "`...)
+	b = appendLogField(b, req.referer)
+	b = append(b, `" "`...)
+	b = appendLogField(b, req.userAgent)
+	b = append(b, "\"\n"...)
+	return b
+}
+
+func appendLogField(b, v []byte) []byte {
+	if len(v) == 0 {
+		return append(b, '-')
+	}
+	return appendLogEscaped(b, v)
+}
+
+// appendLogEscaped escapes quotes, backslashes and control or non-ASCII
+// bytes as \xHH, as nginx does.
+func appendLogEscaped(b, v []byte) []byte {
+	const hex = "0123456789ABCDEF"
+	for _, ch := range v {
+		if ch == '"' || ch == '\\' || ch < 0x20 || ch >= 0x7f {
+			b = append(b, '\\', 'x', hex[ch>>4], hex[ch&0xf])
+			continue
+		}
+		b = append(b, ch)
+	}
+	return b
+}

@@ -1,0 +1,39 @@
+package engine
+
+import "net"
+
+// Transport is the byte stream under one client connection, as the engine's
+// HTTP, WebSocket and protocol code see it. gnet.go adapts gnet's Conn; a
+// transport built on crypto/tls over net.Conn can drive the same code by
+// implementing these few methods and calling Conn.Serve with input bytes.
+//
+// Unless a method says otherwise it is called only on the connection's loop
+// (the goroutine that runs Serve for it).
+type Transport interface {
+	// Write queues p after everything written before and never blocks. p
+	// may be reused as soon as Write returns.
+	Write(p []byte)
+	// Buffered returns the number of bytes written but not yet accepted by
+	// the kernel.
+	Buffered() int
+	// CloseWrite half-closes the connection (TCP FIN) if nothing is still
+	// queued; it is a hint, the close deadline ends the connection anyway.
+	CloseWrite()
+	// Close closes the connection. Safe from any goroutine.
+	Close()
+	// Wake asks the loop to call Serve again with the input still buffered.
+	// Safe from any goroutine.
+	Wake()
+	// AsyncWrite queues p from any goroutine; done then runs on the loop
+	// with the number of bytes still buffered, or a non-nil error when the
+	// connection is gone. p must not be modified after the call.
+	AsyncWrite(p []byte, done func(buffered int, err error)) error
+	// RemoteAddr is the peer's address. Safe from any goroutine.
+	RemoteAddr() net.Addr
+}
+
+// Executor runs functions on one event loop, in submission order.
+type Executor interface {
+	// Execute queues fn to run on the loop. Safe from any goroutine.
+	Execute(fn func()) error
+}
