@@ -70,6 +70,9 @@ func New(cfg Config) (*Server, error) {
 	if compress == "" {
 		compress = filepath.Join(os.TempDir(), "zenconn-compressed")
 	}
+	if err := os.MkdirAll(compress, 0o750); err != nil {
+		return nil, fmt.Errorf("engine: compressed file cache: %w", err)
+	}
 	fs := &fasthttp.FS{
 		Root:               publicAbs,
 		AllowEmptyRoot:     true,
