@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/zenconn/server/internal/leaktest"
+)
+
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
+
+func TestByteSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"1048576", 1 << 20, true},
+		{"1MiB", 1 << 20, true},
+		{"1M", 1 << 20, true},
+		{"512KiB", 512 << 10, true},
+		{"2G", 2 << 30, true},
+		{"0", 0, false},
+		{"-5", 0, false},
+		{"ten", 0, false},
+		{"1TiB", 0, false},
+		{"99999999999999999999", 0, false},
+	} {
+		var b byteSize
+		err := b.Set(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("Set(%q) err = %v, want ok=%v", tc.in, err, tc.ok)
+			continue
+		}
+		if tc.ok && int64(b) != tc.want {
+			t.Errorf("Set(%q) = %d, want %d", tc.in, b, tc.want)
+		}
+	}
+}
+
+func TestEnvFillsFlagsNotGiven(t *testing.T) {
+	t.Setenv("ZENCONN_ADDR", "127.0.0.1:9999")
+	t.Setenv("ZENCONN_MAX_MESSAGE", "2MiB")
+	t.Setenv("ZENCONN_PUBLIC", "/from/env")
+	var o serveOptions
+	fs := newServeFlags(&o)
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse([]string{"--public", "/from/flag"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyEnv(fs); err != nil {
+		t.Fatal(err)
+	}
+	if o.addr != "127.0.0.1:9999" || o.maxMessage != 2<<20 {
+		t.Fatalf("env not applied: addr=%q max-message=%d", o.addr, o.maxMessage)
+	}
+	if o.public != "/from/flag" {
+		t.Fatalf("command line must win over env: public=%q", o.public)
+	}
+}
+
+func TestEnvBadValueIsReported(t *testing.T) {
+	t.Setenv("ZENCONN_MAX_MESSAGE", "lots")
+	var o serveOptions
+	fs := newServeFlags(&o)
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	err := applyEnv(fs)
+	if err == nil || !strings.Contains(err.Error(), "ZENCONN_MAX_MESSAGE") {
+		t.Fatalf("err = %v, want one naming ZENCONN_MAX_MESSAGE", err)
+	}
+}
+
+func TestHelpListsEveryFlag(t *testing.T) {
+	var buf bytes.Buffer
+	printServeFlags(&buf)
+	var o serveOptions
+	newServeFlags(&o).VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(buf.String(), "-"+f.Name) {
+			t.Errorf("help does not mention --%s", f.Name)
+		}
+	})
+}
+
+func TestWorkersOtherThanZeroRefused(t *testing.T) {
+	if code := serve([]string{"--workers", "2", "--data", t.TempDir()}); code == 0 {
+		t.Fatal("--workers 2 was accepted")
+	}
+}
+
+func TestUnknownCommandAndFlag(t *testing.T) {
+	if code := run([]string{"frobnicate"}); code != 2 {
+		t.Fatalf("unknown command exit = %d, want 2", code)
+	}
+	if code := serve([]string{"--no-such-flag"}); code != 2 {
+		t.Fatalf("unknown flag exit = %d, want 2", code)
+	}
+}
+
+func TestNodeIDIsKept(t *testing.T) {
+	dir := t.TempDir()
+	a, err := loadNodeID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := loadNodeID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a == "" || a != b {
+		t.Fatalf("node ids %q then %q, want one stable id", a, b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node-id")); err != nil {
+		t.Fatal(err)
+	}
+}
