@@ -2,7 +2,6 @@ package proto
 
 import (
 	"reflect"
-	"strconv"
 
 	"github.com/bytedance/sonic"
 	"github.com/bytedance/sonic/encoder"
@@ -79,6 +78,11 @@ type ClientMsg struct {
 	Data []byte
 	// Token is the JWT of an auth request.
 	Token string
+	// Opaque is set when Data is opaque bytes (binary protocol only)
+	// rather than JSON text.
+	Opaque bool
+
+	idBuf [20]byte // backs ID for binary-protocol ids
 }
 
 // wireClient is the JSON shape sonic decodes into.
@@ -110,18 +114,22 @@ func DecodeJSON(data []byte, m *ClientMsg) *Error {
 	*m = ClientMsg{}
 	var w wireClient
 	if err := jsonAPI.Unmarshal(data, &w); err != nil {
+		// Valid JSON with a field of the wrong type still gets its id
+		// back in the error reply, so the client can correlate it.
+		var idOnly struct {
+			ID sonic.NoCopyRawMessage `json:"id"`
+		}
+		if jsonAPI.Unmarshal(data, &idOnly) == nil && validID(idOnly.ID) {
+			m.ID = idOnly.ID
+			return errBadField
+		}
 		return errBadJSON
 	}
 	if len(w.ID) > 0 {
-		if len(w.ID) > MaxIDLen {
+		if !validID(w.ID) {
 			return errBadID
 		}
-		switch c := w.ID[0]; {
-		case c == '"', c == '-', c >= '0' && c <= '9':
-			m.ID = w.ID
-		default:
-			return errBadID
-		}
+		m.ID = w.ID
 	}
 	m.Op = parseOp(w.Op)
 	switch m.Op {
@@ -158,9 +166,20 @@ func DecodeJSON(data []byte, m *ClientMsg) *Error {
 	return nil
 }
 
+// validID reports whether raw is a usable request id: a JSON number or
+// string of at most MaxIDLen bytes.
+func validID(raw []byte) bool {
+	if len(raw) == 0 || len(raw) > MaxIDLen {
+		return false
+	}
+	c := raw[0]
+	return c == '"' || c == '-' || c >= '0' && c <= '9'
+}
+
 // Canned decode errors, built once.
 var (
 	errBadJSON    = &Error{Code: CodeBadRequest, Message: "invalid JSON"}
+	errBadField   = &Error{Code: CodeBadRequest, Message: "a field has the wrong type"}
 	errBadID      = &Error{Code: CodeBadRequest, Message: "id must be a number or a string of at most 64 bytes"}
 	errNoOp       = &Error{Code: CodeBadRequest, Message: "missing op"}
 	errUnknownOp  = &Error{Code: CodeBadRequest, Message: "unknown op"}
@@ -173,11 +192,11 @@ var (
 // AppendWelcome appends the welcome envelope sent once on connect.
 func AppendWelcome(dst []byte, conn, node, protoName string) []byte {
 	dst = append(dst, `{"op":"welcome","conn":`...)
-	dst = strconv.AppendQuote(dst, conn)
+	dst = appendJSONString(dst, conn)
 	dst = append(dst, `,"node":`...)
-	dst = strconv.AppendQuote(dst, node)
+	dst = appendJSONString(dst, node)
 	dst = append(dst, `,"proto":`...)
-	dst = strconv.AppendQuote(dst, protoName)
+	dst = appendJSONString(dst, protoName)
 	return append(dst, '}')
 }
 
