@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"runtime"
 	"time"
+
+	"github.com/zenconn/server/auth"
 )
 
 // Config configures a Server. The zero value of each field means the
@@ -48,6 +50,19 @@ type Config struct {
 	// AccessLog receives one combined-format line per HTTP request and per
 	// WebSocket handshake. Nil disables access logging.
 	AccessLog LineWriter
+
+	// Verifier checks client tokens ("--jwt-secret", "--jwt-public-key").
+	// Nil: no token is accepted; every connection is anonymous.
+	Verifier *auth.Verifier
+	// RequireToken refuses WebSocket handshakes without a valid token with
+	// 401 ("--anonymous=false"). Needs a Verifier.
+	RequireToken bool
+	// PublicPublishGranted requires a publish grant to publish on public
+	// channels too ("--public-publish=granted"). Default: open.
+	PublicPublishGranted bool
+	// APIKey enables the server API under /api/ ("--api-key"). Empty: the
+	// API answers 404.
+	APIKey string
 }
 
 // LineWriter takes access-log lines. WriteLine must not block for long and
@@ -110,6 +125,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Node == "" {
 		c.Node = "local"
+	}
+	if c.RequireToken && c.Verifier == nil {
+		errs = append(errs, errors.New("--anonymous=false: needs --jwt-secret or --jwt-public-key"))
+	}
+	if c.APIKey != "" && len(c.APIKey) < 16 {
+		errs = append(errs, errors.New("--api-key: at least 16 characters"))
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

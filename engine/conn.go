@@ -4,6 +4,7 @@ import (
 	"net"
 
 	"github.com/gobwas/ws"
+	"github.com/zenconn/server/auth"
 	"github.com/zenconn/server/proto"
 )
 
@@ -40,11 +41,14 @@ type Conn struct {
 	leftover      int // input bytes left unconsumed by the last Serve
 
 	// WebSocket state.
-	id     string
-	fragOp ws.OpCode // opcode of the fragmented message in progress, 0 if none
-	frag   []byte
-	chans  []string
-	out    []byte // frames queued for the next flush
+	bin     bool           // binary protocol (else JSON)
+	ident   *auth.Identity // nil for an anonymous connection
+	expires int64          // token expiry, ns; 0 when none
+	id      string
+	fragOp  ws.OpCode // opcode of the fragmented message in progress, 0 if none
+	frag    []byte
+	chans   []string
+	out     []byte // frames queued for the next flush
 }
 
 // Serve consumes input: HTTP requests or WebSocket frames, according to the
@@ -203,6 +207,12 @@ func (l *loop) scan(now int64) {
 				c.t.Close()
 			}
 		case stateWS:
+			if c.expires != 0 && now >= c.expires {
+				c.tokenExpired()
+				if c.state != stateWS {
+					continue
+				}
+			}
 			switch {
 			case now-c.lastRead > idle:
 				c.fail(proto.CloseIdleTimeout, "idle timeout")

@@ -153,14 +153,22 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 			c.respondSimple(req, 405, "method not allowed\n", keepAlive, hdr.IsHead(), allowGetHead)
 			return
 		}
-		c.startJob(jobMetrics, req, keepAlive)
+		c.startJob(jobMetrics, req, keepAlive, nil)
+		return
+	}
+	if bytes.HasPrefix(path, []byte("/api/")) {
+		if c.srv.cfg.APIKey == "" {
+			c.respondSimple(req, 404, "not found\n", keepAlive, hdr.IsHead(), nil)
+			return
+		}
+		c.startJob(jobAPI, req, keepAlive, body)
 		return
 	}
 	if !hdr.IsGet() && !hdr.IsHead() {
 		c.respondSimple(req, 405, "method not allowed\n", keepAlive, false, allowGetHead)
 		return
 	}
-	c.startJob(jobStatic, req, keepAlive)
+	c.startJob(jobStatic, req, keepAlive, nil)
 }
 
 var allowGetHead = []byte("Allow: GET, HEAD\r\n")

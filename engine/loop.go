@@ -32,10 +32,10 @@ type loop struct {
 	stats loopStats
 }
 
-// delivery is one frame for the local subscribers of a channel.
+// delivery is one message posted to a loop for its subscribers of the
+// message's channel (for a broadcast, every WebSocket on the loop).
 type delivery struct {
-	channel string
-	frame   []byte // complete WebSocket frame, immutable, shared
+	msg *outMsg
 }
 
 // loopStats are counters read by the metrics collector. They are atomics so
@@ -93,11 +93,20 @@ func (l *loop) flushDirty() {
 	l.dirty = l.dirty[:0]
 }
 
-// deliver queues frame to every local subscriber of channel except skip.
-func (l *loop) deliver(channel string, frame []byte, skip *Conn) {
-	for c := range l.subs[channel] {
+// deliver queues m to every local subscriber of its channel, or for a
+// broadcast to every local WebSocket, except skip.
+func (l *loop) deliver(m *outMsg, skip *Conn) {
+	if m.channel == "" {
+		for c := range l.conns {
+			if c != skip && c.state == stateWS {
+				c.send(m.frame(c.bin))
+			}
+		}
+		return
+	}
+	for c := range l.subs[m.channel] {
 		if c != skip {
-			c.send(frame)
+			c.send(m.frame(c.bin))
 		}
 	}
 }
@@ -125,7 +134,7 @@ func (l *loop) drainInbox() {
 	l.inboxQueued = false
 	l.mu.Unlock()
 	for i := range batch {
-		l.deliver(batch[i].channel, batch[i].frame, nil)
+		l.deliver(batch[i].msg, nil)
 		batch[i] = delivery{}
 	}
 	l.mu.Lock()
@@ -196,24 +205,46 @@ func (h *hub) removeInterest(channel string, idx int) {
 	h.mu.Unlock()
 }
 
-// publish delivers frame to every subscriber of channel: on the calling
-// loop directly (skipping from), on other loops through their inboxes. It
-// runs on from's loop.
-func (h *hub) publish(src *loop, channel string, frame []byte, from *Conn) {
-	h.mu.RLock()
-	mask := h.interest[channel]
-	h.mu.RUnlock()
-	if mask&(1<<src.idx) != 0 {
-		src.deliver(channel, frame, from)
+// publish delivers m to every subscriber of its channel, or for a
+// broadcast to every WebSocket, except from. On src (from's loop) delivery
+// is direct; other loops get it through their inboxes. src is nil when the
+// message comes from outside the loops (the server API); every loop then
+// gets it through its inbox.
+func (h *hub) publish(src *loop, m *outMsg, from *Conn) {
+	var mask uint64
+	if m.channel == "" {
+		mask = h.loopMask()
+	} else {
+		h.mu.RLock()
+		mask = h.interest[m.channel]
+		h.mu.RUnlock()
 	}
-	mask &^= 1 << src.idx
+	if src != nil {
+		if mask&(1<<src.idx) != 0 {
+			src.deliver(m, from)
+		}
+		mask &^= 1 << src.idx
+	}
 	for mask != 0 {
 		idx := bits.TrailingZeros64(mask)
 		mask &^= 1 << idx
 		if l := h.loop(idx); l != nil {
-			l.post(delivery{channel: channel, frame: frame})
+			l.post(delivery{msg: m})
 		}
 	}
+}
+
+// loopMask returns the bitmask of every registered loop.
+func (h *hub) loopMask() uint64 {
+	h.loopsMu.RLock()
+	defer h.loopsMu.RUnlock()
+	var m uint64
+	for i, l := range h.loops {
+		if l != nil {
+			m |= 1 << i
+		}
+	}
+	return m
 }
 
 func (h *hub) loop(idx int) *loop {

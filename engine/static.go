@@ -22,6 +22,7 @@ type jobKind uint8
 const (
 	jobStatic jobKind = iota
 	jobMetrics
+	jobAPI
 )
 
 // job is one HTTP request answered off the event loops: static files (disk
@@ -57,10 +58,11 @@ const (
 
 // startJob copies the request head and runs the job on the server's pool.
 // Input stays buffered (busy) until the job's response is fully queued.
-func (c *Conn) startJob(kind jobKind, req *requestInfo, keepAlive bool) {
+func (c *Conn) startJob(kind jobKind, req *requestInfo, keepAlive bool, body []byte) {
 	j := jobPool.Get().(*job)
 	j.kind, j.c, j.t, j.keepAlive, j.remote = kind, c, c.t, keepAlive, c.t.RemoteAddr()
 	c.loop.http.hdr.CopyTo(&j.req.Header)
+	j.req.SetBody(body)
 	c.busy = true
 	select {
 	case c.srv.jobs <- j:
@@ -106,6 +108,8 @@ func (s *Server) runJob(j *job) {
 	switch j.kind {
 	case jobMetrics:
 		s.serveMetrics(ctx)
+	case jobAPI:
+		s.serveAPI(ctx)
 	default:
 		s.serveStatic(ctx)
 	}

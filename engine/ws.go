@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"io"
 	"strconv"
 	"unicode/utf8"
 
@@ -107,126 +106,6 @@ func (c *Conn) onClose(payload []byte) {
 		c.out = appendCloseFrame(c.out, uint16(code), "")
 	}
 	c.flushAndLinger()
-}
-
-// onMessage handles one complete data message.
-func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
-	l := c.loop
-	l.stats.messagesIn.Add(1)
-	if op != ws.OpText {
-		c.fail(proto.CloseUnsupportedData, "binary frames are not accepted on a JSON connection")
-		return
-	}
-	if !utf8.Valid(payload) {
-		c.fail(proto.CloseInvalidPayload, "text message is not valid UTF-8")
-		return
-	}
-	var m proto.ClientMsg
-	if perr := proto.DecodeJSON(payload, &m); perr != nil {
-		c.replyError(m.ID, perr)
-		return
-	}
-	switch m.Op {
-	case proto.OpPing:
-		c.reply(proto.AppendPong(c.frameBuf()))
-	case proto.OpSubscribe:
-		if len(c.chans) >= c.srv.cfg.MaxSubscriptions {
-			c.replyError(m.ID, errTooManySubs)
-			return
-		}
-		if l.subscribe(c, m.Channel) {
-			c.chans = append(c.chans, m.Channel)
-		}
-		c.ack(m.ID)
-	case proto.OpUnsubscribe:
-		if l.unsubscribe(c, m.Channel) {
-			c.dropChannel(m.Channel)
-		}
-		c.ack(m.ID)
-	case proto.OpPublish:
-		buf := newFrameBuf(make([]byte, 0, frameHeadroom+64+len(m.Channel)+len(c.id)+len(m.Data)))
-		frame := finishFrame(proto.AppendMessage(buf, m.Channel, c.id, m.Data), ws.OpText)
-		c.srv.hub.publish(l, m.Channel, frame, c)
-		c.ack(m.ID)
-	default:
-		c.replyError(m.ID, errNotAvailable)
-	}
-}
-
-var (
-	errTooManySubs  = &proto.Error{Code: proto.CodeLimitExceeded, Message: "too many subscriptions on this connection"}
-	errNotAvailable = &proto.Error{Code: proto.CodeBadRequest, Message: "op not available on this server"}
-)
-
-func (c *Conn) dropChannel(ch string) {
-	for i, s := range c.chans {
-		if s == ch {
-			last := len(c.chans) - 1
-			c.chans[i] = c.chans[last]
-			c.chans[last] = ""
-			c.chans = c.chans[:last]
-			return
-		}
-	}
-}
-
-// frameBuf returns the loop's scratch buffer with frame headroom reserved.
-// The result is valid until the next frameBuf call on the loop.
-func (c *Conn) frameBuf() []byte {
-	l := c.loop
-	l.scratch = newFrameBuf(l.scratch)
-	return l.scratch
-}
-
-// reply frames a payload built after frameBuf's headroom and queues it.
-func (c *Conn) reply(buf []byte) {
-	c.loop.scratch = buf
-	c.send(finishFrame(buf, ws.OpText))
-}
-
-func (c *Conn) ack(id []byte) {
-	if id != nil {
-		c.reply(proto.AppendAck(c.frameBuf(), id))
-	}
-}
-
-func (c *Conn) replyError(id []byte, e *proto.Error) {
-	c.reply(proto.AppendError(c.frameBuf(), id, e))
-}
-
-// upgradeWS performs the WebSocket handshake on the request head. On
-// success the connection switches to WebSocket and gets its welcome.
-func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
-	l := c.loop
-	var resp bytes.Buffer
-	u := ws.Upgrader{ReadBufferSize: maxHeadSize + 1024}
-	_, err := u.Upgrade(struct {
-		io.Reader
-		io.Writer
-	}{bytes.NewReader(head), &resp})
-	status := 101
-	if err != nil {
-		status = statusFromResponse(resp.Bytes())
-		if resp.Len() == 0 {
-			resp.Write(canned400)
-			status = 400
-		}
-	}
-	c.writeNow(resp.Bytes())
-	c.srv.accessLog(c, req, status, 0)
-	c.srv.countStatus(status)
-	if err != nil {
-		c.srv.log.Debug("websocket handshake refused", "remote", c.remoteIP(), "err", err)
-		c.state = stateClosing
-		c.closeDeadline = c.srv.clock.Load() + closeGrace
-		c.t.CloseWrite()
-		return
-	}
-	c.state = stateWS
-	c.id = c.srv.nextConnID()
-	c.lastPing = c.srv.clock.Load()
-	l.stats.websockets.Add(1)
-	c.reply(proto.AppendWelcome(c.frameBuf(), c.id, c.srv.cfg.Node, "json"))
 }
 
 // statusFromResponse reads the status code of an HTTP response's status line.

@@ -43,6 +43,8 @@ const (
 	CloseInternalError   = 1011 // a server fault
 	CloseIdleTimeout     = 4000 // nothing received within --idle-timeout
 	CloseSlowConsumer    = 4001 // outbound buffer over --max-outbound
+	CloseTokenExpired    = 4002 // token expired where anonymous connections are refused
+	CloseDisconnected    = 4100 // disconnected through the server API
 )
 
 // MaxChannelLen is the longest valid channel name in bytes.

@@ -11,6 +11,7 @@ const usage = `zenconn: a real-time edge server (WebSocket pub/sub and static fi
 
 Usage:
   zenconn serve [flags]   serve public/ and WebSocket clients (zenconn serve --help)
+  zenconn token [flags]   print a signed client token (zenconn token --help)
   zenconn help            show this help
 
 Every flag can also be set from the environment as ZENCONN_<FLAG>, with
@@ -29,6 +30,8 @@ func run(args []string) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:])
+	case "token":
+		return token(args[1:], os.Stdout, os.Stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Print(usage)
 		fmt.Println()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/zenconn/server/accesslog"
+	"github.com/zenconn/server/auth"
 	"github.com/zenconn/server/engine"
 	"github.com/zenconn/server/proto"
 )
@@ -35,6 +36,14 @@ type serveOptions struct {
 	pingInterval time.Duration
 	idleTimeout  time.Duration
 	logLevel     string
+
+	jwtSecret     string
+	jwtPublicKey  string
+	jwtIssuer     string
+	jwtAudience   string
+	anonymous     bool
+	publicPublish string
+	apiKey        string
 }
 
 func newServeFlags(o *serveOptions) *flag.FlagSet {
@@ -52,6 +61,13 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.DurationVar(&o.pingInterval, "ping-interval", 25*time.Second, "server ping to a WebSocket silent this long")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 60*time.Second, "close a connection silent this long (WebSocket: code 4000)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "application log level: debug, info, warn, error")
+	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HMAC secret for client tokens (HS256/HS384/HS512), at least 32 bytes")
+	fs.StringVar(&o.jwtPublicKey, "jwt-public-key", "", "PEM file with the public key for client tokens (RS256, ES256 or EdDSA)")
+	fs.StringVar(&o.jwtIssuer, "jwt-issuer", "", "required iss claim of client tokens (empty: not checked)")
+	fs.StringVar(&o.jwtAudience, "jwt-audience", "", "required aud claim of client tokens (empty: not checked)")
+	fs.BoolVar(&o.anonymous, "anonymous", true, "accept WebSocket connections without a token (false: 401 without one)")
+	fs.StringVar(&o.publicPublish, "public-publish", "open", `who may publish on public channels: "open" (anyone) or "granted" (a publish grant)`)
+	fs.StringVar(&o.apiKey, "api-key", "", "enables the server API under /api/ with this key (at least 16 characters)")
 	return fs
 }
 
@@ -114,15 +130,51 @@ func serve(args []string) int {
 		fmt.Fprintf(os.Stderr, "zenconn serve: --workers %d: only --workers 0 (serve in this process) is available in this version\n", o.workers)
 		return 2
 	}
+	if o.publicPublish != "open" && o.publicPublish != "granted" {
+		fmt.Fprintf(os.Stderr, "zenconn serve: --public-publish: %q is neither open nor granted\n", o.publicPublish)
+		return 2
+	}
+	verifier, err := newVerifier(&o)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "zenconn serve: %v\n", err)
+		return 2
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := runServer(&o, log); err != nil {
+	if err := runServer(&o, verifier, log); err != nil {
 		log.Error("serve failed", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func runServer(o *serveOptions, log *slog.Logger) error {
+// newVerifier builds the token verifier from the --jwt-* flags, nil when no
+// key is configured.
+func newVerifier(o *serveOptions) (*auth.Verifier, error) {
+	if o.jwtSecret == "" && o.jwtPublicKey == "" {
+		if o.jwtIssuer != "" || o.jwtAudience != "" {
+			return nil, errors.New("--jwt-issuer/--jwt-audience: need --jwt-secret or --jwt-public-key")
+		}
+		return nil, nil
+	}
+	cfg := auth.Config{Secret: []byte(o.jwtSecret), Issuer: o.jwtIssuer, Audience: o.jwtAudience}
+	if o.jwtPublicKey != "" {
+		pem, err := os.ReadFile(o.jwtPublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("--jwt-public-key: %w", err)
+		}
+		cfg.PublicKey = pem
+	}
+	v, err := auth.NewVerifier(cfg)
+	if err != nil {
+		if len(o.jwtSecret) > 0 && len(o.jwtSecret) < auth.MinSecretLen {
+			return nil, fmt.Errorf("--jwt-secret: %d bytes; at least %d are required", len(o.jwtSecret), auth.MinSecretLen)
+		}
+		return nil, fmt.Errorf("--jwt-public-key: %w", err)
+	}
+	return v, nil
+}
+
+func runServer(o *serveOptions, verifier *auth.Verifier, log *slog.Logger) error {
 	if err := os.MkdirAll(o.data, 0o755); err != nil {
 		return fmt.Errorf("--data: %w", err)
 	}
@@ -133,7 +185,8 @@ func runServer(o *serveOptions, log *slog.Logger) error {
 	if err := proto.Pretouch(); err != nil {
 		log.Warn("json codec pretouch failed", "err", err)
 	}
-	log.Info("starting", "node", node, "json_jit", proto.APIKind == 1, "public", o.public, "data", o.data)
+	log.Info("starting", "node", node, "json_jit", proto.APIKind == 1, "public", o.public, "data", o.data,
+		"tokens", verifier != nil, "anonymous", o.anonymous, "api", o.apiKey != "")
 
 	var alog *accesslog.Writer
 	cfg := engine.Config{
@@ -147,6 +200,11 @@ func runServer(o *serveOptions, log *slog.Logger) error {
 		IdleTimeout:  o.idleTimeout,
 		Node:         node,
 		Logger:       log,
+
+		Verifier:             verifier,
+		RequireToken:         !o.anonymous,
+		PublicPublishGranted: o.publicPublish == "granted",
+		APIKey:               o.apiKey,
 	}
 	if o.accessLog != "off" {
 		if alog, err = accesslog.Open(o.accessLog); err != nil {

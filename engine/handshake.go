@@ -1,0 +1,161 @@
+package engine
+
+import (
+	"bytes"
+	"io"
+
+	"github.com/gobwas/ws"
+	"github.com/valyala/fasthttp"
+	"github.com/zenconn/server/auth"
+	"github.com/zenconn/server/proto"
+)
+
+// Subprotocol names a browser can offer to choose the wire protocol.
+const (
+	subprotoBin  = "zenconn.v1.bin"
+	subprotoJSON = "zenconn.v1.json"
+)
+
+type wireChoice uint8
+
+const (
+	wireUnset wireChoice = iota
+	wireJSON
+	wireBin
+)
+
+// headerChoice reads X-Bin-Protocol (any value but 0 or false) and
+// X-JSON-Protocol; X-Bin-Protocol wins when both are sent.
+func headerChoice(hdr *fasthttp.RequestHeader) wireChoice {
+	if v := hdr.Peek("X-Bin-Protocol"); v != nil && !falseValue(v) {
+		return wireBin
+	}
+	if v := hdr.Peek("X-JSON-Protocol"); v != nil && !falseValue(v) {
+		return wireJSON
+	}
+	return wireUnset
+}
+
+func falseValue(v []byte) bool {
+	v = bytes.TrimSpace(v)
+	return string(v) == "0" || bytes.EqualFold(v, []byte("false"))
+}
+
+// upgradeWS authenticates and performs the WebSocket handshake on the
+// request head. The wire protocol is chosen, in this order of precedence,
+// by the X-Bin-Protocol / X-JSON-Protocol headers, the zenconn.v1.bin /
+// zenconn.v1.json subprotocol (echoed), the proto=bin|json query parameter,
+// and otherwise JSON. A token comes as "Authorization: Bearer" or ?token=.
+func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
+	l := c.loop
+	hdr := &l.http.hdr
+	var query fasthttp.Args
+	if uri := hdr.RequestURI(); bytes.IndexByte(uri, '?') >= 0 {
+		query.ParseBytes(uri[bytes.IndexByte(uri, '?')+1:])
+	}
+
+	choice := headerChoice(hdr)
+	queryChoice := wireUnset
+	switch v := query.Peek("proto"); {
+	case v == nil:
+	case string(v) == "bin":
+		queryChoice = wireBin
+	case string(v) == "json":
+		queryChoice = wireJSON
+	default:
+		c.httpFail(req, 400, "proto must be bin or json\n")
+		return
+	}
+
+	// Authenticate before upgrading: a bad token is an HTTP 401.
+	token := bearerToken(hdr.Peek("Authorization"))
+	if token == "" {
+		token = string(query.Peek("token"))
+	}
+	var ident *auth.Identity
+	switch v := c.srv.cfg.Verifier; {
+	case token != "" && v == nil:
+		c.httpFail(req, 401, "this server accepts no tokens\n")
+		return
+	case token != "":
+		id, err := v.Verify(token)
+		if err != nil {
+			c.srv.log.Debug("handshake token refused", "remote", c.remoteIP(), "err", err)
+			c.httpFail(req, 401, err.Error()+"\n")
+			return
+		}
+		ident = id
+	case c.srv.cfg.RequireToken:
+		c.httpFail(req, 401, "a token is required (Authorization: Bearer or ?token=)\n")
+		return
+	}
+
+	var resp bytes.Buffer
+	subChoice := wireUnset
+	u := ws.Upgrader{
+		ReadBufferSize: maxHeadSize + 1024,
+		Protocol: func(p []byte) bool {
+			var w wireChoice
+			switch string(p) {
+			case subprotoBin:
+				w = wireBin
+			case subprotoJSON:
+				w = wireJSON
+			default:
+				return false
+			}
+			if choice != wireUnset && w != choice {
+				return false
+			}
+			subChoice = w
+			return true
+		},
+	}
+	_, err := u.Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{bytes.NewReader(head), &resp})
+	status := 101
+	if err != nil {
+		status = statusFromResponse(resp.Bytes())
+		if resp.Len() == 0 {
+			resp.Write(canned400)
+			status = 400
+		}
+	}
+	c.writeNow(resp.Bytes())
+	c.srv.accessLog(c, req, status, 0)
+	c.srv.countStatus(status)
+	if err != nil {
+		c.srv.log.Debug("websocket handshake refused", "remote", c.remoteIP(), "err", err)
+		c.linger()
+		return
+	}
+	if choice == wireUnset {
+		choice = subChoice
+	}
+	if choice == wireUnset {
+		choice = queryChoice
+	}
+	c.state = stateWS
+	c.bin = choice == wireBin
+	c.id = c.srv.nextConnID()
+	c.lastPing = c.srv.clock.Load()
+	c.setIdentity(ident)
+	l.stats.websockets.Add(1)
+	if c.bin {
+		c.reply(proto.AppendBinWelcome(c.frameBuf(), c.id, c.srv.cfg.Node))
+	} else {
+		c.reply(proto.AppendWelcome(c.frameBuf(), c.id, c.srv.cfg.Node, "json"))
+	}
+}
+
+// bearerToken extracts the token of an "Authorization: Bearer <token>"
+// header value, "" if there is none.
+func bearerToken(v []byte) string {
+	const prefix = "bearer "
+	if len(v) <= len(prefix) || !bytes.EqualFold(v[:len(prefix)], []byte(prefix)) {
+		return ""
+	}
+	return string(bytes.TrimSpace(v[len(prefix):]))
+}

@@ -1,0 +1,250 @@
+package engine
+
+import (
+	"errors"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+	"github.com/zenconn/server/auth"
+	"github.com/zenconn/server/proto"
+)
+
+// Canned operation errors, built once.
+var (
+	errTooManySubs     = &proto.Error{Code: proto.CodeLimitExceeded, Message: "too many subscriptions on this connection"}
+	errAnonPrivate     = &proto.Error{Code: proto.CodeUnauthorized, Message: "private channels need a token"}
+	errNoSubGrant      = &proto.Error{Code: proto.CodeForbidden, Message: "the token does not grant subscribing to this channel"}
+	errNoPubGrant      = &proto.Error{Code: proto.CodeForbidden, Message: "the token does not grant publishing to this channel"}
+	errAnonPublish     = &proto.Error{Code: proto.CodeUnauthorized, Message: "publishing needs a token on this server"}
+	errAnonBroadcast   = &proto.Error{Code: proto.CodeUnauthorized, Message: "broadcast needs a token with the broadcast grant"}
+	errNoBroadcast     = &proto.Error{Code: proto.CodeForbidden, Message: "the token does not grant broadcast"}
+	errNoVerifier      = &proto.Error{Code: proto.CodeUnauthorized, Message: "this server accepts no tokens"}
+	errTokenExpiredNow = &proto.Error{Code: proto.CodeTokenExpired, Message: "the token expired: its grants and private subscriptions are gone"}
+	errTextOnBinary    = &proto.Error{Code: proto.CodeBadRequest, Message: "text frame on a binary-protocol connection"}
+)
+
+// privatePrefix marks channels whose use needs a grant.
+const privatePrefix = "private-"
+
+func isPrivate(channel string) bool { return strings.HasPrefix(channel, privatePrefix) }
+
+// onMessage handles one complete data message.
+func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
+	l := c.loop
+	l.stats.messagesIn.Add(1)
+	var m proto.ClientMsg
+	var perr *proto.Error
+	switch {
+	case c.bin && op == ws.OpBinary:
+		perr = proto.DecodeBinary(payload, &m)
+	case c.bin:
+		c.replyError(nil, errTextOnBinary)
+		return
+	case op != ws.OpText:
+		c.fail(proto.CloseUnsupportedData, "binary frames are not accepted on a JSON connection")
+		return
+	case !utf8.Valid(payload):
+		c.fail(proto.CloseInvalidPayload, "text message is not valid UTF-8")
+		return
+	default:
+		perr = proto.DecodeJSON(payload, &m)
+	}
+	if perr != nil {
+		c.replyError(m.ID, perr)
+		return
+	}
+	switch m.Op {
+	case proto.OpPing:
+		if c.bin {
+			c.reply(proto.AppendBinPong(c.frameBuf()))
+		} else {
+			c.reply(proto.AppendPong(c.frameBuf()))
+		}
+	case proto.OpSubscribe:
+		if e := c.canSubscribe(m.Channel); e != nil {
+			c.replyError(m.ID, e)
+			return
+		}
+		if len(c.chans) >= c.srv.cfg.MaxSubscriptions && !c.subscribed(m.Channel) {
+			c.replyError(m.ID, errTooManySubs)
+			return
+		}
+		if l.subscribe(c, m.Channel) {
+			c.chans = append(c.chans, m.Channel)
+		}
+		c.ack(m.ID)
+	case proto.OpUnsubscribe:
+		if l.unsubscribe(c, m.Channel) {
+			c.dropChannel(m.Channel)
+		}
+		c.ack(m.ID)
+	case proto.OpPublish:
+		if e := c.canPublish(m.Channel); e != nil {
+			c.replyError(m.ID, e)
+			return
+		}
+		c.srv.hub.publish(l, newOutMsg(m.Channel, c.id, m.Data, m.Opaque), c)
+		c.ack(m.ID)
+	case proto.OpBroadcast:
+		switch {
+		case c.ident == nil:
+			c.replyError(m.ID, errAnonBroadcast)
+			return
+		case !c.ident.Grants.Broadcast:
+			c.replyError(m.ID, errNoBroadcast)
+			return
+		}
+		c.srv.hub.publish(l, newOutMsg("", c.id, m.Data, m.Opaque), c)
+		c.ack(m.ID)
+	case proto.OpAuth:
+		c.authenticate(m.ID, m.Token)
+	}
+}
+
+func (c *Conn) canSubscribe(channel string) *proto.Error {
+	if !isPrivate(channel) {
+		return nil
+	}
+	if c.ident == nil {
+		return errAnonPrivate
+	}
+	if !c.ident.Grants.CanSubscribe(channel) {
+		return errNoSubGrant
+	}
+	return nil
+}
+
+func (c *Conn) canPublish(channel string) *proto.Error {
+	if !isPrivate(channel) && !c.srv.cfg.PublicPublishGranted {
+		return nil
+	}
+	if c.ident == nil {
+		if isPrivate(channel) {
+			return errAnonPrivate
+		}
+		return errAnonPublish
+	}
+	if !c.ident.Grants.CanPublish(channel) {
+		return errNoPubGrant
+	}
+	return nil
+}
+
+func (c *Conn) subscribed(channel string) bool {
+	for _, ch := range c.chans {
+		if ch == channel {
+			return true
+		}
+	}
+	return false
+}
+
+// authenticate handles the auth op: a valid token replaces the identity and
+// its grants (subscriptions the new grants do not cover are dropped); an
+// invalid one changes nothing.
+func (c *Conn) authenticate(id []byte, token string) {
+	v := c.srv.cfg.Verifier
+	if v == nil {
+		c.replyError(id, errNoVerifier)
+		return
+	}
+	ident, err := v.Verify(token)
+	if err != nil {
+		code := proto.CodeUnauthorized
+		if errors.Is(err, auth.ErrTokenExpired) {
+			code = proto.CodeTokenExpired
+		}
+		c.replyError(id, &proto.Error{Code: code, Message: err.Error()})
+		return
+	}
+	c.setIdentity(ident)
+	c.dropUngranted()
+	c.ack(id)
+}
+
+// setIdentity installs a verified identity and its expiry.
+func (c *Conn) setIdentity(ident *auth.Identity) {
+	c.ident = ident
+	c.expires = 0
+	if ident != nil && !ident.Expires.IsZero() {
+		c.expires = ident.Expires.UnixNano()
+	}
+}
+
+// dropUngranted leaves every private channel the current grants do not
+// cover.
+func (c *Conn) dropUngranted() {
+	for i := 0; i < len(c.chans); {
+		ch := c.chans[i]
+		if c.canSubscribe(ch) != nil {
+			c.loop.unsubscribe(c, ch)
+			c.dropChannel(ch)
+			continue
+		}
+		i++
+	}
+}
+
+// tokenExpired runs when the connection's token expires: the client gets
+// token_expired, loses its grants and its private subscriptions, and goes on
+// as an anonymous connection; where anonymous connections are refused it is
+// closed with 4002.
+func (c *Conn) tokenExpired() {
+	c.replyError(nil, errTokenExpiredNow)
+	c.setIdentity(nil)
+	c.dropUngranted()
+	if c.srv.cfg.RequireToken {
+		c.fail(proto.CloseTokenExpired, "token expired")
+	}
+}
+
+func (c *Conn) dropChannel(ch string) {
+	for i, s := range c.chans {
+		if s == ch {
+			last := len(c.chans) - 1
+			c.chans[i] = c.chans[last]
+			c.chans[last] = ""
+			c.chans = c.chans[:last]
+			return
+		}
+	}
+}
+
+// frameBuf returns the loop's scratch buffer with frame headroom reserved.
+// The result is valid until the next frameBuf call on the loop.
+func (c *Conn) frameBuf() []byte {
+	l := c.loop
+	l.scratch = newFrameBuf(l.scratch)
+	return l.scratch
+}
+
+// reply frames a payload built after frameBuf's headroom, in the
+// connection's protocol, and queues it.
+func (c *Conn) reply(buf []byte) {
+	c.loop.scratch = buf
+	op := ws.OpText
+	if c.bin {
+		op = ws.OpBinary
+	}
+	c.send(finishFrame(buf, op))
+}
+
+func (c *Conn) ack(id []byte) {
+	if id == nil {
+		return
+	}
+	if c.bin {
+		c.reply(proto.AppendBinAck(c.frameBuf(), id))
+	} else {
+		c.reply(proto.AppendAck(c.frameBuf(), id))
+	}
+}
+
+func (c *Conn) replyError(id []byte, e *proto.Error) {
+	if c.bin {
+		c.reply(proto.AppendBinError(c.frameBuf(), id, e))
+	} else {
+		c.reply(proto.AppendError(c.frameBuf(), id, e))
+	}
+}
