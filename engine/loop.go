@@ -279,4 +279,3 @@ func (h *hub) addLoop(srv *Server, exec Executor) *loop {
 	}
 	return nil
 }
-
