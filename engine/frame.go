@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/binary"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -59,7 +60,12 @@ func appendFrame(dst []byte, op ws.OpCode, payload []byte) []byte {
 // the 125-byte control payload limit (RFC 6455 section 5.5).
 func appendCloseFrame(dst []byte, code uint16, reason string) []byte {
 	if len(reason) > 123 {
-		reason = reason[:123]
+		// Cut on a rune boundary: the reason must stay valid UTF-8.
+		n := 123
+		for n > 0 && !utf8.RuneStart(reason[n]) {
+			n--
+		}
+		reason = reason[:n]
 	}
 	dst = append(dst, 0x80|byte(ws.OpClose), byte(2+len(reason)))
 	dst = binary.BigEndian.AppendUint16(dst, code)

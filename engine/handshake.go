@@ -49,6 +49,10 @@ func falseValue(v []byte) bool {
 func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 	l := c.loop
 	hdr := &l.http.hdr
+	if !hdr.IsGet() {
+		c.httpFail(req, 400, "a WebSocket handshake is a GET request\n")
+		return
+	}
 	var query fasthttp.Args
 	if uri := hdr.RequestURI(); bytes.IndexByte(uri, '?') >= 0 {
 		query.ParseBytes(uri[bytes.IndexByte(uri, '?')+1:])

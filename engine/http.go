@@ -8,7 +8,23 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-var crlfcrlf = []byte("\r\n\r\n")
+// headEnd returns the length of the request head at the start of b,
+// through the empty line that ends it (CRLF or bare LF line ends, as the
+// parser accepts both), or -1 when the head is not complete yet.
+func headEnd(b []byte) int {
+	start := 0
+	for {
+		i := bytes.IndexByte(b[start:], '\n')
+		if i < 0 {
+			return -1
+		}
+		line := b[start : start+i]
+		if start > 0 && (len(line) == 0 || len(line) == 1 && line[0] == '\r') {
+			return start + i + 1
+		}
+		start += i + 1
+	}
+}
 
 // requestInfo is what the access log and the router need from a request
 // head; its byte slices alias the loop's header parser and stay valid until
@@ -41,8 +57,8 @@ func (c *Conn) serveHTTP(in []byte) int {
 		if len(rest) == 0 {
 			break
 		}
-		end := bytes.Index(rest, crlfcrlf)
-		if end < 0 {
+		headLen := headEnd(rest)
+		if headLen < 0 {
 			if len(rest) > maxHeadSize {
 				c.httpFail(nil, 431, "request head over 16 KiB\n")
 				return len(in)
@@ -53,7 +69,6 @@ func (c *Conn) serveHTTP(in []byte) int {
 			}
 			break
 		}
-		headLen := end + 4
 		if headLen > maxHeadSize {
 			c.httpFail(nil, 431, "request head over 16 KiB\n")
 			return len(in)
@@ -66,6 +81,11 @@ func (c *Conn) serveHTTP(in []byte) int {
 		if err := p.hdr.Read(p.br); err != nil {
 			c.httpFail(nil, 400, "malformed request head\n")
 			return len(in)
+		}
+		if n := p.br.Buffered(); n > 0 {
+			// The parser ended the head earlier than our scan did.
+			headLen -= n
+			head = rest[:headLen]
 		}
 		req := requestInfo{
 			method:    p.hdr.Method(),

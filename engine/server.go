@@ -114,8 +114,13 @@ func (s *Server) Start() error {
 	return nil
 }
 
-// Addr returns the bound listening address.
-func (s *Server) Addr() net.Addr { return s.transport.addr }
+// Addr returns the bound listening address, nil before Start.
+func (s *Server) Addr() net.Addr {
+	if s.transport == nil {
+		return nil
+	}
+	return s.transport.addr
+}
 
 // Registry returns the Prometheus registry behind /metrics.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
@@ -156,7 +161,10 @@ wait:
 			break wait
 		}
 	}
-	err := s.transport.stop(ctx)
+	var err error
+	if s.transport != nil {
+		err = s.transport.stop(ctx)
+	}
 	s.stopOnce.Do(func() { close(s.done) })
 	s.jobsWG.Wait()
 	return err

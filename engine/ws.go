@@ -103,6 +103,11 @@ func (c *Conn) onClose(payload []byte) {
 			c.fail(proto.CloseProtocolError, err.Error())
 			return
 		}
+		if code >= 5000 {
+			// RFC 6455 section 7.4.2 defines codes up to 4999 only.
+			c.fail(proto.CloseProtocolError, "close code out of range")
+			return
+		}
 		c.out = appendCloseFrame(c.out, uint16(code), "")
 	}
 	c.flushAndLinger()
