@@ -2,6 +2,7 @@ package engine
 
 import (
 	"net"
+	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/zenconn/server/auth"
@@ -35,7 +36,7 @@ type Conn struct {
 	busy  bool
 	dirty bool // on loop.dirty
 
-	lastRead      int64 // coarse clock, ns
+	lastRead      int64 // wall clock, ns
 	lastPing      int64
 	closeDeadline int64
 	leftover      int // input bytes left unconsumed by the last Serve
@@ -60,7 +61,7 @@ func (c *Conn) Serve(in []byte) int {
 	if n := len(in) - c.leftover; n > 0 {
 		l.stats.bytesIn.Add(uint64(n))
 	}
-	c.lastRead = c.srv.clock.Load()
+	c.lastRead = time.Now().UnixNano()
 	var n int
 	switch c.state {
 	case stateHTTP:
@@ -170,7 +171,7 @@ func (c *Conn) flushAndLinger() {
 		c.out = c.out[:0]
 	}
 	c.state = stateClosing
-	c.closeDeadline = c.srv.clock.Load() + closeGrace
+	c.closeDeadline = time.Now().UnixNano() + closeGrace
 	c.t.CloseWrite()
 }
 

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"io"
+	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/valyala/fasthttp"
@@ -144,7 +145,7 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 	c.state = stateWS
 	c.bin = choice == wireBin
 	c.id = c.srv.nextConnID()
-	c.lastPing = c.srv.clock.Load()
+	c.lastPing = time.Now().UnixNano()
 	c.setIdentity(ident)
 	l.stats.websockets.Add(1)
 	if c.bin {

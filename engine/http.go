@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"strconv"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -238,7 +239,7 @@ func (c *Conn) httpFail(req *requestInfo, status int, body string) {
 // linger enters the closing state after a final HTTP response.
 func (c *Conn) linger() {
 	c.state = stateClosing
-	c.closeDeadline = c.srv.clock.Load() + closeGrace
+	c.closeDeadline = time.Now().UnixNano() + closeGrace
 	c.t.CloseWrite()
 }
 

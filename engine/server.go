@@ -42,6 +42,11 @@ type Server struct {
 	stopOnce  sync.Once
 }
 
+// shutdownDrain is how long Shutdown waits for WebSocket clients to answer
+// the 1001 close before the loops stop; it keeps the whole shutdown well
+// inside the 5 s that supervisors allow.
+const shutdownDrain = time.Second
+
 // fileWorkers is the number of goroutines that answer static-file and
 // metrics requests off the loops; jobQueue bounds the requests waiting.
 const (
@@ -147,7 +152,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		})
 	}
 	// Wait for the connections to go, up to the grace period.
-	grace := time.NewTimer(closeGrace)
+	grace := time.NewTimer(shutdownDrain)
 	defer grace.Stop()
 	poll := time.NewTicker(20 * time.Millisecond)
 	defer poll.Stop()
@@ -205,7 +210,7 @@ func (s *Server) tick() {
 
 // open registers a new transport connection on loop l.
 func (s *Server) open(l *loop, t Transport) *Conn {
-	c := &Conn{srv: s, loop: l, t: t, lastRead: s.clock.Load()}
+	c := &Conn{srv: s, loop: l, t: t, lastRead: time.Now().UnixNano()}
 	l.conns[c] = struct{}{}
 	l.stats.connections.Add(1)
 	return c
