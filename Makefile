@@ -41,5 +41,7 @@ bench-fanout:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 20s ./proto/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeBinary -fuzztime 20s ./proto/
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 20s ./auth/
 	$(GO) test -run '^$$' -fuzz FuzzFrames -fuzztime 20s ./engine/
 	$(GO) test -run '^$$' -fuzz FuzzHTTP -fuzztime 20s ./engine/
