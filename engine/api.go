@@ -113,6 +113,9 @@ func (s *Server) apiPublish(ctx *fasthttp.RequestCtx) {
 	case req.Data == nil:
 		apiReply(ctx, fasthttp.StatusBadRequest, apiError{"data is required"})
 		return
+	case !proto.ValidRaw(req.Data):
+		apiReply(ctx, fasthttp.StatusBadRequest, apiError{"data is not valid JSON"})
+		return
 	}
 	s.hub.publish(nil, newOutMsg(*req.Channel, apiFrom, req.Data, false), nil)
 	apiReply(ctx, fasthttp.StatusOK, map[string]bool{"ok": true})
@@ -127,6 +130,10 @@ func (s *Server) apiBroadcast(ctx *fasthttp.RequestCtx) {
 	}
 	if req.Data == nil {
 		apiReply(ctx, fasthttp.StatusBadRequest, apiError{"data is required"})
+		return
+	}
+	if !proto.ValidRaw(req.Data) {
+		apiReply(ctx, fasthttp.StatusBadRequest, apiError{"data is not valid JSON"})
 		return
 	}
 	s.hub.publish(nil, newOutMsg("", apiFrom, req.Data, false), nil)

@@ -30,6 +30,10 @@ type loop struct {
 	inboxQueued bool
 
 	stats loopStats
+
+	// The loop's tasks as func values, made once: a method value
+	// allocates each time it is taken.
+	flushFn, drainFn func()
 }
 
 // delivery is one message posted to a loop for its subscribers of the
@@ -53,13 +57,15 @@ type loopStats struct {
 }
 
 func newLoop(srv *Server, idx int, exec Executor) *loop {
-	return &loop{
+	l := &loop{
 		idx:   idx,
 		srv:   srv,
 		exec:  exec,
 		conns: make(map[*Conn]struct{}),
 		subs:  make(map[string]map[*Conn]struct{}),
 	}
+	l.flushFn, l.drainFn = l.flushTask, l.drainInbox
+	return l
 }
 
 // markDirty records that c has frames to send and makes sure a flush runs
@@ -72,7 +78,7 @@ func (l *loop) markDirty(c *Conn) {
 	l.dirty = append(l.dirty, c)
 	if !l.passQueued {
 		l.passQueued = true
-		if err := l.exec.Execute(l.flushTask); err != nil {
+		if err := l.exec.Execute(l.flushFn); err != nil {
 			// The engine is stopping: flush now rather than lose frames.
 			l.flushTask()
 		}
@@ -119,7 +125,7 @@ func (l *loop) post(d delivery) {
 	l.inboxQueued = true
 	l.mu.Unlock()
 	if queue {
-		if err := l.exec.Execute(l.drainInbox); err != nil {
+		if err := l.exec.Execute(l.drainFn); err != nil {
 			l.srv.log.Debug("deliver to stopping loop", "loop", l.idx, "err", err)
 		}
 	}
@@ -133,6 +139,10 @@ func (l *loop) drainInbox() {
 	l.inbox = l.spare[:0]
 	l.inboxQueued = false
 	l.mu.Unlock()
+	// The deliveries below are flushed at the end of this task: no
+	// separate flush task is needed for them.
+	queued := l.passQueued
+	l.passQueued = true
 	for i := range batch {
 		l.deliver(batch[i].msg, nil)
 		batch[i] = delivery{}
@@ -141,6 +151,7 @@ func (l *loop) drainInbox() {
 	l.spare = batch[:0]
 	l.mu.Unlock()
 	l.flushDirty()
+	l.passQueued = queued
 }
 
 // subscribe adds c to channel's local subscribers. It reports false when c

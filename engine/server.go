@@ -34,6 +34,8 @@ type Server struct {
 	httpByCode  *prometheus.CounterVec
 	statusCache sync.Map // int → prometheus.Counter
 
+	fsStop chan struct{} // stops the file server's cache cleaner
+
 	jobs   chan *job
 	jobsWG sync.WaitGroup
 	done   chan struct{}
@@ -78,7 +80,9 @@ func New(cfg Config) (*Server, error) {
 	if err := os.MkdirAll(compress, 0o750); err != nil {
 		return nil, fmt.Errorf("engine: compressed file cache: %w", err)
 	}
+	s.fsStop = make(chan struct{})
 	fs := &fasthttp.FS{
+		CleanStop:          s.fsStop,
 		Root:               publicAbs,
 		AllowEmptyRoot:     true,
 		IndexNames:         []string{"index.html"},
@@ -110,7 +114,7 @@ func (s *Server) Start() error {
 	go s.tick()
 	t, err := startGnet(s)
 	if err != nil {
-		s.stopOnce.Do(func() { close(s.done) })
+		s.stopOnce.Do(func() { close(s.done); close(s.fsStop) })
 		s.jobsWG.Wait()
 		return err
 	}
@@ -170,7 +174,7 @@ wait:
 	if s.transport != nil {
 		err = s.transport.stop(ctx)
 	}
-	s.stopOnce.Do(func() { close(s.done) })
+	s.stopOnce.Do(func() { close(s.done); close(s.fsStop) })
 	s.jobsWG.Wait()
 	return err
 }

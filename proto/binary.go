@@ -4,9 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"strconv"
-	"unicode/utf8"
-
-	"github.com/bytedance/sonic"
 )
 
 // Binary protocol v1: the same envelope as JSON, in WebSocket binary frames.
@@ -185,7 +182,7 @@ func (m *ClientMsg) setData(p []byte, opaque bool) *Error {
 		if len(p) == 0 {
 			return errNoData
 		}
-		if !utf8.Valid(p) || !sonic.ConfigStd.Valid(p) {
+		if !ValidRaw(p) {
 			return errBinDataJSON
 		}
 	}

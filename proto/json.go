@@ -2,6 +2,7 @@ package proto
 
 import (
 	"reflect"
+	"unicode/utf8"
 
 	"github.com/bytedance/sonic"
 	"github.com/bytedance/sonic/encoder"
@@ -63,8 +64,8 @@ const MaxIDLen = 64
 
 // ClientMsg is one decoded client request.
 //
-// ID and Data alias the input given to DecodeJSON: they stay valid only as
-// long as that input does. A ClientMsg is not safe for concurrent use.
+// ID and Data may alias the input given to the decoder: treat them as valid
+// only as long as that input is. A ClientMsg is not safe for concurrent use.
 type ClientMsg struct {
 	// ID is the raw JSON of the request id (a number or a string), nil when
 	// the request carried none. Replies echo it byte for byte.
@@ -119,17 +120,20 @@ func DecodeJSON(data []byte, m *ClientMsg) *Error {
 		var idOnly struct {
 			ID sonic.NoCopyRawMessage `json:"id"`
 		}
-		if jsonAPI.Unmarshal(data, &idOnly) == nil && validID(idOnly.ID) {
+		if jsonAPI.Unmarshal(data, &idOnly) == nil && validID(idOnly.ID) && strictStrings(idOnly.ID) {
 			m.ID = idOnly.ID
 			return errBadField
 		}
 		return errBadJSON
 	}
 	if len(w.ID) > 0 {
-		if !validID(w.ID) {
+		if !validID(w.ID) || !strictStrings(w.ID) {
 			return errBadID
 		}
 		m.ID = w.ID
+	}
+	if w.Data != nil && !strictStrings(w.Data) {
+		return errBadData
 	}
 	m.Op = parseOp(w.Op)
 	switch m.Op {
@@ -179,6 +183,7 @@ func validID(raw []byte) bool {
 // Canned decode errors, built once.
 var (
 	errBadJSON    = &Error{Code: CodeBadRequest, Message: "invalid JSON"}
+	errBadData    = &Error{Code: CodeBadRequest, Message: "data is not valid JSON"}
 	errBadField   = &Error{Code: CodeBadRequest, Message: "a field has the wrong type"}
 	errBadID      = &Error{Code: CodeBadRequest, Message: "id must be a number or a string of at most 64 bytes"}
 	errNoOp       = &Error{Code: CodeBadRequest, Message: "missing op"}
@@ -252,4 +257,52 @@ func appendJSONString(dst []byte, s string) []byte {
 		return append(dst, `""`...)
 	}
 	return dst
+}
+
+// ValidRaw reports whether b is one valid JSON value in UTF-8: sonic checks
+// the structure; strictStrings checks what sonic's raw-value path skips
+// (escape sequences and control bytes inside strings).
+func ValidRaw(b []byte) bool {
+	return utf8.Valid(b) && jsonAPI.Valid(b) && strictStrings(b)
+}
+
+// strictStrings checks every string in b, which must already be
+// structurally valid JSON: escapes are one of \" \\ \/ \b \f \n \r \t \uXXXX
+// and no byte below 0x20 appears unescaped.
+func strictStrings(b []byte) bool {
+	in := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if !in {
+			in = c == '"'
+			continue
+		}
+		switch {
+		case c == '"':
+			in = false
+		case c < 0x20:
+			return false
+		case c == '\\':
+			i++
+			if i >= len(b) {
+				return false
+			}
+			switch b[i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if i+4 >= len(b) {
+					return false
+				}
+				for _, h := range b[i+1 : i+5] {
+					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+						return false
+					}
+				}
+				i += 4
+			default:
+				return false
+			}
+		}
+	}
+	return !in
 }

@@ -1,0 +1,93 @@
+//go:build !race
+
+package engine
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/gobwas/ws"
+	"github.com/zenconn/server/proto"
+)
+
+// TestFanoutAllocs proves that delivering a frame to a subscriber and
+// flushing it allocates nothing once buffers reached their steady size.
+func TestFanoutAllocs(t *testing.T) {
+	for _, n := range []int{1, 10, 100} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			fx := newFanoutFixture(t, n, 64)
+			for range 10 { // warm-up: out buffers and the dirty list grow
+				fx.pass()
+			}
+			before := fx.written()
+			allocs := testing.AllocsPerRun(200, fx.pass)
+			if allocs != 0 {
+				t.Errorf("deliver+flushDirty to %d subscribers: %v allocations per pass, want 0", n, allocs)
+			}
+			// AllocsPerRun makes one extra warm-up call.
+			if got, want := fx.written()-before, 201*n*len(fx.frame); got != want {
+				t.Errorf("wrote %d bytes, want %d: the fan-out did not run", got, want)
+			}
+		})
+	}
+}
+
+// TestFanoutAllocsPerSubscriber runs a whole loop pass the way the engine
+// does (deliver, then the flush task queued through the executor) and
+// checks that its allocations do not grow with the number of subscribers.
+func TestFanoutAllocsPerSubscriber(t *testing.T) {
+	perPass := func(n int) float64 {
+		fx := newFanoutFixture(t, n, 64)
+		run := func() {
+			fx.l.deliver(fx.msg, nil)
+			fx.exec.run()
+		}
+		for range 10 {
+			run()
+		}
+		return testing.AllocsPerRun(200, run)
+	}
+	one, many := perPass(1), perPass(500)
+	if many != one {
+		t.Errorf("a pass allocates %v times with 1 subscriber, %v with 500: fan-out allocates per subscriber", one, many)
+	}
+	t.Logf("allocations per loop pass (independent of subscribers): %v", one)
+}
+
+// TestFrameEncodeAllocs: building a message frame into a reused buffer
+// allocates nothing.
+func TestFrameEncodeAllocs(t *testing.T) {
+	for _, size := range []int{0, 64, 200, 70000} {
+		t.Run(strconv.Itoa(size), func(t *testing.T) {
+			data := []byte(`"` + strings.Repeat("x", size) + `"`)
+			buf := make([]byte, 0, size+256)
+			var frame []byte
+			allocs := testing.AllocsPerRun(500, func() {
+				buf = newFrameBuf(buf)
+				buf = proto.AppendMessage(buf, "room:lobby", "k3j2h1x", data)
+				frame = finishFrame(buf, ws.OpText)
+			})
+			if allocs != 0 {
+				t.Errorf("frame encode: %v allocations, want 0", allocs)
+			}
+			checkServerFrame(t, frame, ws.OpText, buf[frameHeadroom:])
+		})
+	}
+}
+
+// TestFrameParseAllocs: parsing a client frame header and unmasking its
+// payload allocates nothing.
+func TestFrameParseAllocs(t *testing.T) {
+	frame := clientFrame(true, ws.OpText, []byte(`{"op":"publish","channel":"c","data":`+strings.Repeat("1", 300)+`}`))
+	allocs := testing.AllocsPerRun(500, func() {
+		h, ok, err := parseFrameHeader(frame)
+		if !ok || err != nil {
+			panic("parse failed")
+		}
+		ws.Cipher(frame[h.size:], h.Mask, 0)
+	})
+	if allocs != 0 {
+		t.Errorf("frame parse: %v allocations, want 0", allocs)
+	}
+}

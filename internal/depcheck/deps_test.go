@@ -1,0 +1,218 @@
+// Package depcheck holds only a test: it keeps the layers of the module
+// honest by failing when an import arrow points the wrong way (STYLE.md,
+// "a test that keeps the layers honest").
+package depcheck
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/zenconn/server"
+
+// forbidden lists, per layer, the layers it must not depend on, directly
+// or through another package (tests included). A layer is a top-level
+// folder of the module and everything under it. Layers that do not exist
+// yet are simply absent from the module and never match.
+var forbidden = map[string][]string{
+	"proto":  {"engine"},
+	"shm":    {"engine", "proto"},
+	"agent":  {"engine"},
+	"engine": {"agent", "store"},
+	"store":  {"engine"},
+}
+
+type pkg struct {
+	ImportPath   string
+	Deps         []string
+	Imports      []string
+	TestImports  []string
+	XTestImports []string
+	Error        *struct{ Err string }
+}
+
+// layerOf returns the top-level folder of a module package, "" for a
+// package outside the module or the module root.
+func layerOf(importPath string) string {
+	rest, ok := strings.CutPrefix(importPath, module+"/")
+	if !ok {
+		return ""
+	}
+	layer, _, _ := strings.Cut(rest, "/")
+	return layer
+}
+
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == "/dev/null" {
+		t.Fatal("not inside a module")
+	}
+	return filepath.Dir(gomod)
+}
+
+// listPackages runs go list over the whole module.
+func listPackages(t *testing.T) []pkg {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-e", "-json=ImportPath,Deps,Imports,TestImports,XTestImports,Error", "./...")
+	cmd.Dir = moduleRoot(t)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.Bytes())
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p pkg
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("decoding go list output: %v", err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+// violations returns every forbidden arrow in pkgs, one line each, and the
+// set of layers seen.
+func violations(pkgs []pkg, forbidden map[string][]string) (problems []string, seen map[string]bool) {
+	byPath := make(map[string]*pkg, len(pkgs))
+	for i := range pkgs {
+		byPath[pkgs[i].ImportPath] = &pkgs[i]
+	}
+	seen = map[string]bool{}
+	for _, p := range pkgs {
+		layer := layerOf(p.ImportPath)
+		seen[layer] = true
+		bad := forbidden[layer]
+		if len(bad) == 0 {
+			continue
+		}
+		// Everything p's code and tests pull in: the transitive deps of the
+		// package, and those of each package its tests import.
+		deps := map[string]string{} // dep → how it is reached
+		for _, d := range p.Deps {
+			deps[d] = "imports"
+		}
+		for _, ti := range append(append([]string(nil), p.TestImports...), p.XTestImports...) {
+			if ti == p.ImportPath {
+				continue
+			}
+			if _, ok := deps[ti]; !ok {
+				deps[ti] = "test imports"
+			}
+			if tp := byPath[ti]; tp != nil {
+				for _, d := range tp.Deps {
+					if _, ok := deps[d]; !ok {
+						deps[d] = "test imports (via " + ti + ")"
+					}
+				}
+			}
+		}
+		for d, how := range deps {
+			dl := layerOf(d)
+			for _, b := range bad {
+				if dl == b && dl != layer {
+					problems = append(problems, p.ImportPath+" "+how+" "+d)
+				}
+			}
+		}
+	}
+	sort.Strings(problems)
+	return problems, seen
+}
+
+func TestLayerDependencies(t *testing.T) {
+	pkgs := listPackages(t)
+	for _, p := range pkgs {
+		if p.Error != nil {
+			t.Logf("%s: go list reported: %s (checking what it could list)", p.ImportPath, p.Error.Err)
+		}
+	}
+	problems, seen := violations(pkgs, forbidden)
+	for _, pr := range problems {
+		t.Errorf("layering violation: %s", pr)
+	}
+	// Sanity: the check saw the module's core layers, and an arrow that is
+	// allowed (engine → proto) shows up, so the parsing above works.
+	for _, l := range []string{"proto", "engine"} {
+		if !seen[l] {
+			t.Errorf("go list did not report package %s/%s", module, l)
+		}
+	}
+	for _, p := range pkgs {
+		if p.ImportPath == module+"/engine" && !contains(p.Imports, module+"/proto") {
+			t.Errorf("engine does not import proto: the dependency data looks wrong: %v", p.Imports)
+		}
+	}
+}
+
+// TestViolations runs the checker on a made-up module with every kind of
+// arrow, so that the rules are known to bite before a real violation.
+func TestViolations(t *testing.T) {
+	m := func(s string) string { return module + "/" + s }
+	pkgs := []pkg{
+		// Deps is transitive, as go list reports it: proto reaches engine
+		// through util.
+		{ImportPath: m("proto"), Deps: []string{"fmt", m("engine"), m("util")}},
+		{ImportPath: m("util"), Deps: []string{m("engine")}},
+		{ImportPath: m("engine"), Deps: []string{m("proto"), m("util")}},
+		{ImportPath: m("engine/inner"), Deps: []string{m("store/kv")}},
+		{ImportPath: m("store/kv"), Deps: []string{"os"}},
+		{ImportPath: m("shm"), Deps: []string{"sync"}, XTestImports: []string{m("proto")}},
+		{ImportPath: m("agent"), TestImports: []string{m("testutil")}},
+		{ImportPath: m("testutil"), Deps: []string{m("engine")}},
+		{ImportPath: m("worker"), Deps: []string{m("engine"), m("proto"), m("shm")}}, // allowed
+	}
+	got, _ := violations(pkgs, forbidden)
+	want := []string{
+		m("agent") + " test imports (via " + m("testutil") + ") " + m("engine"),
+		m("engine/inner") + " imports " + m("store/kv"),
+		m("proto") + " imports " + m("engine"),
+		m("shm") + " test imports (via " + m("proto") + ") " + m("engine"),
+		m("shm") + " test imports " + m("proto"),
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("violations:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestLayerOf(t *testing.T) {
+	tests := map[string]string{
+		module + "/engine":          "engine",
+		module + "/engine/internal": "engine",
+		module + "/proto":           "proto",
+		module:                      "",
+		module + "x/engine":         "",
+		"github.com/gobwas/ws":      "",
+		"fmt":                       "",
+	}
+	for in, want := range tests {
+		if got := layerOf(in); got != want {
+			t.Errorf("layerOf(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,11 @@
+package proto
+
+import (
+	"testing"
+
+	"github.com/zenconn/server/internal/leaktest"
+)
+
+func TestMain(m *testing.M) {
+	leaktest.VerifyTestMain(m)
+}
