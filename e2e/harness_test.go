@@ -62,6 +62,13 @@ func startServer(t *testing.T, extra ...string) *serverProc {
 // When env sets ZENCONN_ADDR the --addr flag is left out.
 func startServerEnv(t *testing.T, env []string, extra ...string) *serverProc {
 	t.Helper()
+	return startServerVia(t, nil, env, extra...)
+}
+
+// startServerVia is startServerEnv with the server started through a
+// command prefix (e.g. prlimit) that execs it.
+func startServerVia(t *testing.T, prefix, env []string, extra ...string) *serverProc {
+	t.Helper()
 	root := t.TempDir()
 	s := &serverProc{
 		t:         t,
@@ -96,7 +103,8 @@ func startServerEnv(t *testing.T, env []string, extra ...string) *serverProc {
 	)
 	args = append(args, extra...)
 
-	s.cmd = exec.Command(zenconnBin, args...)
+	argv := append(append(append([]string(nil), prefix...), zenconnBin), args...)
+	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Dir = root
 	s.cmd.Env = append(cleanEnv(), env...)
 	s.cmd.Stdout = s.Stdout

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/zenconn/server/auth"
+	"golang.org/x/sys/unix"
 )
 
 // Config configures a Server. The zero value of each field means the
@@ -34,6 +35,12 @@ type Config struct {
 	// ("--max-outbound"); a connection whose unsent bytes exceed it is closed
 	// with 4001. Default 4 MiB.
 	MaxOutbound int
+	// MaxConnections bounds open TCP connections ("--max-connections");
+	// past it a new connection gets a 503 and is closed. Default: the
+	// process's open-file limit less 512 descriptors (half of a limit of
+	// 1024 or less) kept for files, logs and the listeners, so that accept
+	// never fails for lack of one.
+	MaxConnections int
 	// MaxSubscriptions bounds the channels one connection may join. Default 1024.
 	MaxSubscriptions int
 	// PingInterval is how often an otherwise silent WebSocket gets a server
@@ -107,6 +114,20 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxOutbound < 4096 {
 		errs = append(errs, fmt.Errorf("--max-outbound: %d is below 4096 bytes", c.MaxOutbound))
+	}
+	if c.MaxConnections == 0 {
+		var lim unix.Rlimit
+		switch err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); {
+		case err != nil || lim.Cur >= 1<<31:
+			c.MaxConnections = 1 << 20
+		case lim.Cur > 1024:
+			c.MaxConnections = int(lim.Cur) - 512
+		default:
+			c.MaxConnections = int(lim.Cur) / 2
+		}
+	}
+	if c.MaxConnections < 0 {
+		errs = append(errs, errors.New("--max-connections: must not be negative"))
 	}
 	if c.MaxSubscriptions == 0 {
 		c.MaxSubscriptions = 1024

@@ -95,6 +95,7 @@ func (c *Conn) Closed() {
 	c.frag = nil
 	delete(l.conns, c)
 	l.stats.connections.Add(-1)
+	c.srv.openConns.Add(-1)
 	if wasWS {
 		l.stats.websockets.Add(-1)
 	}

@@ -3,9 +3,11 @@ package engine
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
-	"strings"
+	"strconv"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -34,14 +36,26 @@ func startGnet(s *Server) (*gnetTransportServer, error) {
 		runErr: make(chan error, 1),
 		loops:  make(map[gnet.EventLoop]*loop),
 	}
-	addr := s.cfg.Addr
-	if !strings.Contains(addr, "://") {
-		addr = "tcp://" + addr
+	// Every loop has its own SO_REUSEPORT listener and accepts for itself,
+	// so a connection is opened (and counted against MaxConnections) in
+	// the same loop pass that accepted it. Port 0 is resolved first, with
+	// a placeholder listener in the same reuseport group, so that every
+	// loop binds the same port.
+	resolved, placeholder, err := reservePort(s.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("engine: listen on %s: %w", s.cfg.Addr, err)
+	}
+	if placeholder != nil {
+		defer placeholder.Close()
+	}
+	if g.addr, err = net.ResolveTCPAddr("tcp", resolved); err != nil {
+		return nil, fmt.Errorf("engine: listen on %s: %w", s.cfg.Addr, err)
 	}
 	go func() {
-		g.runErr <- gnet.Run(g, addr,
+		g.runErr <- gnet.Run(g, "tcp://"+resolved,
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(s.cfg.Loops),
+			gnet.WithReusePort(true),
 			gnet.WithReuseAddr(true),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithLoadBalancing(gnet.LeastConnections),
@@ -69,26 +83,39 @@ func (g *gnetTransportServer) stop(ctx context.Context) error {
 	return nil
 }
 
-// OnBoot learns the bound address (port 0 picks one).
+// OnBoot records the engine once every loop listens.
 func (g *gnetTransportServer) OnBoot(eng gnet.Engine) gnet.Action {
 	g.eng = eng
-	fd, err := eng.Dup()
-	if err == nil {
-		if sa, err := unix.Getsockname(fd); err == nil {
-			switch a := sa.(type) {
-			case *unix.SockaddrInet4:
-				g.addr = &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
-			case *unix.SockaddrInet6:
-				g.addr = &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
-			}
-		}
-		_ = unix.Close(fd)
-	}
-	if g.addr == nil {
-		g.addr = &net.TCPAddr{}
-	}
 	close(g.booted)
 	return gnet.None
+}
+
+// reservePort resolves port 0 in addr to a free port. It returns the
+// address to bind and, when it picked a port, the placeholder listener
+// holding it (SO_REUSEPORT, so the real listeners can join it), to close
+// once they are bound.
+func reservePort(addr string) (string, io.Closer, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", nil, err
+	}
+	if port != "0" {
+		return addr, nil, nil
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return "", nil, err
+	}
+	return net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)), ln, nil
 }
 
 func (g *gnetTransportServer) loopFor(el gnet.EventLoop) *loop {
@@ -106,6 +133,9 @@ func (g *gnetTransportServer) loopFor(el gnet.EventLoop) *loop {
 func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if g.s.draining.Load() {
 		return nil, gnet.Close
+	}
+	if g.s.overCapacity() {
+		return busyResponse, gnet.Close
 	}
 	l := g.loopFor(c.EventLoop())
 	if l == nil {

@@ -48,6 +48,8 @@ func (s *Server) registerMetrics() {
 			sumUint(func(st *loopStats) uint64 { return st.bytesOut.Load() })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zenconn_slow_consumer_disconnects_total", Help: "Connections closed (4001) because their outbound buffer exceeded --max-outbound."},
 			sumUint(func(st *loopStats) uint64 { return st.slowClosed.Load() })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zenconn_connections_refused_total", Help: "Connections refused with 503 because --max-connections was reached."},
+			func() float64 { return float64(s.refused.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "zenconn_channels", Help: "Channels with at least one subscriber on this node."},
 			func() float64 {
 				s.hub.mu.RLock()

@@ -42,6 +42,10 @@ type Server struct {
 
 	transport *gnetTransportServer
 	stopOnce  sync.Once
+
+	openConns atomic.Int64  // open transport connections, all loops
+	refused   atomic.Uint64 // connections refused at MaxConnections
+	fatal     chan error    // receives the error if serving stops by itself
 }
 
 // shutdownDrain is how long Shutdown waits for WebSocket clients to answer
@@ -72,6 +76,7 @@ func New(cfg Config) (*Server, error) {
 		hub:       newHub(),
 		jobs:      make(chan *job, jobQueue),
 		done:      make(chan struct{}),
+		fatal:     make(chan error, 1),
 	}
 	compress := cfg.CompressDir
 	if compress == "" {
@@ -119,9 +124,45 @@ func (s *Server) Start() error {
 		return err
 	}
 	s.transport = t
-	s.log.Info("listening", "addr", t.addr.String(), "loops", s.cfg.Loops)
+	go s.watchTransport()
+	s.log.Info("listening", "addr", t.addr.String(), "loops", s.cfg.Loops, "max_connections", s.cfg.MaxConnections)
 	return nil
 }
+
+// watchTransport reports on Fatal an event-loop engine that stops without
+// Shutdown (gnet gives up on an accept error it does not retry).
+func (s *Server) watchTransport() {
+	select {
+	case err := <-s.transport.runErr:
+		s.transport.runErr <- err // for stop
+		if s.draining.Load() {
+			return
+		}
+		if err == nil {
+			err = errors.New("engine: event loops stopped")
+		}
+		s.log.Error("event loops stopped unexpectedly", "err", err)
+		s.fatal <- err
+	case <-s.done:
+	}
+}
+
+// Fatal receives an error when the server stops serving on its own; the
+// process should then exit so that its supervisor restarts it.
+func (s *Server) Fatal() <-chan error { return s.fatal }
+
+// overCapacity reports whether a new connection would exceed
+// MaxConnections (it is counted by open when accepted).
+func (s *Server) overCapacity() bool {
+	if s.openConns.Load() >= int64(s.cfg.MaxConnections) {
+		s.refused.Add(1)
+		return true
+	}
+	return false
+}
+
+// busyResponse is written to a connection refused at MaxConnections.
+var busyResponse = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 27\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections, retry")
 
 // Addr returns the bound listening address, nil before Start.
 func (s *Server) Addr() net.Addr {
@@ -217,6 +258,7 @@ func (s *Server) open(l *loop, t Transport) *Conn {
 	c := &Conn{srv: s, loop: l, t: t, lastRead: time.Now().UnixNano()}
 	l.conns[c] = struct{}{}
 	l.stats.connections.Add(1)
+	s.openConns.Add(1)
 	return c
 }
 

@@ -31,6 +31,7 @@ type serveOptions struct {
 	accessLog    string
 	workers      int
 	loops        int
+	maxConns     int
 	maxMessage   byteSize
 	maxOutbound  byteSize
 	pingInterval time.Duration
@@ -54,6 +55,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.accessLog, "access-log", "-", `access log in combined format: a file path, "-" for stdout, or "off"`)
 	fs.IntVar(&o.workers, "workers", 0, "worker processes; 0 serves in this process (the only mode in this version)")
 	fs.IntVar(&o.loops, "loops", 0, "event loops; 0 means one per CPU")
+	fs.IntVar(&o.maxConns, "max-connections", 0, "open connections accepted before new ones get 503; 0 means the open-file limit less 512")
 	o.maxMessage = 1 << 20
 	fs.Var(&o.maxMessage, "max-message", "largest WebSocket message accepted (bytes; K/KiB, M/MiB suffixes); larger ones are closed with 1009")
 	o.maxOutbound = 4 << 20
@@ -190,16 +192,17 @@ func runServer(o *serveOptions, verifier *auth.Verifier, log *slog.Logger) error
 
 	var alog *accesslog.Writer
 	cfg := engine.Config{
-		Addr:         o.addr,
-		PublicDir:    o.public,
-		CompressDir:  filepath.Join(o.data, "cache", "compressed"),
-		Loops:        o.loops,
-		MaxMessage:   int(o.maxMessage),
-		MaxOutbound:  int(o.maxOutbound),
-		PingInterval: o.pingInterval,
-		IdleTimeout:  o.idleTimeout,
-		Node:         node,
-		Logger:       log,
+		Addr:           o.addr,
+		PublicDir:      o.public,
+		CompressDir:    filepath.Join(o.data, "cache", "compressed"),
+		Loops:          o.loops,
+		MaxConnections: o.maxConns,
+		MaxMessage:     int(o.maxMessage),
+		MaxOutbound:    int(o.maxOutbound),
+		PingInterval:   o.pingInterval,
+		IdleTimeout:    o.idleTimeout,
+		Node:           node,
+		Logger:         log,
 
 		Verifier:             verifier,
 		RequireToken:         !o.anonymous,
@@ -234,19 +237,27 @@ func runServer(o *serveOptions, verifier *auth.Verifier, log *slog.Logger) error
 		closeLog()
 		return err
 	}
-	for sig := range sigs {
-		if sig == syscall.SIGUSR1 {
-			if alog != nil {
-				if err := alog.Reopen(); err != nil {
-					log.Error("reopening access log", "err", err)
-				} else {
-					log.Info("access log reopened")
+	var fatal error
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGUSR1 {
+				if alog != nil {
+					if err := alog.Reopen(); err != nil {
+						log.Error("reopening access log", "err", err)
+					} else {
+						log.Info("access log reopened")
+					}
 				}
+				continue
 			}
-			continue
+			log.Info("shutting down", "signal", sig.String())
+			break wait
+		case fatal = <-srv.Fatal():
+			log.Error("serving stopped; exiting so that a supervisor restarts the node", "err", fatal)
+			break wait
 		}
-		log.Info("shutting down", "signal", sig.String())
-		break
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
@@ -255,7 +266,7 @@ func runServer(o *serveOptions, verifier *auth.Verifier, log *slog.Logger) error
 	}
 	closeLog()
 	log.Info("stopped")
-	return nil
+	return fatal
 }
 
 // loadNodeID returns the node id kept in the data folder, creating it on

@@ -1,0 +1,109 @@
+# Shared helpers for bench/run-*.sh (sourced, not run).
+# Starts servers pinned to one CPU, stops exactly the processes it started.
+
+: "${SERVER_CPU:=1}"   # CPU the server under test is pinned to
+: "${LOAD_CPU:=0}"     # CPU the load generator is pinned to
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/zenconn-bench.XXXXXX")
+STARTED_PIDS=()
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+cleanup() {
+	local p
+	for p in "${STARTED_PIDS[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	for p in "${STARTED_PIDS[@]}"; do
+		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	if [ -n "${KEEP_WORK:-}" ]; then log "work folder kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+check_machine() {
+	if [ "$(nproc)" -lt 2 ]; then
+		log "need at least 2 CPUs (server on CPU $SERVER_CPU, load on CPU $LOAD_CPU)"; exit 1
+	fi
+	command -v taskset >/dev/null || { log "taskset (util-linux) is required"; exit 1; }
+}
+
+build_all() {
+	log "building zenconn, baseline and load into $WORK"
+	go build -o "$WORK/zenconn" ./cmd/zenconn
+	go build -o "$WORK/baseline" ./bench/baseline
+	go build -o "$WORK/load" ./bench/load
+	mkdir -p "$WORK/public"
+	echo '<!doctype html><title>bench</title>' >"$WORK/public/index.html"
+}
+
+# start_server NAME PORT: starts the server pinned to SERVER_CPU with
+# GOMAXPROCS=1 and sets SERVER_PID once it logs that it is listening.
+start_server() {
+	local name=$1 port=$2 logf="$WORK/$1-$2.log"
+	case $name in
+	zenconn)
+		GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$WORK/zenconn" serve --addr "127.0.0.1:$port" --workers 0 \
+			--access-log off --public "$WORK/public" --data "$WORK/data-$port" 2>"$logf" >/dev/null &
+		;;
+	baseline)
+		GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$WORK/baseline" --addr "127.0.0.1:$port" 2>"$logf" >/dev/null &
+		;;
+	*) log "unknown server $name"; exit 1 ;;
+	esac
+	SERVER_PID=$!
+	STARTED_PIDS+=("$SERVER_PID")
+	for _ in $(seq 100); do
+		if grep -q "msg=listening addr=127.0.0.1:$port" "$logf" 2>/dev/null; then
+			return 0
+		fi
+		if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
+		sleep 0.1
+	done
+	log "$name did not start on port $port:"; cat "$logf" >&2; exit 1
+}
+
+# stop_server PID: SIGTERM, then SIGKILL after 5 s.
+stop_server() {
+	local p=$1 q
+	kill -TERM "$p" 2>/dev/null || true
+	for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$p" 2>/dev/null || true
+	wait "$p" 2>/dev/null || true
+	local keep=()
+	for q in "${STARTED_PIDS[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
+	STARTED_PIDS=("${keep[@]}")
+}
+
+# run_load ARGS...: the load generator pinned to LOAD_CPU; its JSON line is
+# appended to $WORK/results.jsonl and echoed to stderr.
+run_load() {
+	local line rc=0
+	line=$(taskset -c "$LOAD_CPU" "$WORK/load" "$@") || rc=$?
+	if [ -z "$line" ]; then
+		log "load generator printed nothing (exit $rc)"; return 1
+	fi
+	echo "$line" >>"$WORK/results.jsonl"
+	echo "$line" >&2
+	[ "$rc" = 0 ] || log "load generator exit $rc (result kept, see its errors)"
+}
+
+# order ROUND: alternates which server goes first (ABBA), so slow drift on a
+# shared machine does not favour either.
+order() {
+	if [ $(($1 % 2)) = 1 ]; then echo "zenconn baseline"; else echo "baseline zenconn"; fi
+}
+
+summarize() {
+	local targets=$1
+	"$WORK/load" summarize --targets "$targets" \
+		--meta "nproc=$(nproc)" --meta "kernel=$(uname -r)" --meta "go=$(go version)" \
+		--meta "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
+		--meta "loadavg_start=$LOADAVG_START" --meta "loadavg_end=$(cat /proc/loadavg)" \
+		--meta "server_cpu=$SERVER_CPU" --meta "load_cpu=$LOAD_CPU" \
+		--meta "git=$(git rev-parse --short HEAD 2>/dev/null || echo none)" \
+		"$WORK/results.jsonl"
+}

@@ -1,0 +1,748 @@
+// Command load is ZenConn's WebSocket load generator. Modes:
+//
+//	load idle     --url ws://127.0.0.1:8090/ws --conns 15000 --server-pid PID
+//	load fanout   --url ... --subs 5000 --size 64 --rate 0 --duration 10s --server-pid PID
+//	load summarize [--targets idle|fanout] [--meta k=v ...] FILE...
+//
+// idle and fanout print one JSON object on stdout; summarize turns a file of
+// such objects (JSON lines) into medians per test and server. See
+// bench/README.md for what each figure means.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type config struct {
+	mode       string
+	url        string
+	host, path string
+	dstIP      net.IP
+	dstPort    int
+	server     string
+	label      string
+	serverPIDs []int
+	procs      int
+	srcIPs     []net.IP
+	timeout    time.Duration
+	dialConc   int
+	channel    string
+	conns      int
+	settle     time.Duration
+	size       int
+	rate       float64
+	duration   time.Duration
+	drain      time.Duration
+	window     int
+	maxLag     int
+	busyPoll   bool
+	childIndex int
+
+	deadline time.Time
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: load idle|fanout [flags]   or   load summarize [flags] FILE...   (load MODE -h for flags)")
+	os.Exit(2)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	mode := os.Args[1]
+	switch mode {
+	case "idle", "fanout":
+	case "summarize":
+		os.Exit(summarize(os.Args[2:]))
+	default:
+		usage()
+	}
+	cfg, err := parseFlags(mode, os.Args[2:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "load: %v\n", err)
+		os.Exit(2)
+	}
+	if cfg.childIndex >= 0 {
+		runChild(cfg)
+		return
+	}
+	out, err := orchestrate(cfg)
+	if out != nil {
+		b, _ := json.Marshal(out)
+		fmt.Println(string(b))
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "load: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(mode string, args []string) (*config, error) {
+	cfg := &config{mode: mode}
+	fs := flag.NewFlagSet("load "+mode, flag.ContinueOnError)
+	fs.StringVar(&cfg.url, "url", "ws://127.0.0.1:8090/ws", "WebSocket URL of the server (IPv4 literal or name)")
+	fs.StringVar(&cfg.server, "server", "", "label of the server under test, copied to the output")
+	fs.StringVar(&cfg.label, "label", "", "label of the test, copied to the output as \"test\"")
+	pid := fs.Int("server-pid", 0, "server process id, for RSS and CPU sampling")
+	pids := fs.String("server-pids", "", "more server process ids, comma-separated (summed)")
+	fs.IntVar(&cfg.procs, "procs", 1, "number of generator processes the connections are split across")
+	srcs := fs.String("source-ips", "", "comma-separated local addresses to bind (e.g. 127.0.0.2,127.0.0.3)")
+	fs.DurationVar(&cfg.timeout, "timeout", 120*time.Second, "hard limit for the whole run")
+	fs.IntVar(&cfg.dialConc, "dial-concurrency", 256, "connection handshakes in flight per process")
+	fs.StringVar(&cfg.channel, "channel", "c", "channel to subscribe to")
+	fs.IntVar(&cfg.childIndex, "child-index", -1, "internal: index of a child process")
+	if mode == "idle" {
+		fs.IntVar(&cfg.conns, "conns", 1000, "connections to open")
+		fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "wait after the last ack before sampling RSS")
+	} else {
+		fs.IntVar(&cfg.conns, "subs", 1000, "subscriber connections (the publisher is one more)")
+		fs.IntVar(&cfg.size, "size", 64, "size in bytes of each published WebSocket frame, header and mask included")
+		fs.Float64Var(&cfg.rate, "rate", 0, "publishes per second; 0 = as fast as the window allows")
+		fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "publishing time")
+		fs.DurationVar(&cfg.drain, "drain", 5*time.Second, "time allowed after publishing for the last deliveries and acks")
+		fs.IntVar(&cfg.window, "window", 64, "maximum unacknowledged publishes")
+		fs.IntVar(&cfg.maxLag, "max-lag", 128, "maximum undelivered messages per subscriber (average) before publishing waits; 0 = no limit")
+		fs.BoolVar(&cfg.busyPoll, "busy-poll", false, "spin on epoll instead of sleeping while measuring (uses a whole CPU; see README)")
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg.deadline = time.Now().Add(cfg.timeout)
+	if *pid > 0 {
+		cfg.serverPIDs = append(cfg.serverPIDs, *pid)
+	}
+	for f := range strings.SplitSeq(*pids, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := strconv.Atoi(f)
+		if err != nil || p <= 0 {
+			return nil, fmt.Errorf("bad pid %q", f)
+		}
+		cfg.serverPIDs = append(cfg.serverPIDs, p)
+	}
+	for f := range strings.SplitSeq(*srcs, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		ip := net.ParseIP(f).To4()
+		if ip == nil {
+			return nil, fmt.Errorf("bad source ip %q (IPv4 only)", f)
+		}
+		cfg.srcIPs = append(cfg.srcIPs, ip)
+	}
+	u, err := url.Parse(cfg.url)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != "ws" {
+		return nil, fmt.Errorf("url scheme must be ws")
+	}
+	cfg.host = u.Host
+	cfg.path = u.RequestURI()
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	ta, err := net.ResolveTCPAddr("tcp4", net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return nil, err
+	}
+	cfg.dstIP, cfg.dstPort = ta.IP.To4(), ta.Port
+	switch {
+	case cfg.conns < 0 || (mode == "idle" && cfg.conns == 0):
+		return nil, fmt.Errorf("connection count must be positive")
+	case cfg.procs < 1 || cfg.procs > 64:
+		return nil, fmt.Errorf("--procs must be 1..64")
+	case cfg.dialConc < 1:
+		return nil, fmt.Errorf("--dial-concurrency must be positive")
+	case mode == "fanout" && (cfg.size < 1 || cfg.size > 16<<20):
+		return nil, fmt.Errorf("--size must be 1..16MiB")
+	case mode == "fanout" && (cfg.window < 1 || cfg.rate < 0 || cfg.duration <= 0):
+		return nil, fmt.Errorf("bad --window, --rate or --duration")
+	}
+	return cfg, nil
+}
+
+// share is the number of connections of worker i out of n.
+func share(total, i, n int) int {
+	s := total / n
+	if i < total%n {
+		s++
+	}
+	return s
+}
+
+// workerResult is what one worker (process) reports.
+type workerResult struct {
+	Index       int                 `json:"index"`
+	Conns       int                 `json:"conns"`
+	Ready       int                 `json:"ready"`
+	ReadySubs   int                 `json:"ready_subs"`
+	ConnectMs   float64             `json:"connect_ms"`
+	DialErrors  int64               `json:"dial_errors"`
+	ProtoErrors int64               `json:"protocol_errors"`
+	Disconnects int64               `json:"disconnects"`
+	OutOfOrder  int64               `json:"out_of_order"`
+	Errors      map[string]*errStat `json:"errors,omitempty"`
+	Published   int64               `json:"published"`
+	Acked       int64               `json:"acked"`
+	AckReorder  int64               `json:"ack_reorder"`
+	Received    int64               `json:"received"`
+	FirstSend   int64               `json:"first_send_ns"`
+	LastRecv    int64               `json:"last_recv_ns"`
+	PubEnd      int64               `json:"pub_end_ns"`
+	Hist        [][2]int64          `json:"hist,omitempty"`
+	HistMax     int64               `json:"hist_max"`
+	CPUus       int64               `json:"cpu_us"`
+	FrameBytes  int                 `json:"frame_bytes"`
+	PollCalls   int64               `json:"poll_calls"`
+	PollEvents  int64               `json:"poll_events"`
+	PollFull    int64               `json:"poll_full"`
+	Error       string              `json:"error,omitempty"`
+}
+
+// runWorker drives this process's share of connections. It talks to the
+// orchestrator in lines: it sends READY, PUBLISHED and RESULT, and receives
+// GO and END.
+func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
+	res := &workerResult{Index: idx}
+	defer func() {
+		b, _ := json.Marshal(res)
+		send("RESULT " + string(b))
+	}()
+	nSubs := share(cfg.conns, idx, cfg.procs)
+	withPub := cfg.mode == "fanout" && idx == 0
+	res.Conns = nSubs
+	if withPub {
+		res.Conns++
+	}
+	l, err := newLoop(cfg, nSubs, withPub, idx)
+	if err != nil {
+		res.Error = err.Error()
+		return
+	}
+	defer l.closeAll()
+	fill := func() {
+		res.DialErrors, res.ProtoErrors, res.Disconnects = l.dialErrors, l.protoErrors, l.disconnects
+		res.OutOfOrder, res.Errors, res.Ready = l.outOfOrder, l.errorsOut(), l.readyCount
+		res.Published, res.Acked, res.AckReorder, res.Received = l.published, l.acked, l.ackReorder, l.received
+		res.FirstSend, res.LastRecv = l.firstSend, l.lastRecv
+		res.Hist, res.HistMax, res.FrameBytes = l.hist.sparse(), l.hist.max, l.frameBytes
+		res.PollCalls, res.PollEvents, res.PollFull = l.pollCalls, l.pollEvents, l.pollFull
+	}
+	defer fill()
+
+	t0 := time.Now()
+	for l.readyCount+l.failed < l.total {
+		if time.Now().After(cfg.deadline) {
+			res.Error = fmt.Sprintf("timeout while connecting: %d of %d ready", l.readyCount, l.total)
+			return
+		}
+		for l.inflight < cfg.dialConc && l.nextDial < l.total {
+			l.startDial()
+		}
+		if err := l.poll(20 * time.Millisecond); err != nil {
+			res.Error = err.Error()
+			return
+		}
+	}
+	res.ConnectMs = float64(time.Since(t0).Microseconds()) / 1000
+	for _, c := range l.conns[:nSubs] {
+		if c.ready {
+			res.ReadySubs++
+		}
+	}
+	if withPub && !l.pub.ready {
+		res.Error = "publisher connection failed"
+		return
+	}
+	pubID := "-"
+	if withPub {
+		pubID = l.pub.id
+	}
+	send(fmt.Sprintf("READY %d %s", res.ReadySubs, pubID))
+
+	// wait keeps serving the connections (pings, late frames) until a line
+	// with prefix arrives.
+	wait := func(prefix string) (string, bool) {
+		for time.Now().Before(cfg.deadline) {
+			select {
+			case line, ok := <-down:
+				if !ok {
+					return "", false
+				}
+				if rest, found := strings.CutPrefix(line, prefix); found {
+					return strings.TrimSpace(rest), true
+				}
+			default:
+				if err := l.poll(20 * time.Millisecond); err != nil {
+					return "", false
+				}
+			}
+		}
+		return "", false
+	}
+	if cfg.mode == "idle" {
+		if _, ok := wait("END"); !ok {
+			res.Error = "timeout waiting for END"
+		}
+		return
+	}
+	id, ok := wait("GO")
+	if !ok {
+		res.Error = "timeout waiting for GO"
+		return
+	}
+	pid, epoch, _ := strings.Cut(id, " ")
+	l.pubID = pid
+	if l.epochNs, err = strconv.ParseInt(epoch, 10, 64); err != nil {
+		res.Error = "bad GO line"
+		return
+	}
+	cpu0, _ := readCPUus(0)
+	res.Error = l.runFanout(withPub, res.ReadySubs, send, down, res)
+	cpu1, _ := readCPUus(0)
+	res.CPUus = cpu1 - cpu0
+}
+
+// runFanout publishes (worker 0) and counts deliveries until every expected
+// delivery arrived, the drain time ran out, or the deadline passed.
+func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-chan string, res *workerResult) string {
+	cfg := l.cfg
+	l.measuring = true
+	start := time.Now()
+	pubEnd := start.Add(cfg.duration)
+	var interval time.Duration
+	if cfg.rate > 0 {
+		interval = time.Duration(float64(time.Second) / cfg.rate)
+	}
+	nextPub := start
+	publishing := withPub
+	endN := int64(-1)
+	var drainEnd time.Time
+	subs := int64(readySubs)
+	for {
+		now := time.Now()
+		if now.After(cfg.deadline) {
+			return "timeout during fan-out"
+		}
+		canPublish := func() bool {
+			if l.published-l.acked >= int64(cfg.window) || len(l.pub.out) > 0 || l.pub.state == stClosed {
+				return false
+			}
+			if cfg.rate == 0 && cfg.maxLag > 0 && subs > 0 && l.published*subs-l.received > int64(cfg.maxLag)*subs {
+				return false
+			}
+			return true
+		}
+		timeout := 20 * time.Millisecond
+		if publishing {
+			if !now.Before(pubEnd) || l.pub.state == stClosed {
+				publishing = false
+				res.PubEnd = now.UnixNano()
+				send(fmt.Sprintf("PUBLISHED %d", l.published))
+			} else if cfg.rate > 0 {
+				for !nextPub.After(now) && canPublish() {
+					l.publish(time.Now().UnixNano())
+					nextPub = nextPub.Add(interval)
+				}
+				timeout = min(max(time.Until(nextPub), 0), timeout)
+			} else {
+				for canPublish() {
+					l.publish(time.Now().UnixNano())
+				}
+			}
+		}
+		select {
+		case line := <-down:
+			if rest, ok := strings.CutPrefix(line, "END "); ok {
+				n, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
+				if err != nil {
+					return "bad END line"
+				}
+				endN = n
+				drainEnd = now.Add(cfg.drain)
+			}
+		default:
+		}
+		if endN >= 0 {
+			done := l.received >= endN*subs && (!withPub || l.acked >= l.published)
+			if done || now.After(drainEnd) {
+				return ""
+			}
+		}
+		if err := l.poll(timeout); err != nil {
+			return err.Error()
+		}
+	}
+}
+
+// runChild is a worker in its own process: lines go to stdout, come from stdin.
+func runChild(cfg *config) {
+	down := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			down <- sc.Text()
+		}
+		close(down)
+	}()
+	w := bufio.NewWriter(os.Stdout)
+	runWorker(cfg, cfg.childIndex, func(s string) {
+		_, _ = w.WriteString(s + "\n")
+		_ = w.Flush()
+	}, down)
+}
+
+type workerLine struct {
+	idx  int
+	line string
+}
+
+type workerHandle struct {
+	down chan string
+	cmd  *exec.Cmd
+}
+
+// startWorkers starts cfg.procs workers (goroutine when 1, else child
+// processes) whose lines all arrive on the returned channel.
+func startWorkers(cfg *config) ([]*workerHandle, chan workerLine, error) {
+	up := make(chan workerLine, 64)
+	var ws []*workerHandle
+	if cfg.procs == 1 {
+		h := &workerHandle{down: make(chan string, 16)}
+		ws = append(ws, h)
+		go runWorker(cfg, 0, func(s string) { up <- workerLine{0, s} }, h.down)
+		return ws, up, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	for i := range cfg.procs {
+		args := append([]string{cfg.mode}, os.Args[2:]...)
+		args = append(args, "--child-index", strconv.Itoa(i),
+			"--timeout", time.Until(cfg.deadline).Round(time.Millisecond).String())
+		cmd := exec.Command(self, args...)
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return ws, up, err
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return ws, up, err
+		}
+		if err := cmd.Start(); err != nil {
+			return ws, up, err
+		}
+		h := &workerHandle{down: make(chan string, 16), cmd: cmd}
+		ws = append(ws, h)
+		go func(i int) {
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(make([]byte, 64<<10), 64<<20)
+			for sc.Scan() {
+				up <- workerLine{i, sc.Text()}
+			}
+			up <- workerLine{i, "EXIT"}
+		}(i)
+		go func() {
+			for s := range h.down {
+				if _, err := fmt.Fprintln(stdin, s); err != nil {
+					break
+				}
+			}
+			_ = stdin.Close()
+		}()
+	}
+	return ws, up, nil
+}
+
+func orchestrate(cfg *config) (map[string]any, error) {
+	out := map[string]any{
+		"mode": cfg.mode, "server": cfg.server, "url": cfg.url, "procs": cfg.procs,
+		"loadavg_start": loadavg(), "server_pids": cfg.serverPIDs,
+	}
+	if cfg.label != "" {
+		out["test"] = cfg.label
+	}
+	var rssBefore int64
+	if cfg.mode == "idle" && len(cfg.serverPIDs) > 0 {
+		v, err := sumRSS(cfg.serverPIDs)
+		if err != nil {
+			return out, err
+		}
+		rssBefore = v
+	}
+	workers, up, err := startWorkers(cfg)
+	defer func() {
+		for _, w := range workers {
+			close(w.down)
+			if w.cmd != nil {
+				done := make(chan struct{})
+				go func() { _ = w.cmd.Wait(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(5 * time.Second):
+					_ = w.cmd.Process.Kill()
+					<-done
+				}
+			}
+		}
+	}()
+	if err != nil {
+		return out, err
+	}
+	results := make([]*workerResult, len(workers))
+	nResults := 0
+	timer := time.NewTimer(time.Until(cfg.deadline) + 5*time.Second)
+	defer timer.Stop()
+	// next waits for one line from any worker; RESULT lines are recorded.
+	next := func() (workerLine, error) {
+		select {
+		case wl := <-up:
+			if rest, ok := strings.CutPrefix(wl.line, "RESULT "); ok && results[wl.idx] == nil {
+				r := &workerResult{}
+				if err := json.Unmarshal([]byte(rest), r); err != nil {
+					return wl, fmt.Errorf("worker %d: %v", wl.idx, err)
+				}
+				results[wl.idx] = r
+				nResults++
+			}
+			if wl.line == "EXIT" && results[wl.idx] == nil {
+				results[wl.idx] = &workerResult{Index: wl.idx, Error: "worker exited without a result"}
+				nResults++
+			}
+			return wl, nil
+		case <-timer.C:
+			return workerLine{}, errors.New("timeout waiting for workers")
+		}
+	}
+	broadcast := func(s string) {
+		for _, w := range workers {
+			w.down <- s
+		}
+	}
+	collect := func() error {
+		for nResults < len(workers) {
+			if _, err := next(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+
+	// Phase 1: every worker connected (or failed).
+	ready, readySubs, pubID := 0, 0, ""
+	for ready+nResults < len(workers) {
+		wl, err := next()
+		if err != nil {
+			return out, err
+		}
+		if rest, ok := strings.CutPrefix(wl.line, "READY "); ok {
+			ready++
+			f := strings.Fields(rest)
+			if len(f) == 2 {
+				n, _ := strconv.Atoi(f[0])
+				readySubs += n
+				if f[1] != "-" {
+					pubID = f[1]
+				}
+			}
+		}
+	}
+	failedEarly := nResults > 0
+
+	var cpu0, cpu1, sys0, sys1, busy0, busy1 int64
+	var cpuErr error
+	if cfg.mode == "idle" {
+		if !failedEarly {
+			time.Sleep(min(cfg.settle, time.Until(cfg.deadline)))
+		}
+		if len(cfg.serverPIDs) > 0 {
+			after, err := sumRSS(cfg.serverPIDs)
+			if err != nil {
+				return out, err
+			}
+			out["rss_before_kib"] = rssBefore
+			out["rss_after_kib"] = after
+			if readySubs > 0 {
+				out["kib_per_conn"] = round3(float64(after-rssBefore) / float64(readySubs))
+			}
+		}
+		broadcast("END 0")
+	} else if !failedEarly {
+		if len(cfg.serverPIDs) > 0 {
+			cpu0, sys0, cpuErr = sumCPU(cfg.serverPIDs)
+			cpu0 += sys0
+		}
+		busy0, _ = machineBusyUs()
+		broadcast(fmt.Sprintf("GO %s %d", pubID, time.Now().UnixNano()))
+		for nResults < len(workers) {
+			wl, err := next()
+			if err != nil {
+				return out, err
+			}
+			if rest, ok := strings.CutPrefix(wl.line, "PUBLISHED "); ok {
+				broadcast("END " + rest)
+			}
+		}
+		if len(cfg.serverPIDs) > 0 && cpuErr == nil {
+			cpu1, sys1, cpuErr = sumCPU(cfg.serverPIDs)
+			cpu1 += sys1
+		}
+		busy1, _ = machineBusyUs()
+	} else {
+		broadcast("END 0")
+	}
+	if err := collect(); err != nil {
+		return out, err
+	}
+
+	// Aggregate.
+	var agg workerResult
+	var h hist
+	var errs []string
+	merged := map[string]*errStat{}
+	for _, r := range results {
+		agg.Conns += r.Conns
+		agg.Ready += r.Ready
+		agg.DialErrors += r.DialErrors
+		agg.ProtoErrors += r.ProtoErrors
+		agg.Disconnects += r.Disconnects
+		agg.OutOfOrder += r.OutOfOrder
+		agg.Published += r.Published
+		agg.Acked += r.Acked
+		agg.AckReorder += r.AckReorder
+		agg.Received += r.Received
+		agg.CPUus += r.CPUus
+		agg.PollCalls += r.PollCalls
+		agg.PollEvents += r.PollEvents
+		agg.PollFull += r.PollFull
+		agg.ConnectMs = max(agg.ConnectMs, r.ConnectMs)
+		agg.LastRecv = max(agg.LastRecv, r.LastRecv)
+		if r.FirstSend != 0 {
+			agg.FirstSend = r.FirstSend
+		}
+		if r.PubEnd != 0 {
+			agg.PubEnd = r.PubEnd
+		}
+		if r.FrameBytes != 0 {
+			agg.FrameBytes = r.FrameBytes
+		}
+		h.merge(r.Hist, r.HistMax)
+		for k, v := range r.Errors {
+			m := merged[k]
+			if m == nil {
+				m = &errStat{Example: v.Example}
+				merged[k] = m
+			}
+			m.Count += v.Count
+		}
+		if r.Error != "" {
+			errs = append(errs, fmt.Sprintf("worker %d: %s", r.Index, r.Error))
+		}
+	}
+	out["conns"] = agg.Conns
+	out["conns_ok"] = agg.Ready
+	out["connect_seconds"] = round3(agg.ConnectMs / 1000)
+	out["dial_errors"] = agg.DialErrors
+	out["protocol_errors"] = agg.ProtoErrors
+	out["disconnects"] = agg.Disconnects
+	if len(merged) > 0 {
+		out["errors"] = merged
+	}
+	if len(errs) > 0 {
+		out["worker_errors"] = errs
+	}
+	if cfg.mode == "fanout" {
+		out["subs"] = cfg.conns
+		out["subs_ok"] = readySubs
+		out["size"] = cfg.size
+		out["delivered_frame_payload_bytes"] = agg.FrameBytes
+		out["rate_target"] = cfg.rate
+		out["window"] = cfg.window
+		out["max_lag"] = cfg.maxLag
+		out["busy_poll"] = cfg.busyPoll
+		out["duration_s"] = cfg.duration.Seconds()
+		out["published"] = agg.Published
+		out["acked"] = agg.Acked
+		out["acks_out_of_order"] = agg.AckReorder
+		expected := agg.Published * int64(readySubs)
+		out["expected_deliveries"] = expected
+		out["received_deliveries"] = agg.Received
+		out["missing_deliveries"] = expected - agg.Received
+		out["gaps_or_reorders"] = agg.OutOfOrder
+		if agg.FirstSend > 0 && agg.LastRecv > agg.FirstSend {
+			span := float64(agg.LastRecv-agg.FirstSend) / 1e9
+			out["window_s"] = round3(span)
+			out["deliveries_per_sec"] = round3(float64(agg.Received) / span)
+		}
+		if agg.FirstSend > 0 && agg.PubEnd > agg.FirstSend {
+			out["publishes_per_sec"] = round3(float64(agg.Published) / (float64(agg.PubEnd-agg.FirstSend) / 1e9))
+		}
+		out["latency_us"] = map[string]int64{
+			"p50": h.quantile(0.50), "p90": h.quantile(0.90), "p99": h.quantile(0.99),
+			"p999": h.quantile(0.999), "max": h.max, "samples": h.n,
+		}
+		out["gen_cpu_us"] = agg.CPUus
+		span := float64(agg.LastRecv-agg.FirstSend) / 1e3
+		if span > 0 {
+			// Share of one CPU used over the delivery window: near 1 (per
+			// process) means that side was saturated.
+			out["gen_cpu_share"] = round3(float64(agg.CPUus) / span)
+		}
+		out["gen_epoll"] = map[string]int64{"waits": agg.PollCalls, "events": agg.PollEvents, "full_batches": agg.PollFull}
+		if agg.Received > 0 {
+			out["gen_cpu_us_per_delivery"] = round3(float64(agg.CPUus) / float64(agg.Received))
+		}
+		if len(cfg.serverPIDs) > 0 {
+			if cpuErr != nil {
+				errs = append(errs, "server cpu: "+cpuErr.Error())
+				out["worker_errors"] = errs
+			} else {
+				out["server_cpu_us"] = cpu1 - cpu0
+				if span > 0 {
+					out["server_cpu_share"] = round3(float64(cpu1-cpu0) / span)
+					if busy0 > 0 && busy1 > 0 {
+						// CPU used by everything else on the machine over
+						// the same window: above ~0.1 the run was disturbed.
+						other := busy1 - busy0 - (cpu1 - cpu0) - agg.CPUus
+						out["other_cpu_share"] = round3(max(0, float64(other)) / span)
+					}
+				}
+				out["server_sys_cpu_us"] = sys1 - sys0
+				if agg.Received > 0 {
+					out["server_cpu_us_per_delivery"] = round3(float64(cpu1-cpu0) / float64(agg.Received))
+					// The kernel's share (system time) of it.
+					out["server_sys_us_per_delivery"] = round3(float64(sys1-sys0) / float64(agg.Received))
+				}
+			}
+		}
+	}
+	out["loadavg_end"] = loadavg()
+	if len(errs) > 0 {
+		return out, errors.New(strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
+func round3(v float64) float64 {
+	return float64(int64(v*1000+0.5)) / 1000
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Idle-connection memory: ZenConn vs the baseline, alternately, medians.
+# Usage: bash bench/run-idle.sh        (env: CONNS ROUNDS PROCS SOURCE_IPS SETTLE)
+# Prints one JSON object on stdout; progress on stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${CONNS:=15000}" "${ROUNDS:=2}" "${PROCS:=1}" "${SOURCE_IPS:=127.0.0.1}" "${SETTLE:=2s}"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+check_machine
+LOADAVG_START=$(cat /proc/loadavg)
+log "loadavg: $LOADAVG_START"
+build_all
+port=20100
+for round in $(seq "$ROUNDS"); do
+	for srv in $(order "$round"); do
+		port=$((port + 1))
+		start_server "$srv" "$port"
+		log "round $round: $srv (pid $SERVER_PID, port $port): $CONNS idle connections"
+		run_load idle --server "$srv" --label idle --url "ws://127.0.0.1:$port/ws" --server-pid "$SERVER_PID" \
+			--conns "$CONNS" --procs "$PROCS" --source-ips "$SOURCE_IPS" --settle "$SETTLE" --timeout 180s
+		stop_server "$SERVER_PID"
+	done
+done
+summarize idle
