@@ -264,15 +264,8 @@ func AppendMessageAny(dst []byte, channel, from string, data []byte, opaque bool
 	if !opaque {
 		return AppendMessage(dst, channel, from, data)
 	}
-	dst = append(dst, `{"op":"message",`...)
-	if channel != "" {
-		dst = append(dst, `"channel":"`...)
-		dst = append(dst, channel...)
-		dst = append(dst, `",`...)
-	}
-	dst = append(dst, `"from":"`...)
-	dst = append(dst, from...)
-	dst = append(dst, `","enc":"base64","data":"`...)
+	dst = appendMessageHead(dst, channel, from)
+	dst = append(dst, `,"enc":"base64","data":"`...)
 	dst = base64.StdEncoding.AppendEncode(dst, data)
 	return append(dst, `"}`...)
 }

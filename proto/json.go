@@ -237,6 +237,16 @@ func AppendError(dst, id []byte, e *Error) []byte {
 // the server and need no escaping (channel names are validated, connection
 // ids are base-36); data is raw JSON and is copied verbatim.
 func AppendMessage(dst []byte, channel, from string, data []byte) []byte {
+	dst = appendMessageHead(dst, channel, from)
+	dst = append(dst, `,"data":`...)
+	dst = append(dst, data...)
+	return append(dst, '}')
+}
+
+// appendMessageHead appends a message envelope up to its from field:
+// {"op":"message","channel":"<channel>","from":"<from>" (no channel field
+// for a broadcast).
+func appendMessageHead(dst []byte, channel, from string) []byte {
 	dst = append(dst, `{"op":"message",`...)
 	if channel != "" {
 		dst = append(dst, `"channel":"`...)
@@ -245,9 +255,7 @@ func AppendMessage(dst []byte, channel, from string, data []byte) []byte {
 	}
 	dst = append(dst, `"from":"`...)
 	dst = append(dst, from...)
-	dst = append(dst, `","data":`...)
-	dst = append(dst, data...)
-	return append(dst, '}')
+	return append(dst, '"')
 }
 
 // appendJSONString appends s as a JSON string, escaped by sonic.
