@@ -127,10 +127,7 @@ func (c *Conn) serveHTTP(in []byte) int {
 func plausibleRequestLine(b []byte) bool {
 	nl := bytes.IndexByte(b, '\n')
 	if nl < 0 {
-		if len(b) > 8192 {
-			return false
-		}
-		return true
+		return len(b) <= 8192 // a request line longer than that is garbage
 	}
 	line := bytes.TrimSuffix(b[:nl], []byte("\r"))
 	sp1 := bytes.IndexByte(line, ' ')
