@@ -1,0 +1,457 @@
+package shm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zenconn/server/internal/leaktest"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(runChild())
+	}
+	leaktest.VerifyTestMain(m)
+}
+
+func newTestRing(t testing.TB, capacity int) *Ring {
+	t.Helper()
+	r, err := Create("test", capacity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func readAll(t testing.TB, c *Consumer) [][]byte {
+	t.Helper()
+	var out [][]byte
+	if _, err := c.Read(func(rec []byte) { out = append(out, bytes.Clone(rec)) }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestCreateValidatesCapacity(t *testing.T) {
+	for _, c := range []int{0, 100, 4095, 5000, MaxCapacity * 2} {
+		if r, err := Create("bad", c); err == nil {
+			r.Close()
+			t.Errorf("Create(%d) succeeded", c)
+		}
+	}
+}
+
+func TestWriteRead(t *testing.T) {
+	r := newTestRing(t, 4096)
+	p, c := r.Producer(), r.Consumer()
+	for _, s := range []string{"", "a", "hello", strings.Repeat("x", 100)} {
+		if err := p.TryWrite([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := readAll(t, c); len(got) != 0 {
+		t.Fatalf("records visible before Flush: %q", got)
+	}
+	p.Flush()
+	got := readAll(t, c)
+	want := []string{"", "a", "hello", strings.Repeat("x", 100)}
+	if len(got) != len(want) {
+		t.Fatalf("got %d records, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if string(got[i]) != want[i] {
+			t.Fatalf("record %d = %q, want %q", i, got[i], want[i])
+		}
+	}
+	if r.Len() != 0 {
+		t.Fatalf("Len = %d after reading everything", r.Len())
+	}
+}
+
+func TestFullAndTooLarge(t *testing.T) {
+	r := newTestRing(t, 4096)
+	p, c := r.Producer(), r.Consumer()
+	if err := p.TryWrite(make([]byte, r.MaxRecord()+1)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized record: %v", err)
+	}
+	rec := make([]byte, 100) // 104 bytes with its header
+	n := 0
+	for {
+		err := p.TryWrite(rec)
+		if errors.Is(err, ErrFull) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 4096/104 {
+		t.Fatalf("%d records fit, want %d", n, 4096/104)
+	}
+	p.Flush()
+	if err := p.Write(rec, 10*time.Millisecond); !errors.Is(err, ErrFull) {
+		t.Fatalf("Write on a full ring with no reader: %v, want ErrFull after the timeout", err)
+	}
+	if got := len(readAll(t, c)); got != n {
+		t.Fatalf("read %d records, want %d: a record was dropped", got, n)
+	}
+	if err := p.TryWrite(rec); err != nil {
+		t.Fatalf("write after the reader freed space: %v", err)
+	}
+}
+
+// TestWrapAround writes records whose sizes do not divide the ring so that
+// every record boundary, including the wrap marker, is exercised.
+func TestWrapAround(t *testing.T) {
+	r := newTestRing(t, 4096)
+	p, c := r.Producer(), r.Consumer()
+	seq := 0
+	for round := 0; round < 200; round++ {
+		for i := 0; i < 3; i++ {
+			rec := bytes.Repeat([]byte{byte(seq)}, 1+(seq*37)%900)
+			if err := p.TryWrite(rec); err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			seq++
+		}
+		p.Flush()
+		got := readAll(t, c)
+		if len(got) != 3 {
+			t.Fatalf("round %d: %d records", round, len(got))
+		}
+		for i, rec := range got {
+			s := seq - 3 + i
+			if len(rec) != 1+(s*37)%900 || rec[0] != byte(s) || rec[len(rec)-1] != byte(s) {
+				t.Fatalf("record %d torn: len %d first %d", s, len(rec), rec[0])
+			}
+		}
+	}
+}
+
+// TestModel runs random operations against the ring and a plain slice
+// queue and requires the same observable results. The seed is printed.
+func TestModel(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 7))
+	r := newTestRing(t, 8192)
+	p, c := r.Producer(), r.Consumer()
+	var model [][]byte     // published and unread
+	var unflushed [][]byte // written, not flushed
+	footprint := func(n int) int { return int(align8(uint64(recordHeader + n))) }
+	for op := 0; op < 20000; op++ {
+		switch rng.IntN(4) {
+		case 0, 1: // write
+			n := rng.IntN(r.MaxRecord() + 1)
+			if rng.IntN(4) != 0 {
+				n = rng.IntN(64)
+			}
+			rec := make([]byte, n)
+			for i := range rec {
+				rec[i] = byte(rng.Uint32())
+			}
+			err := p.TryWrite(rec)
+			switch {
+			case err == nil:
+				unflushed = append(unflushed, rec)
+			case errors.Is(err, ErrFull):
+				// Full is only allowed when the record, plus the rest of
+				// the data area if it must wrap, does not fit in what the
+				// reader has freed.
+				used := int(p.head - r.tail.Load())
+				if used+2*footprint(n) <= r.Capacity() {
+					t.Fatalf("op %d: ErrFull with %d of %d bytes used for a %d-byte record", op, used, r.Capacity(), n)
+				}
+			default:
+				t.Fatalf("op %d: %v", op, err)
+			}
+		case 2:
+			p.Flush()
+			model = append(model, unflushed...)
+			unflushed = nil
+		case 3:
+			got := readAll(t, c)
+			if len(got) != len(model) {
+				t.Fatalf("op %d: read %d records, model has %d", op, len(got), len(model))
+			}
+			for i := range got {
+				if !bytes.Equal(got[i], model[i]) {
+					t.Fatalf("op %d: record %d differs", op, i)
+				}
+			}
+			model = nil
+		}
+	}
+}
+
+// TestConcurrent moves records between two goroutines with blocking Write
+// and Wait, checking order and content (run it with -race).
+func TestConcurrent(t *testing.T) {
+	r := newTestRing(t, 4096)
+	const n = 200000
+	done := make(chan error, 1)
+	go func() {
+		c := r.Consumer()
+		next := 0
+		for next < n {
+			if !c.Wait(5 * time.Second) {
+				done <- fmt.Errorf("consumer starved at %d", next)
+				return
+			}
+			var bad error
+			if _, err := c.Read(func(rec []byte) {
+				if bad == nil && (len(rec) != 8+next%50 || binary.LittleEndian.Uint64(rec) != uint64(next)) {
+					bad = fmt.Errorf("record %d: len %d", next, len(rec))
+				}
+				next++
+			}); err != nil {
+				done <- err
+				return
+			}
+			if bad != nil {
+				done <- bad
+				return
+			}
+		}
+		done <- nil
+	}()
+	p := r.Producer()
+	buf := make([]byte, 64)
+	for i := 0; i < n; i++ {
+		rec := buf[:8+i%50]
+		binary.LittleEndian.PutUint64(rec, uint64(i))
+		if err := p.Write(rec, 5*time.Second); err != nil {
+			select {
+			case cerr := <-done:
+				t.Fatalf("write %d: %v (consumer: %v)", i, err, cerr)
+			default:
+				t.Fatalf("write %d: %v (consumer still running)", i, err)
+			}
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIdleConsumerSleeps checks that Wait really blocks (no spinning) and
+// wakes on a write.
+func TestIdleConsumerSleeps(t *testing.T) {
+	r := newTestRing(t, 4096)
+	c := r.Consumer()
+	start := time.Now()
+	if c.Wait(50 * time.Millisecond) {
+		t.Fatal("Wait reported records on an empty ring")
+	}
+	if time.Since(start) < 40*time.Millisecond {
+		t.Fatal("Wait returned early on an empty ring")
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		time.Sleep(20 * time.Millisecond)
+		p := r.Producer()
+		if err := p.Write([]byte("x"), time.Second); err != nil {
+			t.Error(err)
+		}
+	}()
+	if !c.Wait(5 * time.Second) {
+		t.Fatal("Wait did not wake on a write")
+	}
+	wg.Wait()
+}
+
+// TestCorruptRegion: garbage in the shared region is reported, never a
+// panic or a read outside the data area.
+func TestCorruptRegion(t *testing.T) {
+	r := newTestRing(t, 4096)
+	p, c := r.Producer(), r.Consumer()
+	_ = p.TryWrite([]byte("ok"))
+	p.Flush()
+	binary.LittleEndian.PutUint32(r.data[8:], 0x7fffffff) // a record claiming 2 GiB
+	r.head.Store(r.head.Load() + 64)
+	n, err := c.Read(func([]byte) {})
+	if n != 1 || !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Read = %d, %v; want the good record, then ErrCorrupt", n, err)
+	}
+}
+
+func FuzzRead(f *testing.F) {
+	f.Add([]byte{2, 0, 0, 0, 'o', 'k', 0, 0}, uint16(8), uint16(0))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff}, uint16(4096), uint16(4088))
+	f.Add([]byte{0xff, 0xff, 0xff, 0x7f, 1, 2, 3}, uint16(64), uint16(0))
+	f.Fuzz(func(t *testing.T, data []byte, head, tail uint16) {
+		mem := make([]byte, headerSize+4096)
+		r := newRing(mem, -1, -1, -1)
+		copy(r.data, data)
+		t8 := uint64(tail) &^ 7
+		r.tail.Store(t8)
+		r.head.Store(uint64(head))
+		c := r.Consumer()
+		total := 0
+		_, err := c.Read(func(rec []byte) { total += len(rec) })
+		if err == nil && r.tail.Load() != uint64(head) {
+			t.Fatalf("no error but tail %d != head %d", r.tail.Load(), head)
+		}
+		if total > 4096 {
+			t.Fatalf("read %d bytes from a 4096-byte ring", total)
+		}
+	})
+}
+
+// Two processes: the test binary runs itself as the consumer.
+
+const childEnv = "ZENCONN_SHM_CHILD"
+
+// runChild attaches to the ring passed as fds 3, 4, 5, consumes the number
+// of records given in the environment and prints their count and CRC.
+func runChild() int {
+	n, _ := strconv.Atoi(os.Getenv(childEnv))
+	r, err := Attach(3, 4, 5)
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	defer r.Close()
+	c := r.Consumer()
+	crc := crc32.NewIEEE()
+	got := 0
+	fmt.Println("ready")
+	for got < n {
+		if !c.Wait(10 * time.Second) {
+			fmt.Println("error timeout at", got)
+			return 1
+		}
+		if _, err := c.Read(func(rec []byte) { crc.Write(rec); got++ }); err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+	}
+	fmt.Println("done", got, crc.Sum32())
+	return 0
+}
+
+type child struct {
+	cmd      *exec.Cmd
+	out      *bytes.Buffer
+	readDone chan struct{}
+}
+
+func startChild(t testing.TB, r *Ring, n int) *child {
+	t.Helper()
+	files, err := r.Files()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+strconv.Itoa(n))
+	cmd.ExtraFiles = files
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = pw
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	for _, f := range files {
+		f.Close()
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	ch := &child{cmd: cmd, out: new(bytes.Buffer), readDone: make(chan struct{})}
+	line := make([]byte, 6)
+	if _, err := pr.Read(line); err != nil || string(line) != "ready\n" {
+		t.Fatalf("child did not get ready: %q %v", line, err)
+	}
+	go func() { _, _ = ch.out.ReadFrom(pr); pr.Close(); close(ch.readDone) }()
+	return ch
+}
+
+func (c *child) wait(t testing.TB) string {
+	t.Helper()
+	err := c.cmd.Wait()
+	<-c.readDone
+	if err != nil {
+		t.Fatalf("child: %v: %s", err, c.out.String())
+	}
+	return strings.TrimSpace(c.out.String())
+}
+
+func TestTwoProcesses(t *testing.T) {
+	r := newTestRing(t, 1<<16)
+	const n = 300000
+	ch := startChild(t, r, n)
+	p := r.Producer()
+	crc := crc32.NewIEEE()
+	rng := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 2048)
+	for i := range buf {
+		buf[i] = byte(rng.Uint32())
+	}
+	for i := 0; i < n; i++ {
+		rec := buf[i%1000 : i%1000+1+rng.IntN(1000)]
+		crc.Write(rec)
+		if err := p.Write(rec, 10*time.Second); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	if got, want := ch.wait(t), fmt.Sprintf("done %d %d", n, crc.Sum32()); got != want {
+		t.Fatalf("child says %q, want %q", got, want)
+	}
+}
+
+// BenchmarkTwoProcesses moves records one way to a consumer process. Run
+// with -benchtime=2000000x or more; it reports records per second.
+func BenchmarkTwoProcesses(b *testing.B) {
+	for _, size := range []int{64, 1024} {
+		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			r := newTestRing(b, 1<<20)
+			ch := startChild(b, r, b.N)
+			p := r.Producer()
+			rec := bytes.Repeat([]byte{'r'}, size)
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				if err := p.TryWrite(rec); err != nil {
+					if err := p.Write(rec, 10*time.Second); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
+				if i%64 == 63 {
+					p.Flush()
+				}
+			}
+			p.Flush()
+			out := ch.wait(b)
+			b.StopTimer()
+			if !strings.HasPrefix(out, "done "+strconv.Itoa(b.N)+" ") {
+				b.Fatalf("child: %q", out)
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
+		})
+	}
+}
