@@ -28,6 +28,7 @@ fmt-check:
 lint: vet fmt-check
 
 test: lint
+	bash scripts/ensure-chromium.sh
 	$(GO) test -race -shuffle=on -count=1 -timeout 12m ./...
 
 bench:
