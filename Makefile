@@ -8,7 +8,7 @@ help:
 	@echo "  make run          serve ./public on :8080 with embedded defaults"
 	@echo "  make test         vet, gofmt check and the whole test suite with -race"
 	@echo "  make build        build bin/zenconn"
-	@echo "  make bench        micro-benchmarks (go test -bench) of the hot paths"
+	@echo "  make bench        micro-benchmarks (go test -bench) of the hot paths and the shm rings"
 	@echo "  make bench-idle   idle-connection memory vs the baseline server (bench/)"
 	@echo "  make bench-fanout fan-out throughput/latency vs the baseline server (bench/)"
 	@echo "  make fuzz         run each fuzz target for a short while"
@@ -32,7 +32,7 @@ test: lint
 	$(GO) test -race -shuffle=on -count=1 -timeout 12m ./...
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./proto/ ./engine/
+	$(GO) test -run '^$$' -bench . -benchmem ./proto/ ./engine/ ./shm/
 
 bench-idle:
 	bash bench/run-idle.sh
@@ -44,5 +44,6 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 20s ./proto/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeBinary -fuzztime 20s ./proto/
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 20s ./auth/
+	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 20s ./shm/
 	$(GO) test -run '^$$' -fuzz FuzzFrames -fuzztime 20s ./engine/
 	$(GO) test -run '^$$' -fuzz FuzzHTTP -fuzztime 20s ./engine/
