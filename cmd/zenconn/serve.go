@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zenconn/server/accesslog"
 	"github.com/zenconn/server/auth"
 	"github.com/zenconn/server/engine"
@@ -229,6 +230,12 @@ func runServer(o *serveOptions, verifier *auth.Verifier, log *slog.Logger) error
 	if err != nil {
 		closeLog()
 		return err
+	}
+	if alog != nil {
+		srv.Registry().MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "zenconn_access_log_dropped_total",
+			Help: "Access-log lines dropped because the log file fell more than 16 MiB behind.",
+		}, func() float64 { return float64(alog.Dropped()) }))
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
