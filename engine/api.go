@@ -29,6 +29,13 @@ func (s *Server) serveAPI(ctx *fasthttp.RequestCtx) {
 		apiReply(ctx, fasthttp.StatusUnauthorized, apiError{"missing or wrong API key"})
 		return
 	}
+	if s.cfg.APIProxy != nil {
+		if err := s.cfg.APIProxy(&ctx.Request, &ctx.Response); err != nil {
+			s.log.Warn("server API proxy", "err", err)
+			apiReply(ctx, fasthttp.StatusBadGateway, apiError{"the node agent did not answer"})
+		}
+		return
+	}
 	method := string(ctx.Method())
 	route := strings.TrimPrefix(string(ctx.Path()), "/api/")
 	want := map[string]string{

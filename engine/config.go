@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"github.com/zenconn/server/auth"
 	"golang.org/x/sys/unix"
 )
@@ -67,6 +68,16 @@ type Config struct {
 	// PublicPublishGranted requires a publish grant to publish on public
 	// channels too ("--public-publish=granted"). Default: open.
 	PublicPublishGranted bool
+	// Bridge connects a worker process to its node's agent; nil in
+	// single-process mode.
+	Bridge Bridge
+	// WorkerID (0-63) makes connection ids unique across the node's
+	// processes.
+	WorkerID int
+	// APIProxy, when set, answers server-API requests (already
+	// authenticated) instead of this process: a worker hands them to its
+	// agent, which has the whole node's view.
+	APIProxy func(req *fasthttp.Request, resp *fasthttp.Response) error
 	// APIKey enables the server API under /api/ ("--api-key"). Empty: the
 	// API answers 404.
 	APIKey string
@@ -152,6 +163,9 @@ func (c *Config) Validate() error {
 	}
 	if c.APIKey != "" && len(c.APIKey) < 16 {
 		errs = append(errs, errors.New("--api-key: at least 16 characters"))
+	}
+	if c.WorkerID < 0 || c.WorkerID > 63 {
+		errs = append(errs, fmt.Errorf("worker id %d is outside 0..63", c.WorkerID))
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -98,6 +98,9 @@ func (c *Conn) Closed() {
 	c.srv.openConns.Add(-1)
 	if wasWS {
 		l.stats.websockets.Add(-1)
+		if b := c.srv.cfg.Bridge; b != nil {
+			b.Closed(l.idx, c.id)
+		}
 	}
 }
 

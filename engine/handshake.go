@@ -148,6 +148,16 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 	c.lastPing = time.Now().UnixNano()
 	c.setIdentity(ident)
 	l.stats.websockets.Add(1)
+	if b := c.srv.cfg.Bridge; b != nil {
+		user, protoName := "", "json"
+		if ident != nil {
+			user = ident.User
+		}
+		if c.bin {
+			protoName = "bin"
+		}
+		b.Opened(l.idx, c.id, user, c.t.RemoteAddr().String(), protoName)
+	}
 	if c.bin {
 		c.reply(proto.AppendBinWelcome(c.frameBuf(), c.id, c.srv.cfg.Node))
 	} else {

@@ -70,21 +70,24 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 			c.replyError(m.ID, errTooManySubs)
 			return
 		}
-		if l.subscribe(c, m.Channel) {
-			c.chans = append(c.chans, m.Channel)
+		if !l.subscribe(c, m.Channel) {
+			c.ack(m.ID) // already subscribed
+			return
 		}
-		c.ack(m.ID)
+		c.chans = append(c.chans, m.Channel)
+		c.subscribeAck(m.Channel, m.ID)
 	case proto.OpUnsubscribe:
-		if l.unsubscribe(c, m.Channel) {
-			c.dropChannel(m.Channel)
-		}
+		c.unsubscribe(m.Channel)
 		c.ack(m.ID)
 	case proto.OpPublish:
 		if e := c.canPublish(m.Channel); e != nil {
 			c.replyError(m.ID, e)
 			return
 		}
-		c.srv.hub.publish(l, newOutMsg(m.Channel, c.id, m.Data, m.Opaque), c)
+		if !c.publish(m.Channel, m.Data, m.Opaque) {
+			c.replyError(m.ID, errOverloaded)
+			return
+		}
 		c.ack(m.ID)
 	case proto.OpBroadcast:
 		switch {
@@ -95,7 +98,10 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 			c.replyError(m.ID, errNoBroadcast)
 			return
 		}
-		c.srv.hub.publish(l, newOutMsg("", c.id, m.Data, m.Opaque), c)
+		if !c.publish("", m.Data, m.Opaque) {
+			c.replyError(m.ID, errOverloaded)
+			return
+		}
 		c.ack(m.ID)
 	case proto.OpAuth:
 		c.authenticate(m.ID, m.Token)
@@ -178,8 +184,7 @@ func (c *Conn) dropUngranted() {
 	for i := 0; i < len(c.chans); {
 		ch := c.chans[i]
 		if c.canSubscribe(ch) != nil {
-			c.loop.unsubscribe(c, ch)
-			c.dropChannel(ch)
+			c.unsubscribe(ch)
 			continue
 		}
 		i++

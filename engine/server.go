@@ -104,7 +104,9 @@ func New(cfg Config) (*Server, error) {
 	s.fsHandler = fs.NewRequestHandler()
 	s.registerMetrics()
 	s.clock.Store(time.Now().UnixNano())
-	s.connSeq.Store(uint64(time.Now().UnixMicro()))
+	// Ids advance by 64 from a start unique to this worker, so the node's
+	// processes never hand out the same one.
+	s.connSeq.Store(uint64(time.Now().UnixMicro())<<6 | uint64(cfg.WorkerID))
 	return s, nil
 }
 
@@ -265,7 +267,7 @@ func (s *Server) open(l *loop, t Transport) *Conn {
 // nextConnID returns a node-unique connection id in base 36. Ids start at
 // the boot time in microseconds, so a restarted node does not reuse them.
 func (s *Server) nextConnID() string {
-	return strconv.FormatUint(s.connSeq.Add(1), 36)
+	return strconv.FormatUint(s.connSeq.Add(64), 36)
 }
 
 // accessLog writes the combined-format line for a request handled on the
