@@ -41,7 +41,7 @@ func startGnet(s *Server) (*gnetTransportServer, error) {
 	// the same loop pass that accepted it. Port 0 is resolved first, with
 	// a placeholder listener in the same reuseport group, so that every
 	// loop binds the same port.
-	resolved, placeholder, err := reservePort(s.cfg.Addr)
+	resolved, placeholder, err := ReservePort(s.cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("engine: listen on %s: %w", s.cfg.Addr, err)
 	}
@@ -90,11 +90,11 @@ func (g *gnetTransportServer) OnBoot(eng gnet.Engine) gnet.Action {
 	return gnet.None
 }
 
-// reservePort resolves port 0 in addr to a free port. It returns the
+// ReservePort resolves port 0 in addr to a free port. It returns the
 // address to bind and, when it picked a port, the placeholder listener
-// holding it (SO_REUSEPORT, so the real listeners can join it), to close
-// once they are bound.
-func reservePort(addr string) (string, io.Closer, error) {
+// holding it (SO_REUSEPORT, so the real listeners, in this process or
+// others, can join it), to close once they are bound.
+func ReservePort(addr string) (string, io.Closer, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", nil, err

@@ -32,6 +32,8 @@ func run(args []string) int {
 		return serve(args[1:])
 	case "token":
 		return token(args[1:], os.Stdout, os.Stderr)
+	case "worker": // started by the agent, not documented
+		return workerMain(args[1:])
 	case "help", "-h", "--help", "-help":
 		fmt.Print(usage)
 		fmt.Println()

@@ -89,9 +89,11 @@ func TestHelpListsEveryFlag(t *testing.T) {
 	})
 }
 
-func TestWorkersOtherThanZeroRefused(t *testing.T) {
-	if code := serve([]string{"--workers", "2", "--data", t.TempDir()}); code == 0 {
-		t.Fatal("--workers 2 was accepted")
+func TestWorkersOutOfRangeRefused(t *testing.T) {
+	for _, n := range []string{"-1", "65"} {
+		if code := serve([]string{"--workers", n, "--data", t.TempDir()}); code != 2 {
+			t.Fatalf("--workers %s: exit %d, want 2", n, code)
+		}
 	}
 }
 

@@ -54,8 +54,8 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.public, "public", "./public", "folder served as static files")
 	fs.StringVar(&o.data, "data", "./data", "data folder (node id, compressed file cache); created if missing")
 	fs.StringVar(&o.accessLog, "access-log", "-", `access log in combined format: a file path, "-" for stdout, or "off"`)
-	fs.IntVar(&o.workers, "workers", 0, "worker processes; 0 serves in this process (the only mode in this version)")
-	fs.IntVar(&o.loops, "loops", 0, "event loops; 0 means one per CPU")
+	fs.IntVar(&o.workers, "workers", 0, "worker processes under an agent process; 0 serves in this process")
+	fs.IntVar(&o.loops, "loops", 0, "event loops per process; 0 means one per CPU (divided among the workers)")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "open connections accepted before new ones get 503; 0 means the open-file limit less 512")
 	o.maxMessage = 1 << 20
 	fs.Var(&o.maxMessage, "max-message", "largest WebSocket message accepted (bytes; K/KiB, M/MiB suffixes); larger ones are closed with 1009")
@@ -129,8 +129,8 @@ func serve(args []string) int {
 		fmt.Fprintf(os.Stderr, "zenconn serve: --log-level: %v\n", err)
 		return 2
 	}
-	if o.workers != 0 {
-		fmt.Fprintf(os.Stderr, "zenconn serve: --workers %d: only --workers 0 (serve in this process) is available in this version\n", o.workers)
+	if o.workers < 0 || o.workers > 64 {
+		fmt.Fprintf(os.Stderr, "zenconn serve: --workers %d is outside 0..64\n", o.workers)
 		return 2
 	}
 	if o.publicPublish != "open" && o.publicPublish != "granted" {
@@ -143,7 +143,11 @@ func serve(args []string) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := runServer(&o, verifier, log); err != nil {
+	run := runServer
+	if o.workers > 0 {
+		run = func(o *serveOptions, _ *auth.Verifier, log *slog.Logger) error { return runAgent(o, args, log) }
+	}
+	if err := run(&o, verifier, log); err != nil {
 		log.Error("serve failed", "err", err)
 		return 1
 	}
@@ -177,25 +181,24 @@ func newVerifier(o *serveOptions) (*auth.Verifier, error) {
 	return v, nil
 }
 
-func runServer(o *serveOptions, verifier *auth.Verifier, log *slog.Logger) error {
+// prepare creates the data folder and loads the node id.
+func prepare(o *serveOptions, log *slog.Logger) (string, error) {
 	if err := os.MkdirAll(o.data, 0o755); err != nil {
-		return fmt.Errorf("--data: %w", err)
-	}
-	node, err := loadNodeID(o.data)
-	if err != nil {
-		return err
+		return "", fmt.Errorf("--data: %w", err)
 	}
 	if err := proto.Pretouch(); err != nil {
 		log.Warn("json codec pretouch failed", "err", err)
 	}
-	log.Info("starting", "node", node, "json_jit", proto.APIKind == 1, "public", o.public, "data", o.data,
-		"tokens", verifier != nil, "anonymous", o.anonymous, "api", o.apiKey != "")
+	return loadNodeID(o.data)
+}
 
-	var alog *accesslog.Writer
-	cfg := engine.Config{
+// engineConfig builds the engine configuration from the flags, opening
+// the access log; closeLog flushes and closes it.
+func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, node, compressDir string) (cfg engine.Config, alog *accesslog.Writer, closeLog func(), err error) {
+	cfg = engine.Config{
 		Addr:           o.addr,
 		PublicDir:      o.public,
-		CompressDir:    filepath.Join(o.data, "cache", "compressed"),
+		CompressDir:    compressDir,
 		Loops:          o.loops,
 		MaxConnections: o.maxConns,
 		MaxMessage:     int(o.maxMessage),
@@ -212,11 +215,11 @@ func runServer(o *serveOptions, verifier *auth.Verifier, log *slog.Logger) error
 	}
 	if o.accessLog != "off" {
 		if alog, err = accesslog.Open(o.accessLog); err != nil {
-			return fmt.Errorf("--access-log: %w", err)
+			return cfg, nil, nil, fmt.Errorf("--access-log: %w", err)
 		}
 		cfg.AccessLog = alog
 	}
-	closeLog := func() {
+	closeLog = func() {
 		if alog != nil {
 			if err := alog.Close(); err != nil {
 				log.Warn("closing access log", "err", err)
@@ -225,6 +228,20 @@ func runServer(o *serveOptions, verifier *auth.Verifier, log *slog.Logger) error
 				log.Warn("access log lines dropped", "lines", n)
 			}
 		}
+	}
+	return cfg, alog, closeLog, nil
+}
+
+func runServer(o *serveOptions, verifier *auth.Verifier, log *slog.Logger) error {
+	node, err := prepare(o, log)
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "node", node, "json_jit", proto.APIKind == 1, "public", o.public, "data", o.data,
+		"tokens", verifier != nil, "anonymous", o.anonymous, "api", o.apiKey != "")
+	cfg, alog, closeLog, err := engineConfig(o, verifier, log, node, filepath.Join(o.data, "cache", "compressed"))
+	if err != nil {
+		return err
 	}
 	srv, err := engine.New(cfg)
 	if err != nil {

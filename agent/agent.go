@@ -1,0 +1,523 @@
+// Package agent supervises a node's worker processes and is the node's
+// single point of truth: it keeps the connection table and the channel →
+// workers interest map from the workers' records, forwards each published
+// message only to the workers that have subscribers of its channel (every
+// other worker for a broadcast), and answers the server API for the whole
+// node over a unix socket that the workers proxy to.
+//
+// The agent does not import the engine: it speaks to workers only through
+// shared-memory rings (package shm) carrying internal/nodemsg records.
+//
+// Supervision policy (fields of Config): a worker that exits is restarted
+// after a backoff that starts at MinBackoff and doubles up to MaxBackoff,
+// reset once a worker has stayed up for StableAfter; its connections leave
+// the table at once. On shutdown the workers get SIGTERM and ShutdownGrace
+// to drain, then SIGKILL. Workers die with the agent (PR_SET_PDEATHSIG).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/zenconn/server/internal/nodemsg"
+	"github.com/zenconn/server/shm"
+)
+
+// Config configures an Agent.
+type Config struct {
+	// Workers is the number of worker processes (1-64).
+	Workers int
+	// Loops is the number of event loops per worker; each gets a ring.
+	Loops int
+	// Command returns the program and arguments that start worker id. The
+	// rings are passed as ExtraFiles (fds 3, 4, …): for each ring to the
+	// agent (Loops+1 of them) then the ring from the agent, three fds each
+	// (memfd, data eventfd, space eventfd).
+	Command func(id int) (string, []string)
+	// Env is the workers' environment.
+	Env []string
+	// Socket is the unix socket path the server API listens on.
+	Socket string
+	// RingSize is each ring's capacity in bytes. Default 4 MiB.
+	RingSize int
+	// MinBackoff, MaxBackoff, StableAfter and ShutdownGrace: see the
+	// package doc. Defaults 100 ms, 5 s, 30 s, 5 s.
+	MinBackoff, MaxBackoff, StableAfter, ShutdownGrace time.Duration
+	// Ready, if set, is called once when every worker has reported ready
+	// for the first time.
+	Ready func()
+	Log   *slog.Logger
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	slots []*slot
+
+	mu       sync.Mutex
+	conns    map[string]*connRec
+	interest map[string][]int // channel → subscriber count per worker
+
+	readyOnce sync.Once
+	readyN    int
+}
+
+type connRec struct {
+	worker                int
+	user, remote, protocl string
+	chans                 map[string]struct{}
+}
+
+// slot is one worker position; its process may be restarted.
+type slot struct {
+	id int
+
+	mu       sync.Mutex
+	pid      int
+	started  time.Time
+	restarts int
+	up       bool
+	stats    [7]uint64
+	proc     *os.Process
+
+	prodMu sync.Mutex
+	prod   *shm.Producer // agent → worker, nil while the worker is down
+}
+
+// New validates cfg.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Workers < 1 || cfg.Workers > 64 {
+		return nil, fmt.Errorf("agent: %d workers is outside 1..64", cfg.Workers)
+	}
+	if cfg.Loops < 1 {
+		cfg.Loops = 1
+	}
+	if cfg.Command == nil || cfg.Socket == "" {
+		return nil, errors.New("agent: Command and Socket are required")
+	}
+	if cfg.RingSize == 0 {
+		cfg.RingSize = 4 << 20
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.StableAfter == 0 {
+		cfg.StableAfter = 30 * time.Second
+	}
+	if cfg.ShutdownGrace == 0 {
+		cfg.ShutdownGrace = 5 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log, conns: map[string]*connRec{}, interest: map[string][]int{}}
+	for i := range cfg.Workers {
+		a.slots = append(a.slots, &slot{id: i})
+	}
+	return a, nil
+}
+
+// Run starts the workers and the API socket and supervises them until ctx
+// ends, then drains the workers and returns.
+func (a *Agent) Run(ctx context.Context) error {
+	_ = os.Remove(a.cfg.Socket)
+	ln, err := net.Listen("unix", a.cfg.Socket)
+	if err != nil {
+		return fmt.Errorf("agent: api socket: %w", err)
+	}
+	_ = os.Chmod(a.cfg.Socket, 0o600)
+	hs := &http.Server{Handler: a.apiHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+
+	var wg sync.WaitGroup
+	for _, s := range a.slots {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.supervise(ctx, s) }()
+	}
+	<-ctx.Done()
+	wg.Wait()
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	_ = os.Remove(a.cfg.Socket)
+	return nil
+}
+
+// supervise runs worker s, restarting it with backoff, until ctx ends.
+func (a *Agent) supervise(ctx context.Context, s *slot) {
+	backoff := a.cfg.MinBackoff
+	for {
+		start := time.Now()
+		err := a.runWorker(ctx, s)
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Error("worker exited; restarting", "worker", s.id, "err", err, "backoff", backoff)
+		if time.Since(start) > a.cfg.StableAfter {
+			backoff = a.cfg.MinBackoff
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(backoff*2, a.cfg.MaxBackoff)
+		s.mu.Lock()
+		s.restarts++
+		s.mu.Unlock()
+	}
+}
+
+// runWorker starts one process for slot s with fresh rings and serves its
+// records until it exits; on ctx end it drains it.
+func (a *Agent) runWorker(ctx context.Context, s *slot) error {
+	var rings []*shm.Ring
+	defer func() {
+		for _, r := range rings {
+			_ = r.Close()
+		}
+	}()
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			_ = f.Close()
+		}
+	}()
+	for i := 0; i <= a.cfg.Loops+1; i++ {
+		r, err := shm.Create(fmt.Sprintf("zenconn-w%d-%d", s.id, i), a.cfg.RingSize)
+		if err != nil {
+			return err
+		}
+		rings = append(rings, r)
+		fs, err := r.Files()
+		if err != nil {
+			return err
+		}
+		files = append(files, fs...)
+	}
+	toAgent, fromAgent := rings[:a.cfg.Loops+1], rings[a.cfg.Loops+1]
+
+	prog, args := a.cfg.Command(s.id)
+	cmd := exec.Command(prog, args...)
+	cmd.Env = a.cfg.Env
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.ExtraFiles = files
+	// The child dies with this thread (PR_SET_PDEATHSIG), so the thread
+	// stays locked until the child has been waited for.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: false}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("agent: start worker %d: %w", s.id, err)
+	}
+	for _, f := range files {
+		_ = f.Close()
+	}
+	files = nil
+	s.mu.Lock()
+	s.pid, s.started, s.proc, s.up, s.stats = cmd.Process.Pid, time.Now(), cmd.Process, false, [7]uint64{}
+	s.mu.Unlock()
+	s.prodMu.Lock()
+	s.prod = fromAgent.Producer()
+	s.prodMu.Unlock()
+	a.log.Info("worker started", "worker", s.id, "pid", cmd.Process.Pid)
+
+	stop := make(chan struct{})
+	var rwg sync.WaitGroup
+	for _, r := range toAgent {
+		rwg.Add(1)
+		go func() { defer rwg.Done(); a.readWorker(s, r, stop) }()
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	var err error
+	select {
+	case err = <-exited:
+	case <-ctx.Done():
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err = <-exited:
+		case <-time.After(a.cfg.ShutdownGrace):
+			_ = cmd.Process.Kill()
+			err = <-exited
+		}
+	}
+	close(stop)
+	rwg.Wait()
+	s.prodMu.Lock()
+	s.prod = nil
+	s.prodMu.Unlock()
+	s.mu.Lock()
+	s.up, s.proc = false, nil
+	s.mu.Unlock()
+	a.dropWorker(s.id)
+	return err
+}
+
+// readWorker applies the records of one ring from worker s until stop.
+func (a *Agent) readWorker(s *slot, r *shm.Ring, stop <-chan struct{}) {
+	c := r.Consumer()
+	var m nodemsg.Msg
+	for {
+		c.Wait(50 * time.Millisecond)
+		if _, err := c.Read(func(rec []byte) {
+			if err := nodemsg.Decode(rec, &m); err != nil {
+				a.log.Error("bad record from a worker", "worker", s.id, "err", err)
+				return
+			}
+			a.apply(s, &m)
+		}); err != nil {
+			a.log.Error("ring from a worker", "worker", s.id, "err", err)
+			return
+		}
+		select {
+		case <-stop:
+			return
+		default:
+		}
+	}
+}
+
+// apply handles one record from worker s.
+func (a *Agent) apply(s *slot, m *nodemsg.Msg) {
+	w := s.id
+	switch m.Kind {
+	case nodemsg.KindReady:
+		s.mu.Lock()
+		s.up = true
+		s.mu.Unlock()
+		a.log.Info("worker ready", "worker", w, "pid", m.Nums[1])
+		a.mu.Lock()
+		a.readyN++
+		all := a.readyN >= len(a.slots)
+		a.mu.Unlock()
+		if all && a.cfg.Ready != nil {
+			a.readyOnce.Do(a.cfg.Ready)
+		}
+	case nodemsg.KindStats:
+		s.mu.Lock()
+		s.stats = m.Nums
+		s.mu.Unlock()
+	case nodemsg.KindOpened:
+		a.mu.Lock()
+		a.conns[m.Conn] = &connRec{worker: w, user: m.User, remote: m.Remote, protocl: m.Proto, chans: map[string]struct{}{}}
+		a.mu.Unlock()
+	case nodemsg.KindClosed:
+		a.mu.Lock()
+		if c := a.conns[m.Conn]; c != nil {
+			for ch := range c.chans {
+				a.dropInterestLocked(ch, w)
+			}
+			delete(a.conns, m.Conn)
+		}
+		a.mu.Unlock()
+	case nodemsg.KindSub:
+		a.mu.Lock()
+		if c := a.conns[m.Conn]; c != nil {
+			if _, ok := c.chans[m.Channel]; !ok {
+				c.chans[m.Channel] = struct{}{}
+				counts := a.interest[m.Channel]
+				if counts == nil {
+					counts = make([]int, len(a.slots))
+					a.interest[m.Channel] = counts
+				}
+				counts[w]++
+			}
+		}
+		a.mu.Unlock()
+		// The interest is recorded before the answer: a publish read after
+		// this point, from any worker, reaches the subscriber.
+		a.send(s, nodemsg.AppendSubOK(nil, m.Token))
+	case nodemsg.KindUnsub:
+		a.mu.Lock()
+		if c := a.conns[m.Conn]; c != nil {
+			if _, ok := c.chans[m.Channel]; ok {
+				delete(c.chans, m.Channel)
+				a.dropInterestLocked(m.Channel, w)
+			}
+		}
+		a.mu.Unlock()
+	case nodemsg.KindPublish:
+		a.forward(w, m.Channel, m.From, m.Data, m.Flags&nodemsg.FlagOpaque != 0)
+	}
+}
+
+func (a *Agent) dropInterestLocked(ch string, w int) {
+	counts := a.interest[ch]
+	if counts == nil {
+		return
+	}
+	if counts[w] > 0 {
+		counts[w]--
+	}
+	for _, n := range counts {
+		if n > 0 {
+			return
+		}
+	}
+	delete(a.interest, ch)
+}
+
+// dropWorker removes a dead worker's connections and interest.
+func (a *Agent) dropWorker(w int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, c := range a.conns {
+		if c.worker == w {
+			delete(a.conns, id)
+		}
+	}
+	for ch, counts := range a.interest {
+		counts[w] = 0
+		empty := true
+		for _, n := range counts {
+			if n > 0 {
+				empty = false
+			}
+		}
+		if empty {
+			delete(a.interest, ch)
+		}
+	}
+}
+
+// forward sends a message published on worker origin (-1 for the API) to
+// every other worker with subscribers of channel, or every other worker
+// for a broadcast.
+func (a *Agent) forward(origin int, channel, from string, data []byte, opaque bool) {
+	var targets []*slot
+	a.mu.Lock()
+	counts := a.interest[channel]
+	for _, s := range a.slots {
+		if s.id == origin {
+			continue
+		}
+		if channel == "" || (counts != nil && counts[s.id] > 0) {
+			targets = append(targets, s)
+		}
+	}
+	a.mu.Unlock()
+	if len(targets) == 0 {
+		return
+	}
+	rec := nodemsg.AppendPublish(nil, nodemsg.KindDeliver, channel, from, opaque, data)
+	for _, s := range targets {
+		a.send(s, rec)
+	}
+}
+
+// send writes a record to worker s, waiting a little when its ring is
+// full; a record that still does not fit is logged, not silently lost.
+func (a *Agent) send(s *slot, rec []byte) {
+	s.prodMu.Lock()
+	defer s.prodMu.Unlock()
+	if s.prod == nil {
+		return
+	}
+	if err := s.prod.Write(rec, time.Second); err != nil {
+		a.log.Error("ring to worker full: record dropped", "worker", s.id, "err", err)
+	}
+}
+
+// Signal sends sig to every running worker (SIGUSR1: reopen logs).
+func (a *Agent) Signal(sig os.Signal) {
+	for _, s := range a.slots {
+		s.mu.Lock()
+		p := s.proc
+		s.mu.Unlock()
+		if p != nil {
+			_ = p.Signal(sig)
+		}
+	}
+}
+
+// WorkerInfo is one worker in GET /api/workers.
+type WorkerInfo struct {
+	ID            int       `json:"id"`
+	PID           int       `json:"pid"`
+	Started       time.Time `json:"started"`
+	Restarts      int       `json:"restarts"`
+	Up            bool      `json:"up"`
+	Connections   int       `json:"connections"`
+	Subscriptions int       `json:"subscriptions"`
+	MessagesIn    uint64    `json:"messages_in"`
+	MessagesOut   uint64    `json:"messages_out"`
+}
+
+// Workers lists the workers, with connections and subscriptions counted
+// from the agent's table and message counters from the workers' reports.
+func (a *Agent) Workers() []WorkerInfo {
+	conns := make([]int, len(a.slots))
+	subs := make([]int, len(a.slots))
+	a.mu.Lock()
+	for _, c := range a.conns {
+		conns[c.worker]++
+		subs[c.worker] += len(c.chans)
+	}
+	a.mu.Unlock()
+	out := make([]WorkerInfo, 0, len(a.slots))
+	for _, s := range a.slots {
+		s.mu.Lock()
+		out = append(out, WorkerInfo{
+			ID: s.id, PID: s.pid, Started: s.started, Restarts: s.restarts, Up: s.up,
+			Connections: conns[s.id], Subscriptions: subs[s.id],
+			MessagesIn: s.stats[2], MessagesOut: s.stats[3],
+		})
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// connList returns the connection table, sorted by id.
+func (a *Agent) connList() []connInfo {
+	a.mu.Lock()
+	out := make([]connInfo, 0, len(a.conns))
+	for id, c := range a.conns {
+		chans := make([]string, 0, len(c.chans))
+		for ch := range c.chans {
+			chans = append(chans, ch)
+		}
+		sort.Strings(chans)
+		out = append(out, connInfo{ID: id, User: c.user, Remote: c.remote, Protocol: c.protocl, Channels: chans, Worker: c.worker})
+	}
+	a.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+type connInfo struct {
+	ID       string   `json:"id"`
+	User     string   `json:"user"`
+	Remote   string   `json:"remote"`
+	Protocol string   `json:"protocol"`
+	Channels []string `json:"channels"`
+	Worker   int      `json:"worker"`
+}
+
+// kick asks the worker holding conn to close it; false if unknown.
+func (a *Agent) kick(conn string) bool {
+	a.mu.Lock()
+	c := a.conns[conn]
+	a.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	a.send(a.slots[c.worker], nodemsg.AppendKick(nil, conn))
+	return true
+}

@@ -1,0 +1,143 @@
+package agent
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"sort"
+
+	"github.com/zenconn/server/proto"
+)
+
+// apiFrom is the "from" of messages published through the API.
+const apiFrom = "api"
+
+// apiHandler serves the server API for the whole node. Workers have
+// checked the API key before proxying; the socket is the agent's own
+// (mode 0600).
+func (a *Agent) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/publish", a.apiPublish)
+	mux.HandleFunc("POST /api/broadcast", a.apiBroadcast)
+	mux.HandleFunc("POST /api/disconnect", a.apiDisconnect)
+	mux.HandleFunc("GET /api/connections", func(w http.ResponseWriter, _ *http.Request) {
+		reply(w, http.StatusOK, map[string]any{"connections": a.connList()})
+	})
+	mux.HandleFunc("GET /api/channels", a.apiChannels)
+	mux.HandleFunc("GET /api/workers", func(w http.ResponseWriter, _ *http.Request) {
+		reply(w, http.StatusOK, map[string]any{"workers": a.Workers()})
+	})
+	methods := map[string]string{"publish": "POST", "broadcast": "POST", "disconnect": "POST", "connections": "GET", "channels": "GET", "workers": "GET"}
+	mux.HandleFunc("/api/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if m, ok := methods[r.PathValue("name")]; ok {
+			w.Header().Set("Allow", m)
+			reply(w, http.StatusMethodNotAllowed, apiError{"use " + m})
+			return
+		}
+		reply(w, http.StatusNotFound, apiError{"no such endpoint"})
+	})
+	return mux
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func reply(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(v)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// decodeBody reads a JSON body into v, answering 400 itself on failure.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
+	if err != nil || len(body) == 0 {
+		reply(w, http.StatusBadRequest, apiError{"a JSON body is required"})
+		return false
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		reply(w, http.StatusBadRequest, apiError{"invalid JSON body"})
+		return false
+	}
+	return true
+}
+
+func (a *Agent) apiPublish(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Channel *string         `json:"channel"`
+		Data    json.RawMessage `json:"data"`
+	}
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	switch {
+	case req.Channel == nil:
+		reply(w, http.StatusBadRequest, apiError{"channel is required"})
+	case !proto.ValidChannel(*req.Channel):
+		reply(w, http.StatusBadRequest, apiError{"invalid channel name: 1-128 bytes of A-Z a-z 0-9 _ . : @ -"})
+	case req.Data == nil:
+		reply(w, http.StatusBadRequest, apiError{"data is required"})
+	case !proto.ValidRaw(req.Data):
+		reply(w, http.StatusBadRequest, apiError{"data is not valid JSON"})
+	default:
+		a.forward(-1, *req.Channel, apiFrom, req.Data, false)
+		reply(w, http.StatusOK, map[string]bool{"ok": true})
+	}
+}
+
+func (a *Agent) apiBroadcast(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Data json.RawMessage `json:"data"`
+	}
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	switch {
+	case req.Data == nil:
+		reply(w, http.StatusBadRequest, apiError{"data is required"})
+	case !proto.ValidRaw(req.Data):
+		reply(w, http.StatusBadRequest, apiError{"data is not valid JSON"})
+	default:
+		a.forward(-1, "", apiFrom, req.Data, false)
+		reply(w, http.StatusOK, map[string]bool{"ok": true})
+	}
+}
+
+func (a *Agent) apiDisconnect(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Conn string `json:"conn"`
+	}
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	switch {
+	case req.Conn == "":
+		reply(w, http.StatusBadRequest, apiError{"conn is required"})
+	case !a.kick(req.Conn):
+		reply(w, http.StatusNotFound, apiError{"no such connection"})
+	default:
+		reply(w, http.StatusOK, map[string]bool{"disconnected": true})
+	}
+}
+
+type channelInfo struct {
+	Name        string `json:"name"`
+	Subscribers int    `json:"subscribers"`
+}
+
+func (a *Agent) apiChannels(w http.ResponseWriter, _ *http.Request) {
+	a.mu.Lock()
+	out := make([]channelInfo, 0, len(a.interest))
+	for ch, counts := range a.interest {
+		n := 0
+		for _, c := range counts {
+			n += c
+		}
+		out = append(out, channelInfo{ch, n})
+	}
+	a.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	reply(w, http.StatusOK, map[string]any{"channels": out})
+}

@@ -1,0 +1,228 @@
+// Package worker runs one worker process of a node: the event-loop engine
+// serving clients, bridged to the node's agent through shared-memory
+// rings.
+//
+// Rings: one from each event loop to the agent (so every ring has a single
+// producer), one more from the worker's housekeeping goroutine (ready and
+// stats records), and one from the agent to the worker. Records are those
+// of internal/nodemsg.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/zenconn/server/engine"
+	"github.com/zenconn/server/internal/nodemsg"
+	"github.com/zenconn/server/shm"
+)
+
+// Config is what a worker needs besides its engine configuration.
+type Config struct {
+	ID int
+	// ToAgent has one ring per event loop, then the housekeeping ring.
+	ToAgent   []*shm.Ring
+	FromAgent *shm.Ring
+	// AgentSocket is the agent's unix socket for server-API requests.
+	AgentSocket string
+	Log         *slog.Logger
+}
+
+// bridge implements engine.Bridge over the rings.
+type bridge struct {
+	prods   []*shm.Producer // per loop, owned by that loop
+	scratch [][]byte        // per loop
+	backlog [][][]byte      // per loop: records that found the ring full
+	dropped atomic.Uint64
+
+	mu      sync.Mutex
+	pending map[uint64]func(error)
+	token   atomic.Uint64
+}
+
+func newBridge(rings []*shm.Ring) *bridge {
+	b := &bridge{pending: make(map[uint64]func(error))}
+	for _, r := range rings {
+		b.prods = append(b.prods, r.Producer())
+	}
+	b.scratch = make([][]byte, len(rings))
+	b.backlog = make([][][]byte, len(rings))
+	return b
+}
+
+// send writes a record on the loop's ring. Records that must not be lost
+// (connection table events) wait in a backlog when the ring is full and
+// go out, in order, before the loop's next record.
+func (b *bridge) send(loop int, rec []byte, mustKeep bool) error {
+	p := b.prods[loop]
+	for len(b.backlog[loop]) > 0 {
+		if p.TryWrite(b.backlog[loop][0]) != nil {
+			break
+		}
+		b.backlog[loop] = b.backlog[loop][1:]
+	}
+	if len(b.backlog[loop]) == 0 {
+		if err := p.TryWrite(rec); err == nil {
+			p.Flush()
+			return nil
+		} else if !errors.Is(err, shm.ErrFull) {
+			return err
+		}
+	}
+	p.Flush()
+	if !mustKeep {
+		return shm.ErrFull
+	}
+	b.backlog[loop] = append(b.backlog[loop], append([]byte(nil), rec...))
+	return nil
+}
+
+func (b *bridge) Opened(loop int, conn, user, remote, protocol string) {
+	b.scratch[loop] = nodemsg.AppendOpened(b.scratch[loop][:0], conn, user, remote, protocol)
+	_ = b.send(loop, b.scratch[loop], true)
+}
+
+func (b *bridge) Closed(loop int, conn string) {
+	b.scratch[loop] = nodemsg.AppendClosed(b.scratch[loop][:0], conn)
+	_ = b.send(loop, b.scratch[loop], true)
+}
+
+func (b *bridge) Subscribed(loop int, conn, channel string, live func(error)) {
+	tok := b.token.Add(1)
+	b.mu.Lock()
+	b.pending[tok] = live
+	b.mu.Unlock()
+	b.scratch[loop] = nodemsg.AppendSub(b.scratch[loop][:0], tok, conn, channel)
+	if err := b.send(loop, b.scratch[loop], true); err != nil {
+		b.settle(tok, err)
+	}
+}
+
+func (b *bridge) Unsubscribed(loop int, conn, channel string) {
+	b.scratch[loop] = nodemsg.AppendUnsub(b.scratch[loop][:0], conn, channel)
+	_ = b.send(loop, b.scratch[loop], true)
+}
+
+func (b *bridge) Published(loop int, channel, from string, data []byte, opaque bool) error {
+	b.scratch[loop] = nodemsg.AppendPublish(b.scratch[loop][:0], nodemsg.KindPublish, channel, from, opaque, data)
+	return b.send(loop, b.scratch[loop], false)
+}
+
+// settle runs the pending subscription callback for tok.
+func (b *bridge) settle(tok uint64, err error) {
+	b.mu.Lock()
+	live := b.pending[tok]
+	delete(b.pending, tok)
+	b.mu.Unlock()
+	if live != nil {
+		live(err)
+	}
+}
+
+// Run serves until ctx ends (then drains the engine) and returns.
+func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
+	if len(cfg.ToAgent) < 2 || cfg.FromAgent == nil {
+		return errors.New("worker: rings missing")
+	}
+	loops := len(cfg.ToAgent) - 1
+	ecfg.Loops = loops
+	ecfg.WorkerID = cfg.ID
+	b := newBridge(cfg.ToAgent[:loops])
+	ecfg.Bridge = b
+	if cfg.AgentSocket != "" {
+		hc := &fasthttp.HostClient{
+			Addr: "agent",
+			Dial: func(string) (net.Conn, error) { return net.Dial("unix", cfg.AgentSocket) },
+		}
+		ecfg.APIProxy = func(req *fasthttp.Request, resp *fasthttp.Response) error {
+			return hc.DoTimeout(req, resp, 5*time.Second)
+		}
+	}
+	srv, err := engine.New(ecfg)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	house := cfg.ToAgent[loops].Producer()
+	if err := house.Write(nodemsg.AppendReady(nil, cfg.ID, os.Getpid()), 5*time.Second); err != nil {
+		return fmt.Errorf("worker: telling the agent it is ready: %w", err)
+	}
+
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); readAgent(cfg.FromAgent, srv, b, done, cfg.Log) }()
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var rec []byte
+		for {
+			select {
+			case <-t.C:
+				rec = nodemsg.AppendStats(rec[:0], srv.Stats())
+				_ = house.Write(rec, 100*time.Millisecond)
+			case <-done:
+				return
+			}
+		}
+	}()
+
+	var fatal error
+	select {
+	case <-ctx.Done():
+	case fatal = <-srv.Fatal():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	close(done)
+	wg.Wait()
+	if fatal != nil {
+		return fatal
+	}
+	return err
+}
+
+// readAgent applies the agent's records until done is closed.
+func readAgent(r *shm.Ring, srv *engine.Server, b *bridge, done <-chan struct{}, log *slog.Logger) {
+	c := r.Consumer()
+	var m nodemsg.Msg
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		if !c.Wait(100 * time.Millisecond) {
+			continue
+		}
+		if _, err := c.Read(func(rec []byte) {
+			if err := nodemsg.Decode(rec, &m); err != nil {
+				log.Error("bad record from the agent", "err", err)
+				return
+			}
+			switch m.Kind {
+			case nodemsg.KindSubOK:
+				b.settle(m.Token, nil)
+			case nodemsg.KindDeliver:
+				srv.Deliver(m.Channel, m.From, m.Data, m.Flags&nodemsg.FlagOpaque != 0)
+			case nodemsg.KindKick:
+				srv.Kick(m.Conn)
+			}
+		}); err != nil {
+			log.Error("ring from the agent", "err", err)
+			return
+		}
+	}
+}
