@@ -2,9 +2,11 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"sort"
+	"strings"
 
 	"github.com/zenconn/server/proto"
 )
@@ -27,6 +29,7 @@ func (a *Agent) apiHandler() http.Handler {
 	mux.HandleFunc("GET /api/workers", func(w http.ResponseWriter, _ *http.Request) {
 		reply(w, http.StatusOK, map[string]any{"workers": a.Workers()})
 	})
+	mux.HandleFunc("GET /metrics", a.metrics)
 	methods := map[string]string{"publish": "POST", "broadcast": "POST", "disconnect": "POST", "connections": "GET", "channels": "GET", "workers": "GET"}
 	mux.HandleFunc("/api/{name}", func(w http.ResponseWriter, r *http.Request) {
 		if m, ok := methods[r.PathValue("name")]; ok {
@@ -140,4 +143,35 @@ func (a *Agent) apiChannels(w http.ResponseWriter, _ *http.Request) {
 	a.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	reply(w, http.StatusOK, map[string]any{"channels": out})
+}
+
+// metrics renders the node-wide families, per worker, in the Prometheus
+// text format; workers append them to their own /metrics.
+func (a *Agent) metrics(w http.ResponseWriter, _ *http.Request) {
+	ws := a.Workers()
+	a.mu.Lock()
+	channels := len(a.interest)
+	a.mu.Unlock()
+	var b strings.Builder
+	family := func(name, typ, help string, value func(WorkerInfo) float64) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+		for _, wi := range ws {
+			fmt.Fprintf(&b, "%s{worker=\"%d\"} %g\n", name, wi.ID, value(wi))
+		}
+	}
+	up := func(wi WorkerInfo) float64 {
+		if wi.Up {
+			return 1
+		}
+		return 0
+	}
+	family("zenconn_node_worker_up", "gauge", "1 while the worker process serves.", up)
+	family("zenconn_node_worker_restarts_total", "counter", "Times the agent restarted the worker.", func(wi WorkerInfo) float64 { return float64(wi.Restarts) })
+	family("zenconn_node_connections", "gauge", "WebSocket connections per worker, from the agent's table.", func(wi WorkerInfo) float64 { return float64(wi.Connections) })
+	family("zenconn_node_subscriptions", "gauge", "Subscriptions per worker, from the agent's table.", func(wi WorkerInfo) float64 { return float64(wi.Subscriptions) })
+	family("zenconn_node_messages_in_total", "counter", "Client messages received, per worker (reported every second).", func(wi WorkerInfo) float64 { return float64(wi.MessagesIn) })
+	family("zenconn_node_messages_out_total", "counter", "Messages queued to clients, per worker (reported every second).", func(wi WorkerInfo) float64 { return float64(wi.MessagesOut) })
+	fmt.Fprintf(&b, "# HELP zenconn_node_channels Channels with subscribers on the node.\n# TYPE zenconn_node_channels gauge\nzenconn_node_channels %d\n", channels)
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	_, _ = io.WriteString(w, b.String())
 }

@@ -78,6 +78,9 @@ type Config struct {
 	// authenticated) instead of this process: a worker hands them to its
 	// agent, which has the whole node's view.
 	APIProxy func(req *fasthttp.Request, resp *fasthttp.Response) error
+	// MetricsExtra, when set, returns Prometheus text appended to /metrics
+	// (a worker adds the node-wide families its agent keeps).
+	MetricsExtra func() []byte
 	// APIKey enables the server API under /api/ ("--api-key"). Empty: the
 	// API answers 404.
 	APIKey string

@@ -304,6 +304,9 @@ func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
+	if s.cfg.MetricsExtra != nil {
+		buf.Write(s.cfg.MetricsExtra())
+	}
 	ctx.SetContentType(string(expfmt.NewFormat(expfmt.TypeTextPlain)))
 	ctx.SetBody(buf.Bytes())
 }

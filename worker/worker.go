@@ -145,6 +145,16 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 		ecfg.APIProxy = func(req *fasthttp.Request, resp *fasthttp.Response) error {
 			return hc.DoTimeout(req, resp, 5*time.Second)
 		}
+		ecfg.MetricsExtra = func() []byte {
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.SetRequestURI("http://agent/metrics")
+			if err := hc.DoTimeout(req, resp, 2*time.Second); err != nil || resp.StatusCode() != 200 {
+				return []byte("# the node agent did not answer\n")
+			}
+			return append([]byte(nil), resp.Body()...)
+		}
 	}
 	srv, err := engine.New(ecfg)
 	if err != nil {

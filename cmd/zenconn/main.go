@@ -12,6 +12,7 @@ const usage = `zenconn: a real-time edge server (WebSocket pub/sub and static fi
 Usage:
   zenconn serve [flags]   serve public/ and WebSocket clients (zenconn serve --help)
   zenconn token [flags]   print a signed client token (zenconn token --help)
+  zenconn status [flags]  print a running node's workers (--url, --api-key)
   zenconn help            show this help
 
 Every flag can also be set from the environment as ZENCONN_<FLAG>, with
@@ -32,6 +33,8 @@ func run(args []string) int {
 		return serve(args[1:])
 	case "token":
 		return token(args[1:], os.Stdout, os.Stderr)
+	case "status":
+		return status(args[1:], os.Stdout, os.Stderr)
 	case "worker": // started by the agent, not documented
 		return workerMain(args[1:])
 	case "help", "-h", "--help", "-help":

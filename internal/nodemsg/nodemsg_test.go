@@ -1,0 +1,66 @@
+package nodemsg
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/zenconn/server/internal/leaktest"
+)
+
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
+
+func TestRoundTrip(t *testing.T) {
+	stats := [7]uint64{1, 2, 3, 4, 5, 6, 1 << 40}
+	for _, tc := range []struct {
+		name string
+		rec  []byte
+		want Msg
+	}{
+		{"ready", AppendReady(nil, 3, 4242), Msg{Kind: KindReady, Nums: [7]uint64{3, 4242}}},
+		{"opened", AppendOpened(nil, "c1", "alice", "127.0.0.1:5", "bin"), Msg{Kind: KindOpened, Conn: "c1", User: "alice", Remote: "127.0.0.1:5", Proto: "bin"}},
+		{"closed", AppendClosed(nil, "c1"), Msg{Kind: KindClosed, Conn: "c1"}},
+		{"sub", AppendSub(nil, 99, "c1", "news"), Msg{Kind: KindSub, Token: 99, Conn: "c1", Channel: "news"}},
+		{"unsub", AppendUnsub(nil, "c1", "news"), Msg{Kind: KindUnsub, Conn: "c1", Channel: "news"}},
+		{"publish", AppendPublish(nil, KindPublish, "news", "c1", false, []byte(`{"a":1}`)), Msg{Kind: KindPublish, Channel: "news", From: "c1", Data: []byte(`{"a":1}`)}},
+		{"deliver opaque broadcast", AppendPublish(nil, KindDeliver, "", "api", true, []byte{0, 255}), Msg{Kind: KindDeliver, From: "api", Flags: FlagOpaque, Data: []byte{0, 255}}},
+		{"stats", AppendStats(nil, stats), Msg{Kind: KindStats, Nums: stats}},
+		{"subok", AppendSubOK(nil, 7), Msg{Kind: KindSubOK, Token: 7}},
+		{"kick", AppendKick(nil, "c9"), Msg{Kind: KindKick, Conn: "c9"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var m Msg
+			if err := Decode(tc.rec, &m); err != nil {
+				t.Fatal(err)
+			}
+			if m.Kind != tc.want.Kind || m.Token != tc.want.Token || m.Conn != tc.want.Conn || m.User != tc.want.User ||
+				m.Remote != tc.want.Remote || m.Proto != tc.want.Proto || m.Channel != tc.want.Channel || m.From != tc.want.From ||
+				m.Flags != tc.want.Flags || !bytes.Equal(m.Data, tc.want.Data) || m.Nums != tc.want.Nums {
+				t.Fatalf("decoded %+v, want %+v", m, tc.want)
+			}
+			// Every strict prefix is malformed, never a panic or a shorter record.
+			for i := 0; i < len(tc.rec); i++ {
+				if err := Decode(tc.rec[:i], &m); err == nil {
+					t.Fatalf("prefix of %d bytes decoded", i)
+				}
+			}
+			if err := Decode(append(append([]byte(nil), tc.rec...), 0), &m); err == nil {
+				t.Fatal("trailing byte accepted")
+			}
+		})
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(AppendPublish(nil, KindPublish, "news", "c1", false, []byte(`{}`)))
+	f.Add(AppendStats(nil, [7]uint64{1, 2, 3}))
+	f.Add([]byte{KindOpened, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		var m Msg
+		if Decode(rec, &m) != nil {
+			return
+		}
+		if len(m.Data) > len(rec) || len(m.Conn)+len(m.Channel)+len(m.From) > len(rec) {
+			t.Fatalf("decoded more than the record holds")
+		}
+	})
+}
