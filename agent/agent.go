@@ -327,6 +327,12 @@ func (a *Agent) apply(s *slot, m *nodemsg.Msg) {
 			delete(a.conns, m.Conn)
 		}
 		a.mu.Unlock()
+	case nodemsg.KindUser:
+		a.mu.Lock()
+		if c := a.conns[m.Conn]; c != nil {
+			c.user = m.User
+		}
+		a.mu.Unlock()
 	case nodemsg.KindSub:
 		a.mu.Lock()
 		if c := a.conns[m.Conn]; c != nil {

@@ -101,6 +101,9 @@ func startServerVia(t *testing.T, prefix, env []string, extra ...string) *server
 		"--access-log", s.AccessLog,
 		"--workers", "0",
 	)
+	if w := os.Getenv("ZENCONN_E2E_WORKERS"); w != "" {
+		args = append(args, "--workers", w)
+	}
 	args = append(args, extra...)
 
 	argv := append(append(append([]string(nil), prefix...), zenconnBin), args...)

@@ -16,6 +16,9 @@ type Bridge interface {
 	Opened(loop int, conn, user, remote, protocol string)
 	// Closed reports a WebSocket connection gone; its subscriptions go with it.
 	Closed(loop int, conn string)
+	// Identified reports a connection's new user after an auth op or a
+	// token expiry ("" for anonymous).
+	Identified(loop int, conn, user string)
 	// Subscribed reports a new subscription and calls live, from any
 	// goroutine, once a message published anywhere on the node reaches it
 	// (or with an error when that cannot be done).

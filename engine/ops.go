@@ -169,13 +169,26 @@ func (c *Conn) authenticate(id []byte, token string) {
 	c.ack(id)
 }
 
-// setIdentity installs a verified identity and its expiry.
+// setIdentity installs a verified identity and its expiry, and tells the
+// bridge about a change of user on an open WebSocket.
 func (c *Conn) setIdentity(ident *auth.Identity) {
+	before := c.user()
 	c.ident = ident
 	c.expires = 0
 	if ident != nil && !ident.Expires.IsZero() {
 		c.expires = ident.Expires.UnixNano()
 	}
+	if b := c.srv.cfg.Bridge; b != nil && c.state == stateWS && c.user() != before {
+		b.Identified(c.loop.idx, c.id, c.user())
+	}
+}
+
+// user returns the connection's user id, "" when anonymous.
+func (c *Conn) user() string {
+	if c.ident == nil {
+		return ""
+	}
+	return c.ident.User
 }
 
 // dropUngranted leaves every private channel the current grants do not

@@ -95,6 +95,11 @@ func (b *bridge) Closed(loop int, conn string) {
 	_ = b.send(loop, b.scratch[loop], true)
 }
 
+func (b *bridge) Identified(loop int, conn, user string) {
+	b.scratch[loop] = nodemsg.AppendUser(b.scratch[loop][:0], conn, user)
+	_ = b.send(loop, b.scratch[loop], true)
+}
+
 func (b *bridge) Subscribed(loop int, conn, channel string, live func(error)) {
 	tok := b.token.Add(1)
 	b.mu.Lock()

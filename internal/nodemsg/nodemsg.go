@@ -9,6 +9,7 @@
 //	  Ready     worker:uvarint pid:uvarint
 //	  Opened    conn user remote proto
 //	  Closed    conn
+//	  User      conn user                       (after auth or token expiry)
 //	  Sub       token:uvarint conn channel      (agent answers SubOK token)
 //	  Unsub     conn channel
 //	  Publish   channel from flags:u8 data      (channel empty: broadcast)
@@ -35,6 +36,7 @@ const (
 	KindUnsub   byte = 5
 	KindPublish byte = 6
 	KindStats   byte = 7
+	KindUser    byte = 8
 	KindSubOK   byte = 20
 	KindDeliver byte = 21
 	KindKick    byte = 22
@@ -81,6 +83,11 @@ func AppendOpened(dst []byte, conn, user, remote, proto string) []byte {
 // AppendClosed appends a Closed record.
 func AppendClosed(dst []byte, conn string) []byte {
 	return appendStr(append(dst, KindClosed), conn)
+}
+
+// AppendUser appends a User record.
+func AppendUser(dst []byte, conn, user string) []byte {
+	return appendStr(appendStr(append(dst, KindUser), conn), user)
 }
 
 // AppendSub appends a Sub record.
@@ -195,6 +202,8 @@ func Decode(rec []byte, m *Msg) error {
 		m.Conn, m.Channel = r.str(), r.str()
 	case KindUnsub:
 		m.Conn, m.Channel = r.str(), r.str()
+	case KindUser:
+		m.Conn, m.User = r.str(), r.str()
 	case KindPublish, KindDeliver:
 		m.Channel, m.From = r.str(), r.str()
 		m.Flags = r.byte1()

@@ -19,6 +19,7 @@ func TestRoundTrip(t *testing.T) {
 		{"ready", AppendReady(nil, 3, 4242), Msg{Kind: KindReady, Nums: [7]uint64{3, 4242}}},
 		{"opened", AppendOpened(nil, "c1", "alice", "127.0.0.1:5", "bin"), Msg{Kind: KindOpened, Conn: "c1", User: "alice", Remote: "127.0.0.1:5", Proto: "bin"}},
 		{"closed", AppendClosed(nil, "c1"), Msg{Kind: KindClosed, Conn: "c1"}},
+		{"user", AppendUser(nil, "c1", "bob"), Msg{Kind: KindUser, Conn: "c1", User: "bob"}},
 		{"sub", AppendSub(nil, 99, "c1", "news"), Msg{Kind: KindSub, Token: 99, Conn: "c1", Channel: "news"}},
 		{"unsub", AppendUnsub(nil, "c1", "news"), Msg{Kind: KindUnsub, Conn: "c1", Channel: "news"}},
 		{"publish", AppendPublish(nil, KindPublish, "news", "c1", false, []byte(`{"a":1}`)), Msg{Kind: KindPublish, Channel: "news", From: "c1", Data: []byte(`{"a":1}`)}},
