@@ -30,6 +30,8 @@ lint: vet fmt-check
 test: lint
 	bash scripts/ensure-chromium.sh
 	$(GO) test -race -shuffle=on -count=1 -timeout 12m ./...
+	# The protocol suites once more against a node with two worker processes.
+	ZENCONN_E2E_WORKERS=2 $(GO) test -race -count=1 -timeout 6m -run 'TestJSON|TestWS|TestFanOut|TestIdentity|TestBinary|TestAPI|TestAccessLog' ./e2e/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./proto/ ./engine/ ./shm/
