@@ -42,14 +42,15 @@ type Conn struct {
 	leftover      int // input bytes left unconsumed by the last Serve
 
 	// WebSocket state.
-	bin     bool           // binary protocol (else JSON)
-	ident   *auth.Identity // nil for an anonymous connection
-	expires int64          // token expiry, ns; 0 when none
-	id      string
-	fragOp  ws.OpCode // opcode of the fragmented message in progress, 0 if none
-	frag    []byte
-	chans   []string
-	out     []byte // frames queued for the next flush
+	reported bool           // the bridge was told the connection is gone
+	bin      bool           // binary protocol (else JSON)
+	ident    *auth.Identity // nil for an anonymous connection
+	expires  int64          // token expiry, ns; 0 when none
+	id       string
+	fragOp   ws.OpCode // opcode of the fragmented message in progress, 0 if none
+	frag     []byte
+	chans    []string
+	out      []byte // frames queued for the next flush
 }
 
 // Serve consumes input: HTTP requests or WebSocket frames, according to the
@@ -98,9 +99,7 @@ func (c *Conn) Closed() {
 	c.srv.openConns.Add(-1)
 	if wasWS {
 		l.stats.websockets.Add(-1)
-		if b := c.srv.cfg.Bridge; b != nil {
-			b.Closed(l.idx, c.id)
-		}
+		c.reportClosed()
 	}
 }
 
@@ -145,6 +144,19 @@ func (c *Conn) writeNow(b []byte) {
 	c.loop.stats.bytesOut.Add(uint64(len(b)))
 }
 
+// reportClosed tells the bridge, once, that the WebSocket is gone: as soon
+// as it leaves the open state, not when the socket finally closes, so the
+// node's table never lists a connection that can no longer be used.
+func (c *Conn) reportClosed() {
+	if c.reported || c.id == "" {
+		return
+	}
+	c.reported = true
+	if b := c.srv.cfg.Bridge; b != nil {
+		b.Closed(c.loop.idx, c.id)
+	}
+}
+
 // closeSlow disconnects a consumer whose outbound buffer is over the limit.
 func (c *Conn) closeSlow() {
 	c.loop.stats.slowClosed.Add(1)
@@ -154,6 +166,7 @@ func (c *Conn) closeSlow() {
 	// arrive; the connection is cut now.
 	c.t.Write(appendCloseFrame(nil, proto.CloseSlowConsumer, "slow consumer"))
 	c.state = stateClosing
+	c.reportClosed()
 	c.t.Close()
 }
 
@@ -177,6 +190,7 @@ func (c *Conn) flushAndLinger() {
 	c.state = stateClosing
 	c.closeDeadline = time.Now().UnixNano() + closeGrace
 	c.t.CloseWrite()
+	c.reportClosed()
 }
 
 // remoteIP returns the peer's IP address as text.
