@@ -32,9 +32,10 @@ check_machine() {
 }
 
 build_all() {
-	log "building zenconn, baseline and load into $WORK"
+	log "building zenconn, baseline, floor and load into $WORK"
 	go build -o "$WORK/zenconn" ./cmd/zenconn
 	go build -o "$WORK/baseline" ./bench/baseline
+	go build -o "$WORK/floor" ./bench/floor
 	go build -o "$WORK/load" ./bench/load
 	mkdir -p "$WORK/public"
 	echo '<!doctype html><title>bench</title>' >"$WORK/public/index.html"
@@ -51,6 +52,9 @@ start_server() {
 		;;
 	baseline)
 		GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$WORK/baseline" --addr "127.0.0.1:$port" 2>"$logf" >/dev/null &
+		;;
+	floor)
+		GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$WORK/floor" --addr "127.0.0.1:$port" 2>"$logf" >/dev/null &
 		;;
 	*) log "unknown server $name"; exit 1 ;;
 	esac
@@ -91,10 +95,20 @@ run_load() {
 	[ "$rc" = 0 ] || log "load generator exit $rc (result kept, see its errors)"
 }
 
-# order ROUND: alternates which server goes first (ABBA), so slow drift on a
-# shared machine does not favour either.
+# order ROUND [SERVER...]: the servers (default: zenconn baseline) in the
+# given order in odd rounds and reversed in even rounds (ABBA), so slow drift
+# on a shared machine does not favour any of them.
 order() {
-	if [ $(($1 % 2)) = 1 ]; then echo "zenconn baseline"; else echo "baseline zenconn"; fi
+	local round=$1 i
+	shift
+	local srvs=("$@")
+	[ ${#srvs[@]} -gt 0 ] || srvs=(zenconn baseline)
+	if [ $((round % 2)) = 1 ]; then
+		echo "${srvs[*]}"
+	else
+		for ((i = ${#srvs[@]} - 1; i >= 0; i--)); do printf '%s ' "${srvs[i]}"; done
+		echo
+	fi
 }
 
 summarize() {

@@ -4,6 +4,9 @@
 #           ack window and delivery lag allow, for DURATION;
 #   fixed - the same at FIXED_DELIVERIES deliveries/s (rate = FIXED_DELIVERIES/SUBS
 #           publishes/s): server CPU per delivery and latency.
+# A third server, floor (bench/floor: one write(2) per subscriber and nothing
+# else), runs the fixed test only, in the same rounds, as the reference for
+# what one small write per subscriber socket costs on this machine.
 # Usage: bash bench/run-fanout.sh  (env: SUBS SIZE DURATION ROUNDS FIXED_DELIVERIES PROCS)
 # Prints one JSON object on stdout; progress on stderr.
 set -euo pipefail
@@ -18,13 +21,17 @@ log "loadavg: $LOADAVG_START; fixed rate: $RATE publishes/s to $SUBS subscribers
 build_all
 port=20200
 for round in $(seq "$ROUNDS"); do
-	for srv in $(order "$round"); do
+	for srv in $(order "$round" zenconn baseline floor); do
 		port=$((port + 1))
 		start_server "$srv" "$port"
 		common=(--server "$srv" --url "ws://127.0.0.1:$port/ws" --server-pid "$SERVER_PID" --subs "$SUBS"
 			--size "$SIZE" --duration "$DURATION" --procs "$PROCS" --timeout 180s)
-		log "round $round: $srv (pid $SERVER_PID, port $port): max rate"
-		run_load fanout --label max --rate 0 "${common[@]}"
+		if [ "$srv" != floor ]; then
+			# The floor writes one frame per write(2) by design; at the
+			# maximum rate that is not a floor (batching beats it).
+			log "round $round: $srv (pid $SERVER_PID, port $port): max rate"
+			run_load fanout --label max --rate 0 "${common[@]}"
+		fi
 		log "round $round: $srv: fixed $FIXED_DELIVERIES deliveries/s"
 		run_load fanout --label fixed --rate "$RATE" "${common[@]}"
 		stop_server "$SERVER_PID"

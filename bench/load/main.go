@@ -732,6 +732,8 @@ func orchestrate(cfg *config) (map[string]any, error) {
 					out["server_cpu_us_per_delivery"] = round3(float64(cpu1-cpu0) / float64(agg.Received))
 					// The kernel's share (system time) of it.
 					out["server_sys_us_per_delivery"] = round3(float64(sys1-sys0) / float64(agg.Received))
+					// And the user part (the server's own code).
+					out["server_user_us_per_delivery"] = round3(float64((cpu1-sys1)-(cpu0-sys0)) / float64(agg.Received))
 				}
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sort"
@@ -25,11 +26,14 @@ func (m metaFlag) Set(s string) error {
 
 // summarize reads result objects (JSON lines), groups them by test and
 // server, and prints medians, ratios and the targets as one JSON object.
-func summarize(args []string) int {
+func summarize(args []string) int { return summarizeTo(os.Stdout, args) }
+
+func summarizeTo(w io.Writer, args []string) int {
 	fs := flag.NewFlagSet("load summarize", flag.ContinueOnError)
 	targets := fs.String("targets", "", "check the targets of: idle or fanout")
 	cand := fs.String("candidate", "zenconn", "server label of the candidate")
 	base := fs.String("baseline", "baseline", "server label of the baseline")
+	floor := fs.String("floor", "floor", "server label of the floor server (bench/floor), compared in the fixed-rate test when present")
 	meta := metaFlag{}
 	fs.Var(meta, "meta", "key=value copied to the output (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -144,15 +148,54 @@ func summarize(args []string) int {
 		fmt.Fprintf(os.Stderr, "load summarize: unknown --targets %q\n", *targets)
 		return 2
 	}
+	// The floor: one write(2) per subscriber socket and nothing else
+	// (bench/floor), measured in the fixed-rate test only.
+	type floorCmp struct {
+		Name          string  `json:"name"`
+		Candidate     float64 `json:"candidate"`
+		Baseline      float64 `json:"baseline"`
+		Floor         float64 `json:"floor"`
+		Ratio         float64 `json:"ratio_candidate_to_floor"`
+		BaselineRatio float64 `json:"ratio_baseline_to_floor"`
+		FloorRatio    float64 `json:"ratio_floor_to_baseline"`
+	}
+	var vsFloor []floorCmp
+	if _, ok := medians["fixed"][*floor]; ok && *targets == "fanout" {
+		for _, f := range []struct{ name, field string }{
+			{"server CPU per delivery at fixed rate", "server_cpu_us_per_delivery"},
+			{"server kernel CPU per delivery at fixed rate", "server_sys_us_per_delivery"},
+			{"server user CPU per delivery at fixed rate", "server_user_us_per_delivery"},
+			{"p99 latency at fixed rate", "latency_us.p99"},
+		} {
+			fl, ok := get("fixed", *floor, f.field)
+			if !ok {
+				problems = append(problems, fmt.Sprintf("floor comparison %q: no median for fixed/%s/%s", f.name, *floor, f.field))
+				continue
+			}
+			fc := floorCmp{Name: f.name, Floor: fl}
+			fc.Candidate, _ = get("fixed", *cand, f.field)
+			fc.Baseline, _ = get("fixed", *base, f.field)
+			if fl != 0 {
+				fc.Ratio, fc.BaselineRatio = round3(fc.Candidate/fl), round3(fc.Baseline/fl)
+			}
+			if fc.Baseline != 0 {
+				fc.FloorRatio = round3(fl / fc.Baseline)
+			}
+			vsFloor = append(vsFloor, fc)
+		}
+	}
 	out := map[string]any{"meta": map[string]string(meta), "medians": medians, "runs": runs}
 	if tgs != nil {
 		out["targets"] = tgs
+	}
+	if vsFloor != nil {
+		out["vs_floor"] = vsFloor
 	}
 	if problems != nil {
 		out["problems"] = problems
 	}
 	b, _ := json.MarshalIndent(out, "", "  ")
-	fmt.Println(string(b))
+	_, _ = fmt.Fprintln(w, string(b))
 	return 0
 }
 

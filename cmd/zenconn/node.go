@@ -50,6 +50,22 @@ func runAgent(o *serveOptions, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Refuse a bad configuration here, once, rather than in a crash loop
+	// of workers.
+	check := *o
+	check.accessLog = "off"
+	verifier, err := newVerifier(o)
+	if err != nil {
+		return err
+	}
+	ecfg, _, _, err := engineConfig(&check, verifier, log, node, filepath.Join(o.data, "cache", "compressed"))
+	if err == nil {
+		ecfg.Loops = loopsPerWorker(o)
+		err = ecfg.Validate()
+	}
+	if err != nil {
+		return err
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return err

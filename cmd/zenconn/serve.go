@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,7 +55,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.public, "public", "./public", "folder served as static files")
 	fs.StringVar(&o.data, "data", "./data", "data folder (node id, compressed file cache); created if missing")
 	fs.StringVar(&o.accessLog, "access-log", "-", `access log in combined format: a file path, "-" for stdout, or "off"`)
-	fs.IntVar(&o.workers, "workers", 0, "worker processes under an agent process; 0 serves in this process")
+	fs.IntVar(&o.workers, "workers", runtime.NumCPU(), "worker processes under an agent process; 0 serves in this process")
 	fs.IntVar(&o.loops, "loops", 0, "event loops per process; 0 means one per CPU (divided among the workers)")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "open connections accepted before new ones get 503; 0 means the open-file limit less 512")
 	o.maxMessage = 1 << 20
