@@ -1,7 +1,7 @@
 # ZenConn. Plain `make` lists the targets.
 GO ?= go
 
-.PHONY: help test vet lint fmt-check build run bench bench-idle bench-fanout fuzz
+.PHONY: help test vet lint fmt-check build run bench bench-idle bench-fanout bench-scale fuzz
 
 help:
 	@echo "targets:"
@@ -11,6 +11,7 @@ help:
 	@echo "  make bench        micro-benchmarks (go test -bench) of the hot paths and the shm rings"
 	@echo "  make bench-idle   idle-connection memory vs the baseline server (bench/)"
 	@echo "  make bench-fanout fan-out throughput/latency vs the baseline server (bench/)"
+	@echo "  make bench-scale  60,000 connections on 4 worker processes (bench/)"
 	@echo "  make fuzz         run each fuzz target for a short while"
 
 build:
@@ -41,6 +42,9 @@ bench-idle:
 
 bench-fanout:
 	bash bench/run-fanout.sh
+
+bench-scale:
+	bash bench/run-scale.sh
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 20s ./proto/

@@ -125,6 +125,7 @@ const (
 	evSend                      // write frame to c (pong, error)
 	evClose                     // write frame (close) to c, then drop c
 	evGone                      // c's reader stopped: drop c
+	evStop                      // end run (tests)
 )
 
 type event struct {
@@ -189,6 +190,8 @@ func (h *hub) run() {
 	for e := range h.events {
 		c := e.c
 		switch e.kind {
+		case evStop:
+			return
 		case evSubscribe:
 			if c.dead {
 				continue

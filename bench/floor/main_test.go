@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"go.uber.org/goleak"
 	"io"
 	"net"
 	"strings"
@@ -23,7 +24,10 @@ func startServer(t *testing.T, slow time.Duration, raw bool) (*server, string) {
 		t.Fatal(err)
 	}
 	go func() { _ = s.serve(ln) }()
-	t.Cleanup(func() { _ = ln.Close() })
+	t.Cleanup(func() {
+		_ = ln.Close()
+		s.hub.events <- event{kind: evStop}
+	})
 	return s, "ws://" + ln.Addr().String() + "/ws"
 }
 
@@ -197,3 +201,5 @@ func TestSlowSubscriber(t *testing.T) {
 		t.Fatalf("slow subscriber: %v, want EOF", err)
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
