@@ -259,6 +259,9 @@ func (a *Agent) runWorker(ctx context.Context, s *slot) error {
 		}
 	}
 	close(stop)
+	for _, r := range toAgent {
+		r.Interrupt()
+	}
 	rwg.Wait()
 	s.prodMu.Lock()
 	s.prod = nil
@@ -275,7 +278,7 @@ func (a *Agent) readWorker(s *slot, r *shm.Ring, stop <-chan struct{}) {
 	c := r.Consumer()
 	var m nodemsg.Msg
 	for {
-		c.Wait(50 * time.Millisecond)
+		c.Wait(-1) // returns at once after Interrupt
 		if _, err := c.Read(func(rec []byte) {
 			if err := nodemsg.Decode(rec, &m); err != nil {
 				a.log.Error("bad record from a worker", "worker", s.id, "err", err)

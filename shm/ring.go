@@ -54,6 +54,16 @@ type Ring struct {
 	dataFd  int // eventfd: records available
 	spaceFd int // eventfd: space available
 	mapped  bool
+
+	interrupted atomic.Bool // set by Interrupt: Wait returns false
+}
+
+// Interrupt makes the consumer's current and later Waits return false at
+// once, so a goroutine blocked in Wait(-1) can be stopped. Safe from any
+// goroutine.
+func (r *Ring) Interrupt() {
+	r.interrupted.Store(true)
+	wake(r.dataFd)
 }
 
 // Create makes a ring with a data area of capacity bytes (a power of two
@@ -378,9 +388,10 @@ func (c *Consumer) Read(fn func(rec []byte)) (int, error) {
 	return n, err
 }
 
-// Wait blocks until records are available or timeout passes (negative: no
-// limit) and reports whether any are. A wake-up left over from an earlier
-// round does not end the wait early.
+// Wait blocks until records are available, timeout passes (negative: no
+// limit) or the ring is interrupted, and reports whether records are
+// available. A wake-up left over from an earlier round does not end the
+// wait early.
 func (c *Consumer) Wait(timeout time.Duration) bool {
 	r := c.r
 	var deadline time.Time
@@ -390,6 +401,9 @@ func (c *Consumer) Wait(timeout time.Duration) bool {
 	for {
 		if r.head.Load() != c.tail {
 			return true
+		}
+		if r.interrupted.Load() {
+			return false
 		}
 		left := time.Duration(-1)
 		if timeout >= 0 {

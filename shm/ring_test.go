@@ -455,3 +455,23 @@ func BenchmarkTwoProcesses(b *testing.B) {
 		})
 	}
 }
+
+func TestInterruptEndsWait(t *testing.T) {
+	r := newTestRing(t, 4096)
+	c := r.Consumer()
+	done := make(chan bool)
+	go func() { done <- c.Wait(-1) }()
+	time.Sleep(20 * time.Millisecond) // let it block; the result does not depend on it
+	r.Interrupt()
+	select {
+	case got := <-done:
+		if got {
+			t.Fatal("Wait reported records on an empty interrupted ring")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Interrupt did not end Wait(-1)")
+	}
+	if c.Wait(-1) {
+		t.Fatal("a later Wait on an interrupted ring did not return false")
+	}
+}

@@ -202,6 +202,7 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	defer cancel()
 	err = srv.Shutdown(sctx)
 	close(done)
+	cfg.FromAgent.Interrupt()
 	wg.Wait()
 	if fatal != nil {
 		return fatal
@@ -219,7 +220,7 @@ func readAgent(r *shm.Ring, srv *engine.Server, b *bridge, done <-chan struct{},
 			return
 		default:
 		}
-		if !c.Wait(100 * time.Millisecond) {
+		if !c.Wait(-1) { // false after Interrupt
 			continue
 		}
 		if _, err := c.Read(func(rec []byte) {
