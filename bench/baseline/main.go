@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/zenconn/server/bench/internal/wire"
 	"log"
 	"net"
 	"net/http"
@@ -28,39 +29,6 @@ import (
 
 	"github.com/gorilla/websocket"
 )
-
-type inbound struct {
-	ID      *int64          `json:"id,omitempty"`
-	Op      string          `json:"op"`
-	Channel string          `json:"channel,omitempty"`
-	Data    json.RawMessage `json:"data,omitempty"`
-}
-
-type ackMsg struct {
-	Op string `json:"op"`
-	ID *int64 `json:"id,omitempty"`
-}
-
-type errorMsg struct {
-	Op      string `json:"op"`
-	ID      *int64 `json:"id,omitempty"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-type welcomeMsg struct {
-	Op    string `json:"op"`
-	Conn  string `json:"conn"`
-	Node  string `json:"node"`
-	Proto string `json:"proto"`
-}
-
-type messageMsg struct {
-	Op      string          `json:"op"`
-	Channel string          `json:"channel"`
-	From    string          `json:"from"`
-	Data    json.RawMessage `json:"data"`
-}
 
 type client struct {
 	id   string
@@ -150,7 +118,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		subs: make(map[string]struct{}),
 	}
 	go c.writeLoop()
-	c.sendJSON(welcomeMsg{Op: "welcome", Conn: c.id, Node: "baseline", Proto: "json"})
+	c.sendJSON(wire.Welcome{Op: "welcome", Conn: c.id, Node: "baseline", Proto: "json"})
 	s.readLoop(c)
 }
 
@@ -199,20 +167,20 @@ func (s *server) readLoop(c *client) {
 			return
 		}
 		if mt != websocket.TextMessage {
-			c.sendJSON(errorMsg{Op: "error", Code: "bad_request", Message: "text frames only"})
+			c.sendJSON(wire.Error{Op: "error", Code: "bad_request", Message: "text frames only"})
 			continue
 		}
-		var in inbound
+		var in wire.Inbound
 		if err := json.Unmarshal(p, &in); err != nil {
-			c.sendJSON(errorMsg{Op: "error", Code: "bad_request", Message: "invalid JSON"})
+			c.sendJSON(wire.Error{Op: "error", Code: "bad_request", Message: "invalid JSON"})
 			continue
 		}
 		switch in.Op {
 		case "ping":
-			c.sendJSON(ackMsg{Op: "pong"})
+			c.sendJSON(wire.Ack{Op: "pong"})
 		case "subscribe", "unsubscribe", "publish":
 			if in.Channel == "" {
-				c.sendJSON(errorMsg{Op: "error", ID: in.ID, Code: "bad_request", Message: "channel required"})
+				c.sendJSON(wire.Error{Op: "error", ID: in.ID, Code: "bad_request", Message: "channel required"})
 				continue
 			}
 			switch in.Op {
@@ -231,9 +199,9 @@ func (s *server) readLoop(c *client) {
 				if len(data) == 0 {
 					data = json.RawMessage("null")
 				}
-				b, err := json.Marshal(messageMsg{Op: "message", Channel: in.Channel, From: c.id, Data: data})
+				b, err := json.Marshal(wire.Message{Op: "message", Channel: in.Channel, From: c.id, Data: data})
 				if err != nil {
-					c.sendJSON(errorMsg{Op: "error", ID: in.ID, Code: "bad_request", Message: err.Error()})
+					c.sendJSON(wire.Error{Op: "error", ID: in.ID, Code: "bad_request", Message: err.Error()})
 					continue
 				}
 				pm, err := websocket.NewPreparedMessage(websocket.TextMessage, b)
@@ -242,9 +210,9 @@ func (s *server) readLoop(c *client) {
 				}
 				s.hub.publish(c, in.Channel, pm)
 			}
-			c.sendJSON(ackMsg{Op: "ack", ID: in.ID})
+			c.sendJSON(wire.Ack{Op: "ack", ID: in.ID})
 		default:
-			c.sendJSON(errorMsg{Op: "error", ID: in.ID, Code: "bad_request", Message: "unknown op"})
+			c.sendJSON(wire.Error{Op: "error", ID: in.ID, Code: "bad_request", Message: "unknown op"})
 		}
 	}
 }

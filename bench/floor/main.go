@@ -42,6 +42,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/zenconn/server/bench/internal/wire"
 	"io"
 	"log"
 	"net"
@@ -60,39 +61,6 @@ import (
 
 // maxPayload bounds one client frame or message.
 const maxPayload = 1 << 20
-
-type inbound struct {
-	ID      *int64          `json:"id,omitempty"`
-	Op      string          `json:"op"`
-	Channel string          `json:"channel,omitempty"`
-	Data    json.RawMessage `json:"data,omitempty"`
-}
-
-type ackMsg struct {
-	Op string `json:"op"`
-	ID *int64 `json:"id,omitempty"`
-}
-
-type errorMsg struct {
-	Op      string `json:"op"`
-	ID      *int64 `json:"id,omitempty"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-type welcomeMsg struct {
-	Op    string `json:"op"`
-	Conn  string `json:"conn"`
-	Node  string `json:"node"`
-	Proto string `json:"proto"`
-}
-
-type messageMsg struct {
-	Op      string          `json:"op"`
-	Channel string          `json:"channel"`
-	From    string          `json:"from"`
-	Data    json.RawMessage `json:"data"`
-}
 
 // conn is one WebSocket connection. nc, fd and id are set before the conn is
 // first handed to the hub and never change; subs and dead belong to the hub.
@@ -447,7 +415,7 @@ func (s *server) serveConn(nc net.Conn) {
 	c := &conn{nc: nc, fd: fd, id: "f" + strconv.FormatUint(s.nextID.Add(1), 10)}
 	// The hub does not know c yet, so this write cannot interleave with one
 	// of its own; every later write to c is the hub's.
-	if _, err := nc.Write(jsonFrame(welcomeMsg{Op: "welcome", Conn: c.id, Node: "floor", Proto: "json"})); err != nil {
+	if _, err := nc.Write(jsonFrame(wire.Welcome{Op: "welcome", Conn: c.id, Node: "floor", Proto: "json"})); err != nil {
 		_ = nc.Close()
 		return
 	}
@@ -532,23 +500,23 @@ func (s *server) readLoop(c *conn) {
 func (s *server) handle(c *conn, op ws.OpCode, p []byte) {
 	reply := func(v any) { s.hub.events <- event{kind: evSend, c: c, frame: jsonFrame(v)} }
 	if op != ws.OpText {
-		reply(errorMsg{Op: "error", Code: "bad_request", Message: "text frames only"})
+		reply(wire.Error{Op: "error", Code: "bad_request", Message: "text frames only"})
 		return
 	}
-	var in inbound
+	var in wire.Inbound
 	if err := json.Unmarshal(p, &in); err != nil {
-		reply(errorMsg{Op: "error", Code: "bad_request", Message: "invalid JSON"})
+		reply(wire.Error{Op: "error", Code: "bad_request", Message: "invalid JSON"})
 		return
 	}
 	switch in.Op {
 	case "ping":
-		reply(ackMsg{Op: "pong"})
+		reply(wire.Ack{Op: "pong"})
 	case "subscribe", "unsubscribe", "publish":
 		if in.Channel == "" {
-			reply(errorMsg{Op: "error", ID: in.ID, Code: "bad_request", Message: "channel required"})
+			reply(wire.Error{Op: "error", ID: in.ID, Code: "bad_request", Message: "channel required"})
 			return
 		}
-		ack := jsonFrame(ackMsg{Op: "ack", ID: in.ID})
+		ack := jsonFrame(wire.Ack{Op: "ack", ID: in.ID})
 		switch in.Op {
 		case "subscribe":
 			s.hub.events <- event{kind: evSubscribe, c: c, ch: in.Channel, reply: ack}
@@ -559,15 +527,15 @@ func (s *server) handle(c *conn, op ws.OpCode, p []byte) {
 			if len(data) == 0 {
 				data = json.RawMessage("null")
 			}
-			b, err := json.Marshal(messageMsg{Op: "message", Channel: in.Channel, From: c.id, Data: data})
+			b, err := json.Marshal(wire.Message{Op: "message", Channel: in.Channel, From: c.id, Data: data})
 			if err != nil {
-				reply(errorMsg{Op: "error", ID: in.ID, Code: "bad_request", Message: err.Error()})
+				reply(wire.Error{Op: "error", ID: in.ID, Code: "bad_request", Message: err.Error()})
 				return
 			}
 			s.hub.events <- event{kind: evPublish, c: c, ch: in.Channel, frame: frame(ws.OpText, b), reply: ack}
 		}
 	default:
-		reply(errorMsg{Op: "error", ID: in.ID, Code: "bad_request", Message: "unknown op"})
+		reply(wire.Error{Op: "error", ID: in.ID, Code: "bad_request", Message: "unknown op"})
 	}
 }
 

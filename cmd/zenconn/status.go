@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/zenconn/server/agent"
 )
 
 // status prints the node's workers as a table, from GET /api/workers:
@@ -51,17 +53,7 @@ func status(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	var out struct {
-		Workers []struct {
-			ID            int       `json:"id"`
-			PID           int       `json:"pid"`
-			Started       time.Time `json:"started"`
-			Restarts      int       `json:"restarts"`
-			Up            bool      `json:"up"`
-			Connections   int       `json:"connections"`
-			Subscriptions int       `json:"subscriptions"`
-			MessagesIn    uint64    `json:"messages_in"`
-			MessagesOut   uint64    `json:"messages_out"`
-		} `json:"workers"`
+		Workers []agent.WorkerInfo `json:"workers"`
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
 		fmt.Fprintf(stderr, "zenconn status: bad reply: %v\n", err)
