@@ -160,11 +160,8 @@ func (s *Server) apiDisconnect(ctx *fasthttp.RequestCtx) {
 	}
 	found := false
 	ok := s.onEveryLoop(func(l *loop) {
-		for c := range l.conns {
-			if c.id == req.Conn && c.state == stateWS {
-				c.fail(proto.CloseDisconnected, "disconnected by the server API")
-				found = true
-			}
+		if l.kick(req.Conn) {
+			found = true
 		}
 	})
 	switch {

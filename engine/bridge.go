@@ -45,15 +45,20 @@ func (s *Server) Deliver(channel, from string, data []byte, opaque bool) {
 func (s *Server) Kick(conn string) {
 	for _, l := range s.hub.allLoops() {
 		l := l
-		_ = l.exec.Execute(func() {
-			for c := range l.conns {
-				if c.id == conn && c.state == stateWS {
-					c.fail(proto.CloseDisconnected, "disconnected by the server API")
-					c.flush()
-				}
-			}
-		})
+		_ = l.exec.Execute(func() { l.kick(conn) })
 	}
+}
+
+// kick closes the loop's WebSocket conn with 4100 and reports whether it
+// was there. It runs on the loop.
+func (l *loop) kick(conn string) bool {
+	for c := range l.conns {
+		if c.id == conn && c.state == stateWS {
+			c.fail(proto.CloseDisconnected, "disconnected by the server API")
+			return true
+		}
+	}
+	return false
 }
 
 // Stats returns this process's counters: open connections, subscriptions,

@@ -226,13 +226,7 @@ wait:
 	return err
 }
 
-func (s *Server) openConnections() int64 {
-	var n int64
-	for _, l := range s.hub.allLoops() {
-		n += l.stats.connections.Load()
-	}
-	return n
-}
+func (s *Server) openConnections() int64 { return s.openConns.Load() }
 
 // tick advances the coarse clock and runs the periodic connection scan on
 // every loop.
