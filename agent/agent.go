@@ -25,13 +25,16 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zenconn/server/internal/nodemsg"
 	"github.com/zenconn/server/shm"
+	"github.com/zenconn/server/store"
 )
 
 // Config configures an Agent.
@@ -54,10 +57,26 @@ type Config struct {
 	// MinBackoff, MaxBackoff, StableAfter and ShutdownGrace: see the
 	// package doc. Defaults 100 ms, 5 s, 30 s, 5 s.
 	MinBackoff, MaxBackoff, StableAfter, ShutdownGrace time.Duration
+	// InProcess, when set, runs worker id inside this process instead of
+	// starting Command: it serves with the given rings until ctx ends. A
+	// worker that returns before ctx ends stops the agent with its error
+	// (nothing restarts it). This is the single-process mode.
+	InProcess func(ctx context.Context, id int, toAgent []*shm.Ring, fromAgent *shm.Ring) error
 	// Ready, if set, is called once when every worker has reported ready
 	// for the first time.
 	Ready func()
-	Log   *slog.Logger
+	// Node is the node id written in sessions and audit records.
+	Node string
+	// Store, when set, receives the node's sessions and audit log.
+	Store *store.Store
+	// DurableAcks holds back the answers to durable publishes (those with
+	// a token) and to subscribes until their audit records are committed
+	// as the store's sync mode promises.
+	DurableAcks bool
+	// Registry receives the agent's Prometheus collectors (the store's),
+	// rendered in GET /metrics after the per-worker families. Nil: none.
+	Registry *prometheus.Registry
+	Log      *slog.Logger
 }
 
 // Agent is a running node agent.
@@ -65,6 +84,7 @@ type Agent struct {
 	cfg   Config
 	log   *slog.Logger
 	slots []*slot
+	st    *store.Store // nil: no sessions, no audit log
 
 	mu       sync.Mutex
 	conns    map[string]*connRec
@@ -78,6 +98,10 @@ type connRec struct {
 	worker                int
 	user, remote, protocl string
 	chans                 map[string]struct{}
+	// Session fields, kept only with a Store.
+	userAgent string
+	connected time.Time
+	joined    []string // every channel joined, in order
 }
 
 // slot is one worker position; its process may be restarted.
@@ -94,6 +118,8 @@ type slot struct {
 
 	prodMu sync.Mutex
 	prod   *shm.Producer // agent → worker, nil while the worker is down
+
+	rings []*shm.Ring // worker → agent rings of the running process (under mu)
 }
 
 // New validates cfg.
@@ -104,8 +130,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Loops < 1 {
 		cfg.Loops = 1
 	}
-	if cfg.Command == nil || cfg.Socket == "" {
-		return nil, errors.New("agent: Command and Socket are required")
+	if (cfg.Command == nil && cfg.InProcess == nil) || cfg.Socket == "" {
+		return nil, errors.New("agent: Command or InProcess, and Socket, are required")
 	}
 	if cfg.RingSize == 0 {
 		cfg.RingSize = 4 << 20
@@ -125,7 +151,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, conns: map[string]*connRec{}, interest: map[string][]int{}}
+	a := &Agent{cfg: cfg, log: cfg.Log, st: cfg.Store, conns: map[string]*connRec{}, interest: map[string][]int{}}
 	for i := range cfg.Workers {
 		a.slots = append(a.slots, &slot{id: i})
 	}
@@ -145,26 +171,41 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { _ = hs.Serve(ln) }()
 
 	var wg sync.WaitGroup
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	fatal := make(chan error, len(a.slots))
 	for _, s := range a.slots {
 		wg.Add(1)
-		go func() { defer wg.Done(); a.supervise(ctx, s) }()
+		go func() { defer wg.Done(); a.supervise(wctx, s, fatal) }()
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case err = <-fatal:
+		stop()
+	}
 	wg.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = hs.Shutdown(sctx)
 	_ = os.Remove(a.cfg.Socket)
-	return nil
+	return err
 }
 
-// supervise runs worker s, restarting it with backoff, until ctx ends.
-func (a *Agent) supervise(ctx context.Context, s *slot) {
+// supervise runs worker s, restarting it with backoff, until ctx ends. An
+// in-process worker is not restarted: its end is sent to fatal.
+func (a *Agent) supervise(ctx context.Context, s *slot, fatal chan<- error) {
 	backoff := a.cfg.MinBackoff
 	for {
 		start := time.Now()
 		err := a.runWorker(ctx, s)
 		if ctx.Err() != nil {
+			return
+		}
+		if a.cfg.InProcess != nil {
+			if err == nil {
+				err = errors.New("agent: the worker stopped")
+			}
+			fatal <- err
 			return
 		}
 		a.log.Error("worker exited; restarting", "worker", s.id, "err", err, "backoff", backoff)
@@ -211,6 +252,13 @@ func (a *Agent) runWorker(ctx context.Context, s *slot) error {
 		files = append(files, fs...)
 	}
 	toAgent, fromAgent := rings[:a.cfg.Loops+1], rings[a.cfg.Loops+1]
+	if a.cfg.InProcess != nil {
+		for _, f := range files {
+			_ = f.Close()
+		}
+		files = nil
+		return a.runInProcess(ctx, s, toAgent, fromAgent)
+	}
 
 	prog, args := a.cfg.Command(s.id)
 	cmd := exec.Command(prog, args...)
@@ -229,20 +277,8 @@ func (a *Agent) runWorker(ctx context.Context, s *slot) error {
 		_ = f.Close()
 	}
 	files = nil
-	s.mu.Lock()
-	s.pid, s.started, s.proc, s.up, s.stats = cmd.Process.Pid, time.Now(), cmd.Process, false, [7]uint64{}
-	s.mu.Unlock()
-	s.prodMu.Lock()
-	s.prod = fromAgent.Producer()
-	s.prodMu.Unlock()
 	a.log.Info("worker started", "worker", s.id, "pid", cmd.Process.Pid)
-
-	stop := make(chan struct{})
-	var rwg sync.WaitGroup
-	for _, r := range toAgent {
-		rwg.Add(1)
-		go func() { defer rwg.Done(); a.readWorker(s, r, stop) }()
-	}
+	stopReaders := a.startReaders(s, cmd.Process.Pid, cmd.Process, toAgent, fromAgent)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
@@ -258,19 +294,51 @@ func (a *Agent) runWorker(ctx context.Context, s *slot) error {
 			err = <-exited
 		}
 	}
-	close(stop)
-	for _, r := range toAgent {
-		r.Interrupt()
-	}
-	rwg.Wait()
-	s.prodMu.Lock()
-	s.prod = nil
-	s.prodMu.Unlock()
-	s.mu.Lock()
-	s.up, s.proc = false, nil
-	s.mu.Unlock()
-	a.dropWorker(s.id)
+	stopReaders()
 	return err
+}
+
+// runInProcess serves worker s in this process until it returns.
+func (a *Agent) runInProcess(ctx context.Context, s *slot, toAgent []*shm.Ring, fromAgent *shm.Ring) error {
+	stopReaders := a.startReaders(s, os.Getpid(), nil, toAgent, fromAgent)
+	err := a.cfg.InProcess(ctx, s.id, toAgent, fromAgent)
+	stopReaders()
+	return err
+}
+
+// startReaders marks slot s as running a new process, reads its rings,
+// and returns the function to call once the process has ended: it reads
+// what the process left in its rings (a crashed worker's last records are
+// still there: the memory is the agent's too), then forgets the process
+// and its connections.
+func (a *Agent) startReaders(s *slot, pid int, proc *os.Process, toAgent []*shm.Ring, fromAgent *shm.Ring) func() {
+	s.mu.Lock()
+	s.pid, s.started, s.proc, s.up, s.stats = pid, time.Now(), proc, false, [7]uint64{}
+	s.rings = toAgent
+	s.mu.Unlock()
+	s.prodMu.Lock()
+	s.prod = fromAgent.Producer()
+	s.prodMu.Unlock()
+	stop := make(chan struct{})
+	var rwg sync.WaitGroup
+	for _, r := range toAgent {
+		rwg.Add(1)
+		go func() { defer rwg.Done(); a.readWorker(s, r, stop) }()
+	}
+	return func() {
+		close(stop)
+		for _, r := range toAgent {
+			r.Interrupt()
+		}
+		rwg.Wait()
+		s.prodMu.Lock()
+		s.prod = nil
+		s.prodMu.Unlock()
+		s.mu.Lock()
+		s.up, s.proc, s.rings = false, nil, nil
+		s.mu.Unlock()
+		a.dropWorker(s.id)
+	}
 }
 
 // readWorker applies the records of one ring from worker s until stop.
@@ -279,6 +347,13 @@ func (a *Agent) readWorker(s *slot, r *shm.Ring, stop <-chan struct{}) {
 	var m nodemsg.Msg
 	for {
 		c.Wait(-1) // returns at once after Interrupt
+		stopped := false
+		select {
+		case <-stop:
+			// The process is gone: this Read takes its last records.
+			stopped = true
+		default:
+		}
 		if _, err := c.Read(func(rec []byte) {
 			if err := nodemsg.Decode(rec, &m); err != nil {
 				a.log.Error("bad record from a worker", "worker", s.id, "err", err)
@@ -289,10 +364,8 @@ func (a *Agent) readWorker(s *slot, r *shm.Ring, stop <-chan struct{}) {
 			a.log.Error("ring from a worker", "worker", s.id, "err", err)
 			return
 		}
-		select {
-		case <-stop:
+		if stopped {
 			return
-		default:
 		}
 	}
 }
@@ -318,28 +391,48 @@ func (a *Agent) apply(s *slot, m *nodemsg.Msg) {
 		s.stats = m.Nums
 		s.mu.Unlock()
 	case nodemsg.KindOpened:
+		c := &connRec{worker: w, user: m.User, remote: m.Remote, protocl: m.Proto, chans: map[string]struct{}{}}
+		if a.st != nil {
+			c.userAgent, c.connected = m.Agent, time.Now()
+		}
 		a.mu.Lock()
-		a.conns[m.Conn] = &connRec{worker: w, user: m.User, remote: m.Remote, protocl: m.Proto, chans: map[string]struct{}{}}
+		a.conns[m.Conn] = c
 		a.mu.Unlock()
+		if a.st != nil {
+			a.putSession(m.Conn, c, time.Time{}, 0)
+			a.audit(&store.Record{Worker: w, Conn: m.Conn, User: m.User, Op: store.OpConnect, Remote: m.Remote}, nil)
+		}
 	case nodemsg.KindClosed:
 		a.mu.Lock()
-		if c := a.conns[m.Conn]; c != nil {
+		c := a.conns[m.Conn]
+		if c != nil {
 			for ch := range c.chans {
 				a.dropInterestLocked(ch, w)
 			}
 			delete(a.conns, m.Conn)
 		}
 		a.mu.Unlock()
+		if c != nil && a.st != nil {
+			a.closeSession(m.Conn, c, int(m.Status))
+		}
 	case nodemsg.KindUser:
 		a.mu.Lock()
-		if c := a.conns[m.Conn]; c != nil {
+		c := a.conns[m.Conn]
+		if c != nil {
 			c.user = m.User
 		}
 		a.mu.Unlock()
+		if c != nil && a.st != nil {
+			a.putSession(m.Conn, c, time.Time{}, 0)
+			a.audit(&store.Record{Worker: w, Conn: m.Conn, User: m.User, Op: store.OpAuth}, nil)
+		}
 	case nodemsg.KindSub:
 		a.mu.Lock()
-		if c := a.conns[m.Conn]; c != nil {
+		c := a.conns[m.Conn]
+		added := false
+		if c != nil {
 			if _, ok := c.chans[m.Channel]; !ok {
+				added = true
 				c.chans[m.Channel] = struct{}{}
 				counts := a.interest[m.Channel]
 				if counts == nil {
@@ -347,23 +440,64 @@ func (a *Agent) apply(s *slot, m *nodemsg.Msg) {
 					a.interest[m.Channel] = counts
 				}
 				counts[w]++
+				if a.st != nil && !slices.Contains(c.joined, m.Channel) {
+					c.joined = append(c.joined, m.Channel)
+				}
 			}
 		}
 		a.mu.Unlock()
 		// The interest is recorded before the answer: a publish read after
 		// this point, from any worker, reaches the subscriber.
-		a.send(s, nodemsg.AppendSubOK(nil, m.Token))
+		if a.st == nil || c == nil || !added {
+			a.send(s, nodemsg.AppendDone(nil, m.Token, false))
+			return
+		}
+		a.putSession(m.Conn, c, time.Time{}, 0)
+		a.audit(&store.Record{Worker: w, Conn: m.Conn, User: a.userOf(c), Op: store.OpSubscribe, Channel: m.Channel}, a.answer(s, m.Token))
 	case nodemsg.KindUnsub:
 		a.mu.Lock()
-		if c := a.conns[m.Conn]; c != nil {
+		c := a.conns[m.Conn]
+		removed := false
+		if c != nil {
 			if _, ok := c.chans[m.Channel]; ok {
+				removed = true
 				delete(c.chans, m.Channel)
 				a.dropInterestLocked(m.Channel, w)
 			}
 		}
 		a.mu.Unlock()
+		if removed && a.st != nil {
+			a.audit(&store.Record{Worker: w, Conn: m.Conn, User: a.userOf(c), Op: store.OpUnsubscribe, Channel: m.Channel}, nil)
+		}
 	case nodemsg.KindPublish:
-		a.forward(w, m.Channel, m.From, m.Data, m.Flags&nodemsg.FlagOpaque != 0)
+		opaque := m.Flags&nodemsg.FlagOpaque != 0
+		a.forward(w, m.Channel, m.From, m.Data, opaque)
+		if a.st == nil {
+			if m.Token != 0 {
+				a.send(s, nodemsg.AppendDone(nil, m.Token, false))
+			}
+			return
+		}
+		op := store.OpPublish
+		if m.Channel == "" {
+			op = store.OpBroadcast
+		}
+		a.mu.Lock()
+		user := ""
+		if c := a.conns[m.From]; c != nil {
+			user = c.user
+		}
+		a.mu.Unlock()
+		var done func(error)
+		if m.Token != 0 {
+			done = a.answer(s, m.Token)
+		}
+		a.audit(&store.Record{Worker: w, Conn: m.From, User: user, Op: op, Channel: m.Channel, Data: m.Data, Opaque: opaque}, done)
+	case nodemsg.KindRefused:
+		if a.st != nil {
+			a.audit(&store.Record{Worker: w, Conn: m.Conn, User: m.User, Op: store.OpRefused, Attempt: m.Op,
+				Channel: m.Channel, Error: m.Code, Remote: m.Remote, Data: m.Data, Opaque: m.Flags&nodemsg.FlagOpaque != 0}, nil)
+		}
 	}
 }
 
@@ -383,13 +517,24 @@ func (a *Agent) dropInterestLocked(ch string, w int) {
 	delete(a.interest, ch)
 }
 
-// dropWorker removes a dead worker's connections and interest.
+// dropWorker removes a dead worker's connections and interest; their
+// sessions end with 1006.
 func (a *Agent) dropWorker(w int) {
+	gone := map[string]*connRec{}
+	defer func() {
+		if a.st == nil {
+			return
+		}
+		for id, c := range gone {
+			a.closeSession(id, c, closeAbnormal)
+		}
+	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, c := range a.conns {
 		if c.worker == w {
 			delete(a.conns, id)
+			gone[id] = c
 		}
 	}
 	for ch, counts := range a.interest {
@@ -425,7 +570,7 @@ func (a *Agent) forward(origin int, channel, from string, data []byte, opaque bo
 	if len(targets) == 0 {
 		return
 	}
-	rec := nodemsg.AppendPublish(nil, nodemsg.KindDeliver, channel, from, opaque, data)
+	rec := nodemsg.AppendDeliver(nil, channel, from, opaque, data)
 	for _, s := range targets {
 		a.send(s, rec)
 	}

@@ -8,7 +8,9 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/prometheus/common/expfmt"
 	"github.com/zenconn/server/proto"
+	"github.com/zenconn/server/store"
 )
 
 // apiFrom is the "from" of messages published through the API.
@@ -29,8 +31,11 @@ func (a *Agent) apiHandler() http.Handler {
 	mux.HandleFunc("GET /api/workers", func(w http.ResponseWriter, _ *http.Request) {
 		reply(w, http.StatusOK, map[string]any{"workers": a.Workers()})
 	})
+	mux.HandleFunc("GET /api/sessions", a.apiSessions)
+	mux.HandleFunc("GET /api/audit", a.apiAudit)
 	mux.HandleFunc("GET /metrics", a.metrics)
-	methods := map[string]string{"publish": "POST", "broadcast": "POST", "disconnect": "POST", "connections": "GET", "channels": "GET", "workers": "GET"}
+	methods := map[string]string{"publish": "POST", "broadcast": "POST", "disconnect": "POST", "connections": "GET",
+		"channels": "GET", "workers": "GET", "sessions": "GET", "audit": "GET"}
 	mux.HandleFunc("/api/{name}", func(w http.ResponseWriter, r *http.Request) {
 		if m, ok := methods[r.PathValue("name")]; ok {
 			w.Header().Set("Allow", m)
@@ -86,8 +91,30 @@ func (a *Agent) apiPublish(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, apiError{"data is not valid JSON"})
 	default:
 		a.forward(-1, *req.Channel, apiFrom, req.Data, false)
-		reply(w, http.StatusOK, map[string]bool{"ok": true})
+		a.apiAudited(w, &store.Record{Worker: -1, Op: store.OpPublish, Channel: *req.Channel, Data: req.Data})
 	}
+}
+
+// apiAudited audits a server-API publish or broadcast and answers: with
+// durable acks, only once the record is committed.
+func (a *Agent) apiAudited(w http.ResponseWriter, r *store.Record) {
+	if a.st == nil {
+		reply(w, http.StatusOK, map[string]bool{"ok": true})
+		return
+	}
+	r.Node = a.cfg.Node
+	if !a.cfg.DurableAcks {
+		a.st.Append(r, nil)
+		reply(w, http.StatusOK, map[string]bool{"ok": true})
+		return
+	}
+	done := make(chan error, 1)
+	a.st.Append(r, func(err error) { done <- err })
+	if err := <-done; err != nil {
+		reply(w, http.StatusInternalServerError, apiError{"delivered, but the audit log could not be written: " + err.Error()})
+		return
+	}
+	reply(w, http.StatusOK, map[string]bool{"ok": true})
 }
 
 func (a *Agent) apiBroadcast(w http.ResponseWriter, r *http.Request) {
@@ -104,7 +131,7 @@ func (a *Agent) apiBroadcast(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, apiError{"data is not valid JSON"})
 	default:
 		a.forward(-1, "", apiFrom, req.Data, false)
-		reply(w, http.StatusOK, map[string]bool{"ok": true})
+		a.apiAudited(w, &store.Record{Worker: -1, Op: store.OpBroadcast, Data: req.Data})
 	}
 }
 
@@ -172,6 +199,14 @@ func (a *Agent) metrics(w http.ResponseWriter, _ *http.Request) {
 	family("zenconn_node_messages_in_total", "counter", "Client messages received, per worker (reported every second).", func(wi WorkerInfo) float64 { return float64(wi.MessagesIn) })
 	family("zenconn_node_messages_out_total", "counter", "Messages queued to clients, per worker (reported every second).", func(wi WorkerInfo) float64 { return float64(wi.MessagesOut) })
 	fmt.Fprintf(&b, "# HELP zenconn_node_channels Channels with subscribers on the node.\n# TYPE zenconn_node_channels gauge\nzenconn_node_channels %d\n", channels)
+	if a.cfg.Registry != nil {
+		if mfs, err := a.cfg.Registry.Gather(); err == nil {
+			enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
+			for _, mf := range mfs {
+				_ = enc.Encode(mf)
+			}
+		}
+	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	_, _ = io.WriteString(w, b.String())
 }

@@ -13,9 +13,10 @@ import (
 // its own single-producer queue. They must not block.
 type Bridge interface {
 	// Opened reports a WebSocket connection after its handshake.
-	Opened(loop int, conn, user, remote, protocol string)
-	// Closed reports a WebSocket connection gone; its subscriptions go with it.
-	Closed(loop int, conn string)
+	Opened(loop int, s SessionInfo)
+	// Closed reports a WebSocket connection gone, with the close code sent
+	// or received (1006 when none was); its subscriptions go with it.
+	Closed(loop int, conn string, code uint16)
 	// Identified reports a connection's new user after an auth op or a
 	// token expiry ("" for anonymous).
 	Identified(loop int, conn, user string)
@@ -25,13 +26,41 @@ type Bridge interface {
 	Subscribed(loop int, conn, channel string, live func(error))
 	// Unsubscribed reports a subscription dropped by the client.
 	Unsubscribed(loop int, conn, channel string)
-	// Published hands a message published on this process to the other
-	// processes (channel "" for a broadcast). An error means it could not
-	// be taken now; the engine then refuses the publish as overloaded.
-	Published(loop int, channel, from string, data []byte, opaque bool) error
+	// Published hands a message published on this process to the node
+	// (channel "" for a broadcast): its audit log and its other processes.
+	// An error means it could not be taken now; the engine then refuses
+	// the publish as overloaded. durable is nil unless Config.DurableAcks
+	// is set and the client asked for an ack: then, when Published returns
+	// nil, the bridge calls durable exactly once, from any goroutine, when
+	// the node has the message on disk (or with an error).
+	Published(loop int, channel, from string, data []byte, opaque bool, durable func(error)) error
+	// Refused reports an attempt the engine turned down (a forbidden or
+	// unauthenticated op, a refused token).
+	Refused(loop int, r Refusal)
 }
 
-var errOverloaded = &proto.Error{Code: proto.CodeOverloaded, Message: "the node is overloaded, retry"}
+// SessionInfo describes a WebSocket connection when it opens.
+type SessionInfo struct {
+	Conn, User, Remote, UserAgent, Protocol string
+}
+
+// Refusal describes an attempt the engine turned down.
+type Refusal struct {
+	Conn string // "" for a refused handshake
+	User string
+	// Op is the protocol op refused, or "connect" for a handshake.
+	Op      string
+	Channel string
+	Code    string // the error code sent back (proto.Code…)
+	Remote  string // for a refused handshake
+	Data    []byte // the refused publish's data; valid only during the call
+	Opaque  bool
+}
+
+var (
+	errOverloaded = &proto.Error{Code: proto.CodeOverloaded, Message: "the node is overloaded, retry"}
+	errNotDurable = &proto.Error{Code: proto.CodeInternal, Message: "the message was delivered but could not be written to the audit log"}
+)
 
 // Deliver hands a message published on another process of the node to
 // this process's subscribers of channel (every WebSocket for a broadcast,
@@ -120,10 +149,43 @@ func (c *Conn) unsubscribe(channel string) bool {
 // not take it.
 func (c *Conn) publish(channel string, data []byte, opaque bool) bool {
 	if b := c.srv.cfg.Bridge; b != nil {
-		if err := b.Published(c.loop.idx, channel, c.id, data, opaque); err != nil {
+		if err := b.Published(c.loop.idx, channel, c.id, data, opaque, nil); err != nil {
 			return false
 		}
 	}
 	c.srv.hub.publish(c.loop, newOutMsg(channel, c.id, data, opaque), c)
 	return true
+}
+
+// publishDurable is publish for a client that wants its ack only once the
+// node has the message on disk (Config.DurableAcks): the ack, or an error,
+// is sent when the bridge calls back.
+func (c *Conn) publishDurable(channel string, data []byte, opaque bool, id []byte) bool {
+	l := c.loop
+	id = append([]byte(nil), id...)
+	err := c.srv.cfg.Bridge.Published(l.idx, channel, c.id, data, opaque, func(err error) {
+		_ = l.exec.Execute(func() {
+			if c.state != stateWS {
+				return
+			}
+			if err != nil {
+				c.replyError(id, errNotDurable)
+			} else {
+				c.ack(id)
+			}
+			c.flush()
+		})
+	})
+	if err != nil {
+		return false
+	}
+	c.srv.hub.publish(l, newOutMsg(channel, c.id, data, opaque), c)
+	return true
+}
+
+// refused reports a turned-down op to the bridge.
+func (c *Conn) refused(op proto.Op, channel string, e *proto.Error, data []byte, opaque bool) {
+	if b := c.srv.cfg.Bridge; b != nil {
+		b.Refused(c.loop.idx, Refusal{Conn: c.id, User: c.user(), Op: op.String(), Channel: channel, Code: e.Code, Data: data, Opaque: opaque})
+	}
 }

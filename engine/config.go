@@ -68,9 +68,13 @@ type Config struct {
 	// PublicPublishGranted requires a publish grant to publish on public
 	// channels too ("--public-publish=granted"). Default: open.
 	PublicPublishGranted bool
-	// Bridge connects a worker process to its node's agent; nil in
-	// single-process mode.
+	// Bridge connects this process to its node's agent; nil: the engine
+	// serves alone, without a node (no sessions, no audit log).
 	Bridge Bridge
+	// DurableAcks delays the ack of a publish or broadcast until the
+	// bridge reports the message on disk ("--audit-sync=always"). Needs a
+	// Bridge.
+	DurableAcks bool
 	// WorkerID (0-63) makes connection ids unique across the node's
 	// processes.
 	WorkerID int

@@ -18,6 +18,13 @@ const (
 	stateClosed                   // transport closed
 )
 
+// Close codes recorded for sessions that RFC 6455 reserves for reporting
+// (section 7.4.1): never sent in a frame.
+const (
+	closeNoStatus = 1005 // the peer's close frame had no code
+	closeAbnormal = 1006 // the connection ended without a close frame
+)
+
 // closeGrace is how long a connection that was sent a close frame or a
 // final HTTP error may linger, draining input, before it is cut.
 const closeGrace = 2e9 // ns
@@ -42,15 +49,16 @@ type Conn struct {
 	leftover      int // input bytes left unconsumed by the last Serve
 
 	// WebSocket state.
-	reported bool           // the bridge was told the connection is gone
-	bin      bool           // binary protocol (else JSON)
-	ident    *auth.Identity // nil for an anonymous connection
-	expires  int64          // token expiry, ns; 0 when none
-	id       string
-	fragOp   ws.OpCode // opcode of the fragmented message in progress, 0 if none
-	frag     []byte
-	chans    []string
-	out      []byte // frames queued for the next flush
+	reported  bool           // the bridge was told the connection is gone
+	closeCode uint16         // close code sent or received; 0 while open
+	bin       bool           // binary protocol (else JSON)
+	ident     *auth.Identity // nil for an anonymous connection
+	expires   int64          // token expiry, ns; 0 when none
+	id        string
+	fragOp    ws.OpCode // opcode of the fragmented message in progress, 0 if none
+	frag      []byte
+	chans     []string
+	out       []byte // frames queued for the next flush
 }
 
 // Serve consumes input: HTTP requests or WebSocket frames, according to the
@@ -153,7 +161,11 @@ func (c *Conn) reportClosed() {
 	}
 	c.reported = true
 	if b := c.srv.cfg.Bridge; b != nil {
-		b.Closed(c.loop.idx, c.id)
+		code := c.closeCode
+		if code == 0 {
+			code = closeAbnormal
+		}
+		b.Closed(c.loop.idx, c.id, code)
 	}
 }
 
@@ -162,6 +174,7 @@ func (c *Conn) closeSlow() {
 	c.loop.stats.slowClosed.Add(1)
 	c.srv.log.Debug("slow consumer disconnected", "conn", c.id, "buffered", c.t.Buffered()+len(c.out))
 	c.out = c.out[:0]
+	c.closeCode = proto.CloseSlowConsumer
 	// Best effort: the peer is not reading, so the close frame may never
 	// arrive; the connection is cut now.
 	c.t.Write(appendCloseFrame(nil, proto.CloseSlowConsumer, "slow consumer"))
@@ -176,6 +189,7 @@ func (c *Conn) fail(code uint16, reason string) {
 	if c.state != stateWS {
 		return
 	}
+	c.closeCode = code
 	c.out = appendCloseFrame(c.out, code, reason)
 	c.flushAndLinger()
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"time"
 
@@ -80,18 +81,22 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 	var ident *auth.Identity
 	switch v := c.srv.cfg.Verifier; {
 	case token != "" && v == nil:
-		c.httpFail(req, 401, "this server accepts no tokens\n")
+		c.refuseHandshake(req, proto.CodeUnauthorized, "this server accepts no tokens\n")
 		return
 	case token != "":
 		id, err := v.Verify(token)
 		if err != nil {
 			c.srv.log.Debug("handshake token refused", "remote", c.remoteIP(), "err", err)
-			c.httpFail(req, 401, err.Error()+"\n")
+			code := proto.CodeUnauthorized
+			if errors.Is(err, auth.ErrTokenExpired) {
+				code = proto.CodeTokenExpired
+			}
+			c.refuseHandshake(req, code, err.Error()+"\n")
 			return
 		}
 		ident = id
 	case c.srv.cfg.RequireToken:
-		c.httpFail(req, 401, "a token is required (Authorization: Bearer or ?token=)\n")
+		c.refuseHandshake(req, proto.CodeUnauthorized, "a token is required (Authorization: Bearer or ?token=)\n")
 		return
 	}
 
@@ -149,20 +154,27 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 	c.setIdentity(ident)
 	l.stats.websockets.Add(1)
 	if b := c.srv.cfg.Bridge; b != nil {
-		user, protoName := "", "json"
-		if ident != nil {
-			user = ident.User
-		}
+		si := SessionInfo{Conn: c.id, User: c.user(), Remote: c.t.RemoteAddr().String(),
+			UserAgent: string(hdr.UserAgent()), Protocol: "json"}
 		if c.bin {
-			protoName = "bin"
+			si.Protocol = "bin"
 		}
-		b.Opened(l.idx, c.id, user, c.t.RemoteAddr().String(), protoName)
+		b.Opened(l.idx, si)
 	}
 	if c.bin {
 		c.reply(proto.AppendBinWelcome(c.frameBuf(), c.id, c.srv.cfg.Node))
 	} else {
 		c.reply(proto.AppendWelcome(c.frameBuf(), c.id, c.srv.cfg.Node, "json"))
 	}
+}
+
+// refuseHandshake answers 401 to a handshake whose token was refused and
+// reports the attempt to the bridge.
+func (c *Conn) refuseHandshake(req *requestInfo, code, msg string) {
+	if b := c.srv.cfg.Bridge; b != nil {
+		b.Refused(c.loop.idx, Refusal{Op: "connect", Code: code, Remote: c.t.RemoteAddr().String()})
+	}
+	c.httpFail(req, 401, msg)
 }
 
 // bearerToken extracts the token of an "Authorization: Bearer <token>"

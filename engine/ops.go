@@ -63,10 +63,12 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 		}
 	case proto.OpSubscribe:
 		if e := c.canSubscribe(m.Channel); e != nil {
+			c.refused(proto.OpSubscribe, m.Channel, e, nil, false)
 			c.replyError(m.ID, e)
 			return
 		}
 		if len(c.chans) >= c.srv.cfg.MaxSubscriptions && !c.subscribed(m.Channel) {
+			c.refused(proto.OpSubscribe, m.Channel, errTooManySubs, nil, false)
 			c.replyError(m.ID, errTooManySubs)
 			return
 		}
@@ -81,31 +83,44 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 		c.ack(m.ID)
 	case proto.OpPublish:
 		if e := c.canPublish(m.Channel); e != nil {
+			c.refused(proto.OpPublish, m.Channel, e, m.Data, m.Opaque)
 			c.replyError(m.ID, e)
 			return
 		}
-		if !c.publish(m.Channel, m.Data, m.Opaque) {
-			c.replyError(m.ID, errOverloaded)
-			return
-		}
-		c.ack(m.ID)
+		c.publishAndAck(m.Channel, m.Data, m.Opaque, m.ID)
 	case proto.OpBroadcast:
+		var e *proto.Error
 		switch {
 		case c.ident == nil:
-			c.replyError(m.ID, errAnonBroadcast)
-			return
+			e = errAnonBroadcast
 		case !c.ident.Grants.Broadcast:
-			c.replyError(m.ID, errNoBroadcast)
+			e = errNoBroadcast
+		}
+		if e != nil {
+			c.refused(proto.OpBroadcast, "", e, m.Data, m.Opaque)
+			c.replyError(m.ID, e)
 			return
 		}
-		if !c.publish("", m.Data, m.Opaque) {
-			c.replyError(m.ID, errOverloaded)
-			return
-		}
-		c.ack(m.ID)
+		c.publishAndAck("", m.Data, m.Opaque, m.ID)
 	case proto.OpAuth:
 		c.authenticate(m.ID, m.Token)
 	}
+}
+
+// publishAndAck publishes and acknowledges: at once, or once the message
+// is on disk when the node promises durable acks.
+func (c *Conn) publishAndAck(channel string, data []byte, opaque bool, id []byte) {
+	if id != nil && c.srv.cfg.DurableAcks && c.srv.cfg.Bridge != nil {
+		if !c.publishDurable(channel, data, opaque, id) {
+			c.replyError(id, errOverloaded)
+		}
+		return
+	}
+	if !c.publish(channel, data, opaque) {
+		c.replyError(id, errOverloaded)
+		return
+	}
+	c.ack(id)
 }
 
 func (c *Conn) canSubscribe(channel string) *proto.Error {
@@ -152,6 +167,7 @@ func (c *Conn) subscribed(channel string) bool {
 func (c *Conn) authenticate(id []byte, token string) {
 	v := c.srv.cfg.Verifier
 	if v == nil {
+		c.refused(proto.OpAuth, "", errNoVerifier, nil, false)
 		c.replyError(id, errNoVerifier)
 		return
 	}
@@ -161,7 +177,9 @@ func (c *Conn) authenticate(id []byte, token string) {
 		if errors.Is(err, auth.ErrTokenExpired) {
 			code = proto.CodeTokenExpired
 		}
-		c.replyError(id, &proto.Error{Code: code, Message: err.Error()})
+		e := &proto.Error{Code: code, Message: err.Error()}
+		c.refused(proto.OpAuth, "", e, nil, false)
+		c.replyError(id, e)
 		return
 	}
 	c.setIdentity(ident)

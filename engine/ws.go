@@ -88,6 +88,7 @@ func (c *Conn) onFrame(h ws.Header, payload []byte) {
 func (c *Conn) onClose(payload []byte) {
 	switch {
 	case len(payload) == 0:
+		c.closeCode = closeNoStatus
 		c.out = append(c.out, 0x80|byte(ws.OpClose), 0)
 	case len(payload) == 1:
 		c.fail(proto.CloseProtocolError, "close frame with a 1-byte payload")
@@ -108,6 +109,7 @@ func (c *Conn) onClose(payload []byte) {
 			c.fail(proto.CloseProtocolError, "close code out of range")
 			return
 		}
+		c.closeCode = uint16(code)
 		c.out = appendCloseFrame(c.out, uint16(code), "")
 	}
 	c.flushAndLinger()

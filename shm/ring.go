@@ -179,6 +179,16 @@ func (r *Ring) MaxRecord() int { return int(r.capacity/4) - recordHeader }
 // Len returns the bytes currently held (records, headers, padding).
 func (r *Ring) Len() int { return int(r.head.Load() - r.tail.Load()) }
 
+// Published returns the producer's published position: the bytes ever
+// made visible to the consumer.
+func (r *Ring) Published() uint64 { return r.head.Load() }
+
+// Consumed returns the consumer's position: the bytes ever read. Read
+// advances it after calling fn for every record of its batch, so
+// Consumed() >= p means every record published before position p has
+// been handled.
+func (r *Ring) Consumed() uint64 { return r.tail.Load() }
+
 // Close unmaps the ring and closes its descriptors.
 func (r *Ring) Close() error {
 	var err error

@@ -33,8 +33,13 @@ type Config struct {
 	FromAgent *shm.Ring
 	// AgentSocket is the agent's unix socket for server-API requests.
 	AgentSocket string
-	Log         *slog.Logger
+	// OnStart, if set, is called with the engine before it starts (to
+	// register metrics).
+	OnStart func(*engine.Server)
+	Log     *slog.Logger
 }
+
+var errNotWritten = errors.New("worker: the agent could not write the record")
 
 // bridge implements engine.Bridge over the rings.
 type bridge struct {
@@ -85,13 +90,19 @@ func (b *bridge) send(loop int, rec []byte, mustKeep bool) error {
 	return nil
 }
 
-func (b *bridge) Opened(loop int, conn, user, remote, protocol string) {
-	b.scratch[loop] = nodemsg.AppendOpened(b.scratch[loop][:0], conn, user, remote, protocol)
+func (b *bridge) Opened(loop int, si engine.SessionInfo) {
+	b.scratch[loop] = nodemsg.AppendOpened(b.scratch[loop][:0], si.Conn, si.User, si.Remote, si.UserAgent, si.Protocol)
 	_ = b.send(loop, b.scratch[loop], true)
 }
 
-func (b *bridge) Closed(loop int, conn string) {
-	b.scratch[loop] = nodemsg.AppendClosed(b.scratch[loop][:0], conn)
+func (b *bridge) Closed(loop int, conn string, code uint16) {
+	b.scratch[loop] = nodemsg.AppendClosed(b.scratch[loop][:0], conn, code)
+	_ = b.send(loop, b.scratch[loop], true)
+}
+
+func (b *bridge) Refused(loop int, r engine.Refusal) {
+	b.scratch[loop] = nodemsg.AppendRefused(b.scratch[loop][:0], r.Conn, r.User, r.Op, r.Channel, r.Code, r.Remote, r.Opaque, r.Data)
+	// Kept like the table events: the audit log must not miss it.
 	_ = b.send(loop, b.scratch[loop], true)
 }
 
@@ -101,14 +112,21 @@ func (b *bridge) Identified(loop int, conn, user string) {
 }
 
 func (b *bridge) Subscribed(loop int, conn, channel string, live func(error)) {
-	tok := b.token.Add(1)
-	b.mu.Lock()
-	b.pending[tok] = live
-	b.mu.Unlock()
+	tok := b.await(live)
 	b.scratch[loop] = nodemsg.AppendSub(b.scratch[loop][:0], tok, conn, channel)
 	if err := b.send(loop, b.scratch[loop], true); err != nil {
 		b.settle(tok, err)
 	}
+}
+
+// await registers a callback for the agent's Done record and returns its
+// token.
+func (b *bridge) await(fn func(error)) uint64 {
+	tok := b.token.Add(1)
+	b.mu.Lock()
+	b.pending[tok] = fn
+	b.mu.Unlock()
+	return tok
 }
 
 func (b *bridge) Unsubscribed(loop int, conn, channel string) {
@@ -116,9 +134,23 @@ func (b *bridge) Unsubscribed(loop int, conn, channel string) {
 	_ = b.send(loop, b.scratch[loop], true)
 }
 
-func (b *bridge) Published(loop int, channel, from string, data []byte, opaque bool) error {
-	b.scratch[loop] = nodemsg.AppendPublish(b.scratch[loop][:0], nodemsg.KindPublish, channel, from, opaque, data)
-	return b.send(loop, b.scratch[loop], false)
+// Published writes the message to the loop's ring and flushes it before
+// returning, so an ack the engine sends afterwards follows a record the
+// agent will read even if this process dies: the ring's memory is the
+// agent's too.
+func (b *bridge) Published(loop int, channel, from string, data []byte, opaque bool, durable func(error)) error {
+	var tok uint64
+	if durable != nil {
+		tok = b.await(durable)
+	}
+	b.scratch[loop] = nodemsg.AppendPublish(b.scratch[loop][:0], tok, channel, from, opaque, data)
+	err := b.send(loop, b.scratch[loop], false)
+	if err != nil && tok != 0 {
+		b.mu.Lock()
+		delete(b.pending, tok)
+		b.mu.Unlock()
+	}
+	return err
 }
 
 // settle runs the pending subscription callback for tok.
@@ -164,6 +196,9 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	srv, err := engine.New(ecfg)
 	if err != nil {
 		return err
+	}
+	if cfg.OnStart != nil {
+		cfg.OnStart(srv)
 	}
 	if err := srv.Start(); err != nil {
 		return err
@@ -229,8 +264,12 @@ func readAgent(r *shm.Ring, srv *engine.Server, b *bridge, done <-chan struct{},
 				return
 			}
 			switch m.Kind {
-			case nodemsg.KindSubOK:
-				b.settle(m.Token, nil)
+			case nodemsg.KindDone:
+				var err error
+				if m.Status != 0 {
+					err = errNotWritten
+				}
+				b.settle(m.Token, err)
 			case nodemsg.KindDeliver:
 				srv.Deliver(m.Channel, m.From, m.Data, m.Flags&nodemsg.FlagOpaque != 0)
 			case nodemsg.KindKick:

@@ -11,21 +11,18 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/zenconn/server/accesslog"
 	"github.com/zenconn/server/agent"
 	"github.com/zenconn/server/engine"
 	"github.com/zenconn/server/shm"
+	"github.com/zenconn/server/store"
 	"github.com/zenconn/server/worker"
 )
-
-// loopsPerWorker divides the CPUs among the workers unless --loops says.
-func loopsPerWorker(o *serveOptions) int {
-	if o.loops > 0 {
-		return o.loops
-	}
-	return max(1, runtime.NumCPU()/o.workers)
-}
 
 // agentSocket is where the agent answers the server API for its workers:
 // in the data folder, or in a private temporary folder when that path is
@@ -42,13 +39,21 @@ func agentSocket(data string) (string, error) {
 	return filepath.Join(dir, "agent.sock"), nil
 }
 
-// runAgent is "zenconn serve --workers N": it starts and supervises N
-// worker processes (this binary's hidden "worker" subcommand) that serve
-// --addr together with SO_REUSEPORT.
-func runAgent(o *serveOptions, args []string, log *slog.Logger) error {
+// runNode is "zenconn serve": an agent that owns the data folder's store
+// and supervises --workers worker processes (this binary's hidden
+// "worker" subcommand) serving --addr together with SO_REUSEPORT. With
+// --workers 0 the agent and a single worker share this process, talking
+// through the same rings.
+func runNode(o *serveOptions, args []string, log *slog.Logger) error {
 	node, err := prepare(o, log)
 	if err != nil {
 		return err
+	}
+	inProcess := o.workers == 0
+	workers := max(o.workers, 1)
+	loops := o.loops
+	if loops <= 0 {
+		loops = max(1, runtime.NumCPU()/workers)
 	}
 	// Refuse a bad configuration here, once, rather than in a crash loop
 	// of workers.
@@ -60,13 +65,9 @@ func runAgent(o *serveOptions, args []string, log *slog.Logger) error {
 	}
 	ecfg, _, _, err := engineConfig(&check, verifier, log, node, filepath.Join(o.data, "cache", "compressed"))
 	if err == nil {
-		ecfg.Loops = loopsPerWorker(o)
+		ecfg.Loops = loops
 		err = ecfg.Validate()
 	}
-	if err != nil {
-		return err
-	}
-	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
@@ -78,24 +79,68 @@ func runAgent(o *serveOptions, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	loops := loopsPerWorker(o)
-	log.Info("starting", "node", node, "workers", o.workers, "loops_per_worker", loops, "public", o.public, "data", o.data)
-	ready := make(chan struct{})
-	a, err := agent.New(agent.Config{
-		Workers: o.workers,
+	st, reg, err := openStore(o, log)
+	if err != nil {
+		if placeholder != nil {
+			_ = placeholder.Close()
+		}
+		return err
+	}
+	if st != nil {
+		defer func() {
+			if err := st.Close(); err != nil {
+				log.Warn("closing the store", "err", err)
+			}
+		}()
+	}
+	log.Info("starting", "node", node, "workers", o.workers, "loops_per_worker", loops, "public", o.public, "data", o.data,
+		"tokens", verifier != nil, "anonymous", o.anonymous, "api", o.apiKey != "", "audit", st != nil, "audit_sync", o.auditSync)
+	cfg := agent.Config{
+		Workers: workers,
 		Loops:   loops,
-		Command: func(id int) (string, []string) {
+		Env:     os.Environ(),
+		Socket:  sock,
+		Node:    node,
+		Log:     log,
+
+		Registry:    reg,
+		DurableAcks: o.audit && o.auditSync == "always",
+	}
+	if st != nil {
+		cfg.Store = st
+	}
+	// alogs holds the in-process worker's access log, to reopen on SIGUSR1.
+	var alogs atomicLog
+	if inProcess {
+		cfg.InProcess = func(ctx context.Context, id int, toAgent []*shm.Ring, fromAgent *shm.Ring) error {
+			wo := *o
+			wo.addr, wo.loops = resolved, loops
+			ecfg, alog, closeLog, err := engineConfig(&wo, verifier, log, node, filepath.Join(o.data, "cache", "compressed"))
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			alogs.set(alog)
+			defer alogs.set(nil)
+			return worker.Run(ctx, ecfg, worker.Config{ID: id, ToAgent: toAgent, FromAgent: fromAgent, AgentSocket: sock, Log: log,
+				OnStart: accessLogMetric(alog)})
+		}
+	} else {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		cfg.Command = func(id int) (string, []string) {
 			wargs := append([]string{"worker"}, args...)
 			wargs = append(wargs,
 				"--addr", resolved, "--loops", strconv.Itoa(loops),
 				"--worker-id", strconv.Itoa(id), "--node-id", node, "--agent-socket", sock)
 			return exe, wargs
-		},
-		Env:    os.Environ(),
-		Socket: sock,
-		Ready:  func() { close(ready) },
-		Log:    log,
-	})
+		}
+	}
+	ready := make(chan struct{})
+	cfg.Ready = func() { close(ready) }
+	a, err := agent.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -117,6 +162,7 @@ func runAgent(o *serveOptions, args []string, log *slog.Logger) error {
 		case sig := <-sigs:
 			if sig == syscall.SIGUSR1 {
 				a.Signal(syscall.SIGUSR1)
+				alogs.reopen(log)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
@@ -125,8 +171,77 @@ func runAgent(o *serveOptions, args []string, log *slog.Logger) error {
 			log.Info("stopped")
 			return err
 		case err := <-done:
+			if err != nil {
+				log.Error("serving stopped; exiting so that a supervisor restarts the node", "err", err)
+			}
 			return err
 		}
+	}
+}
+
+// openStore opens the node's Pebble store in --data/pebble unless --audit
+// is off, and closes the sessions a previous run left open.
+func openStore(o *serveOptions, log *slog.Logger) (*store.Store, *prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	if !o.audit {
+		return nil, reg, nil
+	}
+	mode, _ := store.ParseSyncMode(o.auditSync)
+	st, err := store.Open(filepath.Join(o.data, "pebble"), store.Options{
+		Sync: mode, SyncInterval: o.auditSyncInterval, Retention: o.auditRetention,
+		Registerer: reg, Log: log,
+	})
+	if errors.Is(err, store.ErrLocked) {
+		return nil, nil, fmt.Errorf("--data %s is in use by another running node", o.data)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if n, err := st.CloseActive(time.Now(), 1006); err != nil {
+		_ = st.Close()
+		return nil, nil, err
+	} else if n > 0 {
+		log.Warn("sessions left open by the previous run closed with 1006", "sessions", n)
+	}
+	return st, reg, nil
+}
+
+// accessLogMetric registers the access log's dropped-lines counter on a
+// worker's engine.
+func accessLogMetric(alog *accesslog.Writer) func(*engine.Server) {
+	return func(srv *engine.Server) {
+		if alog == nil {
+			return
+		}
+		srv.Registry().MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "zenconn_access_log_dropped_total",
+			Help: "Access-log lines dropped because the log file fell more than 16 MiB behind.",
+		}, func() float64 { return float64(alog.Dropped()) }))
+	}
+}
+
+// atomicLog holds the in-process worker's access log for SIGUSR1.
+type atomicLog struct {
+	mu  sync.Mutex
+	log *accesslog.Writer
+}
+
+func (a *atomicLog) set(l *accesslog.Writer) {
+	a.mu.Lock()
+	a.log = l
+	a.mu.Unlock()
+}
+
+func (a *atomicLog) reopen(log *slog.Logger) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.log == nil {
+		return
+	}
+	if err := a.log.Reopen(); err != nil {
+		log.Error("reopening access log", "err", err)
+	} else {
+		log.Info("access log reopened")
 	}
 }
 
@@ -205,5 +320,6 @@ func runWorker(o *serveOptions, id int, node, sock string, log *slog.Logger) err
 			return
 		}
 	}()
-	return worker.Run(ctx, cfg, worker.Config{ID: id, ToAgent: toAgent, FromAgent: fromAgent, AgentSocket: sock, Log: log})
+	return worker.Run(ctx, cfg, worker.Config{ID: id, ToAgent: toAgent, FromAgent: fromAgent, AgentSocket: sock, Log: log,
+		OnStart: accessLogMetric(alog)})
 }

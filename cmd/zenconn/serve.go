@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base32"
 	"errors"
@@ -10,19 +9,17 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zenconn/server/accesslog"
 	"github.com/zenconn/server/auth"
 	"github.com/zenconn/server/engine"
 	"github.com/zenconn/server/proto"
+	"github.com/zenconn/server/store"
 )
 
 // serveOptions are the flags of "zenconn serve".
@@ -47,6 +44,11 @@ type serveOptions struct {
 	anonymous     bool
 	publicPublish string
 	apiKey        string
+
+	audit             bool
+	auditSync         string
+	auditSyncInterval time.Duration
+	auditRetention    time.Duration
 }
 
 func newServeFlags(o *serveOptions) *flag.FlagSet {
@@ -72,6 +74,10 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.BoolVar(&o.anonymous, "anonymous", true, "accept WebSocket connections without a token (false: 401 without one)")
 	fs.StringVar(&o.publicPublish, "public-publish", "open", `who may publish on public channels: "open" (anyone) or "granted" (a publish grant)`)
 	fs.StringVar(&o.apiKey, "api-key", "", "enables the server API under /api/ with this key (at least 16 characters)")
+	fs.BoolVar(&o.audit, "audit", true, "record sessions and the audit log of every message in Pebble, in --data (false: neither)")
+	fs.StringVar(&o.auditSync, "audit-sync", "batch", `when the audit log reaches the disk: "always" (acks wait for fsync), "batch" (fsync every --audit-sync-interval) or "none" (left to the OS); see README`)
+	fs.DurationVar(&o.auditSyncInterval, "audit-sync-interval", 100*time.Millisecond, "fsync period of --audit-sync=batch: the most a power loss can take")
+	fs.DurationVar(&o.auditRetention, "audit-retention", 0, "trim audit records and ended sessions older than this (0: keep everything)")
 	return fs
 }
 
@@ -138,17 +144,22 @@ func serve(args []string) int {
 		fmt.Fprintf(os.Stderr, "zenconn serve: --public-publish: %q is neither open nor granted\n", o.publicPublish)
 		return 2
 	}
+	if _, err := store.ParseSyncMode(o.auditSync); err != nil {
+		fmt.Fprintf(os.Stderr, "zenconn serve: --audit-sync: %q is not always, batch or none\n", o.auditSync)
+		return 2
+	}
+	if o.auditSyncInterval <= 0 || o.auditRetention < 0 {
+		fmt.Fprintln(os.Stderr, "zenconn serve: --audit-sync-interval must be positive and --audit-retention not negative")
+		return 2
+	}
 	verifier, err := newVerifier(&o)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "zenconn serve: %v\n", err)
 		return 2
 	}
+	_ = verifier
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	run := runServer
-	if o.workers > 0 {
-		run = func(o *serveOptions, _ *auth.Verifier, log *slog.Logger) error { return runAgent(o, args, log) }
-	}
-	if err := run(&o, verifier, log); err != nil {
+	if err := runNode(&o, args, log); err != nil {
 		log.Error("serve failed", "err", err)
 		return 1
 	}
@@ -213,6 +224,7 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 		RequireToken:         !o.anonymous,
 		PublicPublishGranted: o.publicPublish == "granted",
 		APIKey:               o.apiKey,
+		DurableAcks:          o.audit && o.auditSync == "always",
 	}
 	if o.accessLog != "off" {
 		if alog, err = accesslog.Open(o.accessLog); err != nil {
@@ -231,67 +243,6 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 		}
 	}
 	return cfg, alog, closeLog, nil
-}
-
-func runServer(o *serveOptions, verifier *auth.Verifier, log *slog.Logger) error {
-	node, err := prepare(o, log)
-	if err != nil {
-		return err
-	}
-	log.Info("starting", "node", node, "json_jit", proto.APIKind == 1, "public", o.public, "data", o.data,
-		"tokens", verifier != nil, "anonymous", o.anonymous, "api", o.apiKey != "")
-	cfg, alog, closeLog, err := engineConfig(o, verifier, log, node, filepath.Join(o.data, "cache", "compressed"))
-	if err != nil {
-		return err
-	}
-	srv, err := engine.New(cfg)
-	if err != nil {
-		closeLog()
-		return err
-	}
-	if alog != nil {
-		srv.Registry().MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "zenconn_access_log_dropped_total",
-			Help: "Access-log lines dropped because the log file fell more than 16 MiB behind.",
-		}, func() float64 { return float64(alog.Dropped()) }))
-	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
-	defer signal.Stop(sigs)
-	if err := srv.Start(); err != nil {
-		closeLog()
-		return err
-	}
-	var fatal error
-wait:
-	for {
-		select {
-		case sig := <-sigs:
-			if sig == syscall.SIGUSR1 {
-				if alog != nil {
-					if err := alog.Reopen(); err != nil {
-						log.Error("reopening access log", "err", err)
-					} else {
-						log.Info("access log reopened")
-					}
-				}
-				continue
-			}
-			log.Info("shutting down", "signal", sig.String())
-			break wait
-		case fatal = <-srv.Fatal():
-			log.Error("serving stopped; exiting so that a supervisor restarts the node", "err", fatal)
-			break wait
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		log.Warn("shutdown", "err", err)
-	}
-	closeLog()
-	log.Info("stopped")
-	return fatal
 }
 
 // loadNodeID returns the node id kept in the data folder, creating it on

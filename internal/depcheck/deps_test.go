@@ -27,6 +27,7 @@ var forbidden = map[string][]string{
 	"agent":  {"engine"},
 	"engine": {"agent", "store"},
 	"store":  {"engine"},
+	"worker": {"agent", "store"},
 }
 
 type pkg struct {

@@ -7,15 +7,22 @@
 //
 //	worker → agent
 //	  Ready     worker:uvarint pid:uvarint
-//	  Opened    conn user remote proto
-//	  Closed    conn
+//	  Opened    conn user remote userAgent proto
+//	  Closed    conn code:uvarint               (WebSocket close code)
 //	  User      conn user                       (after auth or token expiry)
-//	  Sub       token:uvarint conn channel      (agent answers SubOK token)
+//	  Sub       token:uvarint conn channel      (agent answers Done token)
 //	  Unsub     conn channel
-//	  Publish   channel from flags:u8 data      (channel empty: broadcast)
+//	  Publish   token:uvarint channel from flags:u8 data
+//	                                            (channel empty: broadcast;
+//	                                            token 0: no answer wanted,
+//	                                            else the agent answers Done
+//	                                            once the audit record is
+//	                                            durable)
+//	  Refused   conn user op channel code remote flags:u8 data
+//	                                            (an attempt turned down)
 //	  Stats     conns subs msgsIn msgsOut bytesIn bytesOut slow  (uvarints)
 //	agent → worker
-//	  SubOK     token:uvarint
+//	  Done      token:uvarint failed:u8
 //	  Deliver   channel from flags:u8 data      (channel empty: broadcast)
 //	  Kick      conn                            (close it with 4100)
 //
@@ -37,7 +44,8 @@ const (
 	KindPublish byte = 6
 	KindStats   byte = 7
 	KindUser    byte = 8
-	KindSubOK   byte = 20
+	KindRefused byte = 9
+	KindDone    byte = 20
 	KindDeliver byte = 21
 	KindKick    byte = 22
 )
@@ -56,7 +64,11 @@ type Msg struct {
 	Conn    string
 	User    string
 	Remote  string
+	Agent   string // Opened: the client's User-Agent
 	Proto   string
+	Op      string // Refused: the op turned down
+	Code    string // Refused: the error code sent back
+	Status  uint64 // Closed: close code; Done: 1 when it failed
 	Channel string
 	From    string
 	Flags   byte
@@ -72,17 +84,34 @@ func AppendReady(dst []byte, worker, pid int) []byte {
 }
 
 // AppendOpened appends an Opened record.
-func AppendOpened(dst []byte, conn, user, remote, proto string) []byte {
+func AppendOpened(dst []byte, conn, user, remote, userAgent, proto string) []byte {
 	dst = append(dst, KindOpened)
 	dst = appendStr(dst, conn)
 	dst = appendStr(dst, user)
 	dst = appendStr(dst, remote)
+	dst = appendStr(dst, userAgent)
 	return appendStr(dst, proto)
 }
 
 // AppendClosed appends a Closed record.
-func AppendClosed(dst []byte, conn string) []byte {
-	return appendStr(append(dst, KindClosed), conn)
+func AppendClosed(dst []byte, conn string, code uint16) []byte {
+	return binary.AppendUvarint(appendStr(append(dst, KindClosed), conn), uint64(code))
+}
+
+// AppendRefused appends a Refused record.
+func AppendRefused(dst []byte, conn, user, op, channel, code, remote string, opaque bool, data []byte) []byte {
+	dst = append(dst, KindRefused)
+	for _, s := range [...]string{conn, user, op, channel, code, remote} {
+		dst = appendStr(dst, s)
+	}
+	return appendBytes(append(dst, flagsOf(opaque)), data)
+}
+
+func flagsOf(opaque bool) byte {
+	if opaque {
+		return FlagOpaque
+	}
+	return 0
 }
 
 // AppendUser appends a User record.
@@ -102,16 +131,21 @@ func AppendUnsub(dst []byte, conn, channel string) []byte {
 	return appendStr(appendStr(append(dst, KindUnsub), conn), channel)
 }
 
-// AppendPublish appends a Publish record (kind KindPublish) or, with kind
-// KindDeliver, the agent's Deliver record of the same shape.
-func AppendPublish(dst []byte, kind byte, channel, from string, opaque bool, data []byte) []byte {
-	dst = appendStr(append(dst, kind), channel)
+// AppendPublish appends a Publish record.
+func AppendPublish(dst []byte, token uint64, channel, from string, opaque bool, data []byte) []byte {
+	dst = binary.AppendUvarint(append(dst, KindPublish), token)
+	return appendMessage(dst, channel, from, opaque, data)
+}
+
+// AppendDeliver appends a Deliver record.
+func AppendDeliver(dst []byte, channel, from string, opaque bool, data []byte) []byte {
+	return appendMessage(append(dst, KindDeliver), channel, from, opaque, data)
+}
+
+func appendMessage(dst []byte, channel, from string, opaque bool, data []byte) []byte {
+	dst = appendStr(dst, channel)
 	dst = appendStr(dst, from)
-	var flags byte
-	if opaque {
-		flags = FlagOpaque
-	}
-	dst = append(dst, flags)
+	dst = append(dst, flagsOf(opaque))
 	return appendBytes(dst, data)
 }
 
@@ -124,9 +158,13 @@ func AppendStats(dst []byte, nums [7]uint64) []byte {
 	return dst
 }
 
-// AppendSubOK appends a SubOK record.
-func AppendSubOK(dst []byte, token uint64) []byte {
-	return binary.AppendUvarint(append(dst, KindSubOK), token)
+// AppendDone appends a Done record.
+func AppendDone(dst []byte, token uint64, failed bool) []byte {
+	dst = binary.AppendUvarint(append(dst, KindDone), token)
+	if failed {
+		return append(dst, 1)
+	}
+	return append(dst, 0)
 }
 
 // AppendKick appends a Kick record.
@@ -194,9 +232,16 @@ func Decode(rec []byte, m *Msg) error {
 	case KindReady:
 		m.Nums[0], m.Nums[1] = r.num(), r.num()
 	case KindOpened:
-		m.Conn, m.User, m.Remote, m.Proto = r.str(), r.str(), r.str(), r.str()
-	case KindClosed, KindKick:
+		m.Conn, m.User, m.Remote, m.Agent, m.Proto = r.str(), r.str(), r.str(), r.str(), r.str()
+	case KindClosed:
 		m.Conn = r.str()
+		m.Status = r.num()
+	case KindKick:
+		m.Conn = r.str()
+	case KindRefused:
+		m.Conn, m.User, m.Op, m.Channel, m.Code, m.Remote = r.str(), r.str(), r.str(), r.str(), r.str(), r.str()
+		m.Flags = r.byte1()
+		m.Data = r.bytes()
 	case KindSub:
 		m.Token = r.num()
 		m.Conn, m.Channel = r.str(), r.str()
@@ -205,6 +250,9 @@ func Decode(rec []byte, m *Msg) error {
 	case KindUser:
 		m.Conn, m.User = r.str(), r.str()
 	case KindPublish, KindDeliver:
+		if m.Kind == KindPublish {
+			m.Token = r.num()
+		}
 		m.Channel, m.From = r.str(), r.str()
 		m.Flags = r.byte1()
 		m.Data = r.bytes()
@@ -212,8 +260,9 @@ func Decode(rec []byte, m *Msg) error {
 		for i := range m.Nums {
 			m.Nums[i] = r.num()
 		}
-	case KindSubOK:
+	case KindDone:
 		m.Token = r.num()
+		m.Status = uint64(r.byte1())
 	default:
 		return ErrMalformed
 	}

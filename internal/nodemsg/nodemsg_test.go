@@ -17,15 +17,21 @@ func TestRoundTrip(t *testing.T) {
 		want Msg
 	}{
 		{"ready", AppendReady(nil, 3, 4242), Msg{Kind: KindReady, Nums: [7]uint64{3, 4242}}},
-		{"opened", AppendOpened(nil, "c1", "alice", "127.0.0.1:5", "bin"), Msg{Kind: KindOpened, Conn: "c1", User: "alice", Remote: "127.0.0.1:5", Proto: "bin"}},
-		{"closed", AppendClosed(nil, "c1"), Msg{Kind: KindClosed, Conn: "c1"}},
+		{"opened", AppendOpened(nil, "c1", "alice", "127.0.0.1:5", "curl/8", "bin"), Msg{Kind: KindOpened, Conn: "c1", User: "alice", Remote: "127.0.0.1:5", Agent: "curl/8", Proto: "bin"}},
+		{"closed", AppendClosed(nil, "c1", 4001), Msg{Kind: KindClosed, Conn: "c1", Status: 4001}},
+		{"refused", AppendRefused(nil, "c1", "eve", "publish", "private-x", "forbidden", "", true, []byte{1}),
+			Msg{Kind: KindRefused, Conn: "c1", User: "eve", Op: "publish", Channel: "private-x", Code: "forbidden", Flags: FlagOpaque, Data: []byte{1}}},
+		{"refused handshake", AppendRefused(nil, "", "", "connect", "", "unauthorized", "127.0.0.1:9", false, nil),
+			Msg{Kind: KindRefused, Op: "connect", Code: "unauthorized", Remote: "127.0.0.1:9"}},
 		{"user", AppendUser(nil, "c1", "bob"), Msg{Kind: KindUser, Conn: "c1", User: "bob"}},
 		{"sub", AppendSub(nil, 99, "c1", "news"), Msg{Kind: KindSub, Token: 99, Conn: "c1", Channel: "news"}},
 		{"unsub", AppendUnsub(nil, "c1", "news"), Msg{Kind: KindUnsub, Conn: "c1", Channel: "news"}},
-		{"publish", AppendPublish(nil, KindPublish, "news", "c1", false, []byte(`{"a":1}`)), Msg{Kind: KindPublish, Channel: "news", From: "c1", Data: []byte(`{"a":1}`)}},
-		{"deliver opaque broadcast", AppendPublish(nil, KindDeliver, "", "api", true, []byte{0, 255}), Msg{Kind: KindDeliver, From: "api", Flags: FlagOpaque, Data: []byte{0, 255}}},
+		{"publish", AppendPublish(nil, 0, "news", "c1", false, []byte(`{"a":1}`)), Msg{Kind: KindPublish, Channel: "news", From: "c1", Data: []byte(`{"a":1}`)}},
+		{"publish durable", AppendPublish(nil, 12, "news", "c1", false, []byte(`1`)), Msg{Kind: KindPublish, Token: 12, Channel: "news", From: "c1", Data: []byte(`1`)}},
+		{"deliver opaque broadcast", AppendDeliver(nil, "", "api", true, []byte{0, 255}), Msg{Kind: KindDeliver, From: "api", Flags: FlagOpaque, Data: []byte{0, 255}}},
 		{"stats", AppendStats(nil, stats), Msg{Kind: KindStats, Nums: stats}},
-		{"subok", AppendSubOK(nil, 7), Msg{Kind: KindSubOK, Token: 7}},
+		{"done", AppendDone(nil, 7, false), Msg{Kind: KindDone, Token: 7}},
+		{"done failed", AppendDone(nil, 8, true), Msg{Kind: KindDone, Token: 8, Status: 1}},
 		{"kick", AppendKick(nil, "c9"), Msg{Kind: KindKick, Conn: "c9"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -34,7 +40,8 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			if m.Kind != tc.want.Kind || m.Token != tc.want.Token || m.Conn != tc.want.Conn || m.User != tc.want.User ||
-				m.Remote != tc.want.Remote || m.Proto != tc.want.Proto || m.Channel != tc.want.Channel || m.From != tc.want.From ||
+				m.Remote != tc.want.Remote || m.Proto != tc.want.Proto || m.Agent != tc.want.Agent || m.Op != tc.want.Op ||
+				m.Code != tc.want.Code || m.Status != tc.want.Status || m.Channel != tc.want.Channel || m.From != tc.want.From ||
 				m.Flags != tc.want.Flags || !bytes.Equal(m.Data, tc.want.Data) || m.Nums != tc.want.Nums {
 				t.Fatalf("decoded %+v, want %+v", m, tc.want)
 			}
@@ -52,7 +59,8 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	f.Add(AppendPublish(nil, KindPublish, "news", "c1", false, []byte(`{}`)))
+	f.Add(AppendPublish(nil, 3, "news", "c1", false, []byte(`{}`)))
+	f.Add(AppendRefused(nil, "c1", "u", "auth", "", "unauthorized", "", false, nil))
 	f.Add(AppendStats(nil, [7]uint64{1, 2, 3}))
 	f.Add([]byte{KindOpened, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, rec []byte) {

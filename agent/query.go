@@ -1,0 +1,175 @@
+package agent
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/zenconn/server/store"
+)
+
+// settleTimeout bounds how long a query waits for the workers' records
+// published before it to be applied and committed.
+const settleTimeout = 2 * time.Second
+
+// settle makes a query see everything the node acknowledged before it:
+// it waits until each worker ring has been read up to the position it had
+// when settle was called (the records are then applied), then until the
+// store has committed what was queued. It reports false on timeout.
+func (a *Agent) settle() bool {
+	type mark struct {
+		pos  uint64
+		ring interface{ Consumed() uint64 }
+	}
+	var marks []mark
+	for _, s := range a.slots {
+		s.mu.Lock()
+		for _, r := range s.rings {
+			marks = append(marks, mark{r.Published(), r})
+		}
+		s.mu.Unlock()
+	}
+	deadline := time.Now().Add(settleTimeout)
+	for _, m := range marks {
+		for m.ring.Consumed() < m.pos {
+			if time.Now().After(deadline) {
+				return false
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}
+	return a.st.Barrier() == nil
+}
+
+// parseTime reads an RFC 3339 time or Unix milliseconds.
+func parseTime(v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.UnixMilli(ms), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, errors.New("not an RFC 3339 time or Unix milliseconds")
+	}
+	return t, nil
+}
+
+func parseLimit(q url.Values) (int, error) {
+	v := q.Get("limit")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > store.MaxLimit {
+		return 0, errors.New("limit must be 1-" + strconv.Itoa(store.MaxLimit))
+	}
+	return n, nil
+}
+
+// knownParams rejects query parameters the endpoint does not take, so a
+// misspelt filter is an error rather than an unfiltered answer.
+func knownParams(w http.ResponseWriter, q url.Values, names ...string) bool {
+	for k := range q {
+		ok := false
+		for _, n := range names {
+			ok = ok || k == n
+		}
+		if !ok {
+			reply(w, http.StatusBadRequest, apiError{"unknown parameter " + strconv.Quote(k)})
+			return false
+		}
+	}
+	return true
+}
+
+var validOps = map[string]bool{
+	store.OpPublish: true, store.OpBroadcast: true, store.OpSubscribe: true, store.OpUnsubscribe: true,
+	store.OpAuth: true, store.OpConnect: true, store.OpDisconnect: true, store.OpRefused: true,
+}
+
+func (a *Agent) apiAudit(w http.ResponseWriter, r *http.Request) {
+	if a.st == nil {
+		reply(w, http.StatusNotFound, apiError{"this node keeps no audit log"})
+		return
+	}
+	q := r.URL.Query()
+	if !knownParams(w, q, "channel", "user", "op", "since", "until", "limit", "cursor") {
+		return
+	}
+	aq := store.AuditQuery{Channel: q.Get("channel"), User: q.Get("user"), Op: q.Get("op"), Cursor: q.Get("cursor")}
+	var err error
+	if aq.Op != "" && !validOps[aq.Op] {
+		reply(w, http.StatusBadRequest, apiError{"op must be one of publish, broadcast, subscribe, unsubscribe, auth, connect, disconnect, refused"})
+		return
+	}
+	if aq.Since, err = parseTime(q.Get("since")); err != nil {
+		reply(w, http.StatusBadRequest, apiError{"since: " + err.Error()})
+		return
+	}
+	if aq.Until, err = parseTime(q.Get("until")); err != nil {
+		reply(w, http.StatusBadRequest, apiError{"until: " + err.Error()})
+		return
+	}
+	if aq.Limit, err = parseLimit(q); err != nil {
+		reply(w, http.StatusBadRequest, apiError{err.Error()})
+		return
+	}
+	if !a.settle() {
+		reply(w, http.StatusServiceUnavailable, apiError{"the audit log is behind; retry"})
+		return
+	}
+	recs, next, err := a.st.Audit(aq)
+	switch {
+	case errors.Is(err, store.ErrBadCursor):
+		reply(w, http.StatusBadRequest, apiError{"invalid cursor"})
+	case err != nil:
+		a.log.Error("audit query", "err", err)
+		reply(w, http.StatusInternalServerError, apiError{"the audit query failed"})
+	default:
+		reply(w, http.StatusOK, map[string]any{"records": recs, "next": next})
+	}
+}
+
+func (a *Agent) apiSessions(w http.ResponseWriter, r *http.Request) {
+	if a.st == nil {
+		reply(w, http.StatusNotFound, apiError{"this node keeps no sessions"})
+		return
+	}
+	q := r.URL.Query()
+	if !knownParams(w, q, "user", "active", "limit", "cursor") {
+		return
+	}
+	sq := store.SessionQuery{User: q.Get("user"), Cursor: q.Get("cursor")}
+	switch v := q.Get("active"); v {
+	case "":
+	case "true", "false":
+		b := v == "true"
+		sq.Active = &b
+	default:
+		reply(w, http.StatusBadRequest, apiError{"active must be true or false"})
+		return
+	}
+	var err error
+	if sq.Limit, err = parseLimit(q); err != nil {
+		reply(w, http.StatusBadRequest, apiError{err.Error()})
+		return
+	}
+	if !a.settle() {
+		reply(w, http.StatusServiceUnavailable, apiError{"the session log is behind; retry"})
+		return
+	}
+	out, next, err := a.st.Sessions(sq)
+	switch {
+	case errors.Is(err, store.ErrBadCursor):
+		reply(w, http.StatusBadRequest, apiError{"invalid cursor"})
+	case err != nil:
+		a.log.Error("session query", "err", err)
+		reply(w, http.StatusInternalServerError, apiError{"the session query failed"})
+	default:
+		reply(w, http.StatusOK, map[string]any{"sessions": out, "next": next})
+	}
+}

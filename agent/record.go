@@ -1,0 +1,64 @@
+package agent
+
+import (
+	"slices"
+	"time"
+
+	"github.com/zenconn/server/internal/nodemsg"
+	"github.com/zenconn/server/store"
+)
+
+// closeAbnormal is the close code recorded for connections that ended
+// without a close frame: a worker that died, or a node that restarted
+// (RFC 6455 section 7.4.1).
+const closeAbnormal = 1006
+
+// audit appends a record to the store, stamped with the node id. It
+// blocks while the store's queue is full, which holds back the ring it is
+// called from: backpressure on the worker, never a dropped record.
+func (a *Agent) audit(r *store.Record, done func(error)) {
+	r.Node = a.cfg.Node
+	if done != nil && !a.cfg.DurableAcks {
+		// The record is in the agent's hands: that is the promise of the
+		// batch and none modes.
+		a.st.Append(r, nil)
+		done(nil)
+		return
+	}
+	a.st.Append(r, done)
+}
+
+// answer returns the callback that sends Done(token) to worker s.
+func (a *Agent) answer(s *slot, token uint64) func(error) {
+	return func(err error) {
+		if err != nil {
+			a.log.Error("audit record not written", "err", err)
+		}
+		a.send(s, nodemsg.AppendDone(nil, token, err != nil))
+	}
+}
+
+// userOf reads a connection's user under the lock.
+func (a *Agent) userOf(c *connRec) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return c.user
+}
+
+// putSession writes the session of connection id: open, or ended at end
+// with close code.
+func (a *Agent) putSession(id string, c *connRec, end time.Time, code int) {
+	a.mu.Lock()
+	se := store.Session{Conn: id, Node: a.cfg.Node, Worker: c.worker, User: c.user, Remote: c.remote,
+		UserAgent: c.userAgent, Protocol: c.protocl, Connected: c.connected,
+		Disconnected: end, CloseCode: code, Channels: slices.Clone(c.joined)}
+	a.mu.Unlock()
+	// Not under a.mu: PutSession may wait for room in the store's queue.
+	a.st.PutSession(&se)
+}
+
+// closeSession ends connection id's session and audits the disconnect.
+func (a *Agent) closeSession(id string, c *connRec, code int) {
+	a.putSession(id, c, time.Now(), code)
+	a.audit(&store.Record{Worker: c.worker, Conn: id, User: a.userOf(c), Op: store.OpDisconnect, Code: code}, nil)
+}

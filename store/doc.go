@@ -1,0 +1,45 @@
+// Package store keeps a node's sessions and its audit log in Pebble, in
+// the node's data folder. One process opens a folder at a time (the agent);
+// a stopped node's folder can be opened read-only to query it.
+//
+// # Writes
+//
+// Append and PutSession hand records to a single writer goroutine that
+// commits them in groups (group commit): whatever arrived while the
+// previous group was being written goes into the next one. Records are
+// never dropped: when the queue holds Options.QueueLimit records, Append
+// blocks until the writer catches up, which pushes back on the workers and
+// from them on publishing clients. What a commit guarantees depends on
+// Options.Sync:
+//
+//	SyncAlways  every group is fsynced before its records' done callbacks
+//	            run; a client acknowledged after done survives a power loss.
+//	SyncBatch   groups are written to the write-ahead log at once and
+//	            fsynced every Options.SyncInterval; a power loss loses at
+//	            most the records of the last interval.
+//	SyncNone    never fsynced by the store; the operating system writes the
+//	            log back when it chooses.
+//
+// # Keys
+//
+// Every key starts with a one-byte space. Times are Unix nanoseconds, and
+// numbers are big-endian so that keys sort by time. Strings inside keys
+// are preceded by their length (one uvarint), so any user id is safe.
+//
+//	'a' time:8 seq:8                          audit record (value: see codec.go)
+//	'c' hour:4 len channel time:8 seq:8       channel index of the audit log
+//	'u' hour:4 len user    time:8 seq:8       user index of the audit log
+//	's' connected:8 conn                      session (value: see codec.go)
+//	'x' connected:8 conn                      active session marker
+//	't' hour:4 len user connected:8 conn      user index of the sessions
+//
+// hour is the Unix time in hours of the record (or of the session's
+// start). Indexes are split by hour so that retention trims every index
+// with one range deletion per space: index entries of a partly trimmed
+// hour may outlive their record for up to an hour and are skipped by
+// queries.
+//
+// Safe for concurrent use: every exported method of Store may be called
+// from any goroutine. Records and sessions returned by queries are the
+// caller's.
+package store

@@ -1,0 +1,133 @@
+package store
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"time"
+)
+
+// recordJSON is a Record in the server API.
+type recordJSON struct {
+	Time    string          `json:"time"`
+	Seq     uint64          `json:"seq"`
+	Node    string          `json:"node"`
+	Worker  int             `json:"worker"`
+	Conn    string          `json:"conn"`
+	User    string          `json:"user"`
+	Op      string          `json:"op"`
+	Channel string          `json:"channel"`
+	Data    json.RawMessage `json:"data"`
+	Enc     string          `json:"enc,omitempty"`
+	Attempt string          `json:"attempt,omitempty"`
+	Error   string          `json:"error,omitempty"`
+	Remote  string          `json:"remote,omitempty"`
+	Code    int             `json:"code,omitempty"`
+}
+
+// MarshalJSON renders the record as in GET /api/audit: data is the JSON
+// that was published, or, for opaque bytes, their base64 text with
+// "enc":"base64"; null when the op carries none.
+func (r Record) MarshalJSON() ([]byte, error) {
+	j := recordJSON{
+		Time: r.Time.UTC().Format(time.RFC3339Nano), Seq: r.Seq, Node: r.Node, Worker: r.Worker,
+		Conn: r.Conn, User: r.User, Op: r.Op, Channel: r.Channel,
+		Attempt: r.Attempt, Error: r.Error, Remote: r.Remote, Code: r.Code,
+	}
+	switch {
+	case r.Opaque:
+		b, _ := json.Marshal(base64.StdEncoding.EncodeToString(r.Data))
+		j.Data, j.Enc = b, "base64"
+	case len(r.Data) > 0 && json.Valid(r.Data):
+		j.Data = r.Data
+	case len(r.Data) > 0:
+		b, _ := json.Marshal(string(r.Data))
+		j.Data = b
+	default:
+		j.Data = json.RawMessage("null")
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (r *Record) UnmarshalJSON(b []byte) error {
+	var j recordJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	t, err := time.Parse(time.RFC3339Nano, j.Time)
+	if err != nil {
+		return err
+	}
+	*r = Record{Time: t, Seq: j.Seq, Node: j.Node, Worker: j.Worker, Conn: j.Conn, User: j.User, Op: j.Op,
+		Channel: j.Channel, Attempt: j.Attempt, Error: j.Error, Remote: j.Remote, Code: j.Code}
+	switch {
+	case j.Enc == "base64":
+		var s string
+		if err := json.Unmarshal(j.Data, &s); err != nil {
+			return err
+		}
+		if r.Data, err = base64.StdEncoding.DecodeString(s); err != nil {
+			return err
+		}
+		r.Opaque = true
+	case string(j.Data) != "null" && len(j.Data) > 0:
+		r.Data = []byte(j.Data)
+	}
+	return nil
+}
+
+// sessionJSON is a Session in the server API.
+type sessionJSON struct {
+	Conn         string   `json:"conn"`
+	Node         string   `json:"node"`
+	Worker       int      `json:"worker"`
+	User         string   `json:"user"`
+	Remote       string   `json:"remote"`
+	UserAgent    string   `json:"user_agent"`
+	Protocol     string   `json:"protocol"`
+	Connected    string   `json:"connected"`
+	Disconnected *string  `json:"disconnected"`
+	CloseCode    *int     `json:"close_code"`
+	Active       bool     `json:"active"`
+	Channels     []string `json:"channels"`
+}
+
+// MarshalJSON renders the session as in GET /api/sessions; disconnected
+// and close_code are null while it is active.
+func (s Session) MarshalJSON() ([]byte, error) {
+	j := sessionJSON{Conn: s.Conn, Node: s.Node, Worker: s.Worker, User: s.User, Remote: s.Remote,
+		UserAgent: s.UserAgent, Protocol: s.Protocol, Connected: s.Connected.UTC().Format(time.RFC3339Nano),
+		Active: s.Active(), Channels: s.Channels}
+	if j.Channels == nil {
+		j.Channels = []string{}
+	}
+	if !s.Active() {
+		d := s.Disconnected.UTC().Format(time.RFC3339Nano)
+		c := s.CloseCode
+		j.Disconnected, j.CloseCode = &d, &c
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (s *Session) UnmarshalJSON(b []byte) error {
+	var j sessionJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	t, err := time.Parse(time.RFC3339Nano, j.Connected)
+	if err != nil {
+		return err
+	}
+	*s = Session{Conn: j.Conn, Node: j.Node, Worker: j.Worker, User: j.User, Remote: j.Remote,
+		UserAgent: j.UserAgent, Protocol: j.Protocol, Connected: t, Channels: j.Channels}
+	if j.Disconnected != nil {
+		if s.Disconnected, err = time.Parse(time.RFC3339Nano, *j.Disconnected); err != nil {
+			return err
+		}
+	}
+	if j.CloseCode != nil {
+		s.CloseCode = *j.CloseCode
+	}
+	return nil
+}

@@ -1,0 +1,344 @@
+package store
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Query limits.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
+
+// ErrBadCursor is returned for a cursor this store did not produce.
+var ErrBadCursor = errors.New("store: invalid cursor")
+
+func beU64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
+// AuditQuery selects audit records. Zero fields do not filter.
+type AuditQuery struct {
+	Channel, User, Op string
+	Since, Until      time.Time // Since inclusive, Until exclusive
+	Limit             int       // default DefaultLimit, at most MaxLimit
+	Cursor            string    // Next of the previous page
+}
+
+// Audit returns records in time order and the cursor of the next page
+// ("" when there is none).
+func (s *Store) Audit(q AuditQuery) ([]Record, string, error) {
+	limit := clampLimit(q.Limit)
+	lo := int64(0)
+	if !q.Since.IsZero() {
+		lo = max(q.Since.UnixNano(), 0)
+	}
+	hi := int64(1<<63 - 1)
+	if !q.Until.IsZero() {
+		hi = q.Until.UnixNano()
+	}
+	// after is the key of the last record already returned.
+	var after []byte
+	if q.Cursor != "" {
+		c, err := base64.RawURLEncoding.DecodeString(q.Cursor)
+		if err != nil || len(c) != 16 {
+			return nil, "", ErrBadCursor
+		}
+		after = append([]byte{spaceAudit}, c...)
+		lo = max(lo, int64(beU64(c[:8])))
+	}
+	if lo >= hi {
+		return []Record{}, "", nil
+	}
+	match := func(r *Record) bool {
+		return (q.Channel == "" || r.Channel == q.Channel) &&
+			(q.User == "" || r.User == q.User) &&
+			(q.Op == "" || r.Op == q.Op)
+	}
+	out := make([]Record, 0, min(limit, 64))
+	more := false
+	var lastKey []byte
+	take := func(k, v []byte) (stop bool, err error) {
+		if after != nil && bytes.Compare(k, after) <= 0 {
+			return false, nil
+		}
+		var r Record
+		if err := decodeRecord(k, v, &r); err != nil {
+			return false, err
+		}
+		if !match(&r) {
+			return false, nil
+		}
+		if len(out) == limit {
+			more = true
+			return true, nil
+		}
+		out = append(out, r)
+		lastKey = append(lastKey[:0], k...)
+		return false, nil
+	}
+	var err error
+	switch {
+	case q.Channel != "":
+		err = s.scanIndex(spaceChanIndex, q.Channel, lo, hi, take)
+	case q.User != "":
+		err = s.scanIndex(spaceUserIndex, q.User, lo, hi, take)
+	default:
+		err = s.scanRange(auditKey(nil, lo, 0), auditKey(nil, hi, 0), take)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("store: audit query: %w", err)
+	}
+	next := ""
+	if more {
+		next = base64.RawURLEncoding.EncodeToString(lastKey[1:])
+	}
+	return out, next, nil
+}
+
+// scanRange calls fn for each key in [lo, hi) until it says stop.
+func (s *Store) scanRange(lo, hi []byte, fn func(k, v []byte) (bool, error)) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			_ = it.Close()
+			return err
+		}
+		stop, err := fn(it.Key(), v)
+		if err != nil || stop {
+			_ = it.Close()
+			return err
+		}
+	}
+	return it.Close()
+}
+
+// scanIndex walks the index of name in space, hour by hour from lo to hi,
+// and calls fn with each referenced audit record that still exists.
+func (s *Store) scanIndex(space byte, name string, lo, hi int64, fn func(k, v []byte) (bool, error)) error {
+	first, last := hourOf(lo), hourOf(hi-1)
+	if fk, ok, err := s.edgeKey(true); err != nil {
+		return err
+	} else if ok {
+		first = max(first, hourOf(fk))
+	} else {
+		return nil // no records: do not walk every hour since 1970
+	}
+	if lk, ok, err := s.edgeKey(false); err != nil {
+		return err
+	} else if ok {
+		last = min(last, hourOf(lk))
+	}
+	pk := make([]byte, 0, 17)
+	for h := first; h <= last && h >= first; h++ {
+		prefix := indexPrefix(nil, space, h, name)
+		lower := appendU64(slices.Clone(prefix), uint64(lo))
+		upper := appendU64(slices.Clone(prefix), uint64(hi))
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+		if err != nil {
+			return err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			k := it.Key()
+			if len(k) != len(prefix)+16 {
+				continue
+			}
+			pk = append(append(pk[:0], spaceAudit), k[len(prefix):]...)
+			v, closer, err := s.db.Get(pk)
+			if errors.Is(err, pebble.ErrNotFound) {
+				continue // trimmed by retention
+			}
+			if err != nil {
+				_ = it.Close()
+				return err
+			}
+			stop, ferr := fn(pk, v)
+			_ = closer.Close()
+			if ferr != nil || stop {
+				_ = it.Close()
+				return ferr
+			}
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// edgeKey returns the time of the first (or last) audit record.
+func (s *Store) edgeKey(first bool) (int64, bool, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{spaceAudit}, UpperBound: []byte{spaceAudit + 1}})
+	if err != nil {
+		return 0, false, err
+	}
+	defer it.Close()
+	ok := false
+	if first {
+		ok = it.First()
+	} else {
+		ok = it.Last()
+	}
+	if !ok || len(it.Key()) != 17 {
+		return 0, false, it.Error()
+	}
+	return int64(beU64(it.Key()[1:9])), true, nil
+}
+
+func clampLimit(n int) int {
+	switch {
+	case n <= 0:
+		return DefaultLimit
+	case n > MaxLimit:
+		return MaxLimit
+	}
+	return n
+}
+
+// SessionQuery selects sessions. Zero fields do not filter.
+type SessionQuery struct {
+	User   string
+	Active *bool
+	Limit  int
+	Cursor string
+}
+
+// Sessions returns sessions in order of connection time and the cursor of
+// the next page ("" when there is none).
+func (s *Store) Sessions(q SessionQuery) ([]Session, string, error) {
+	limit := clampLimit(q.Limit)
+	var after []byte // the 's' key of the last session returned
+	if q.Cursor != "" {
+		c, err := base64.RawURLEncoding.DecodeString(q.Cursor)
+		if err != nil || len(c) < 8 {
+			return nil, "", ErrBadCursor
+		}
+		after = append([]byte{spaceSession}, c...)
+	}
+	out := make([]Session, 0, min(limit, 64))
+	more := false
+	var lastKey []byte
+	take := func(sk, v []byte) (bool, error) {
+		if after != nil && bytes.Compare(sk, after) <= 0 {
+			return false, nil
+		}
+		var se Session
+		if err := decodeSession(v, &se); err != nil {
+			return false, err
+		}
+		// Through the user index a session is listed under every user it
+		// had, so its latest user need not match.
+		if q.Active != nil && *q.Active != se.Active() {
+			return false, nil
+		}
+		if len(out) == limit {
+			more = true
+			return true, nil
+		}
+		out = append(out, se)
+		lastKey = append(lastKey[:0], sk...)
+		return false, nil
+	}
+	from := []byte{spaceSession}
+	if after != nil {
+		from = after
+	}
+	var err error
+	switch {
+	case q.User != "":
+		err = s.scanSessionIndex(q.User, after, take)
+		slices.SortFunc(out, func(a, b Session) int { return a.Connected.Compare(b.Connected) })
+	case q.Active != nil && *q.Active:
+		lo := []byte{spaceActive}
+		if after != nil {
+			lo = append([]byte{spaceActive}, after[1:]...)
+		}
+		err = s.scanRange(lo, []byte{spaceActive + 1}, func(k, _ []byte) (bool, error) {
+			return s.follow(append([]byte{spaceSession}, k[1:]...), take)
+		})
+	default:
+		err = s.scanRange(from, []byte{spaceSession + 1}, take)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("store: session query: %w", err)
+	}
+	next := ""
+	if more {
+		next = base64.RawURLEncoding.EncodeToString(lastKey[1:])
+	}
+	return out, next, nil
+}
+
+// follow reads session key sk and passes it to fn; a missing session is
+// skipped.
+func (s *Store) follow(sk []byte, fn func(k, v []byte) (bool, error)) (bool, error) {
+	v, closer, err := s.db.Get(sk)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return true, err
+	}
+	defer closer.Close()
+	return fn(sk, v)
+}
+
+// scanSessionIndex walks the user's session index hour by hour.
+func (s *Store) scanSessionIndex(user string, after []byte, fn func(k, v []byte) (bool, error)) error {
+	first := uint32(0)
+	if after != nil {
+		first = hourOf(int64(beU64(after[1:9])))
+	}
+	// Hours run from the first session on; find it.
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{spaceSession}, UpperBound: []byte{spaceSession + 1}})
+	if err != nil {
+		return err
+	}
+	var lo, hi uint32
+	if it.First() && len(it.Key()) >= 9 {
+		lo = hourOf(int64(beU64(it.Key()[1:9])))
+	}
+	if it.Last() && len(it.Key()) >= 9 {
+		hi = hourOf(int64(beU64(it.Key()[1:9])))
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	first = max(first, lo)
+	for h := first; h <= hi && h >= first; h++ {
+		prefix := indexPrefix(nil, spaceSessionUser, h, user)
+		stop := false
+		err := s.scanRange(prefix, prefixEnd(prefix), func(k, _ []byte) (bool, error) {
+			sk := append([]byte{spaceSession}, k[len(prefix):]...)
+			st, err := s.follow(sk, fn)
+			stop = st
+			return st, err
+		})
+		if err != nil || stop {
+			return err
+		}
+	}
+	return nil
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := slices.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}

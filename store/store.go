@@ -1,0 +1,599 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Record is one entry of the audit log.
+type Record struct {
+	Time time.Time // set by Append when zero
+	Seq  uint64    // set by the store; with Time, the record's key
+	Node string
+	// Worker is the worker process that reported the record, -1 for the
+	// agent itself (server API).
+	Worker  int
+	Conn    string // "" for the server API and refused handshakes
+	User    string
+	Op      string // see the Op constants
+	Channel string // "" when the op has none (broadcast, auth, connect…)
+	Data    []byte // JSON text, or opaque bytes when Opaque
+	Opaque  bool
+	Attempt string // OpRefused: the op that was refused
+	Error   string // OpRefused: the protocol error code sent back
+	Remote  string // OpConnect and refused handshakes: the peer address
+	Code    int    // OpDisconnect: the WebSocket close code
+}
+
+// Audit ops. Publish, broadcast, subscribe, unsubscribe and auth are the
+// protocol's ops; connect and disconnect are a session's ends; refused is
+// any attempt the node turned down (Attempt says which).
+const (
+	OpPublish     = "publish"
+	OpBroadcast   = "broadcast"
+	OpSubscribe   = "subscribe"
+	OpUnsubscribe = "unsubscribe"
+	OpAuth        = "auth"
+	OpConnect     = "connect"
+	OpDisconnect  = "disconnect"
+	OpRefused     = "refused"
+)
+
+// Session is one WebSocket connection's record.
+type Session struct {
+	Conn         string
+	Node         string
+	Worker       int
+	User         string
+	Remote       string
+	UserAgent    string
+	Protocol     string
+	Connected    time.Time
+	Disconnected time.Time // zero while active
+	CloseCode    int       // 0 while active; 1006 when the connection dropped without a close frame
+	Channels     []string  // every channel joined, in order of first join
+}
+
+// Active reports whether the session is still open.
+func (s *Session) Active() bool { return s.Disconnected.IsZero() }
+
+// SyncMode says when the store fsyncs its write-ahead log.
+type SyncMode uint8
+
+// Sync modes; see the package doc.
+const (
+	SyncBatch SyncMode = iota
+	SyncAlways
+	SyncNone
+)
+
+// ParseSyncMode parses "always", "batch" or "none".
+func ParseSyncMode(s string) (SyncMode, error) {
+	switch s {
+	case "batch":
+		return SyncBatch, nil
+	case "always":
+		return SyncAlways, nil
+	case "none":
+		return SyncNone, nil
+	}
+	return 0, fmt.Errorf("store: sync mode %q is not always, batch or none", s)
+}
+
+func (m SyncMode) String() string {
+	return [...]string{"batch", "always", "none"}[m]
+}
+
+// Options configures a Store. Zero values mean the defaults.
+type Options struct {
+	Sync SyncMode
+	// SyncInterval is how often SyncBatch fsyncs. Default 100 ms.
+	SyncInterval time.Duration
+	// Retention trims audit records and closed sessions older than this.
+	// Zero keeps everything.
+	Retention time.Duration
+	// QueueLimit is the number of records (and session updates) waiting
+	// for the writer past which Append and PutSession block. Default 65536.
+	QueueLimit int
+	// MaxGroup caps the records of one commit. Default 8192.
+	MaxGroup int
+	// ReadOnly opens a stopped node's folder for queries only.
+	ReadOnly bool
+	// Registerer receives the store's metrics; nil registers nowhere.
+	Registerer prometheus.Registerer
+	Log        *slog.Logger
+}
+
+// ErrClosed is returned by writes after Close.
+var ErrClosed = errors.New("store: closed")
+
+// ErrLocked is returned by Open when another process holds the folder.
+var ErrLocked = errors.New("store: the data folder is in use by a running node")
+
+// Store is an open sessions-and-audit database.
+type Store struct {
+	db   *pebble.DB
+	opts Options
+	log  *slog.Logger
+
+	mu        sync.Mutex
+	wake      *sync.Cond // writer: work arrived or closing
+	space     *sync.Cond // producers: room in the queue
+	committed *sync.Cond // barriers: a group was committed
+	queue     []pending
+	sessions  map[string]*Session // latest state of sessions waiting to be written
+	order     []string            // sessions in order of first change
+	queued    uint64              // items ever queued (records + session updates)
+	done      uint64              // items ever committed
+	closing   bool
+	werr      error // the writer's last error, reported by Barrier
+	seq       uint64
+	lastTime  int64
+	retainWG  sync.WaitGroup
+	// writeMu orders the writer's commits and retention's
+	// read-modify-write of sessions.
+	writeMu sync.Mutex
+
+	unsynced   atomic.Bool // committed without fsync since the last sync
+	writerDone chan struct{}
+	syncDone   chan struct{}
+	stop       chan struct{}
+	m          metrics
+}
+
+type pending struct {
+	rec  Record
+	done func(error)
+	at   time.Time
+}
+
+type metrics struct {
+	lag        prometheus.GaugeFunc
+	lagSeconds prometheus.GaugeFunc
+	groups     prometheus.Histogram
+	fsync      prometheus.Histogram
+	records    prometheus.Counter
+	blocked    prometheus.Counter
+	trimmed    prometheus.Counter
+}
+
+// Open opens (creating if needed) the store in dir.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = 100 * time.Millisecond
+	}
+	if opts.QueueLimit <= 0 {
+		opts.QueueLimit = 65536
+	}
+	if opts.MaxGroup <= 0 {
+		opts.MaxGroup = 8192
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.ReadOnly {
+		// Pebble v2 has no CURRENT file: a marker names the manifest.
+		if desc, err := pebble.Peek(dir, vfs.Default); err != nil || !desc.Exists {
+			return nil, fmt.Errorf("store: no database in %s", dir)
+		}
+	}
+	db, err := pebble.Open(dir, &pebble.Options{
+		ReadOnly: opts.ReadOnly,
+		Logger:   quietLogger{opts.Log},
+	})
+	if err != nil {
+		if isLockErr(err) {
+			return nil, ErrLocked
+		}
+		return nil, fmt.Errorf("store: opening %s: %w", dir, err)
+	}
+	s := &Store{db: db, opts: opts, log: opts.Log, sessions: map[string]*Session{},
+		writerDone: make(chan struct{}), syncDone: make(chan struct{}), stop: make(chan struct{})}
+	s.wake = sync.NewCond(&s.mu)
+	s.space = sync.NewCond(&s.mu)
+	s.committed = sync.NewCond(&s.mu)
+	if err := s.loadSeq(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.initMetrics()
+	if opts.ReadOnly {
+		close(s.writerDone)
+		close(s.syncDone)
+		return s, nil
+	}
+	go s.writer()
+	if opts.Sync == SyncBatch {
+		go s.syncLoop()
+	} else {
+		close(s.syncDone)
+	}
+	if opts.Retention > 0 {
+		s.retainWG.Add(1)
+		go s.retainLoop()
+	}
+	return s, nil
+}
+
+func isLockErr(err error) bool {
+	// Pebble reports a lock held by another Store of this process with a
+	// plain error of its own.
+	return errors.Is(err, syscall.EAGAIN) || strings.Contains(err.Error(), "resource temporarily unavailable") ||
+		strings.Contains(err.Error(), "lock held by current process")
+}
+
+// loadSeq continues the record sequence after the last stored record.
+func (s *Store) loadSeq() error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{spaceAudit}, UpperBound: []byte{spaceAudit + 1}})
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer it.Close()
+	if it.Last() && len(it.Key()) == 17 {
+		k := it.Key()
+		s.lastTime = int64(beU64(k[1:9]))
+		s.seq = beU64(k[9:17])
+	}
+	return it.Error()
+}
+
+func (s *Store) initMetrics() {
+	lag := func() float64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return float64(len(s.queue) + len(s.order))
+	}
+	lagSec := func() float64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.queue) == 0 {
+			return 0
+		}
+		return time.Since(s.queue[0].at).Seconds()
+	}
+	s.m = metrics{
+		lag: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "zenconn_audit_lag_records",
+			Help: "Audit records and session updates waiting for the writer."}, lag),
+		lagSeconds: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "zenconn_audit_lag_seconds",
+			Help: "Age of the oldest audit record waiting for the writer."}, lagSec),
+		groups: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "zenconn_audit_batch_records",
+			Help:    "Records and session updates per group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
+		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "zenconn_audit_fsync_seconds",
+			Help:    "Latency of the commits that fsync the write-ahead log.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8)}),
+		records: prometheus.NewCounter(prometheus.CounterOpts{Name: "zenconn_audit_records_total",
+			Help: "Audit records committed."}),
+		blocked: prometheus.NewCounter(prometheus.CounterOpts{Name: "zenconn_audit_backpressure_total",
+			Help: "Times a writer of records waited because the audit queue was full."}),
+		trimmed: prometheus.NewCounter(prometheus.CounterOpts{Name: "zenconn_audit_retention_runs_total",
+			Help: "Retention passes that trimmed old records."}),
+	}
+	if r := s.opts.Registerer; r != nil {
+		r.MustRegister(s.m.lag, s.m.lagSeconds, s.m.groups, s.m.fsync, s.m.records, s.m.blocked, s.m.trimmed)
+	}
+}
+
+// Append queues r for the audit log; r.Data is copied. It blocks while the
+// queue is full. done, if not nil, is called from the writer goroutine once
+// the record is committed as the sync mode promises (with SyncAlways: on
+// disk), or with an error; it must not block.
+func (s *Store) Append(r *Record, done func(error)) {
+	s.mu.Lock()
+	if s.waitRoomLocked() {
+		s.mu.Unlock()
+		if done != nil {
+			done(ErrClosed)
+		}
+		return
+	}
+	p := pending{rec: *r, done: done, at: time.Now()}
+	if len(r.Data) > 0 {
+		p.rec.Data = append([]byte(nil), r.Data...)
+	}
+	s.queue = append(s.queue, p)
+	s.queued++
+	s.wake.Signal()
+	s.mu.Unlock()
+}
+
+// PutSession queues the new state of a session; updates of the same
+// session not yet written are merged into one write. sess is copied.
+func (s *Store) PutSession(sess *Session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur := s.sessions[sess.Conn]; cur != nil {
+		*cur = *sess
+		cur.Channels = slices.Clone(sess.Channels)
+		return
+	}
+	if s.waitRoomLocked() {
+		return
+	}
+	cp := *sess
+	cp.Channels = slices.Clone(sess.Channels)
+	s.sessions[sess.Conn] = &cp
+	s.order = append(s.order, sess.Conn)
+	s.queued++
+	s.wake.Signal()
+}
+
+// waitRoomLocked waits for room in the queue and reports whether the store
+// is closing instead.
+func (s *Store) waitRoomLocked() bool {
+	if s.opts.ReadOnly {
+		return true
+	}
+	counted := false
+	for !s.closing && len(s.queue)+len(s.order) >= s.opts.QueueLimit {
+		if !counted {
+			s.m.blocked.Inc()
+			counted = true
+		}
+		s.space.Wait()
+	}
+	return s.closing
+}
+
+// Barrier waits until everything queued before the call is committed and
+// returns the writer's error, if any.
+func (s *Store) Barrier() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	target := s.queued
+	for s.done < target && s.werr == nil && !(s.closing && s.writerExited()) {
+		s.committed.Wait()
+	}
+	return s.werr
+}
+
+func (s *Store) writerExited() bool {
+	select {
+	case <-s.writerDone:
+		return true
+	default:
+		return false
+	}
+}
+
+// writer commits queued records and sessions in groups until Close.
+func (s *Store) writer() {
+	defer close(s.writerDone)
+	var (
+		key, val []byte
+		group    []pending
+		sess     []*Session
+	)
+	for {
+		s.mu.Lock()
+		for len(s.queue) == 0 && len(s.order) == 0 && !s.closing {
+			s.wake.Wait()
+		}
+		if s.closing && len(s.queue) == 0 && len(s.order) == 0 {
+			s.mu.Unlock()
+			return
+		}
+		n := min(len(s.queue), s.opts.MaxGroup)
+		group = append(group[:0], s.queue[:n]...)
+		clear(s.queue[:n])
+		s.queue = s.queue[n:]
+		if len(s.queue) == 0 {
+			s.queue = s.queue[:0:0]
+		}
+		sess = sess[:0]
+		for _, id := range s.order {
+			sess = append(sess, s.sessions[id])
+		}
+		clear(s.sessions)
+		s.order = s.order[:0]
+		// Times and sequence numbers are given here so that keys grow with
+		// the commit order.
+		for i := range group {
+			r := &group[i].rec
+			ns := unixNano(r.Time)
+			if ns == 0 {
+				ns = group[i].at.UnixNano()
+			}
+			ns = max(ns, s.lastTime)
+			s.lastTime = ns
+			s.seq++
+			r.Time, r.Seq = time.Unix(0, ns).UTC(), s.seq
+		}
+		s.space.Broadcast()
+		s.mu.Unlock()
+
+		s.writeMu.Lock()
+		b := s.db.NewBatch()
+		for i := range group {
+			r := &group[i].rec
+			ns := r.Time.UnixNano()
+			key = auditKey(key[:0], ns, r.Seq)
+			val = encodeRecord(val[:0], r)
+			_ = b.Set(key, val, nil)
+			if r.Channel != "" {
+				key = indexKey(key[:0], spaceChanIndex, r.Channel, ns, r.Seq)
+				_ = b.Set(key, nil, nil)
+			}
+			if r.User != "" {
+				key = indexKey(key[:0], spaceUserIndex, r.User, ns, r.Seq)
+				_ = b.Set(key, nil, nil)
+			}
+		}
+		for _, se := range sess {
+			s.writeSession(b, se, &key, &val)
+		}
+		opt := pebble.NoSync
+		if s.opts.Sync == SyncAlways {
+			opt = pebble.Sync
+		}
+		start := time.Now()
+		err := b.Commit(opt)
+		_ = b.Close()
+		s.writeMu.Unlock()
+		if s.opts.Sync == SyncAlways {
+			s.m.fsync.Observe(time.Since(start).Seconds())
+		}
+		if err != nil {
+			s.log.Error("audit commit failed", "records", len(group), "err", err)
+		}
+		s.unsynced.Store(true)
+		s.m.groups.Observe(float64(len(group) + len(sess)))
+		s.m.records.Add(float64(len(group)))
+		for i := range group {
+			if d := group[i].done; d != nil {
+				d(err)
+			}
+			group[i] = pending{}
+		}
+		s.mu.Lock()
+		s.done += uint64(len(group) + len(sess))
+		if err != nil {
+			s.werr = err
+		}
+		s.committed.Broadcast()
+		s.mu.Unlock()
+	}
+}
+
+// syncLoop fsyncs the write-ahead log every SyncInterval when something
+// was committed since the last sync (SyncBatch), and once more at Close.
+func (s *Store) syncLoop() {
+	defer close(s.syncDone)
+	t := time.NewTicker(s.opts.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if s.unsynced.Swap(false) {
+				s.syncWAL()
+			}
+		case <-s.writerDone:
+			if s.unsynced.Swap(false) {
+				s.syncWAL()
+			}
+			return
+		}
+	}
+}
+
+func (s *Store) syncWAL() {
+	start := time.Now()
+	if err := s.db.LogData(nil, pebble.Sync); err != nil {
+		s.log.Error("audit fsync failed", "err", err)
+		return
+	}
+	s.m.fsync.Observe(time.Since(start).Seconds())
+}
+
+// writeSession adds a session's keys to b.
+func (s *Store) writeSession(b *pebble.Batch, se *Session, key, val *[]byte) {
+	c := unixNano(se.Connected)
+	*key = sessionKey((*key)[:0], spaceSession, c, se.Conn)
+	*val = encodeSession((*val)[:0], se)
+	_ = b.Set(*key, *val, nil)
+	*key = sessionKey((*key)[:0], spaceActive, c, se.Conn)
+	if se.Active() {
+		_ = b.Set(*key, nil, nil)
+	} else {
+		_ = b.Delete(*key, nil)
+	}
+	if se.User != "" {
+		*key = sessionUserKey((*key)[:0], se.User, c, se.Conn)
+		_ = b.Set(*key, nil, nil)
+	}
+}
+
+// CloseActive marks every session still recorded as active as ended at
+// `at` with close code code, and returns how many there were. The agent
+// calls it at start: sessions left active belong to a previous run that
+// did not stop cleanly.
+func (s *Store) CloseActive(at time.Time, code int) (int, error) {
+	s.mu.Lock()
+	closed := s.closing || s.opts.ReadOnly
+	s.mu.Unlock()
+	if closed {
+		return 0, ErrClosed
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{spaceActive}, UpperBound: []byte{spaceActive + 1}})
+	if err != nil {
+		return 0, err
+	}
+	var keys [][]byte
+	for it.First(); it.Valid(); it.Next() {
+		keys = append(keys, slices.Clone(it.Key()))
+	}
+	if err := it.Close(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, k := range keys {
+		sk := slices.Clone(k)
+		sk[0] = spaceSession
+		v, closer, err := s.db.Get(sk)
+		if err != nil {
+			continue
+		}
+		var se Session
+		derr := decodeSession(v, &se)
+		_ = closer.Close()
+		if derr != nil {
+			continue
+		}
+		se.Disconnected, se.CloseCode = at.UTC(), code
+		s.PutSession(&se)
+		n++
+	}
+	return n, s.Barrier()
+}
+
+// Close commits what is queued, syncs and closes the database.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closing = true
+	s.wake.Broadcast()
+	s.space.Broadcast()
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.writerDone
+	<-s.syncDone
+	s.retainWG.Wait()
+	s.mu.Lock()
+	s.committed.Broadcast()
+	s.mu.Unlock()
+	if r := s.opts.Registerer; r != nil {
+		for _, c := range []prometheus.Collector{s.m.lag, s.m.lagSeconds, s.m.groups, s.m.fsync, s.m.records, s.m.blocked, s.m.trimmed} {
+			r.Unregister(c)
+		}
+	}
+	return s.db.Close()
+}
+
+// quietLogger sends Pebble's informational chatter to debug level.
+type quietLogger struct{ log *slog.Logger }
+
+func (l quietLogger) Infof(format string, args ...any) {
+	l.log.Debug("pebble: " + fmt.Sprintf(format, args...))
+}
+func (l quietLogger) Errorf(format string, args ...any) {
+	l.log.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+func (l quietLogger) Fatalf(format string, args ...any) {
+	l.log.Error("pebble: " + fmt.Sprintf(format, args...))
+	os.Exit(1)
+}
