@@ -43,21 +43,6 @@ func (a *Agent) settle() bool {
 	return a.st.Barrier() == nil
 }
 
-// parseTime reads an RFC 3339 time or Unix milliseconds.
-func parseTime(v string) (time.Time, error) {
-	if v == "" {
-		return time.Time{}, nil
-	}
-	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
-		return time.UnixMilli(ms), nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
-		return time.Time{}, errors.New("not an RFC 3339 time or Unix milliseconds")
-	}
-	return t, nil
-}
-
 func parseLimit(q url.Values) (int, error) {
 	v := q.Get("limit")
 	if v == "" {
@@ -106,11 +91,11 @@ func (a *Agent) apiAudit(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, apiError{"op must be one of publish, broadcast, subscribe, unsubscribe, auth, connect, disconnect, refused"})
 		return
 	}
-	if aq.Since, err = parseTime(q.Get("since")); err != nil {
+	if aq.Since, err = store.ParseTime(q.Get("since")); err != nil {
 		reply(w, http.StatusBadRequest, apiError{"since: " + err.Error()})
 		return
 	}
-	if aq.Until, err = parseTime(q.Get("until")); err != nil {
+	if aq.Until, err = store.ParseTime(q.Get("until")); err != nil {
 		reply(w, http.StatusBadRequest, apiError{"until: " + err.Error()})
 		return
 	}

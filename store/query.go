@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -22,6 +23,22 @@ const (
 var ErrBadCursor = errors.New("store: invalid cursor")
 
 func beU64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
+// ParseTime reads a query time: RFC 3339 (with or without fractional
+// seconds) or Unix milliseconds; "" is the zero time.
+func ParseTime(v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.UnixMilli(ms), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, errors.New("not an RFC 3339 time or Unix milliseconds")
+	}
+	return t, nil
+}
 
 // AuditQuery selects audit records. Zero fields do not filter.
 type AuditQuery struct {

@@ -13,6 +13,10 @@ Usage:
   zenconn serve [flags]   serve public/ and WebSocket clients (zenconn serve --help)
   zenconn token [flags]   print a signed client token (zenconn token --help)
   zenconn status [flags]  print a running node's workers (--url, --api-key)
+  zenconn audit [flags]   print audit records as JSON lines, from a running node
+                          (--url, --api-key) or a stopped node's --data folder
+  zenconn sessions [flags]
+                          print sessions the same way
   zenconn help            show this help
 
 Every flag can also be set from the environment as ZENCONN_<FLAG>, with
@@ -35,6 +39,10 @@ func run(args []string) int {
 		return token(args[1:], os.Stdout, os.Stderr)
 	case "status":
 		return status(args[1:], os.Stdout, os.Stderr)
+	case "audit":
+		return auditCmd(args[1:], os.Stdout, os.Stderr)
+	case "sessions":
+		return sessionsCmd(args[1:], os.Stdout, os.Stderr)
 	case "worker": // started by the agent, not documented
 		return workerMain(args[1:])
 	case "help", "-h", "--help", "-help":

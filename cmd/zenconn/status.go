@@ -48,7 +48,7 @@ func status(args []string, stdout, stderr io.Writer) int {
 	if resp.StatusCode != http.StatusOK {
 		fmt.Fprintf(stderr, "zenconn status: %s: %s\n", resp.Status, strings.TrimSpace(string(body)))
 		if resp.StatusCode == http.StatusNotFound {
-			fmt.Fprintln(stderr, "(the node runs without --workers, or without --api-key)")
+			fmt.Fprintln(stderr, "(the node runs without --api-key)")
 		}
 		return 1
 	}

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/zenconn/server/store"
+)
+
+// queryOptions are the flags shared by "zenconn audit" and "zenconn
+// sessions".
+type queryOptions struct {
+	url, apiKey, data string
+	limit             int
+	all               bool
+	cursor            string
+}
+
+func (q *queryOptions) register(fs *flag.FlagSet) {
+	fs.StringVar(&q.url, "url", "", "a running node's base URL, e.g. http://127.0.0.1:8080 (needs --api-key)")
+	fs.StringVar(&q.apiKey, "api-key", "", "the node's --api-key (env ZENCONN_API_KEY when not given)")
+	fs.StringVar(&q.data, "data", "", "a stopped node's --data folder, read directly")
+	fs.IntVar(&q.limit, "limit", store.DefaultLimit, "records per page (1-1000)")
+	fs.BoolVar(&q.all, "all", false, "follow the cursor through every page")
+	fs.StringVar(&q.cursor, "cursor", "", "start after this cursor (the \"next\" of an earlier page)")
+}
+
+// auditCmd is "zenconn audit": it prints audit records as JSON lines, the
+// objects of GET /api/audit, from a running node or a stopped node's
+// data folder; without --all it ends with the next page's cursor on
+// stderr when there is one.
+func auditCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var q queryOptions
+	q.register(fs)
+	channel := fs.String("channel", "", "only this channel")
+	user := fs.String("user", "", "only this user")
+	op := fs.String("op", "", "only this op: publish, broadcast, subscribe, unsubscribe, auth, connect, disconnect, refused")
+	since := fs.String("since", "", "from this time on (RFC 3339 or Unix milliseconds)")
+	until := fs.String("until", "", "before this time (RFC 3339 or Unix milliseconds)")
+	if code, ok := parseQueryFlags(fs, args, &q, "audit", stderr); !ok {
+		return code
+	}
+	params := url.Values{}
+	for k, v := range map[string]string{"channel": *channel, "user": *user, "op": *op, "since": *since, "until": *until} {
+		if v != "" {
+			params.Set(k, v)
+		}
+	}
+	if q.url != "" {
+		return pageAPI(&q, "/api/audit", "records", params, stdout, stderr, "audit")
+	}
+	aq := store.AuditQuery{Channel: *channel, User: *user, Op: *op, Limit: q.limit, Cursor: q.cursor}
+	var err error
+	if aq.Since, err = store.ParseTime(*since); err != nil {
+		fmt.Fprintf(stderr, "zenconn audit: --since: %v\n", err)
+		return 2
+	}
+	if aq.Until, err = store.ParseTime(*until); err != nil {
+		fmt.Fprintf(stderr, "zenconn audit: --until: %v\n", err)
+		return 2
+	}
+	return pageStore(&q, stdout, stderr, "audit", func(st *store.Store, cursor string) ([]any, string, error) {
+		aq.Cursor = cursor
+		recs, next, err := st.Audit(aq)
+		out := make([]any, len(recs))
+		for i := range recs {
+			out[i] = recs[i]
+		}
+		return out, next, err
+	})
+}
+
+// sessionsCmd is "zenconn sessions", the same for GET /api/sessions.
+func sessionsCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sessions", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var q queryOptions
+	q.register(fs)
+	user := fs.String("user", "", "only this user's sessions")
+	active := fs.String("active", "", "true: only open sessions; false: only ended ones")
+	if code, ok := parseQueryFlags(fs, args, &q, "sessions", stderr); !ok {
+		return code
+	}
+	sq := store.SessionQuery{User: *user, Limit: q.limit}
+	params := url.Values{}
+	if *user != "" {
+		params.Set("user", *user)
+	}
+	switch *active {
+	case "":
+	case "true", "false":
+		b := *active == "true"
+		sq.Active = &b
+		params.Set("active", *active)
+	default:
+		fmt.Fprintln(stderr, "zenconn sessions: --active must be true or false")
+		return 2
+	}
+	if q.url != "" {
+		return pageAPI(&q, "/api/sessions", "sessions", params, stdout, stderr, "sessions")
+	}
+	return pageStore(&q, stdout, stderr, "sessions", func(st *store.Store, cursor string) ([]any, string, error) {
+		sq.Cursor = cursor
+		ss, next, err := st.Sessions(sq)
+		out := make([]any, len(ss))
+		for i := range ss {
+			out[i] = ss[i]
+		}
+		return out, next, err
+	})
+}
+
+func parseQueryFlags(fs *flag.FlagSet, args []string, q *queryOptions, name string, stderr io.Writer) (int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "zenconn %s: unexpected argument %q\n", name, fs.Arg(0))
+		return 2, false
+	}
+	if q.apiKey == "" {
+		q.apiKey = os.Getenv("ZENCONN_API_KEY")
+	}
+	switch {
+	case (q.url == "") == (q.data == ""):
+		fmt.Fprintf(stderr, "zenconn %s: give either --url (a running node) or --data (a stopped node's folder)\n", name)
+		return 2, false
+	case q.limit < 1 || q.limit > store.MaxLimit:
+		fmt.Fprintf(stderr, "zenconn %s: --limit must be 1-%d\n", name, store.MaxLimit)
+		return 2, false
+	}
+	return 0, true
+}
+
+// pageAPI prints the items of one page, or of every page with --all, of
+// a server-API listing.
+func pageAPI(q *queryOptions, path, field string, params url.Values, stdout, stderr io.Writer, name string) int {
+	client := &http.Client{Timeout: 30 * time.Second}
+	cursor := q.cursor
+	enc := json.NewEncoder(stdout)
+	for {
+		p := url.Values{}
+		for k, v := range params {
+			p[k] = v
+		}
+		p.Set("limit", strconv.Itoa(q.limit))
+		if cursor != "" {
+			p.Set("cursor", cursor)
+		}
+		req, err := http.NewRequest("GET", strings.TrimSuffix(q.url, "/")+path+"?"+p.Encode(), nil)
+		if err != nil {
+			fmt.Fprintf(stderr, "zenconn %s: %v\n", name, err)
+			return 2
+		}
+		req.Header.Set("X-API-Key", q.apiKey)
+		resp, err := client.Do(req)
+		if err != nil {
+			fmt.Fprintf(stderr, "zenconn %s: %v\n", name, err)
+			return 1
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		_ = resp.Body.Close()
+		if err != nil {
+			fmt.Fprintf(stderr, "zenconn %s: %v\n", name, err)
+			return 1
+		}
+		if resp.StatusCode != http.StatusOK {
+			fmt.Fprintf(stderr, "zenconn %s: %s: %s\n", name, resp.Status, strings.TrimSpace(string(body)))
+			return 1
+		}
+		var page map[string]json.RawMessage
+		var items []json.RawMessage
+		var next string
+		if err := json.Unmarshal(body, &page); err == nil {
+			err = json.Unmarshal(page[field], &items)
+			if err == nil {
+				err = json.Unmarshal(page["next"], &next)
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "zenconn %s: bad reply: %v\n", name, err)
+			return 1
+		}
+		for _, it := range items {
+			if err := enc.Encode(it); err != nil {
+				return 1
+			}
+		}
+		if next == "" {
+			return 0
+		}
+		if !q.all {
+			fmt.Fprintf(stderr, "more: --cursor %s\n", next)
+			return 0
+		}
+		cursor = next
+	}
+}
+
+// pageStore is pageAPI reading a stopped node's store.
+func pageStore(q *queryOptions, stdout, stderr io.Writer, name string, page func(*store.Store, string) ([]any, string, error)) int {
+	st, err := store.Open(filepath.Join(q.data, "pebble"), store.Options{ReadOnly: true})
+	if errors.Is(err, store.ErrLocked) {
+		fmt.Fprintf(stderr, "zenconn %s: a node is running on %s: query it with --url\n", name, q.data)
+		return 1
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "zenconn %s: %v\n", name, err)
+		return 1
+	}
+	defer st.Close()
+	enc := json.NewEncoder(stdout)
+	cursor := q.cursor
+	for {
+		items, next, err := page(st, cursor)
+		if err != nil {
+			fmt.Fprintf(stderr, "zenconn %s: %v\n", name, err)
+			return 1
+		}
+		for _, it := range items {
+			if err := enc.Encode(it); err != nil {
+				return 1
+			}
+		}
+		if next == "" {
+			return 0
+		}
+		if !q.all {
+			fmt.Fprintf(stderr, "more: --cursor %s\n", next)
+			return 0
+		}
+		cursor = next
+	}
+}
