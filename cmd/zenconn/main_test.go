@@ -123,3 +123,17 @@ func TestNodeIDIsKept(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestPprofAddr(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"127.0.0.1:6060": true, "[::1]:6060": true, "localhost:6060": true,
+		":6060": false, "0.0.0.0:6060": false, "10.0.0.1:6060": false, "127.0.0.1": false, "127.0.0.1:65535": false,
+	} {
+		if err := checkPprofAddr(addr); (err == nil) != ok {
+			t.Errorf("%s: err %v, want ok=%v", addr, err, ok)
+		}
+	}
+	if got := pprofAddrFor("127.0.0.1:6060", 2); got != "127.0.0.1:6063" {
+		t.Fatalf("worker 2's address %s", got)
+	}
+}

@@ -79,6 +79,11 @@ func runNode(o *serveOptions, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if o.pprof != "" {
+		if err := servePprof(o.pprof, log); err != nil {
+			return err
+		}
+	}
 	st, reg, err := openStore(o, log)
 	if err != nil {
 		if placeholder != nil {
@@ -275,6 +280,11 @@ func workerMain(args []string) int {
 func runWorker(o *serveOptions, id int, node, sock string, log *slog.Logger) error {
 	if o.loops < 1 {
 		return errors.New("--loops must be set by the agent")
+	}
+	if o.pprof != "" {
+		if err := servePprof(pprofAddrFor(o.pprof, id), log); err != nil {
+			log.Warn("no profiles for this worker", "err", err)
+		}
 	}
 	attach := func(i int) (*shm.Ring, error) {
 		return shm.Attach(3+3*i, 4+3*i, 5+3*i)

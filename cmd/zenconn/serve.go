@@ -49,6 +49,7 @@ type serveOptions struct {
 	auditSync         string
 	auditSyncInterval time.Duration
 	auditRetention    time.Duration
+	pprof             string
 }
 
 func newServeFlags(o *serveOptions) *flag.FlagSet {
@@ -78,6 +79,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.auditSync, "audit-sync", "batch", `when the audit log reaches the disk: "always" (acks wait for fsync), "batch" (fsync every --audit-sync-interval) or "none" (left to the OS); see README`)
 	fs.DurationVar(&o.auditSyncInterval, "audit-sync-interval", 100*time.Millisecond, "fsync period of --audit-sync=batch: the most a power loss can take")
 	fs.DurationVar(&o.auditRetention, "audit-retention", 0, "trim audit records and ended sessions older than this (0: keep everything)")
+	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (the agent; worker i on the port after it plus i)")
 	return fs
 }
 
@@ -147,6 +149,12 @@ func serve(args []string) int {
 	if _, err := store.ParseSyncMode(o.auditSync); err != nil {
 		fmt.Fprintf(os.Stderr, "zenconn serve: --audit-sync: %q is not always, batch or none\n", o.auditSync)
 		return 2
+	}
+	if o.pprof != "" {
+		if err := checkPprofAddr(o.pprof); err != nil {
+			fmt.Fprintf(os.Stderr, "zenconn serve: %v\n", err)
+			return 2
+		}
 	}
 	if o.auditSyncInterval <= 0 || o.auditRetention < 0 {
 		fmt.Fprintln(os.Stderr, "zenconn serve: --audit-sync-interval must be positive and --audit-retention not negative")
