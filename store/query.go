@@ -51,6 +51,10 @@ type AuditQuery struct {
 // Audit returns records in time order and the cursor of the next page
 // ("" when there is none).
 func (s *Store) Audit(q AuditQuery) ([]Record, string, error) {
+	if !s.reading() {
+		return nil, "", ErrClosed
+	}
+	defer s.dbMu.RUnlock()
 	limit := clampLimit(q.Limit)
 	lo := int64(0)
 	if !q.Since.IsZero() {
@@ -233,6 +237,10 @@ type SessionQuery struct {
 // Sessions returns sessions in order of connection time and the cursor of
 // the next page ("" when there is none).
 func (s *Store) Sessions(q SessionQuery) ([]Session, string, error) {
+	if !s.reading() {
+		return nil, "", ErrClosed
+	}
+	defer s.dbMu.RUnlock()
 	limit := clampLimit(q.Limit)
 	var after []byte // the 's' key of the last session returned
 	if q.Cursor != "" {

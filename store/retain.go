@@ -39,6 +39,10 @@ func (s *Store) Trim(cutoff time.Time) error {
 		return nil
 	}
 	hour := hourOf(c)
+	if !s.reading() {
+		return ErrClosed
+	}
+	defer s.dbMu.RUnlock()
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	b := s.db.NewBatch()

@@ -145,6 +145,10 @@ type Store struct {
 	// writeMu orders the writer's commits and retention's
 	// read-modify-write of sessions.
 	writeMu sync.Mutex
+	// dbMu: readers of the database hold it shared; Close takes it to
+	// close the database, after which dbClosed makes them return ErrClosed.
+	dbMu     sync.RWMutex
+	dbClosed bool
 
 	unsynced   atomic.Bool // committed without fsync since the last sync
 	writerDone chan struct{}
@@ -190,6 +194,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	db, err := pebble.Open(dir, &pebble.Options{
+		// An explicit FS: Pebble's default wraps it in a disk-health
+		// checker whose goroutine a failed Open (folder locked) leaks, and
+		// whose reports would go to a no-op listener anyway.
+		FS:       vfs.Default,
 		ReadOnly: opts.ReadOnly,
 		Logger:   quietLogger{opts.Log},
 	})
@@ -581,7 +589,21 @@ func (s *Store) Close() error {
 			r.Unregister(c)
 		}
 	}
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	s.dbClosed = true
 	return s.db.Close()
+}
+
+// reading takes the shared lock of a query; false (and no lock) once the
+// store is closed.
+func (s *Store) reading() bool {
+	s.dbMu.RLock()
+	if s.dbClosed {
+		s.dbMu.RUnlock()
+		return false
+	}
+	return true
 }
 
 // quietLogger sends Pebble's informational chatter to debug level.

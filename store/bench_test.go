@@ -1,0 +1,90 @@
+package store
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// BenchmarkAppend appends records from several goroutines and waits for
+// their commit: the time includes the group commits (and with "always"
+// their fsyncs). The figures depend on the disk under b.TempDir().
+func BenchmarkAppend(b *testing.B) {
+	for _, mode := range []SyncMode{SyncAlways, SyncBatch, SyncNone} {
+		for _, size := range []int{64, 1024} {
+			b.Run(fmt.Sprintf("%s/%s", mode, sizeName(size)), func(b *testing.B) {
+				s, err := Open(b.TempDir(), Options{Sync: mode})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				data := make([]byte, size)
+				for i := range data {
+					data[i] = 'a' + byte(i%26)
+				}
+				b.SetParallelism(4) // 4 goroutines a CPU
+				b.ReportAllocs()
+				b.SetBytes(int64(size))
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					r := Record{Node: "node-1", Conn: "conn-1", User: "user-1", Op: OpPublish, Channel: "bench", Data: data}
+					for pb.Next() {
+						s.Append(&r, nil)
+					}
+				})
+				if err := s.Barrier(); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+			})
+		}
+	}
+}
+
+func sizeName(n int) string {
+	if n >= 1024 {
+		return fmt.Sprintf("%dKiB", n/1024)
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+// BenchmarkAuditQuery reads the first page of 100 records from a store of
+// 100k records over about three hours, in ten channels: unfiltered (the
+// log itself) and by channel (the hour-bucketed index, one Get a record).
+func BenchmarkAuditQuery(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{Sync: SyncNone})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	const n = 100_000
+	base := time.Now().Add(-24 * time.Hour).Truncate(time.Hour)
+	data := []byte(`{"price":123.45,"symbol":"ZEN"}`)
+	for i := range n {
+		s.Append(&Record{Time: base.Add(time.Duration(i) * 100 * time.Millisecond), Node: "node-1",
+			Conn: fmt.Sprint("conn-", i%500), User: fmt.Sprint("user-", i%50), Op: OpPublish,
+			Channel: fmt.Sprint("channel-", i%10), Data: data}, nil)
+	}
+	if err := s.Barrier(); err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name string
+		q    AuditQuery
+	}{
+		{"unfiltered", AuditQuery{Limit: 100}},
+		{"channel", AuditQuery{Channel: "channel-3", Limit: 100}},
+		{"channel-last-hour", AuditQuery{Channel: "channel-3", Since: base.Add(2 * time.Hour), Limit: 100}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				recs, next, err := s.Audit(bc.q)
+				if err != nil || len(recs) != 100 || next == "" {
+					b.Fatalf("%d records, next %q, %v", len(recs), next, err)
+				}
+			}
+		})
+	}
+}
