@@ -1,0 +1,264 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/zenconn/server/internal/leaktest"
+	"github.com/zenconn/server/internal/nodemsg"
+	"github.com/zenconn/server/shm"
+	"github.com/zenconn/server/store"
+)
+
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
+
+// fakeWorker is an in-process worker that speaks the ring protocol
+// directly: the test drives it with script and reads the agent's answers.
+type fakeWorker struct {
+	toAgent []*shm.Producer
+	from    *shm.Consumer
+}
+
+func (w *fakeWorker) send(t *testing.T, rec []byte) {
+	t.Helper()
+	if err := w.toAgent[0].Write(rec, 5*time.Second); err != nil {
+		t.Errorf("ring to the agent: %v", err)
+	}
+}
+
+// done waits for the agent's Done record of token.
+func (w *fakeWorker) done(t *testing.T, token uint64) bool {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var m nodemsg.Msg
+	for time.Now().Before(deadline) {
+		found, failed := false, false
+		w.from.Wait(100 * time.Millisecond)
+		_, _ = w.from.Read(func(rec []byte) {
+			if nodemsg.Decode(rec, &m) == nil && m.Kind == nodemsg.KindDone && m.Token == token {
+				found, failed = true, m.Status != 0
+			}
+		})
+		if found {
+			return !failed
+		}
+	}
+	t.Errorf("no Done for token %d", token)
+	return false
+}
+
+// runAgent starts an agent with one in-process worker whose body is
+// script; it returns when script and the agent have returned.
+func runAgent(t *testing.T, st *store.Store, durable bool, script func(w *fakeWorker, a *Agent) error) (*Agent, error) {
+	t.Helper()
+	var a *Agent
+	cfg := Config{
+		Workers: 1, Loops: 1, Node: "n1", Store: st, DurableAcks: durable,
+		Socket: filepath.Join(t.TempDir(), "agent.sock"), RingSize: 1 << 20,
+		InProcess: func(ctx context.Context, id int, toAgent []*shm.Ring, fromAgent *shm.Ring) error {
+			w := &fakeWorker{from: fromAgent.Consumer()}
+			for _, r := range toAgent {
+				w.toAgent = append(w.toAgent, r.Producer())
+			}
+			if err := w.toAgent[1].Write(nodemsg.AppendReady(nil, id, 1), time.Second); err != nil {
+				return err
+			}
+			return script(w, a)
+		},
+	}
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return a, a.Run(ctx)
+}
+
+func openStore(t *testing.T, mode store.SyncMode) *store.Store {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), store.Options{Sync: mode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+var errScriptDone = errors.New("script done")
+
+// TestRecordsSessionAndAudit drives one connection through open,
+// subscribe, publish, refusal and close, and checks what the store holds.
+func TestRecordsSessionAndAudit(t *testing.T) {
+	st := openStore(t, store.SyncBatch)
+	_, err := runAgent(t, st, false, func(w *fakeWorker, a *Agent) error {
+		w.send(t, nodemsg.AppendOpened(nil, "c1", "alice", "127.0.0.1:5000", "curl/8", "bin"))
+		w.send(t, nodemsg.AppendSub(nil, 7, "c1", "news"))
+		w.done(t, 7)
+		w.send(t, nodemsg.AppendPublish(nil, 0, "news", "c1", false, []byte(`{"n":1}`)))
+		w.send(t, nodemsg.AppendPublish(nil, 0, "", "c1", true, []byte{0xff}))
+		w.send(t, nodemsg.AppendRefused(nil, "c1", "alice", "subscribe", "private-x", "forbidden", "", false, nil))
+		w.send(t, nodemsg.AppendUser(nil, "c1", "bob"))
+		w.send(t, nodemsg.AppendUnsub(nil, "c1", "news"))
+		w.send(t, nodemsg.AppendClosed(nil, "c1", 1000))
+		// Read through the API, which settles the rings first.
+		rec := httptest.NewRecorder()
+		a.apiHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/audit", nil))
+		var page struct {
+			Records []store.Record `json:"records"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &page); err != nil {
+			t.Errorf("audit reply %q: %v", rec.Body.String(), err)
+		}
+		var ops []string
+		for _, r := range page.Records {
+			ops = append(ops, r.Op+"/"+r.User+"/"+r.Channel)
+			if r.Node != "n1" || r.Conn != "c1" {
+				t.Errorf("record %+v", r)
+			}
+		}
+		want := "[connect/alice/ subscribe/alice/news publish/alice/news broadcast/alice/ refused/alice/private-x auth/bob/ unsubscribe/bob/news disconnect/bob/]"
+		if fmt.Sprint(ops) != want {
+			t.Errorf("ops\n%v, want\n%v", ops, want)
+		}
+		if len(page.Records) == 8 {
+			if r := page.Records[3]; !r.Opaque || string(r.Data) != "\xff" {
+				t.Errorf("broadcast %+v", r)
+			}
+			if r := page.Records[4]; r.Attempt != "subscribe" || r.Error != "forbidden" {
+				t.Errorf("refusal %+v", r)
+			}
+			if r := page.Records[7]; r.Code != 1000 {
+				t.Errorf("disconnect %+v", r)
+			}
+		}
+		return errScriptDone
+	})
+	if !errors.Is(err, errScriptDone) {
+		t.Fatalf("Run: %v", err)
+	}
+	ss, _, err := st.Sessions(store.SessionQuery{})
+	if err != nil || len(ss) != 1 {
+		t.Fatalf("sessions %+v, %v", ss, err)
+	}
+	s := ss[0]
+	if s.Conn != "c1" || s.User != "bob" || s.Remote != "127.0.0.1:5000" || s.UserAgent != "curl/8" || s.Protocol != "bin" ||
+		s.Active() || s.CloseCode != 1000 || fmt.Sprint(s.Channels) != "[news]" || s.Node != "n1" {
+		t.Fatalf("session %+v", s)
+	}
+}
+
+// TestDeadWorkerRecordsAreKept: a worker that writes publishes and dies at
+// once still has every one of them audited, since the agent reads what a
+// dead worker left in its ring; its open sessions end with 1006.
+func TestDeadWorkerRecordsAreKept(t *testing.T) {
+	st := openStore(t, store.SyncNone)
+	const n = 3000
+	_, err := runAgent(t, st, false, func(w *fakeWorker, _ *Agent) error {
+		w.send(t, nodemsg.AppendOpened(nil, "c1", "", "127.0.0.1:1", "", "json"))
+		for i := range n {
+			w.send(t, nodemsg.AppendPublish(nil, 0, "news", "c1", false, []byte(fmt.Sprint(i))))
+		}
+		return errScriptDone
+	})
+	if !errors.Is(err, errScriptDone) {
+		t.Fatalf("Run: %v", err)
+	}
+	if err := st.Barrier(); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	cursor := ""
+	for {
+		recs, next, err := st.Audit(store.AuditQuery{Op: store.OpPublish, Limit: store.MaxLimit, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if string(r.Data) != fmt.Sprint(got) {
+				t.Fatalf("record %d has data %s", got, r.Data)
+			}
+			got++
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if got != n {
+		t.Fatalf("%d publishes audited, want %d", got, n)
+	}
+	ss, _, _ := st.Sessions(store.SessionQuery{})
+	if len(ss) != 1 || ss[0].CloseCode != closeAbnormal {
+		t.Fatalf("sessions %+v", ss)
+	}
+}
+
+// TestDurableAck: with durable acks the agent answers a publish only once
+// its record is committed, so the record is readable when Done arrives.
+func TestDurableAck(t *testing.T) {
+	st := openStore(t, store.SyncAlways)
+	_, err := runAgent(t, st, true, func(w *fakeWorker, _ *Agent) error {
+		w.send(t, nodemsg.AppendOpened(nil, "c1", "", "127.0.0.1:1", "", "json"))
+		for i := uint64(1); i <= 20; i++ {
+			w.send(t, nodemsg.AppendPublish(nil, i, "news", "c1", false, []byte(fmt.Sprint(i))))
+			if !w.done(t, i) {
+				return errScriptDone
+			}
+			recs, _, err := st.Audit(store.AuditQuery{Op: store.OpPublish, Limit: store.MaxLimit})
+			if err != nil || len(recs) != int(i) {
+				t.Errorf("after Done %d: %d records, %v", i, len(recs), err)
+			}
+		}
+		return errScriptDone
+	})
+	if !errors.Is(err, errScriptDone) {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestAPIQueries: the audit endpoints say 404 when the node keeps
+// no store; bad parameters get 400 with one.
+func TestAPIQueries(t *testing.T) {
+	noStore, err := New(Config{Workers: 1, Socket: "x", InProcess: func(context.Context, int, []*shm.Ring, *shm.Ring) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Workers: 1, Socket: "x", Store: openStore(t, store.SyncNone),
+		InProcess: func(context.Context, int, []*shm.Ring, *shm.Ring) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		a      *Agent
+		target string
+		status int
+	}{
+		{noStore, "/api/audit", http.StatusNotFound},
+		{noStore, "/api/sessions", http.StatusNotFound},
+		{a, "/api/audit", http.StatusOK},
+		{a, "/api/audit?op=publish&channel=x&user=u&since=2026-01-01T00:00:00Z&until=1900000000000&limit=5", http.StatusOK},
+		{a, "/api/audit?op=bogus", http.StatusBadRequest},
+		{a, "/api/audit?chanel=x", http.StatusBadRequest},
+		{a, "/api/audit?since=yesterday", http.StatusBadRequest},
+		{a, "/api/audit?limit=0", http.StatusBadRequest},
+		{a, "/api/audit?limit=1001", http.StatusBadRequest},
+		{a, "/api/audit?cursor=zz", http.StatusBadRequest},
+		{a, "/api/sessions?active=true&user=u", http.StatusOK},
+		{a, "/api/sessions?active=maybe", http.StatusBadRequest},
+		{a, "/api/sessions?cursor=%21", http.StatusBadRequest},
+	} {
+		rec := httptest.NewRecorder()
+		tc.a.apiHandler().ServeHTTP(rec, httptest.NewRequest("GET", tc.target, nil))
+		if rec.Code != tc.status {
+			t.Errorf("%s: %d %s, want %d", tc.target, rec.Code, rec.Body.String(), tc.status)
+		}
+	}
+}
