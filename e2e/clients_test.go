@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -469,6 +470,26 @@ func (c *wsClient) pingPong() {
 	c.t.Helper()
 	c.send(`{"op":"ping"}`)
 	c.expect("pong", 0)
+}
+
+// messagesUntilPong sends a ping and returns the channels of the
+// messages that arrive before the pong, sorted.
+func (c *wsClient) messagesUntilPong() []string {
+	c.t.Helper()
+	c.send(`{"op":"ping"}`)
+	var chans []string
+	for {
+		m := c.read()
+		switch m.Op {
+		case "pong":
+			sort.Strings(chans)
+			return chans
+		case "message":
+			chans = append(chans, m.Channel)
+		default:
+			c.t.Fatalf("conn %s: got %s, want messages then a pong", c.Welcome.Conn, m)
+		}
+	}
 }
 
 // closeCode extracts the close code of a gorilla read error (1006 if there was none).

@@ -46,6 +46,8 @@ type serverProc struct {
 
 	HTTP *http.Client // no automatic decompression, own transport
 
+	prefix, env, extra []string // how it was started, for restart
+
 	done     chan struct{} // closed when the process has been reaped
 	waitErr  error         // cmd.Wait result, valid after done
 	signaled atomic.Bool   // a test or the cleanup signaled the process on purpose
@@ -69,7 +71,23 @@ func startServerEnv(t *testing.T, env []string, extra ...string) *serverProc {
 // command prefix (e.g. prlimit) that execs it.
 func startServerVia(t *testing.T, prefix, env []string, extra ...string) *serverProc {
 	t.Helper()
-	root := t.TempDir()
+	return startServerIn(t, t.TempDir(), prefix, env, extra...)
+}
+
+// restart starts s's command again in s's Root, once s has exited (stopped or
+// killed): the new process keeps the data folder (node id, store, cache) and
+// listens on a new port. It is stopped at cleanup like any other.
+func (s *serverProc) restart(t *testing.T) *serverProc {
+	t.Helper()
+	if !s.Exited() {
+		t.Fatalf("restart: the previous process %d is still running", s.cmd.Process.Pid)
+	}
+	return startServerIn(t, s.Root, s.prefix, s.env, s.extra...)
+}
+
+// startServerIn is startServerVia in the folder root.
+func startServerIn(t *testing.T, root string, prefix, env []string, extra ...string) *serverProc {
+	t.Helper()
 	s := &serverProc{
 		t:         t,
 		Root:      root,
@@ -79,6 +97,9 @@ func startServerVia(t *testing.T, prefix, env []string, extra ...string) *server
 		Stderr:    newSyncBuffer(),
 		Stdout:    newSyncBuffer(),
 		done:      make(chan struct{}),
+		prefix:    prefix,
+		env:       env,
+		extra:     extra,
 	}
 	writeFixture(t, root)
 	if err := os.MkdirAll(s.Data, 0o755); err != nil {

@@ -134,6 +134,9 @@ type Store struct {
 	committed *sync.Cond // barriers: a group was committed
 	queue     []pending
 	sessions  map[string]*Session // latest state of sessions waiting to be written
+	// formerUsers: users of a waiting session replaced by a merged update,
+	// still to be indexed.
+	formerUsers map[string][]string
 	order     []string            // sessions in order of first change
 	queued    uint64              // items ever queued (records + session updates)
 	done      uint64              // items ever committed
@@ -207,7 +210,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store: opening %s: %w", dir, err)
 	}
-	s := &Store{db: db, opts: opts, log: opts.Log, sessions: map[string]*Session{},
+	s := &Store{db: db, opts: opts, log: opts.Log, sessions: map[string]*Session{}, formerUsers: map[string][]string{},
 		writerDone: make(chan struct{}), syncDone: make(chan struct{}), stop: make(chan struct{})}
 	s.wake = sync.NewCond(&s.mu)
 	s.space = sync.NewCond(&s.mu)
@@ -323,6 +326,9 @@ func (s *Store) PutSession(sess *Session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur := s.sessions[sess.Conn]; cur != nil {
+		if cur.User != "" && cur.User != sess.User {
+			s.formerUsers[sess.Conn] = append(s.formerUsers[sess.Conn], cur.User)
+		}
 		*cur = *sess
 		cur.Channels = slices.Clone(sess.Channels)
 		return
@@ -404,6 +410,10 @@ func (s *Store) writer() {
 		for _, id := range s.order {
 			sess = append(sess, s.sessions[id])
 		}
+		former := s.formerUsers
+		if len(former) > 0 {
+			s.formerUsers = map[string][]string{}
+		}
 		clear(s.sessions)
 		s.order = s.order[:0]
 		// Times and sequence numbers are given here so that keys grow with
@@ -441,6 +451,10 @@ func (s *Store) writer() {
 		}
 		for _, se := range sess {
 			s.writeSession(b, se, &key, &val)
+			for _, u := range former[se.Conn] {
+				key = sessionUserKey(key[:0], u, unixNano(se.Connected), se.Conn)
+				_ = b.Set(key, nil, nil)
+			}
 		}
 		opt := pebble.NoSync
 		if s.opts.Sync == SyncAlways {

@@ -301,6 +301,11 @@ func TestSessionCoalescing(t *testing.T) {
 		se.Channels = append(se.Channels, fmt.Sprintf("ch%d", i))
 		s.PutSession(&se)
 	}
+	// Two changes of user merged into one write: the session stays listed
+	// under every user it had.
+	se.User = "bob"
+	s.PutSession(&se)
+	se.User = "carol"
 	se.Disconnected, se.CloseCode = start.Add(time.Hour), 1000
 	s.PutSession(&se)
 
@@ -308,7 +313,7 @@ func TestSessionCoalescing(t *testing.T) {
 	pending, added := len(s.order), s.queued-queued
 	s.mu.Unlock()
 	if pending != 1 || added != 1 {
-		t.Fatalf("101 updates of one session queued %d items (%d pending), want 1", added, pending)
+		t.Fatalf("102 updates of one session queued %d items (%d pending), want 1", added, pending)
 	}
 	release()
 	if err := s.Barrier(); err != nil {
@@ -321,7 +326,15 @@ func TestSessionCoalescing(t *testing.T) {
 	if got := ss[1]; got.Active() || got.CloseCode != 1000 || len(got.Channels) != 100 || got.Channels[99] != "ch99" {
 		t.Fatalf("coalesced session stored as %+v", got)
 	}
-	// Two groups: "other", then the 101 updates as one write.
+	if ss[1].User != "carol" {
+		t.Fatalf("user %q, want the last one", ss[1].User)
+	}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if ss := sessionsAll(t, s, SessionQuery{User: u}); len(ss) != 1 || ss[0].Conn != "c1" {
+			t.Errorf("sessions of %s: %+v", u, ss)
+		}
+	}
+	// Two groups: "other", then the 102 updates as one write.
 	if n := gather(t, reg, "zenconn_audit_batch_records"); n != 2 {
 		t.Errorf("%v group commits, want 2", n)
 	}
