@@ -3,11 +3,15 @@
 package engine
 
 import (
+	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/zenconn/server/accesslog"
 	"github.com/zenconn/server/proto"
 )
 
@@ -89,5 +93,34 @@ func TestFrameParseAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("frame parse: %v allocations, want 0", allocs)
+	}
+}
+
+// TestAccessLogAllocs proves that formatting an access-log line into the
+// loop's scratch buffer and handing it to the log writer allocates
+// nothing in the steady state.
+func TestAccessLogAllocs(t *testing.T) {
+	w, err := accesslog.Open(filepath.Join(t.TempDir(), "access.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := &Server{}
+	s.clock.Store(time.Now().UnixNano())
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	req := &requestInfo{method: []byte("GET"), uri: []byte("/app.js?v=3"), protocol: []byte("HTTP/1.1"),
+		referer: []byte("http://localhost/"), userAgent: []byte(`Mozilla/5.0 "quoted"`)}
+	var buf []byte
+	line := func() {
+		buf = s.appendAccess(buf[:0], remote, req, 200, 1234)
+		w.WriteLine(buf)
+	}
+	line()
+	want := `127.0.0.1 - - [`
+	if !strings.HasPrefix(string(buf), want) || !strings.HasSuffix(string(buf), `"GET /app.js?v=3 HTTP/1.1" 200 1234 "http://localhost/" "Mozilla/5.0 \x22quoted\x22"`+"\n") {
+		t.Fatalf("line %q", buf)
+	}
+	if n := testing.AllocsPerRun(1000, line); n != 0 {
+		t.Errorf("access-log line: %v allocations, want 0", n)
 	}
 }

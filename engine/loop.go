@@ -22,6 +22,7 @@ type loop struct {
 	http    *httpParser // request-head parser, reused
 	scratch []byte      // reply frame scratch, reused
 	respBuf []byte      // small HTTP response scratch, reused
+	logBuf  []byte      // access-log line scratch, reused
 
 	// mu guards inbox and inboxQueued: deliveries posted by other loops.
 	mu          sync.Mutex

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -274,18 +275,27 @@ func (s *Server) accessLog(c *Conn, req *requestInfo, status, sent int) {
 	if s.cfg.AccessLog == nil {
 		return
 	}
-	s.cfg.AccessLog.WriteLine(s.formatAccess(c.t.RemoteAddr(), req, status, sent))
+	l := c.loop
+	l.logBuf = s.appendAccess(l.logBuf[:0], c.t.RemoteAddr(), req, status, sent)
+	s.cfg.AccessLog.WriteLine(l.logBuf)
+	if cap(l.logBuf) > 16<<10 {
+		l.logBuf = nil
+	}
 }
 
-// formatAccess builds an nginx/apache "combined" log line:
+// appendAccess appends an nginx/apache "combined" log line to b:
 // remote - - [time] "request" status bytes "referer" "user-agent".
-func (s *Server) formatAccess(remote net.Addr, req *requestInfo, status, sent int) []byte {
-	b := make([]byte, 0, 160+len(req.uri)+len(req.userAgent))
-	host := "-"
-	if a, ok := remote.(*net.TCPAddr); ok {
-		host = a.IP.String()
+func (s *Server) appendAccess(b []byte, remote net.Addr, req *requestInfo, status, sent int) []byte {
+	a, ok := remote.(*net.TCPAddr)
+	var addr netip.Addr
+	if ok {
+		addr, ok = netip.AddrFromSlice(a.IP)
 	}
-	b = append(b, host...)
+	if ok {
+		b = addr.Unmap().AppendTo(b)
+	} else {
+		b = append(b, '-')
+	}
 	b = append(b, " - - ["...)
 	b = time.Unix(0, s.clock.Load()).AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
 	b = append(b, `] "`...)

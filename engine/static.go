@@ -128,7 +128,10 @@ func (s *Server) runJob(j *job) {
 		referer:   ctx.Referer(),
 		userAgent: ctx.UserAgent(),
 	}
-	line := s.formatAccess(j.remote, &info, status, sent)
+	var line []byte
+	if s.cfg.AccessLog != nil {
+		line = s.appendAccess(make([]byte, 0, 160+len(info.uri)+len(info.userAgent)), j.remote, &info, status, sent)
+	}
 	s.countStatus(status)
 	keep := j.keepAlive && err == nil
 	c := j.c
