@@ -1,7 +1,7 @@
 # ZenConn. Plain `make` lists the targets.
 GO ?= go
 
-.PHONY: help test vet lint fmt-check build run bench bench-idle bench-fanout bench-scale fuzz
+.PHONY: help test vet lint fmt-check build run bench bench-idle bench-fanout bench-scale bench-audit bench-static fuzz
 
 help:
 	@echo "targets:"
@@ -12,6 +12,8 @@ help:
 	@echo "  make bench-idle   idle-connection memory vs the baseline server (bench/)"
 	@echo "  make bench-fanout fan-out throughput/latency vs the baseline server (bench/)"
 	@echo "  make bench-scale  60,000 connections on 4 worker processes (bench/)"
+	@echo "  make bench-audit  audit log: fan-out with it on and off, audit records per second (bench/)"
+	@echo "  make bench-static static files (1 KiB, 100 KiB) vs nginx with wrk; installs wrk and nginx if missing (bench/)"
 	@echo "  make fuzz         run each fuzz target for a short while"
 
 build:
@@ -32,7 +34,7 @@ test: lint
 	bash scripts/ensure-chromium.sh
 	$(GO) test -race -shuffle=on -count=1 -timeout 12m ./...
 	# The protocol suites once more against a node with two worker processes.
-	ZENCONN_E2E_WORKERS=2 $(GO) test -race -count=1 -timeout 6m -run 'TestJSON|TestWS|TestFanOut|TestIdentity|TestBinary|TestAPI|TestAccessLog' ./e2e/
+	ZENCONN_E2E_WORKERS=2 $(GO) test -race -count=1 -timeout 6m -run 'TestJSON|TestWS|TestFanOut|TestIdentity|TestBinary|TestAPI|TestAccessLog|TestAuditProbe|TestAuditFilters|TestAuditRefusals|TestAuditServerAPI|TestAuditData$$|TestAuditRetention|TestSession' ./e2e/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./proto/ ./engine/ ./shm/
@@ -46,10 +48,22 @@ bench-fanout:
 bench-scale:
 	bash bench/run-scale.sh
 
+bench-audit:
+	bash bench/run-audit.sh
+
+bench-static:
+	bash bench/ensure-tools.sh
+	bash bench/run-static.sh
+
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 20s ./proto/
-	$(GO) test -run '^$$' -fuzz FuzzDecodeBinary -fuzztime 20s ./proto/
-	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 20s ./auth/
-	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 20s ./shm/
-	$(GO) test -run '^$$' -fuzz FuzzFrames -fuzztime 20s ./engine/
-	$(GO) test -run '^$$' -fuzz FuzzHTTP -fuzztime 20s ./engine/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime 20s ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSONReference$$' -fuzztime 20s ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBinary$$' -fuzztime 20s ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBinaryReference$$' -fuzztime 20s ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzValidJSON$$' -fuzztime 20s ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 20s ./auth/
+	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime 20s ./shm/
+	$(GO) test -run '^$$' -fuzz '^FuzzFrames$$' -fuzztime 20s ./engine/
+	$(GO) test -run '^$$' -fuzz '^FuzzHTTP$$' -fuzztime 20s ./engine/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s ./store/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s ./internal/nodemsg/

@@ -4,6 +4,8 @@ import (
 	"math/bits"
 	"sync"
 	"sync/atomic"
+
+	"github.com/zenconn/server/proto"
 )
 
 // loop is the engine's state for one event loop. Fields without a comment
@@ -23,6 +25,11 @@ type loop struct {
 	scratch []byte      // reply frame scratch, reused
 	respBuf []byte      // small HTTP response scratch, reused
 	logBuf  []byte      // access-log line scratch, reused
+
+	// msg is the client message being handled, reused: a ClientMsg may
+	// point into itself, so one declared per message would be allocated.
+	// Its fields are valid only during onMessage.
+	msg proto.ClientMsg
 
 	// mu guards inbox and inboxQueued: deliveries posted by other loops.
 	mu          sync.Mutex

@@ -33,11 +33,12 @@ func isPrivate(channel string) bool { return strings.HasPrefix(channel, privateP
 func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 	l := c.loop
 	l.stats.messagesIn.Add(1)
-	var m proto.ClientMsg
+	// m's fields point into payload or into m: valid during this call.
+	m := &l.msg
 	var perr *proto.Error
 	switch {
 	case c.bin && op == ws.OpBinary:
-		perr = proto.DecodeBinary(payload, &m)
+		perr = proto.DecodeBinary(payload, m)
 	case c.bin:
 		c.replyError(nil, errTextOnBinary)
 		return
@@ -48,7 +49,7 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 		c.fail(proto.CloseInvalidPayload, "text message is not valid UTF-8")
 		return
 	default:
-		perr = proto.DecodeJSON(payload, &m)
+		perr = proto.DecodeJSON(payload, m)
 	}
 	if perr != nil {
 		c.replyError(m.ID, perr)
@@ -62,32 +63,41 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 			c.reply(proto.AppendPong(c.frameBuf()))
 		}
 	case proto.OpSubscribe:
-		if e := c.canSubscribe(m.Channel); e != nil {
-			c.refused(proto.OpSubscribe, m.Channel, e, nil, false)
+		// The name outlives the message (subscription index, c.chans,
+		// the bridge): one copy.
+		channel := string(m.Channel)
+		if e := c.canSubscribe(channel); e != nil {
+			c.refused(proto.OpSubscribe, channel, e, nil, false)
 			c.replyError(m.ID, e)
 			return
 		}
-		if len(c.chans) >= c.srv.cfg.MaxSubscriptions && !c.subscribed(m.Channel) {
-			c.refused(proto.OpSubscribe, m.Channel, errTooManySubs, nil, false)
+		if len(c.chans) >= c.srv.cfg.MaxSubscriptions && !c.subscribed(channel) {
+			c.refused(proto.OpSubscribe, channel, errTooManySubs, nil, false)
 			c.replyError(m.ID, errTooManySubs)
 			return
 		}
-		if !l.subscribe(c, m.Channel) {
+		if !l.subscribe(c, channel) {
 			c.ack(m.ID) // already subscribed
 			return
 		}
-		c.chans = append(c.chans, m.Channel)
-		c.subscribeAck(m.Channel, m.ID)
+		c.chans = append(c.chans, channel)
+		c.subscribeAck(channel, m.ID)
 	case proto.OpUnsubscribe:
-		c.unsubscribe(m.Channel)
+		// The connection holds the name when it is subscribed: no copy.
+		if channel, ok := c.heldChannel(m.Channel); ok {
+			c.unsubscribe(channel)
+		}
 		c.ack(m.ID)
 	case proto.OpPublish:
-		if e := c.canPublish(m.Channel); e != nil {
-			c.refused(proto.OpPublish, m.Channel, e, m.Data, m.Opaque)
+		// The name outlives the message (the message, the bridge): one
+		// copy.
+		channel := string(m.Channel)
+		if e := c.canPublish(channel); e != nil {
+			c.refused(proto.OpPublish, channel, e, m.Data, m.Opaque)
 			c.replyError(m.ID, e)
 			return
 		}
-		c.publishAndAck(m.Channel, m.Data, m.Opaque, m.ID)
+		c.publishAndAck(channel, m.Data, m.Opaque, m.ID)
 	case proto.OpBroadcast:
 		var e *proto.Error
 		switch {
@@ -103,7 +113,7 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 		}
 		c.publishAndAck("", m.Data, m.Opaque, m.ID)
 	case proto.OpAuth:
-		c.authenticate(m.ID, m.Token)
+		c.authenticate(m.ID, string(m.Token))
 	}
 }
 
@@ -159,6 +169,17 @@ func (c *Conn) subscribed(channel string) bool {
 		}
 	}
 	return false
+}
+
+// heldChannel returns the connection's copy of the name of a channel it is
+// subscribed to.
+func (c *Conn) heldChannel(name []byte) (string, bool) {
+	for _, ch := range c.chans {
+		if ch == string(name) {
+			return ch, true
+		}
+	}
+	return "", false
 }
 
 // authenticate handles the auth op: a valid token replaces the identity and

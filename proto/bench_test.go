@@ -14,23 +14,53 @@ func benchPayload(n int) []byte {
 
 var benchSizes = []int{64, 1024, 16384}
 
-func BenchmarkDecodeJSON(b *testing.B) {
+// decodeBenchCases are client messages of typical shapes and sizes.
+func decodeBenchCases() []struct {
+	name string
+	in   []byte
+} {
+	type c = struct {
+		name string
+		in   []byte
+	}
+	out := []c{
+		{"subscribe", []byte(`{"id":1,"op":"subscribe","channel":"room:lobby"}`)},
+		{"auth", []byte(`{"id":2,"op":"auth","token":"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTc5MDAwMDAwMH0.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU"}`)},
+	}
 	for _, size := range benchSizes {
-		in := []byte(`{"id":17,"op":"publish","channel":"room:lobby","data":` + string(benchPayload(size)) + `}`)
-		b.Run("sonic/"+strconv.Itoa(size), func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(in)))
-			var m ClientMsg
-			for b.Loop() {
-				if err := DecodeJSON(in, &m); err != nil {
-					b.Fatal(err)
+		out = append(out, c{"publish/" + strconv.Itoa(size),
+			[]byte(`{"id":17,"op":"publish","channel":"room:lobby","data":` + string(benchPayload(size)) + `}`)})
+	}
+	obj := `{"user":"alice","text":"` + strings.Repeat("hello world ", 60) + `","tags":["a","b","c"],"n":[1,2.5,-3e2],"ok":true,"ref":null}`
+	out = append(out, c{"publish-object/" + strconv.Itoa(len(obj)),
+		[]byte(`{"id":"req-18","op":"publish","channel":"room:lobby","data":` + obj + `}`)})
+	return out
+}
+
+// BenchmarkDecodeJSON runs the decoder ("fast") beside the sonic-based one
+// it replaced ("reference") and encoding/json into the same wire shape
+// (the naive reference).
+func BenchmarkDecodeJSON(b *testing.B) {
+	decoders := []struct {
+		name   string
+		decode func([]byte, *ClientMsg) *Error
+	}{{"fast", DecodeJSON}, {"reference", decodeJSONReference}}
+	for _, tc := range decodeBenchCases() {
+		for _, d := range decoders {
+			b.Run(d.name+"/"+tc.name, func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(tc.in)))
+				var m ClientMsg
+				for b.Loop() {
+					if err := d.decode(tc.in, &m); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
-		// The naive reference: encoding/json into the same wire shape.
-		b.Run("encoding_json/"+strconv.Itoa(size), func(b *testing.B) {
+			})
+		}
+		b.Run("encoding_json/"+tc.name, func(b *testing.B) {
 			b.ReportAllocs()
-			b.SetBytes(int64(len(in)))
+			b.SetBytes(int64(len(tc.in)))
 			var w struct {
 				ID      json.RawMessage `json:"id"`
 				Op      string          `json:"op"`
@@ -40,11 +70,48 @@ func BenchmarkDecodeJSON(b *testing.B) {
 			}
 			for b.Loop() {
 				w.ID, w.Channel, w.Data = nil, nil, nil
-				if err := json.Unmarshal(in, &w); err != nil {
+				if err := json.Unmarshal(tc.in, &w); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkDecodeBinary runs the decoder ("fast") beside the one that
+// copied channels and tokens into strings ("reference").
+func BenchmarkDecodeBinary(b *testing.B) {
+	type c = struct {
+		name string
+		in   []byte
+	}
+	cases := []c{
+		{"subscribe", append([]byte{0x80 | BinSubscribe, 1, 10}, "room:lobby"...)},
+		{"auth", append([]byte{0x80 | BinAuth, 2}, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"...)},
+	}
+	for _, size := range benchSizes {
+		cases = append(cases, c{"publish/" + strconv.Itoa(size),
+			append([]byte{0x80 | BinPublish, 17, 10}, "room:lobby"+string(benchPayload(size))...)})
+	}
+	cases = append(cases, c{"publish-opaque/1024",
+		append([]byte{0x80 | binFlagOpaque | BinPublish, 17, 10}, "room:lobby"+strings.Repeat("\xff", 1024)...)})
+	decoders := []struct {
+		name   string
+		decode func([]byte, *ClientMsg) *Error
+	}{{"fast", DecodeBinary}, {"reference", decodeBinaryReference}}
+	for _, tc := range cases {
+		for _, d := range decoders {
+			b.Run(d.name+"/"+tc.name, func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(tc.in)))
+				var m ClientMsg
+				for b.Loop() {
+					if err := d.decode(tc.in, &m); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
 

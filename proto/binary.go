@@ -105,9 +105,10 @@ var (
 )
 
 // DecodeBinary decodes one client message from a binary frame's payload.
-// m.ID, when set, is the id in decimal (as JSON would carry it); m.Data
-// aliases data. Errors are *Error with code bad_request; m.ID is set on
-// error when the id could be read.
+// m.ID, when set, is the id in decimal (as JSON would carry it), in m's
+// scratch space; m.Channel, m.Data and m.Token alias data (see ClientMsg).
+// Errors are *Error with code bad_request; m.ID is set on error when the id
+// could be read. It does not allocate.
 func DecodeBinary(data []byte, m *ClientMsg) *Error {
 	*m = ClientMsg{}
 	if len(data) == 0 {
@@ -134,10 +135,10 @@ func DecodeBinary(data []byte, m *ClientMsg) *Error {
 		if !ok {
 			return errBinTruncated
 		}
-		if !ValidChannel(string(ch)) {
+		if !validChannel(ch) {
 			return errBadChannel
 		}
-		m.Channel = string(ch)
+		m.Channel = ch
 		p = rest
 		m.Op = OpSubscribe
 		if op == BinUnsubscribe {
@@ -158,7 +159,7 @@ func DecodeBinary(data []byte, m *ClientMsg) *Error {
 		if len(p) == 0 {
 			return errNoToken
 		}
-		m.Token = string(p)
+		m.Token = p
 		p = nil
 	case BinPing:
 		m.Op = OpPing
@@ -182,7 +183,7 @@ func (m *ClientMsg) setData(p []byte, opaque bool) *Error {
 		if len(p) == 0 {
 			return errNoData
 		}
-		if !ValidRaw(p) {
+		if !validJSON(p) {
 			return errBinDataJSON
 		}
 	}

@@ -71,7 +71,7 @@ func TestBinaryVectorsDecode(t *testing.T) {
 			if perr := DecodeBinary(in, &m); perr != nil {
 				t.Fatalf("DecodeBinary(%s): %v", v.Hex, perr)
 			}
-			if m.Op.String() != v.Op || string(m.ID) != v.ID || m.Channel != v.Channel || m.Token != v.Token || m.Opaque != v.Opaque {
+			if m.Op.String() != v.Op || string(m.ID) != v.ID || string(m.Channel) != v.Channel || string(m.Token) != v.Token || m.Opaque != v.Opaque {
 				t.Fatalf("decoded op=%s id=%q channel=%q token=%q opaque=%v; want %+v", m.Op, m.ID, m.Channel, m.Token, m.Opaque, v)
 			}
 			if want := v.data(t); len(want) > 0 && !bytes.Equal(m.Data, want) {
@@ -171,7 +171,7 @@ func FuzzDecodeBinary(f *testing.F) {
 		}
 		switch m.Op {
 		case OpSubscribe, OpUnsubscribe, OpPublish:
-			if !ValidChannel(m.Channel) {
+			if !ValidChannel(string(m.Channel)) {
 				t.Fatalf("accepted invalid channel %q", m.Channel)
 			}
 		}
@@ -180,7 +180,7 @@ func FuzzDecodeBinary(f *testing.F) {
 		}
 		// Whatever was accepted re-encodes into valid envelopes.
 		if m.Op == OpPublish || m.Op == OpBroadcast {
-			if out := AppendMessageAny(nil, m.Channel, "k1", m.Data, m.Opaque); !json.Valid(out) {
+			if out := AppendMessageAny(nil, string(m.Channel), "k1", m.Data, m.Opaque); !json.Valid(out) {
 				t.Fatalf("JSON envelope invalid: %s", out)
 			}
 		}

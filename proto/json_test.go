@@ -7,36 +7,41 @@ import (
 	"testing"
 )
 
-func TestDecodeJSON(t *testing.T) {
+// decodeJSONCase is one DecodeJSON input with its expected result.
+type decodeJSONCase struct {
+	name    string
+	in      string
+	want    ClientMsg
+	wantErr *Error // one of the canned errors, compared by identity
+}
+
+// decodeJSONCases are the table of TestDecodeJSON; FuzzDecodeJSONReference
+// is seeded with their inputs too.
+func decodeJSONCases() []decodeJSONCase {
 	id64 := `"` + strings.Repeat("i", MaxIDLen-2) + `"` // 64 bytes on the wire
 	id65 := `"` + strings.Repeat("i", MaxIDLen-1) + `"` // 65 bytes on the wire
 	ch128 := strings.Repeat("c", MaxChannelLen)
 	ch129 := strings.Repeat("c", MaxChannelLen+1)
 	ch10k := strings.Repeat("c", 10000)
 
-	tests := []struct {
-		name    string
-		in      string
-		want    ClientMsg
-		wantErr *Error // one of the canned errors, compared by identity
-	}{
+	return []decodeJSONCase{
 		// Every op, well formed.
 		{name: "subscribe", in: `{"op":"subscribe","channel":"news"}`,
-			want: ClientMsg{Op: OpSubscribe, Channel: "news"}},
+			want: ClientMsg{Op: OpSubscribe, Channel: []byte("news")}},
 		{name: "subscribe with numeric id", in: `{"id":1,"op":"subscribe","channel":"news"}`,
-			want: ClientMsg{ID: []byte("1"), Op: OpSubscribe, Channel: "news"}},
+			want: ClientMsg{ID: []byte("1"), Op: OpSubscribe, Channel: []byte("news")}},
 		{name: "unsubscribe", in: `{"id":"u-1","op":"unsubscribe","channel":"room:42"}`,
-			want: ClientMsg{ID: []byte(`"u-1"`), Op: OpUnsubscribe, Channel: "room:42"}},
+			want: ClientMsg{ID: []byte(`"u-1"`), Op: OpUnsubscribe, Channel: []byte("room:42")}},
 		{name: "publish object", in: `{"id":7,"op":"publish","channel":"a.b","data":{"x":[1,2,{"y":null}]}}`,
-			want: ClientMsg{ID: []byte("7"), Op: OpPublish, Channel: "a.b", Data: []byte(`{"x":[1,2,{"y":null}]}`)}},
+			want: ClientMsg{ID: []byte("7"), Op: OpPublish, Channel: []byte("a.b"), Data: []byte(`{"x":[1,2,{"y":null}]}`)}},
 		{name: "publish string", in: `{"op":"publish","channel":"a","data":"hi \"there\""}`,
-			want: ClientMsg{Op: OpPublish, Channel: "a", Data: []byte(`"hi \"there\""`)}},
+			want: ClientMsg{Op: OpPublish, Channel: []byte("a"), Data: []byte(`"hi \"there\""`)}},
 		{name: "publish data null is four bytes", in: `{"op":"publish","channel":"a","data":null}`,
-			want: ClientMsg{Op: OpPublish, Channel: "a", Data: []byte("null")}},
+			want: ClientMsg{Op: OpPublish, Channel: []byte("a"), Data: []byte("null")}},
 		{name: "publish data whitespace trimmed", in: `{"op":"publish","channel":"a","data":  [1, 2]  }`,
-			want: ClientMsg{Op: OpPublish, Channel: "a", Data: []byte("[1, 2]")}},
+			want: ClientMsg{Op: OpPublish, Channel: []byte("a"), Data: []byte("[1, 2]")}},
 		{name: "publish data absent", in: `{"id":3,"op":"publish","channel":"a"}`,
-			want: ClientMsg{ID: []byte("3"), Op: OpPublish, Channel: "a"}, wantErr: errNoData},
+			want: ClientMsg{ID: []byte("3"), Op: OpPublish, Channel: []byte("a")}, wantErr: errNoData},
 		{name: "broadcast", in: `{"op":"broadcast","data":42}`,
 			want: ClientMsg{Op: OpBroadcast, Data: []byte("42")}},
 		{name: "broadcast data null", in: `{"op":"broadcast","data":null}`,
@@ -46,7 +51,7 @@ func TestDecodeJSON(t *testing.T) {
 		{name: "broadcast data absent", in: `{"op":"broadcast"}`,
 			want: ClientMsg{Op: OpBroadcast}, wantErr: errNoData},
 		{name: "auth", in: `{"id":"a","op":"auth","token":"eyJ.x.y"}`,
-			want: ClientMsg{ID: []byte(`"a"`), Op: OpAuth, Token: "eyJ.x.y"}},
+			want: ClientMsg{ID: []byte(`"a"`), Op: OpAuth, Token: []byte("eyJ.x.y")}},
 		{name: "auth token empty", in: `{"op":"auth","token":""}`,
 			want: ClientMsg{Op: OpAuth}, wantErr: errNoToken},
 		{name: "auth token absent", in: `{"op":"auth"}`,
@@ -95,7 +100,7 @@ func TestDecodeJSON(t *testing.T) {
 		{name: "op welcome is server only", in: `{"op":"welcome"}`, wantErr: errUnknownOp},
 		{name: "op number", in: `{"op":5}`, wantErr: errBadJSON},
 		{name: "duplicate op last wins", in: `{"op":"ping","op":"subscribe","channel":"c"}`,
-			want: ClientMsg{Op: OpSubscribe, Channel: "c"}},
+			want: ClientMsg{Op: OpSubscribe, Channel: []byte("c")}},
 
 		// Channels.
 		{name: "channel absent", in: `{"op":"subscribe"}`, want: ClientMsg{Op: OpSubscribe}, wantErr: errNoChannel},
@@ -103,7 +108,7 @@ func TestDecodeJSON(t *testing.T) {
 		{name: "channel absent on publish", in: `{"op":"publish","data":1}`, want: ClientMsg{Op: OpPublish}, wantErr: errNoChannel},
 		{name: "channel empty", in: `{"op":"subscribe","channel":""}`, want: ClientMsg{Op: OpSubscribe}, wantErr: errBadChannel},
 		{name: "channel 128 bytes", in: `{"op":"subscribe","channel":"` + ch128 + `"}`,
-			want: ClientMsg{Op: OpSubscribe, Channel: ch128}},
+			want: ClientMsg{Op: OpSubscribe, Channel: []byte(ch128)}},
 		{name: "channel 129 bytes", in: `{"op":"subscribe","channel":"` + ch129 + `"}`, want: ClientMsg{Op: OpSubscribe}, wantErr: errBadChannel},
 		{name: "channel 10000 bytes", in: `{"op":"publish","channel":"` + ch10k + `","data":1}`, want: ClientMsg{Op: OpPublish}, wantErr: errBadChannel},
 		{name: "channel with space", in: `{"op":"subscribe","channel":"a b"}`, want: ClientMsg{Op: OpSubscribe}, wantErr: errBadChannel},
@@ -114,9 +119,9 @@ func TestDecodeJSON(t *testing.T) {
 		{name: "channel with newline", in: `{"op":"subscribe","channel":"a\n"}`, want: ClientMsg{Op: OpSubscribe}, wantErr: errBadChannel},
 		{name: "channel with quote", in: `{"op":"subscribe","channel":"a\"b"}`, want: ClientMsg{Op: OpSubscribe}, wantErr: errBadChannel},
 		{name: "channel escaped but valid", in: `{"op":"subscribe","channel":"\u0041b"}`,
-			want: ClientMsg{Op: OpSubscribe, Channel: "Ab"}},
+			want: ClientMsg{Op: OpSubscribe, Channel: []byte("Ab")}},
 		{name: "channel every allowed punctuation", in: `{"op":"subscribe","channel":"_.:@-"}`,
-			want: ClientMsg{Op: OpSubscribe, Channel: "_.:@-"}},
+			want: ClientMsg{Op: OpSubscribe, Channel: []byte("_.:@-")}},
 		{name: "channel number", in: `{"op":"subscribe","channel":5}`, wantErr: errBadJSON},
 
 		// Malformed JSON.
@@ -142,10 +147,13 @@ func TestDecodeJSON(t *testing.T) {
 		{name: "data unbalanced nesting", in: `{"op":"publish","channel":"a","data":` + strings.Repeat("[", 100000) + `}`,
 			wantErr: errBadJSON},
 	}
-	for _, tt := range tests {
+}
+
+func TestDecodeJSON(t *testing.T) {
+	for _, tt := range decodeJSONCases() {
 		t.Run(tt.name, func(t *testing.T) {
 			// Start from a dirty message: DecodeJSON must reset it.
-			m := ClientMsg{ID: []byte("stale"), Op: OpAuth, Channel: "stale", Data: []byte("stale"), Token: "stale"}
+			m := ClientMsg{ID: []byte("stale"), Op: OpAuth, Channel: []byte("stale"), Data: []byte("stale"), Token: []byte("stale")}
 			err := DecodeJSON([]byte(tt.in), &m)
 			if err != tt.wantErr {
 				t.Fatalf("DecodeJSON(%.80q) error = %v, want %v", tt.in, err, tt.wantErr)
@@ -174,48 +182,61 @@ func checkMsg(t *testing.T, got, want *ClientMsg) {
 	if got.Op != want.Op {
 		t.Errorf("Op = %v, want %v", got.Op, want.Op)
 	}
-	if got.Channel != want.Channel {
+	if !bytes.Equal(got.Channel, want.Channel) {
 		t.Errorf("Channel = %.40q, want %.40q", got.Channel, want.Channel)
 	}
 	if !bytes.Equal(got.Data, want.Data) || (got.Data == nil) != (want.Data == nil) {
 		t.Errorf("Data = %q (nil %v), want %q (nil %v)", got.Data, got.Data == nil, want.Data, want.Data == nil)
 	}
-	if got.Token != want.Token {
+	if !bytes.Equal(got.Token, want.Token) {
 		t.Errorf("Token = %q, want %q", got.Token, want.Token)
 	}
 }
 
-// The decoded strings must not alias the input: the engine stores channel
-// names in its subscription index and reuses the read buffer.
-func TestDecodeJSONStringsOutliveInput(t *testing.T) {
-	in := []byte(`{"id":"abc","op":"publish","channel":"chan","data":{"x":1}}`)
-	var m ClientMsg
-	if err := DecodeJSON(in, &m); err != nil {
-		t.Fatal(err)
+// Channel and Token point into the input, with no copy, or into the
+// message's own scratch space when the JSON escaped them. The engine copies
+// a channel name (string(m.Channel)) where it keeps one, before the read
+// buffer is reused.
+func TestDecodeJSONFieldsAliasInput(t *testing.T) {
+	tests := []struct {
+		name, in string
+		field    func(*ClientMsg) []byte
+		want     string
+		aliases  bool
+	}{
+		{"channel", `{"id":"abc","op":"publish","channel":"chan","data":{"x":1}}`, func(m *ClientMsg) []byte { return m.Channel }, "chan", true},
+		{"escaped channel", `{"op":"subscribe","channel":"\u0063han"}`, func(m *ClientMsg) []byte { return m.Channel }, "chan", false},
+		{"token", `{"op":"auth","token":"tok"}`, func(m *ClientMsg) []byte { return m.Token }, "tok", true},
+		{"escaped token", `{"op":"auth","token":"t\/k"}`, func(m *ClientMsg) []byte { return m.Token }, "t/k", false},
+		{"long escaped token", `{"op":"auth","token":"` + strings.Repeat("t", 300) + `\/k"}`, func(m *ClientMsg) []byte { return m.Token }, strings.Repeat("t", 300) + "/k", false},
 	}
-	channel := m.Channel
-	for i := range in {
-		in[i] = 'Z'
-	}
-	if channel != "chan" {
-		t.Errorf("Channel changed with the input: %q", channel)
-	}
-	in = []byte(`{"op":"auth","token":"tok"}`)
-	if err := DecodeJSON(in, &m); err != nil {
-		t.Fatal(err)
-	}
-	token := m.Token
-	for i := range in {
-		in[i] = 'Z'
-	}
-	if token != "tok" {
-		t.Errorf("Token changed with the input: %q", token)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := []byte(tt.in)
+			var m ClientMsg
+			if err := DecodeJSON(in, &m); err != nil {
+				t.Fatal(err)
+			}
+			kept := string(tt.field(&m))
+			if kept != tt.want {
+				t.Fatalf("decoded %q, want %q", kept, tt.want)
+			}
+			for i := range in {
+				in[i] = 'Z'
+			}
+			if kept != tt.want {
+				t.Errorf("a copy changed with the input: %q", kept)
+			}
+			if got := string(tt.field(&m)); (got != tt.want) != tt.aliases {
+				t.Errorf("after overwriting the input the field is %q; aliasing the input: %v, want %v", got, got != tt.want, tt.aliases)
+			}
+		})
 	}
 }
 
 func TestOpString(t *testing.T) {
 	for _, op := range []Op{OpSubscribe, OpUnsubscribe, OpPublish, OpBroadcast, OpAuth, OpPing} {
-		if got := parseOp(op.String()); got != op {
+		if got := parseOp([]byte(op.String())); got != op {
 			t.Errorf("parseOp(%q) = %v, want %v", op.String(), got, op)
 		}
 	}
@@ -225,7 +246,7 @@ func TestOpString(t *testing.T) {
 	if s := Op(200).String(); s != "unknown" {
 		t.Errorf("Op(200).String() = %q", s)
 	}
-	if op := parseOp("unknown"); op != OpUnknown {
+	if op := parseOp([]byte("unknown")); op != OpUnknown {
 		t.Errorf(`parseOp("unknown") = %v`, op)
 	}
 }
@@ -508,7 +529,7 @@ func TestDecodeThenAppendMessage(t *testing.T) {
 	if err := DecodeJSON([]byte(`{"id":1,"op":"publish","channel":"c","data":{"a":"<b>"}}`), &m); err != nil {
 		t.Fatal(err)
 	}
-	out := AppendMessage(nil, m.Channel, "conn1", m.Data)
+	out := AppendMessage(nil, string(m.Channel), "conn1", m.Data)
 	got := decodeObject(t, out)
 	var data map[string]string
 	if err := json.Unmarshal(got["data"], &data); err != nil || data["a"] != "<b>" {
