@@ -43,12 +43,24 @@ build_all() {
 
 # start_server NAME PORT: starts the server pinned to SERVER_CPU with
 # GOMAXPROCS=1 and sets SERVER_PID once it logs that it is listening.
+# ZenConn variants: zenconn (defaults: audit log on, --audit-sync=batch) and
+# zenconn-noaudit (--audit=false). Words of ZENCONN_EXTRA, if set, are
+# appended to the zenconn command line of either (e.g.
+# ZENCONN_EXTRA='--audit-sync always').
 start_server() {
 	local name=$1 port=$2 logf="$WORK/$1-$2.log"
+	local extra=()
 	case $name in
-	zenconn)
+	zenconn | zenconn-noaudit)
+		[ "$name" = zenconn-noaudit ] && extra+=(--audit=false)
+		if [ -n "${ZENCONN_EXTRA:-}" ]; then
+			local more
+			read -r -a more <<<"$ZENCONN_EXTRA"
+			extra+=("${more[@]}")
+		fi
+		[ ${#extra[@]} = 0 ] || log "$name: extra flags: ${extra[*]}"
 		GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$WORK/zenconn" serve --addr "127.0.0.1:$port" --workers 0 \
-			--access-log off --public "$WORK/public" --data "$WORK/data-$port" 2>"$logf" >/dev/null &
+			--access-log off --public "$WORK/public" --data "$WORK/data-$port" ${extra[@]+"${extra[@]}"} 2>"$logf" >/dev/null &
 		;;
 	baseline)
 		GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$WORK/baseline" --addr "127.0.0.1:$port" 2>"$logf" >/dev/null &
@@ -111,9 +123,12 @@ order() {
 	fi
 }
 
+# summarize TARGETS [ARGS...]: medians and targets of every run, as JSON on
+# stdout; ARGS go to load summarize (e.g. --baseline NAME).
 summarize() {
 	local targets=$1
-	"$WORK/load" summarize --targets "$targets" \
+	shift
+	"$WORK/load" summarize --targets "$targets" "$@" \
 		--meta "nproc=$(nproc)" --meta "kernel=$(uname -r)" --meta "go=$(go version)" \
 		--meta "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
 		--meta "loadavg_start=$LOADAVG_START" --meta "loadavg_end=$(cat /proc/loadavg)" \

@@ -98,7 +98,7 @@ func TestPublishFrameSize(t *testing.T) {
 	for _, size := range []int{64, 200, 1000, 70000} {
 		cfg := &config{size: size, channel: "c"}
 		l := &loop{cfg: cfg, rnd: 1, pub: &conn{fd: -1, state: stClosed}}
-		l.publish(12345)
+		l.publish(l.pub, 12345)
 		f := l.pframe
 		if len(f) != size {
 			t.Errorf(

@@ -55,6 +55,12 @@ type conn struct {
 	subAck  bool
 	ready   bool
 	lastOff int64 // send offset of the last delivery, -1 before the first
+
+	// publisher state: publishes sent and answered (ack or error) on this
+	// connection, the id expected next, and the send times of the last
+	// --window publishes (for the ack latency).
+	pubSent, pubAnswered, nextAck int64
+	sentAt                        []int64
 }
 
 type errStat struct {
@@ -84,7 +90,8 @@ type loop struct {
 	outOfOrder                int64
 
 	// fan-out state
-	pub        *conn
+	pub        *conn   // the first publisher (fanout: the only one)
+	pubs       []*conn // every publisher of this process
 	localSubs  int
 	validator  *conn
 	pubID      string
@@ -93,8 +100,10 @@ type loop struct {
 	measuring  bool
 	published  int64
 	acked      int64
-	nextAck    int64
+	refused    int64 // publishes answered with an error
 	ackReorder int64
+	lastAck    int64
+	ackHist    hist // µs from a publish's send to its ack
 	received   int64
 	firstSend  int64
 	lastRecv   int64
@@ -108,7 +117,7 @@ type loop struct {
 	channelBytes                    []byte
 }
 
-func newLoop(cfg *config, nSubs int, withPub bool, srcOffset int) (*loop, error) {
+func newLoop(cfg *config, nSubs, nPubs int, srcOffset int) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -123,7 +132,6 @@ func newLoop(cfg *config, nSubs int, withPub bool, srcOffset int) (*loop, error)
 		errs:         make(map[string]*errStat),
 		rnd:          uint64(time.Now().UnixNano()) | 1,
 		localSubs:    nSubs,
-		nextAck:      2,
 		channelBytes: []byte(cfg.channel),
 	}
 	copy(l.dst.Addr[:], cfg.dstIP.To4())
@@ -138,9 +146,16 @@ func newLoop(cfg *config, nSubs int, withPub bool, srcOffset int) (*loop, error)
 	for range nSubs {
 		l.conns = append(l.conns, &conn{role: roleSub, lastOff: -1, fd: -1})
 	}
-	if withPub {
-		l.pub = &conn{role: rolePub, lastOff: -1, fd: -1}
-		l.conns = append(l.conns, l.pub)
+	for range nPubs {
+		c := &conn{role: rolePub, lastOff: -1, fd: -1, nextAck: 2, sentAt: make([]int64, max(cfg.window, 1))}
+		// In publish mode publishers do not subscribe: they are ready at
+		// their welcome.
+		c.subAck = cfg.mode == "publish"
+		l.pubs = append(l.pubs, c)
+		l.conns = append(l.conns, c)
+	}
+	if nPubs > 0 {
+		l.pub = l.pubs[0]
 	}
 	if nSubs > 0 {
 		l.validator = l.conns[0]
@@ -458,9 +473,11 @@ func (l *loop) readConn(c *conn, now int64) {
 		used = i + 4
 		c.state = stOpen
 		// Subscribe at once; the welcome must still come first.
-		l.sendFrame(c, ws.OpText, fmt.Appendf(nil, `{"id":1,"op":"subscribe","channel":%q}`, l.cfg.channel))
-		if c.state == stClosed {
-			return
+		if !c.subAck {
+			l.sendFrame(c, ws.OpText, fmt.Appendf(nil, `{"id":1,"op":"subscribe","channel":%q}`, l.cfg.channel))
+			if c.state == stClosed {
+				return
+			}
 		}
 	}
 	used += l.parseFrames(c, data[used:], now)
@@ -588,6 +605,7 @@ func (l *loop) onFrame(c *conn, op ws.OpCode, fin bool, p []byte, now int64) {
 var (
 	opMessage = []byte(`"op":"message"`)
 	dataKey   = []byte(`"data":"`)
+	ackPrefix = []byte(`{"op":"ack","id":`)
 )
 
 type serverMsg struct {
@@ -608,6 +626,13 @@ func (l *loop) onMessage(c *conn, p []byte, now int64) {
 	if c.welcome && c != l.validator && bytes.Contains(p, opMessage) {
 		l.onDelivery(c, p, now)
 		return
+	}
+	if c.role == rolePub && c.welcome && bytes.HasPrefix(p, ackPrefix) {
+		// Publish acks without encoding/json: {"op":"ack","id":N}.
+		if id, n := parseUint(p[len(ackPrefix):]); n > 0 && len(p) == len(ackPrefix)+n+1 && p[len(p)-1] == '}' && id >= 2 {
+			l.onPublishAnswer(c, id, true, p, now)
+			return
+		}
 	}
 	var m serverMsg
 	if err := json.Unmarshal(p, &m); err != nil {
@@ -637,12 +662,8 @@ func (l *loop) onMessage(c *conn, p []byte, now int64) {
 		case *m.ID == 1 && !c.subAck:
 			c.subAck = true
 			l.checkReady(c)
-		case c.role == rolePub && *m.ID >= 2 && *m.ID < 2+l.published:
-			l.acked++
-			if *m.ID != l.nextAck {
-				l.ackReorder++
-			}
-			l.nextAck = *m.ID + 1
+		case c.role == rolePub && *m.ID >= 2:
+			l.onPublishAnswer(c, *m.ID, true, p, now)
 		default:
 			l.protoErr("unexpected_ack", string(p))
 		}
@@ -655,10 +676,48 @@ func (l *loop) onMessage(c *conn, p []byte, now int64) {
 		}
 		l.onDelivery(c, p, now)
 	case "error":
+		if c.role == rolePub && m.ID != nil && *m.ID >= 2 && *m.ID < 2+c.pubSent {
+			// A refused publish (e.g. "overloaded"): it is answered, so the
+			// window moves on.
+			l.onPublishAnswer(c, *m.ID, false, p, now)
+			kind := "publish_refused_" + m.Code
+			if l.cfg.mode == "publish" {
+				l.note(kind, string(p))
+			} else {
+				l.protoErr(kind, string(p))
+			}
+			return
+		}
 		l.protoErr("error_reply", string(p))
 	case "pong":
 	default:
 		l.protoErr("unknown_op", string(p))
+	}
+}
+
+// onPublishAnswer handles the ack (ok) or error reply to publish id on
+// publisher c.
+func (l *loop) onPublishAnswer(c *conn, id int64, ok bool, p []byte, now int64) {
+	seq := id - 2
+	if seq >= c.pubSent {
+		l.protoErr("unexpected_ack", string(p))
+		return
+	}
+	if ok {
+		l.acked++
+	} else {
+		l.refused++
+	}
+	c.pubAnswered++
+	if id != c.nextAck {
+		l.ackReorder++
+	}
+	c.nextAck = id + 1
+	if seq >= c.pubSent-int64(len(c.sentAt)) {
+		l.ackHist.record((now - c.sentAt[seq%int64(len(c.sentAt))]) / 1000)
+	}
+	if now > l.lastAck {
+		l.lastAck = now
 	}
 }
 
@@ -732,14 +791,20 @@ func (l *loop) onDelivery(c *conn, p []byte, now int64) {
 	l.hist.record((now-l.epochNs)/1000 - off)
 }
 
-// publish sends publish number l.published on the publisher connection. Its
-// data is the send time in µs since epochNs (strictly increasing), padded
-// with 'x' to the frame size asked for.
-func (l *loop) publish(now int64) {
-	seq := l.published
+// publish sends the next publish of publisher c.
+func (l *loop) publish(c *conn, now int64) {
+	l.pframe = l.appendPublish(l.pframe[:0], c, now)
+	l.write(c, l.pframe)
+}
+
+// appendPublish appends the frame of publisher c's next publish to dst and
+// counts it as sent. Its data is the send time in µs since epochNs
+// (strictly increasing), padded with 'x' to the frame size asked for.
+func (l *loop) appendPublish(dst []byte, c *conn, now int64) []byte {
+	seq := c.pubSent
 	id := seq + 2
 	off := (now - l.epochNs) / 1000
-	if off <= l.lastPubOff && seq > 0 {
+	if off <= l.lastPubOff && l.published > 0 {
 		off = l.lastPubOff + 1
 	}
 	l.lastPubOff = off
@@ -764,12 +829,16 @@ func (l *loop) publish(now int64) {
 	}
 	body = append(body, `"}`...)
 	l.pbody = body
-	l.pframe = l.appendFrame(l.pframe[:0], ws.OpText, body)
-	l.write(l.pub, l.pframe)
-	if seq == 0 {
+	dst = l.appendFrame(dst, ws.OpText, body)
+	if l.published == 0 {
 		l.firstSend = now
 	}
+	if len(c.sentAt) > 0 {
+		c.sentAt[seq%int64(len(c.sentAt))] = now
+	}
+	c.pubSent++
 	l.published++
+	return dst
 }
 
 // errorsOut returns the noted errors.

@@ -2,11 +2,12 @@
 //
 //	load idle     --url ws://127.0.0.1:8090/ws --conns 15000 --server-pid PID
 //	load fanout   --url ... --subs 5000 --size 64 --rate 0 --duration 10s --server-pid PID
-//	load summarize [--targets idle|fanout] [--meta k=v ...] FILE...
+//	load publish  --url ... --pubs 8 --size 64 --window 64 --duration 10s --server-pid PID
+//	load summarize [--targets idle|fanout|audit] [--meta k=v ...] FILE...
 //
-// idle and fanout print one JSON object on stdout; summarize turns a file of
-// such objects (JSON lines) into medians per test and server. See
-// bench/README.md for what each figure means.
+// idle, fanout and publish print one JSON object on stdout; summarize
+// turns a file of such objects (JSON lines) into medians per test and
+// server. See bench/README.md for what each figure means.
 package main
 
 import (
@@ -47,13 +48,15 @@ type config struct {
 	window     int
 	maxLag     int
 	busyPoll   bool
+	pubs       int
+	metricsURL string
 	childIndex int
 
 	deadline time.Time
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: load idle|fanout [flags]   or   load summarize [flags] FILE...   (load MODE -h for flags)")
+	fmt.Fprintln(os.Stderr, "usage: load idle|fanout|publish [flags]   or   load summarize [flags] FILE...   (load MODE -h for flags)")
 	os.Exit(2)
 }
 
@@ -63,7 +66,7 @@ func main() {
 	}
 	mode := os.Args[1]
 	switch mode {
-	case "idle", "fanout":
+	case "idle", "fanout", "publish":
 	case "summarize":
 		os.Exit(summarize(os.Args[2:]))
 	default:
@@ -107,14 +110,20 @@ func parseFlags(mode string, args []string) (*config, error) {
 		fs.IntVar(&cfg.conns, "conns", 1000, "connections to open")
 		fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "wait after the last ack before sampling RSS")
 	} else {
-		fs.IntVar(&cfg.conns, "subs", 1000, "subscriber connections (the publisher is one more)")
+		if mode == "fanout" {
+			fs.IntVar(&cfg.conns, "subs", 1000, "subscriber connections (the publisher is one more)")
+			fs.IntVar(&cfg.maxLag, "max-lag", 128, "maximum undelivered messages per subscriber (average) before publishing waits, at any --rate; 0 = no limit")
+			fs.IntVar(&cfg.window, "window", 64, "maximum unacknowledged publishes")
+		} else {
+			fs.IntVar(&cfg.pubs, "pubs", 8, "publisher connections (no subscribers)")
+			fs.IntVar(&cfg.window, "window", 64, "maximum unacknowledged publishes per publisher")
+		}
 		fs.IntVar(&cfg.size, "size", 64, "size in bytes of each published WebSocket frame, header and mask included")
-		fs.Float64Var(&cfg.rate, "rate", 0, "publishes per second; 0 = as fast as the window allows")
+		fs.Float64Var(&cfg.rate, "rate", 0, "publishes per second (all publishers together); 0 = as fast as the window allows")
 		fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "publishing time")
 		fs.DurationVar(&cfg.drain, "drain", 5*time.Second, "time allowed after publishing for the last deliveries and acks")
-		fs.IntVar(&cfg.window, "window", 64, "maximum unacknowledged publishes")
-		fs.IntVar(&cfg.maxLag, "max-lag", 128, "maximum undelivered messages per subscriber (average) before publishing waits; 0 = no limit")
 		fs.BoolVar(&cfg.busyPoll, "busy-poll", false, "spin on epoll instead of sleeping while measuring (uses a whole CPU; see README)")
+		fs.StringVar(&cfg.metricsURL, "metrics-url", "", "the server's Prometheus endpoint (http://127.0.0.1:PORT/metrics): audit-log figures are read from it before, at the end of publishing and after the run")
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -171,10 +180,16 @@ func parseFlags(mode string, args []string) (*config, error) {
 		return nil, fmt.Errorf("--procs must be 1..64")
 	case cfg.dialConc < 1:
 		return nil, fmt.Errorf("--dial-concurrency must be positive")
-	case mode == "fanout" && (cfg.size < 1 || cfg.size > 16<<20):
+	case mode != "idle" && (cfg.size < 1 || cfg.size > 16<<20):
 		return nil, fmt.Errorf("--size must be 1..16MiB")
-	case mode == "fanout" && (cfg.window < 1 || cfg.rate < 0 || cfg.duration <= 0):
+	case mode != "idle" && (cfg.window < 1 || cfg.rate < 0 || cfg.duration <= 0):
 		return nil, fmt.Errorf("bad --window, --rate or --duration")
+	case mode == "publish" && (cfg.pubs < 1 || cfg.pubs > 10000):
+		return nil, fmt.Errorf("--pubs must be 1..10000")
+	case mode == "publish" && cfg.procs != 1:
+		return nil, fmt.Errorf("publish mode runs in one process (--procs 1)")
+	case cfg.metricsURL != "" && !strings.HasPrefix(cfg.metricsURL, "http://"):
+		return nil, fmt.Errorf("--metrics-url must be an http:// URL")
 	}
 	return cfg, nil
 }
@@ -203,6 +218,12 @@ type workerResult struct {
 	Published   int64               `json:"published"`
 	Acked       int64               `json:"acked"`
 	AckReorder  int64               `json:"ack_reorder"`
+	Refused     int64               `json:"refused"`
+	LastAck     int64               `json:"last_ack_ns"`
+	AckHist     [][2]int64          `json:"ack_hist,omitempty"`
+	AckHistMax  int64               `json:"ack_hist_max"`
+	HeldNs      int64               `json:"held_ns"`
+	Skipped     int64               `json:"skipped"`
 	Received    int64               `json:"received"`
 	FirstSend   int64               `json:"first_send_ns"`
 	LastRecv    int64               `json:"last_recv_ns"`
@@ -227,12 +248,16 @@ func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
 		send("RESULT " + string(b))
 	}()
 	nSubs := share(cfg.conns, idx, cfg.procs)
-	withPub := cfg.mode == "fanout" && idx == 0
-	res.Conns = nSubs
-	if withPub {
-		res.Conns++
+	nPubs := 0
+	switch {
+	case cfg.mode == "fanout" && idx == 0:
+		nPubs = 1
+	case cfg.mode == "publish":
+		nPubs = cfg.pubs
 	}
-	l, err := newLoop(cfg, nSubs, withPub, idx)
+	withPub := nPubs > 0
+	res.Conns = nSubs + nPubs
+	l, err := newLoop(cfg, nSubs, nPubs, idx)
 	if err != nil {
 		res.Error = err.Error()
 		return
@@ -242,8 +267,10 @@ func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
 		res.DialErrors, res.ProtoErrors, res.Disconnects = l.dialErrors, l.protoErrors, l.disconnects
 		res.OutOfOrder, res.Errors, res.Ready = l.outOfOrder, l.errorsOut(), l.readyCount
 		res.Published, res.Acked, res.AckReorder, res.Received = l.published, l.acked, l.ackReorder, l.received
+		res.Refused, res.LastAck = l.refused, l.lastAck
 		res.FirstSend, res.LastRecv = l.firstSend, l.lastRecv
 		res.Hist, res.HistMax, res.FrameBytes = l.hist.sparse(), l.hist.max, l.frameBytes
+		res.AckHist, res.AckHistMax = l.ackHist.sparse(), l.ackHist.max
 		res.PollCalls, res.PollEvents, res.PollFull = l.pollCalls, l.pollEvents, l.pollFull
 	}
 	defer fill()
@@ -268,9 +295,11 @@ func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
 			res.ReadySubs++
 		}
 	}
-	if withPub && !l.pub.ready {
-		res.Error = "publisher connection failed"
-		return
+	for _, p := range l.pubs {
+		if !p.ready {
+			res.Error = "publisher connection failed"
+			return
+		}
 	}
 	pubID := "-"
 	if withPub {
@@ -319,10 +348,27 @@ func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
 	res.Error = l.runFanout(withPub, res.ReadySubs, send, down, res)
 	cpu1, _ := readCPUus(0)
 	res.CPUus = cpu1 - cpu0
+	l.measuring = false
+	if cfg.metricsURL != "" && res.Error == "" {
+		// Keep the connections open while the orchestrator reads the
+		// server's metrics, so that no disconnect is counted in them.
+		send(fmt.Sprintf("DONE %d", l.acked))
+		if _, ok := wait("CLOSE"); !ok {
+			res.Error = "timeout waiting for CLOSE"
+		}
+	}
 }
 
-// runFanout publishes (worker 0) and counts deliveries until every expected
-// delivery arrived, the drain time ran out, or the deadline passed.
+// runFanout publishes (the process holding the publishers) and counts
+// deliveries and acks until every expected delivery and answer arrived, the
+// drain time ran out, or the deadline passed.
+//
+// Publishing waits while a publisher has --window unanswered publishes, or
+// while the subscribers of this process are on average more than --max-lag
+// messages behind (at any rate). At a fixed rate, publishes that fell due
+// while publishing waited are skipped, not made up later (counted in
+// res.Skipped; the waiting time in res.HeldNs): the offered rate is a
+// ceiling, and what the server can deliver sets the real one.
 func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-chan string, res *workerResult) string {
 	cfg := l.cfg
 	l.measuring = true
@@ -333,39 +379,95 @@ func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-
 		interval = time.Duration(float64(time.Second) / cfg.rate)
 	}
 	nextPub := start
+	var heldSince time.Time
 	publishing := withPub
 	endN := int64(-1)
 	var drainEnd time.Time
 	subs := int64(readySubs)
+	lagOK := func() bool {
+		return cfg.maxLag <= 0 || subs == 0 || l.published*subs-l.received <= int64(cfg.maxLag)*subs
+	}
+	canPublish := func(c *conn) bool {
+		return c.pubSent-c.pubAnswered < int64(cfg.window) && len(c.out) == 0 && c.state != stClosed
+	}
+	rr := 0 // next publisher, round robin
+	// nextPublisher returns a publisher that may publish now, or nil.
+	nextPublisher := func() *conn {
+		if !lagOK() {
+			return nil
+		}
+		for range l.pubs {
+			c := l.pubs[rr]
+			rr = (rr + 1) % len(l.pubs)
+			if canPublish(c) {
+				return c
+			}
+		}
+		return nil
+	}
+	allClosed := func() bool {
+		for _, c := range l.pubs {
+			if c.state != stClosed {
+				return false
+			}
+		}
+		return true
+	}
 	for {
 		now := time.Now()
 		if now.After(cfg.deadline) {
 			return "timeout during fan-out"
 		}
-		canPublish := func() bool {
-			if l.published-l.acked >= int64(cfg.window) || len(l.pub.out) > 0 || l.pub.state == stClosed {
-				return false
-			}
-			if cfg.rate == 0 && cfg.maxLag > 0 && subs > 0 && l.published*subs-l.received > int64(cfg.maxLag)*subs {
-				return false
-			}
-			return true
-		}
 		timeout := 20 * time.Millisecond
 		if publishing {
-			if !now.Before(pubEnd) || l.pub.state == stClosed {
+			if !now.Before(pubEnd) || allClosed() {
 				publishing = false
+				if !heldSince.IsZero() {
+					res.HeldNs += int64(now.Sub(heldSince))
+				}
 				res.PubEnd = now.UnixNano()
 				send(fmt.Sprintf("PUBLISHED %d", l.published))
 			} else if cfg.rate > 0 {
-				for !nextPub.After(now) && canPublish() {
-					l.publish(time.Now().UnixNano())
+				for !nextPub.After(now) {
+					c := nextPublisher()
+					if c == nil {
+						if heldSince.IsZero() {
+							heldSince = now
+						}
+						break
+					}
+					if !heldSince.IsZero() {
+						res.HeldNs += int64(now.Sub(heldSince))
+						heldSince = time.Time{}
+						if missed := now.Sub(nextPub) / interval; missed > 0 {
+							res.Skipped += int64(missed)
+							nextPub = nextPub.Add(missed * interval)
+						}
+					}
+					l.publish(c, time.Now().UnixNano())
 					nextPub = nextPub.Add(interval)
 				}
-				timeout = min(max(time.Until(nextPub), 0), timeout)
+				if heldSince.IsZero() {
+					timeout = min(max(time.Until(nextPub), 0), timeout)
+				}
+			} else if cfg.mode == "publish" {
+				// Every publisher fills its window; one write each.
+				for _, c := range l.pubs {
+					b := l.pframe[:0]
+					for canPublish(c) {
+						b = l.appendPublish(b, c, time.Now().UnixNano())
+						if len(b) >= 64<<10 {
+							break
+						}
+					}
+					l.pframe = b
+					if len(b) > 0 {
+						l.write(c, b)
+					}
+				}
 			} else {
-				for canPublish() {
-					l.publish(time.Now().UnixNano())
+				for c := nextPublisher(); c != nil; c = nextPublisher() {
+					l.publish(c, time.Now().UnixNano())
 				}
 			}
 		}
@@ -382,7 +484,7 @@ func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-
 		default:
 		}
 		if endN >= 0 {
-			done := l.received >= endN*subs && (!withPub || l.acked >= l.published)
+			done := l.received >= endN*subs && (!withPub || l.acked+l.refused >= l.published)
 			if done || now.After(drainEnd) {
 				return ""
 			}
@@ -571,6 +673,14 @@ func orchestrate(cfg *config) (map[string]any, error) {
 
 	var cpu0, cpu1, sys0, sys1, busy0, busy1 int64
 	var cpuErr error
+	// The server's metrics (--metrics-url): before publishing, when it
+	// ends, and after every worker is done (connections still open).
+	var m0, m1, m2 promSample
+	var t0, t1 time.Time
+	var metricErrs []string
+	metricsErr := func(when string, err error) {
+		metricErrs = append(metricErrs, fmt.Sprintf("metrics %s: %v", when, err))
+	}
 	if cfg.mode == "idle" {
 		if !failedEarly {
 			time.Sleep(min(cfg.settle, time.Until(cfg.deadline)))
@@ -588,12 +698,34 @@ func orchestrate(cfg *config) (map[string]any, error) {
 		}
 		broadcast("END 0")
 	} else if !failedEarly {
+		if cfg.metricsURL != "" {
+			// Subscribes and connects were acknowledged; wait until their
+			// records are committed so that none counts in the run.
+			m, err := scrapeSettled(cfg.metricsURL, 0, 10*time.Second)
+			if err != nil {
+				metricsErr("before", err)
+			}
+			m0, t0 = m, time.Now()
+		}
 		if len(cfg.serverPIDs) > 0 {
 			cpu0, sys0, cpuErr = sumCPU(cfg.serverPIDs)
 			cpu0 += sys0
 		}
 		busy0, _ = machineBusyUs()
 		broadcast(fmt.Sprintf("GO %s %d", pubID, time.Now().UnixNano()))
+		measured := false
+		endMeasure := func() {
+			if measured {
+				return
+			}
+			measured = true
+			if len(cfg.serverPIDs) > 0 && cpuErr == nil {
+				cpu1, sys1, cpuErr = sumCPU(cfg.serverPIDs)
+				cpu1 += sys1
+			}
+			busy1, _ = machineBusyUs()
+		}
+		nDone, ackedDone := 0, int64(0)
 		for nResults < len(workers) {
 			wl, err := next()
 			if err != nil {
@@ -601,13 +733,37 @@ func orchestrate(cfg *config) (map[string]any, error) {
 			}
 			if rest, ok := strings.CutPrefix(wl.line, "PUBLISHED "); ok {
 				broadcast("END " + rest)
+				if m0 != nil {
+					m, err := scrape(cfg.metricsURL)
+					if err != nil {
+						metricsErr("at the end of publishing", err)
+					}
+					m1, t1 = m, time.Now()
+				}
+			}
+			if rest, ok := strings.CutPrefix(wl.line, "DONE "); ok {
+				nDone++
+				n, _ := strconv.ParseInt(rest, 10, 64)
+				ackedDone += n
+			}
+			if cfg.metricsURL != "" && nDone > 0 && nDone+nResults == len(workers) {
+				// Every worker is done and waits with its connections
+				// open: read the server's figures now, then let them close.
+				endMeasure()
+				nDone = 0
+				if m0 != nil {
+					// Every acknowledged publish has a record to wait for.
+					minRec := m0[metricRecords] + float64(ackedDone)
+					m, err := scrapeSettled(cfg.metricsURL, minRec, 10*time.Second)
+					if err != nil {
+						metricsErr("after", err)
+					}
+					m2 = m
+				}
+				broadcast("CLOSE")
 			}
 		}
-		if len(cfg.serverPIDs) > 0 && cpuErr == nil {
-			cpu1, sys1, cpuErr = sumCPU(cfg.serverPIDs)
-			cpu1 += sys1
-		}
-		busy1, _ = machineBusyUs()
+		endMeasure()
 	} else {
 		broadcast("END 0")
 	}
@@ -617,8 +773,8 @@ func orchestrate(cfg *config) (map[string]any, error) {
 
 	// Aggregate.
 	var agg workerResult
-	var h hist
-	var errs []string
+	var h, ah hist
+	errs := metricErrs
 	merged := map[string]*errStat{}
 	for _, r := range results {
 		agg.Conns += r.Conns
@@ -630,6 +786,10 @@ func orchestrate(cfg *config) (map[string]any, error) {
 		agg.Published += r.Published
 		agg.Acked += r.Acked
 		agg.AckReorder += r.AckReorder
+		agg.Refused += r.Refused
+		agg.HeldNs += r.HeldNs
+		agg.Skipped += r.Skipped
+		agg.LastAck = max(agg.LastAck, r.LastAck)
 		agg.Received += r.Received
 		agg.CPUus += r.CPUus
 		agg.PollCalls += r.PollCalls
@@ -647,6 +807,7 @@ func orchestrate(cfg *config) (map[string]any, error) {
 			agg.FrameBytes = r.FrameBytes
 		}
 		h.merge(r.Hist, r.HistMax)
+		ah.merge(r.AckHist, r.AckHistMax)
 		for k, v := range r.Errors {
 			m := merged[k]
 			if m == nil {
@@ -671,45 +832,84 @@ func orchestrate(cfg *config) (map[string]any, error) {
 	if len(errs) > 0 {
 		out["worker_errors"] = errs
 	}
-	if cfg.mode == "fanout" {
-		out["subs"] = cfg.conns
-		out["subs_ok"] = readySubs
+	if cfg.mode != "idle" {
+		fanout := cfg.mode == "fanout"
+		if fanout {
+			out["subs"] = cfg.conns
+			out["subs_ok"] = readySubs
+			out["max_lag"] = cfg.maxLag
+		} else {
+			out["pubs"] = cfg.pubs
+		}
 		out["size"] = cfg.size
-		out["delivered_frame_payload_bytes"] = agg.FrameBytes
+		if fanout {
+			out["delivered_frame_payload_bytes"] = agg.FrameBytes
+		}
 		out["rate_target"] = cfg.rate
 		out["window"] = cfg.window
-		out["max_lag"] = cfg.maxLag
 		out["busy_poll"] = cfg.busyPoll
 		out["duration_s"] = cfg.duration.Seconds()
 		out["published"] = agg.Published
 		out["acked"] = agg.Acked
+		out["refused"] = agg.Refused
 		out["acks_out_of_order"] = agg.AckReorder
-		expected := agg.Published * int64(readySubs)
-		out["expected_deliveries"] = expected
-		out["received_deliveries"] = agg.Received
-		out["missing_deliveries"] = expected - agg.Received
-		out["gaps_or_reorders"] = agg.OutOfOrder
-		if agg.FirstSend > 0 && agg.LastRecv > agg.FirstSend {
-			span := float64(agg.LastRecv-agg.FirstSend) / 1e9
-			out["window_s"] = round3(span)
-			out["deliveries_per_sec"] = round3(float64(agg.Received) / span)
+		if cfg.rate > 0 {
+			// Time a publish was due but the window or the lag bound held
+			// it, and the due publishes skipped for that reason.
+			out["publish_held_s"] = round3(float64(agg.HeldNs) / 1e9)
+			out["publishes_skipped"] = agg.Skipped
+		}
+		// last ends the measuring window: the last delivery (fanout) or
+		// the last ack (publish).
+		last := agg.LastRecv
+		if fanout {
+			expected := agg.Published * int64(readySubs)
+			out["expected_deliveries"] = expected
+			out["received_deliveries"] = agg.Received
+			out["missing_deliveries"] = expected - agg.Received
+			out["gaps_or_reorders"] = agg.OutOfOrder
+			if agg.FirstSend > 0 && agg.LastRecv > agg.FirstSend {
+				span := float64(agg.LastRecv-agg.FirstSend) / 1e9
+				out["window_s"] = round3(span)
+				out["deliveries_per_sec"] = round3(float64(agg.Received) / span)
+			}
+		} else {
+			last = agg.LastAck
+			out["unanswered"] = agg.Published - agg.Acked - agg.Refused
+			if agg.FirstSend > 0 && agg.LastAck > agg.FirstSend {
+				span := float64(agg.LastAck-agg.FirstSend) / 1e9
+				out["window_s"] = round3(span)
+				out["acks_per_sec"] = round3(float64(agg.Acked) / span)
+			}
 		}
 		if agg.FirstSend > 0 && agg.PubEnd > agg.FirstSend {
 			out["publishes_per_sec"] = round3(float64(agg.Published) / (float64(agg.PubEnd-agg.FirstSend) / 1e9))
 		}
-		out["latency_us"] = map[string]int64{
-			"p50": h.quantile(0.50), "p90": h.quantile(0.90), "p99": h.quantile(0.99),
-			"p999": h.quantile(0.999), "max": h.max, "samples": h.n,
+		if fanout {
+			out["latency_us"] = map[string]int64{
+				"p50": h.quantile(0.50), "p90": h.quantile(0.90), "p99": h.quantile(0.99),
+				"p999": h.quantile(0.999), "max": h.max, "samples": h.n,
+			}
+		}
+		out["ack_latency_us"] = map[string]int64{
+			"p50": ah.quantile(0.50), "p90": ah.quantile(0.90), "p99": ah.quantile(0.99),
+			"p999": ah.quantile(0.999), "max": ah.max, "samples": ah.n,
+		}
+		if a := auditFigures(m0, m1, m2, t0, t1, agg.Acked); a != nil {
+			out["audit"] = a
+		}
+		if g := goFigures(m0, m2); g != nil {
+			out["server_go"] = g
 		}
 		out["gen_cpu_us"] = agg.CPUus
-		span := float64(agg.LastRecv-agg.FirstSend) / 1e3
+		span := float64(last-agg.FirstSend) / 1e3
 		if span > 0 {
-			// Share of one CPU used over the delivery window: near 1 (per
+			// Share of one CPU used over the measuring window: near 1 (per
 			// process) means that side was saturated.
 			out["gen_cpu_share"] = round3(float64(agg.CPUus) / span)
 		}
 		out["gen_epoll"] = map[string]int64{"waits": agg.PollCalls, "events": agg.PollEvents, "full_batches": agg.PollFull}
-		if agg.Received > 0 {
+		if fanout && agg.Received > 0 {
 			out["gen_cpu_us_per_delivery"] = round3(float64(agg.CPUus) / float64(agg.Received))
 		}
 		if len(cfg.serverPIDs) > 0 {
@@ -728,12 +928,16 @@ func orchestrate(cfg *config) (map[string]any, error) {
 					}
 				}
 				out["server_sys_cpu_us"] = sys1 - sys0
-				if agg.Received > 0 {
+				if fanout && agg.Received > 0 {
 					out["server_cpu_us_per_delivery"] = round3(float64(cpu1-cpu0) / float64(agg.Received))
 					// The kernel's share (system time) of it.
 					out["server_sys_us_per_delivery"] = round3(float64(sys1-sys0) / float64(agg.Received))
 					// And the user part (the server's own code).
 					out["server_user_us_per_delivery"] = round3(float64((cpu1-sys1)-(cpu0-sys0)) / float64(agg.Received))
+				}
+				if !fanout && agg.Acked > 0 {
+					out["server_cpu_us_per_publish"] = round3(float64(cpu1-cpu0) / float64(agg.Acked))
+					out["server_sys_us_per_publish"] = round3(float64(sys1-sys0) / float64(agg.Acked))
 				}
 			}
 		}

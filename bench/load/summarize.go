@@ -30,10 +30,11 @@ func summarize(args []string) int { return summarizeTo(os.Stdout, args) }
 
 func summarizeTo(w io.Writer, args []string) int {
 	fs := flag.NewFlagSet("load summarize", flag.ContinueOnError)
-	targets := fs.String("targets", "", "check the targets of: idle or fanout")
+	targets := fs.String("targets", "", "check the targets of: idle, fanout or audit (audit: --candidate is the node with the audit log, --baseline the one without)")
 	cand := fs.String("candidate", "zenconn", "server label of the candidate")
 	base := fs.String("baseline", "baseline", "server label of the baseline")
 	floor := fs.String("floor", "floor", "server label of the floor server (bench/floor), compared in the fixed-rate test when present")
+	maxOther := fs.Float64("max-other", 0, "leave runs where other processes used more than this share of a CPU (other_cpu_share) out of the medians, when their test and server have a quieter run; 0 keeps every run")
 	meta := metaFlag{}
 	fs.Var(meta, "meta", "key=value copied to the output (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -68,12 +69,27 @@ func summarizeTo(w io.Writer, args []string) int {
 	vals := map[string]map[string]map[string][]float64{}
 	counts := map[string]map[string]int{}
 	var problems []string
-	for i, r := range runs {
-		test, _ := r["test"].(string)
+	testOf := func(r map[string]any) (test, srv string) {
+		test, _ = r["test"].(string)
 		if test == "" {
 			test, _ = r["mode"].(string)
 		}
-		srv, _ := r["server"].(string)
+		srv, _ = r["server"].(string)
+		return test, srv
+	}
+	noisy := func(r map[string]any) bool {
+		v, ok := r["other_cpu_share"].(float64)
+		return *maxOther > 0 && ok && v > *maxOther
+	}
+	quiet := map[[2]string]int{} // quiet runs per test and server
+	for _, r := range runs {
+		if test, srv := testOf(r); !noisy(r) {
+			quiet[[2]string{test, srv}]++
+		}
+	}
+	var excluded []string
+	for i, r := range runs {
+		test, srv := testOf(r)
 		if vals[test] == nil {
 			vals[test] = map[string]map[string][]float64{}
 			counts[test] = map[string]int{}
@@ -81,11 +97,26 @@ func summarizeTo(w io.Writer, args []string) int {
 		if vals[test][srv] == nil {
 			vals[test][srv] = map[string][]float64{}
 		}
-		counts[test][srv]++
-		flatten("", r, vals[test][srv])
+		switch {
+		case noisy(r) && quiet[[2]string{test, srv}] > 0:
+			excluded = append(excluded, fmt.Sprintf("run %d (%s, %s): other processes used %.2f CPU", i+1, test, srv, r["other_cpu_share"]))
+		case noisy(r):
+			problems = append(problems, fmt.Sprintf("run %d (%s, %s): kept in the medians although noisy: no quieter run", i+1, test, srv))
+			fallthrough
+		default:
+			counts[test][srv]++
+			flatten("", r, vals[test][srv])
+		}
 		for _, k := range []string{"protocol_errors", "dial_errors", "disconnects", "missing_deliveries", "gaps_or_reorders"} {
 			if v, ok := r[k].(float64); ok && v != 0 {
 				problems = append(problems, fmt.Sprintf("run %d (%s, %s): %s=%v", i+1, test, srv, k, v))
+			}
+		}
+		if a, ok := r["audit"].(map[string]any); ok {
+			// Every acknowledged publish must have its audit record, and
+			// nothing else may be recorded during the run.
+			if v, ok := a["records_minus_acked"].(float64); ok && v != 0 {
+				problems = append(problems, fmt.Sprintf("run %d (%s, %s): audit records - acked publishes = %v", i+1, test, srv, v))
 			}
 		}
 		if v, ok := r["other_cpu_share"].(float64); ok && v > 0.15 {
@@ -143,6 +174,8 @@ func summarizeTo(w io.Writer, args []string) int {
 		add("max deliveries/s", "max", "deliveries_per_sec", "candidate >= 3x baseline", func(c, b float64) bool { return c >= 3*b })
 		add("server CPU per delivery at fixed rate", "fixed", "server_cpu_us_per_delivery", "candidate <= baseline/2", func(c, b float64) bool { return c <= b/2 })
 		add("p99 latency at fixed rate", "fixed", "latency_us.p99", "candidate <= baseline/2", func(c, b float64) bool { return c <= b/2 })
+	case "audit":
+		add("fan-out deliveries/s, audit log on vs off", "fanout", "deliveries_per_sec", "candidate >= 0.9 x baseline", func(c, b float64) bool { return c >= 0.9*b })
 	case "":
 	default:
 		fmt.Fprintf(os.Stderr, "load summarize: unknown --targets %q\n", *targets)
@@ -193,6 +226,9 @@ func summarizeTo(w io.Writer, args []string) int {
 	}
 	if problems != nil {
 		out["problems"] = problems
+	}
+	if excluded != nil {
+		out["excluded_from_medians"] = excluded
 	}
 	b, _ := json.MarshalIndent(out, "", "  ")
 	_, _ = fmt.Fprintln(w, string(b))

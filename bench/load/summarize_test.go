@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -17,6 +18,11 @@ func fanoutRun(test, srv string, cpu, sys, p99 float64) string {
 
 func runSummarize(t *testing.T, lines ...string) map[string]json.RawMessage {
 	t.Helper()
+	return runSummarizeArgs(t, []string{"--targets", "fanout"}, lines...)
+}
+
+func runSummarizeArgs(t *testing.T, args []string, lines ...string) map[string]json.RawMessage {
+	t.Helper()
 	name := filepath.Join(t.TempDir(), "results.jsonl")
 	var in bytes.Buffer
 	for _, l := range lines {
@@ -26,7 +32,7 @@ func runSummarize(t *testing.T, lines ...string) map[string]json.RawMessage {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if rc := summarizeTo(&out, []string{"--targets", "fanout", name}); rc != 0 {
+	if rc := summarizeTo(&out, append(args, name)); rc != 0 {
 		t.Fatalf("summarize exit %d", rc)
 	}
 	var m map[string]json.RawMessage
@@ -80,6 +86,58 @@ func TestSummarizeFloor(t *testing.T) {
 		t.Errorf("vs_floor without floor runs: %s", m["vs_floor"])
 	}
 	if _, ok := m["problems"]; ok {
+		t.Errorf("problems: %s", m["problems"])
+	}
+}
+
+func auditRun(srv string, dps, other, recMinusAcked float64) string {
+	audit := ""
+	if srv == "zenconn" {
+		audit = fmt.Sprintf(`,"audit":{"records":100,"records_minus_acked":%v}`, recMinusAcked)
+	}
+	return fmt.Sprintf(`{"mode":"fanout","test":"fanout","server":%q,"deliveries_per_sec":%v,"other_cpu_share":%v,"missing_deliveries":0%s}`,
+		srv, dps, other, audit)
+}
+
+// TestSummarizeAudit checks the audit target, the noisy-run filter and the
+// audit record check.
+func TestSummarizeAudit(t *testing.T) {
+	args := []string{"--targets", "audit", "--candidate", "zenconn", "--baseline", "zenconn-noaudit", "--max-other", "0.15"}
+	m := runSummarizeArgs(t, args,
+		auditRun("zenconn", 3.3e6, 0.01, 0),
+		auditRun("zenconn-noaudit", 3.5e6, 0.02, 0),
+		auditRun("zenconn", 1.4e6, 0.9, 0), // noisy: left out
+		auditRun("zenconn-noaudit", 3.6e6, 0.9, 0),
+		auditRun("zenconn", 3.2e6, 0.05, 1), // one record too many
+	)
+	var tgs []map[string]any
+	if err := json.Unmarshal(m["targets"], &tgs); err != nil || len(tgs) != 1 {
+		t.Fatalf("targets: %v %s", err, m["targets"])
+	}
+	if tg := tgs[0]; tg["candidate"] != 3.25e6 || tg["baseline"] != 3.5e6 || tg["met"] != true {
+		t.Errorf("target: %v", tg)
+	}
+	var excluded, problems []string
+	if err := json.Unmarshal(m["excluded_from_medians"], &excluded); err != nil || len(excluded) != 2 {
+		t.Errorf("excluded: %v %s", err, m["excluded_from_medians"])
+	}
+	if err := json.Unmarshal(m["problems"], &problems); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range problems {
+		found = found || strings.Contains(p, "audit records - acked publishes = 1")
+	}
+	if !found {
+		t.Errorf("no audit record problem in %q", problems)
+	}
+
+	// A test and server with noisy runs only keeps them, and says so.
+	m = runSummarizeArgs(t, args, auditRun("zenconn", 2e6, 0.5, 0), auditRun("zenconn-noaudit", 3e6, 0.01, 0))
+	if err := json.Unmarshal(m["targets"], &tgs); err != nil || len(tgs) != 1 || tgs[0]["met"] != false {
+		t.Fatalf("targets: %v %s", err, m["targets"])
+	}
+	if !strings.Contains(string(m["problems"]), "kept in the medians although noisy") {
 		t.Errorf("problems: %s", m["problems"])
 	}
 }
