@@ -400,11 +400,15 @@ func (s *Store) writer() {
 			return
 		}
 		n := min(len(s.queue), s.opts.MaxGroup)
-		group = append(group[:0], s.queue[:n]...)
-		clear(s.queue[:n])
-		s.queue = s.queue[n:]
-		if len(s.queue) == 0 {
-			s.queue = s.queue[:0:0]
+		if n == len(s.queue) {
+			// The usual case: take the whole queue and give the writer's
+			// emptied buffer back as the next queue (no allocation).
+			group, s.queue = s.queue, group[:0]
+		} else {
+			group = append(group[:0], s.queue[:n]...)
+			rest := copy(s.queue, s.queue[n:])
+			clear(s.queue[rest:])
+			s.queue = s.queue[:rest]
 		}
 		sess = sess[:0]
 		for _, id := range s.order {
