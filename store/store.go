@@ -137,14 +137,14 @@ type Store struct {
 	// formerUsers: users of a waiting session replaced by a merged update,
 	// still to be indexed.
 	formerUsers map[string][]string
-	order     []string            // sessions in order of first change
-	queued    uint64              // items ever queued (records + session updates)
-	done      uint64              // items ever committed
-	closing   bool
-	werr      error // the writer's last error, reported by Barrier
-	seq       uint64
-	lastTime  int64
-	retainWG  sync.WaitGroup
+	order       []string // sessions in order of first change
+	queued      uint64   // items ever queued (records + session updates)
+	done        uint64   // items ever committed
+	closing     bool
+	werr        error // the writer's last error, reported by Barrier
+	seq         uint64
+	lastTime    int64
+	retainWG    sync.WaitGroup
 	// writeMu orders the writer's commits and retention's
 	// read-modify-write of sessions.
 	writeMu sync.Mutex
