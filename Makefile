@@ -1,19 +1,23 @@
 # ZenConn. Plain `make` lists the targets.
 GO ?= go
 
-.PHONY: help test vet lint fmt-check build run bench bench-idle bench-fanout bench-scale bench-audit bench-static fuzz
+.PHONY: help test vet lint fmt-check build run bench bench-micro bench-report bench-idle bench-fanout bench-scale bench-audit bench-static bench-churn fuzz
 
 help:
 	@echo "targets:"
 	@echo "  make run          serve ./public on :8080 with embedded defaults"
 	@echo "  make test         vet, gofmt check and the whole test suite with -race"
 	@echo "  make build        build bin/zenconn"
-	@echo "  make bench        micro-benchmarks (go test -bench) of the hot paths and the shm rings"
+	@echo "  make bench        every benchmark scenario (about 30 min), JSON to bench/results/, rewrites bench/RESULTS.md"
+	@echo "                    (ONLY=\"idle fanout\" for some of them; ROUNDS=, DURATION= passed to the scripts)"
+	@echo "  make bench-micro  micro-benchmarks (go test -bench) of the hot paths, the shm rings and the store"
+	@echo "  make bench-report bench/RESULTS.md again from bench/results/, measuring nothing"
 	@echo "  make bench-idle   idle-connection memory vs the baseline server (bench/)"
 	@echo "  make bench-fanout fan-out throughput/latency vs the baseline server (bench/)"
 	@echo "  make bench-scale  60,000 connections on 4 worker processes (bench/)"
 	@echo "  make bench-audit  audit log: fan-out with it on and off, audit records per second (bench/)"
 	@echo "  make bench-static static files (1 KiB, 100 KiB) vs nginx with wrk; installs wrk and nginx if missing (bench/)"
+	@echo "  make bench-churn  connection churn (connect, subscribe, publish, close) vs the baseline: cycles/s, growth (bench/)"
 	@echo "  make fuzz         run each fuzz target for a short while"
 
 build:
@@ -37,7 +41,13 @@ test: lint
 	ZENCONN_E2E_WORKERS=2 $(GO) test -race -count=1 -timeout 6m -run 'TestJSON|TestWS|TestFanOut|TestIdentity|TestBinary|TestAPI|TestAccessLog|TestAuditProbe|TestAuditFilters|TestAuditRefusals|TestAuditServerAPI|TestAuditData$$|TestAuditRetention|TestSession' ./e2e/
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./proto/ ./engine/ ./shm/
+	bash bench/run-all.sh
+
+bench-micro:
+	$(GO) test -run '^$$' -bench . -benchmem ./proto/ ./engine/ ./shm/ ./store/
+
+bench-report:
+	$(GO) run ./bench/report
 
 bench-idle:
 	bash bench/run-idle.sh
@@ -54,6 +64,9 @@ bench-audit:
 bench-static:
 	bash bench/ensure-tools.sh
 	bash bench/run-static.sh
+
+bench-churn:
+	bash bench/run-churn.sh
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime 20s ./proto/

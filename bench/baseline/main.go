@@ -8,6 +8,11 @@
 // publish (websocket.PreparedMessage) and the same frame is handed to every
 // subscriber; a subscriber whose queue is full is disconnected, as in the
 // gorilla chat example.
+//
+// For the churn benchmark it also serves /metrics (the Go runtime's and the
+// process's standard Prometheus metrics, as ZenConn's /metrics has them) and
+// /debug/pprof/heap (whose ?gc=1 forces a garbage collection first), so that
+// heap and goroutines can be compared before and after a run.
 package main
 
 import (
@@ -19,6 +24,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -28,6 +34,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 type client struct {
@@ -236,6 +245,10 @@ func main() {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", s.serveWS)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/debug/pprof/heap", pprof.Handler("heap"))
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

@@ -3,11 +3,14 @@
 //	load idle     --url ws://127.0.0.1:8090/ws --conns 15000 --server-pid PID
 //	load fanout   --url ... --subs 5000 --size 64 --rate 0 --duration 10s --server-pid PID
 //	load publish  --url ... --pubs 8 --size 64 --window 64 --duration 10s --server-pid PID
+//	load churn    --url ... --conns 64 --duration 10s --server-pid PID [--metrics-url URL] [--gc-url URL]
 //	load summarize [--targets idle|fanout|audit] [--meta k=v ...] FILE...
+//	load summarize-churn [--min-ratio 2] [--meta k=v ...] FILE...
 //
-// idle, fanout and publish print one JSON object on stdout; summarize
-// turns a file of such objects (JSON lines) into medians per test and
-// server. See bench/README.md for what each figure means.
+// idle, fanout, publish and churn print one JSON object on stdout;
+// summarize turns a file of such objects (JSON lines) into medians per test
+// and server (summarize-churn adds the churn targets). See bench/README.md
+// for what each figure means.
 package main
 
 import (
@@ -51,12 +54,13 @@ type config struct {
 	pubs       int
 	metricsURL string
 	childIndex int
+	churn      churnOpts
 
 	deadline time.Time
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: load idle|fanout|publish [flags]   or   load summarize [flags] FILE...   (load MODE -h for flags)")
+	fmt.Fprintln(os.Stderr, "usage: load idle|fanout|publish|churn [flags]   or   load summarize|summarize-churn [flags] FILE...   (load MODE -h for flags)")
 	os.Exit(2)
 }
 
@@ -66,9 +70,11 @@ func main() {
 	}
 	mode := os.Args[1]
 	switch mode {
-	case "idle", "fanout", "publish":
+	case "idle", "fanout", "publish", "churn":
 	case "summarize":
 		os.Exit(summarize(os.Args[2:]))
+	case "summarize-churn":
+		os.Exit(summarizeChurn(os.Args[2:]))
 	default:
 		usage()
 	}
@@ -104,9 +110,15 @@ func parseFlags(mode string, args []string) (*config, error) {
 	srcs := fs.String("source-ips", "", "comma-separated local addresses to bind (e.g. 127.0.0.2,127.0.0.3)")
 	fs.DurationVar(&cfg.timeout, "timeout", 120*time.Second, "hard limit for the whole run")
 	fs.IntVar(&cfg.dialConc, "dial-concurrency", 256, "connection handshakes in flight per process")
-	fs.StringVar(&cfg.channel, "channel", "c", "channel to subscribe to")
+	chanDefault := "c"
+	if mode == "churn" {
+		chanDefault = "churn" // the workers' channels are churn-0, churn-1, ...
+	}
+	fs.StringVar(&cfg.channel, "channel", chanDefault, "channel to subscribe to (churn: prefix of the workers' channels)")
 	fs.IntVar(&cfg.childIndex, "child-index", -1, "internal: index of a child process")
-	if mode == "idle" {
+	if mode == "churn" {
+		churnFlags(fs, cfg)
+	} else if mode == "idle" {
 		fs.IntVar(&cfg.conns, "conns", 1000, "connections to open")
 		fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "wait after the last ack before sampling RSS")
 	} else {
@@ -173,6 +185,7 @@ func parseFlags(mode string, args []string) (*config, error) {
 		return nil, err
 	}
 	cfg.dstIP, cfg.dstPort = ta.IP.To4(), ta.Port
+	pubMode := mode == "fanout" || mode == "publish"
 	switch {
 	case cfg.conns < 0 || (mode == "idle" && cfg.conns == 0):
 		return nil, fmt.Errorf("connection count must be positive")
@@ -180,9 +193,9 @@ func parseFlags(mode string, args []string) (*config, error) {
 		return nil, fmt.Errorf("--procs must be 1..64")
 	case cfg.dialConc < 1:
 		return nil, fmt.Errorf("--dial-concurrency must be positive")
-	case mode != "idle" && (cfg.size < 1 || cfg.size > 16<<20):
+	case pubMode && (cfg.size < 1 || cfg.size > 16<<20):
 		return nil, fmt.Errorf("--size must be 1..16MiB")
-	case mode != "idle" && (cfg.window < 1 || cfg.rate < 0 || cfg.duration <= 0):
+	case pubMode && (cfg.window < 1 || cfg.rate < 0 || cfg.duration <= 0):
 		return nil, fmt.Errorf("bad --window, --rate or --duration")
 	case mode == "publish" && (cfg.pubs < 1 || cfg.pubs > 10000):
 		return nil, fmt.Errorf("--pubs must be 1..10000")
@@ -190,6 +203,11 @@ func parseFlags(mode string, args []string) (*config, error) {
 		return nil, fmt.Errorf("publish mode runs in one process (--procs 1)")
 	case cfg.metricsURL != "" && !strings.HasPrefix(cfg.metricsURL, "http://"):
 		return nil, fmt.Errorf("--metrics-url must be an http:// URL")
+	}
+	if mode == "churn" {
+		if err := checkChurn(cfg); err != nil {
+			return nil, err
+		}
 	}
 	return cfg, nil
 }
@@ -242,6 +260,10 @@ type workerResult struct {
 // orchestrator in lines: it sends READY, PUBLISHED and RESULT, and receives
 // GO and END.
 func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
+	if cfg.mode == "churn" {
+		runChurnWorker(cfg, idx, send, down)
+		return
+	}
 	res := &workerResult{Index: idx}
 	defer func() {
 		b, _ := json.Marshal(res)
@@ -577,6 +599,9 @@ func startWorkers(cfg *config) ([]*workerHandle, chan workerLine, error) {
 }
 
 func orchestrate(cfg *config) (map[string]any, error) {
+	if cfg.mode == "churn" {
+		return orchestrateChurn(cfg)
+	}
 	out := map[string]any{
 		"mode": cfg.mode, "server": cfg.server, "url": cfg.url, "procs": cfg.procs,
 		"loadavg_start": loadavg(), "server_pids": cfg.serverPIDs,

@@ -1,0 +1,133 @@
+// Command report writes bench/RESULTS.md from the results of make bench
+// (bench/run-all.sh): one JSON file per scenario in bench/results/, the
+// micro-benchmarks' text and the machine's description. For each scenario
+// it prints the command, when and at which commit it was measured, tables
+// of ZenConn's figures beside the reference's (the baseline server, the
+// floor server, nginx, ZenConn without its audit log), the ratios, each
+// target and whether it is met, and the hand-written analysis of
+// bench/notes/<scenario>.md. A figure missing from a JSON is printed as
+// "—"; a scenario without results says so.
+//
+//	go run ./bench/report [render] [--results bench/results] [--notes bench/notes] [--out bench/RESULTS.md]
+//	go run ./bench/report wrap --name NAME --command CMD --started TIME --exit N --stdout FILE [--log FILE] [--previous FILE]
+//	go run ./bench/report machine [--scenarios LIST]
+//
+// wrap and machine are used by bench/run-all.sh: wrap turns a script's
+// stdout into the results file (the script's JSON under "result", with
+// the command, the times, the exit status and, when the run failed, the
+// end of its log and the last successful result); machine describes the
+// computer when a run starts (bench/results/machine.json). wrap exits with
+// status 3 when the run failed (a non-zero --exit, or no JSON object on its
+// stdout), after printing its envelope all the same.
+//
+// Standard library only.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, time.Now))
+}
+
+func run(args []string, stdout io.Writer, now func() time.Time) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "wrap":
+			return wrapCmd(args[1:], stdout, now)
+		case "machine":
+			return machineCmd(args[1:], stdout, now)
+		case "render":
+			args = args[1:]
+		}
+	}
+	return renderCmd(args, stdout, now)
+}
+
+func renderCmd(args []string, stdout io.Writer, now func() time.Time) int {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	results := fs.String("results", "bench/results", "folder of the results (NAME.json, micro.txt, machine.json)")
+	notes := fs.String("notes", "bench/notes", "folder of the hand-written notes (NAME.md)")
+	scripts := fs.String("scripts", "bench", "folder of the scenario scripts (run-NAME.sh), to say which do not exist yet")
+	out := fs.String("out", "bench/RESULTS.md", "file to write; - for stdout")
+	date := fs.String("date", "", "generation date to print, RFC 3339 (default: now)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "report: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	t := now()
+	if *date != "" {
+		var err error
+		if t, err = time.Parse(time.RFC3339, *date); err != nil {
+			fmt.Fprintln(os.Stderr, "report: --date:", err)
+			return 2
+		}
+	}
+	text, warnings, err := renderDir(*results, *notes, *scripts, t)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		return 1
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(os.Stderr, "report: warning:", w)
+	}
+	if *out == "-" {
+		_, err = io.WriteString(stdout, text)
+	} else {
+		err = writeFileAtomic(*out, []byte(text))
+		if err == nil {
+			fmt.Fprintf(os.Stderr, "report: wrote %s\n", *out)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		return 1
+	}
+	return 0
+}
+
+// renderDir renders the results of a folder.
+func renderDir(resultsDir, notesDir, scriptsDir string, now time.Time) (string, []string, error) {
+	results, warnings, err := loadResults(resultsDir)
+	if err != nil {
+		return "", nil, err
+	}
+	r := &renderer{resultsDir: resultsDir, notesDir: notesDir, scriptsDir: scriptsDir, now: now, results: results, warnings: warnings}
+	if m, ok := readMachine(resultsDir); ok {
+		r.machine = m
+	} else {
+		r.machine, r.probed = probeMachine(now), true
+	}
+	return r.render(), warnings, nil
+}
+
+// writeFileAtomic writes through a temporary file in the same folder.
+func writeFileAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".report-*")
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
