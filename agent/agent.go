@@ -448,12 +448,18 @@ func (a *Agent) apply(s *slot, m *nodemsg.Msg) {
 		a.mu.Unlock()
 		// The interest is recorded before the answer: a publish read after
 		// this point, from any worker, reaches the subscriber.
+		var done func(error)
+		if m.Token != 0 {
+			done = a.answer(s, m.Token)
+		}
 		if a.st == nil || c == nil || !added {
-			a.send(s, nodemsg.AppendDone(nil, m.Token, false))
+			if done != nil {
+				done(nil)
+			}
 			return
 		}
 		a.putSession(m.Conn, c, time.Time{}, 0)
-		a.audit(&store.Record{Worker: w, Conn: m.Conn, User: a.userOf(c), Op: store.OpSubscribe, Channel: m.Channel}, a.answer(s, m.Token))
+		a.audit(&store.Record{Worker: w, Conn: m.Conn, User: a.userOf(c), Op: store.OpSubscribe, Channel: m.Channel}, done)
 	case nodemsg.KindUnsub:
 		a.mu.Lock()
 		c := a.conns[m.Conn]

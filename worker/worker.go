@@ -33,6 +33,11 @@ type Config struct {
 	FromAgent *shm.Ring
 	// AgentSocket is the agent's unix socket for server-API requests.
 	AgentSocket string
+	// Alone says this is the node's only worker: a subscription is live
+	// on the whole node as soon as this process has it, so it is
+	// acknowledged without waiting for the agent (unless the engine's
+	// DurableAcks makes acks wait for the audit log).
+	Alone bool
 	// OnStart, if set, is called with the engine before it starts (to
 	// register metrics).
 	OnStart func(*engine.Server)
@@ -47,6 +52,8 @@ type bridge struct {
 	scratch [][]byte        // per loop
 	backlog [][][]byte      // per loop: records that found the ring full
 	dropped atomic.Uint64
+
+	alone bool // the node's only worker, without durable acks
 
 	mu      sync.Mutex
 	pending map[uint64]func(error)
@@ -112,6 +119,13 @@ func (b *bridge) Identified(loop int, conn, user string) {
 }
 
 func (b *bridge) Subscribed(loop int, conn, channel string, live func(error)) {
+	if b.alone {
+		// Token 0: the agent records it and does not answer.
+		b.scratch[loop] = nodemsg.AppendSub(b.scratch[loop][:0], 0, conn, channel)
+		err := b.send(loop, b.scratch[loop], true)
+		live(err)
+		return
+	}
 	tok := b.await(live)
 	b.scratch[loop] = nodemsg.AppendSub(b.scratch[loop][:0], tok, conn, channel)
 	if err := b.send(loop, b.scratch[loop], true); err != nil {
@@ -173,6 +187,7 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	ecfg.Loops = loops
 	ecfg.WorkerID = cfg.ID
 	b := newBridge(cfg.ToAgent[:loops])
+	b.alone = cfg.Alone && !ecfg.DurableAcks
 	ecfg.Bridge = b
 	if cfg.AgentSocket != "" {
 		hc := &fasthttp.HostClient{

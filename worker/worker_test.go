@@ -31,7 +31,7 @@ type node struct {
 
 // startWorker runs worker.Run with real rings and a real engine on
 // loopback, and waits for its Ready record.
-func startWorker(t *testing.T, durable bool) *node {
+func startWorker(t *testing.T, durable, alone bool) *node {
 	t.Helper()
 	n := &node{t: t}
 	var rings []*shm.Ring
@@ -57,7 +57,7 @@ func startWorker(t *testing.T, durable bool) *node {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, ecfg, Config{ID: 3, ToAgent: n.toAgent, FromAgent: rings[2], Log: slog.New(slog.DiscardHandler)})
+		done <- Run(ctx, ecfg, Config{ID: 3, ToAgent: n.toAgent, FromAgent: rings[2], Alone: alone, Log: slog.New(slog.DiscardHandler)})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -164,7 +164,7 @@ func isAck(m map[string]any, id float64) bool { return m["op"] == "ack" && m["id
 // acknowledges a publish only after its record is in the ring, delivers
 // the agent's messages and closes a kicked connection with 4100.
 func TestBridge(t *testing.T) {
-	n := startWorker(t, false)
+	n := startWorker(t, false, false)
 	c := n.dial(t)
 	o := n.waitFor(nodemsg.KindOpened, c.conn)
 	if o.Agent != "worker-test" || o.Proto != "json" || o.Remote == "" {
@@ -224,7 +224,7 @@ func TestBridge(t *testing.T) {
 // TestDurablePublish: with durable acks the ack waits for the agent's
 // Done for the publish's token; a failed Done gives the client an error.
 func TestDurablePublish(t *testing.T) {
-	n := startWorker(t, true)
+	n := startWorker(t, true, false)
 	c := n.dial(t)
 	c.send(`{"op":"publish","channel":"news","data":1,"id":1}`)
 	p := n.waitFor(nodemsg.KindPublish, "news")
@@ -253,5 +253,36 @@ func TestDurablePublish(t *testing.T) {
 	c.send(`{"op":"publish","channel":"third","data":4}`)
 	if p := n.waitFor(nodemsg.KindPublish, "third"); p.Token != 0 {
 		t.Fatalf("publish without id carries token %d", p.Token)
+	}
+}
+
+// TestAloneSubscribe: the node's only worker acknowledges a subscription
+// without waiting for the agent, and tells the agent with token 0 (no
+// answer wanted); with durable acks it still waits.
+func TestAloneSubscribe(t *testing.T) {
+	n := startWorker(t, false, true)
+	c := n.dial(t)
+	c.send(`{"op":"subscribe","channel":"news","id":1}`)
+	if m := c.read(5 * time.Second); !isAck(m, 1) {
+		t.Fatalf("got %v, want ack 1 at once", m)
+	}
+	if sub := n.waitFor(nodemsg.KindSub, "news"); sub.Token != 0 || sub.Conn != c.conn {
+		t.Fatalf("sub record %+v, want token 0", sub)
+	}
+
+	d := startWorker(t, true, true)
+	c = d.dial(t)
+	c.send(`{"op":"subscribe","channel":"news","id":1}`)
+	sub := d.waitFor(nodemsg.KindSub, "news")
+	if sub.Token == 0 {
+		t.Fatal("durable acks: the subscription asks for no answer")
+	}
+	c.send(`{"op":"ping"}`)
+	if m := c.read(5 * time.Second); m["op"] != "pong" {
+		t.Fatalf("durable acks: got %v before the agent answered, want the pong", m)
+	}
+	d.sendAgent(nodemsg.AppendDone(nil, sub.Token, false))
+	if m := c.read(5 * time.Second); !isAck(m, 1) {
+		t.Fatalf("got %v, want ack 1", m)
 	}
 }

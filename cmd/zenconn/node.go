@@ -128,7 +128,7 @@ func runNode(o *serveOptions, args []string, log *slog.Logger) error {
 			alogs.set(alog)
 			defer alogs.set(nil)
 			return worker.Run(ctx, ecfg, worker.Config{ID: id, ToAgent: toAgent, FromAgent: fromAgent, AgentSocket: sock, Log: log,
-				OnStart: accessLogMetric(alog)})
+				OnStart: accessLogMetric(alog), Alone: true})
 		}
 	} else {
 		exe, err := os.Executable()

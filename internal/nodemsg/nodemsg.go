@@ -10,7 +10,8 @@
 //	  Opened    conn user remote userAgent proto
 //	  Closed    conn code:uvarint               (WebSocket close code)
 //	  User      conn user                       (after auth or token expiry)
-//	  Sub       token:uvarint conn channel      (agent answers Done token)
+//	  Sub       token:uvarint conn channel      (agent answers Done token;
+//	                                            token 0: no answer)
 //	  Unsub     conn channel
 //	  Publish   token:uvarint channel from flags:u8 data
 //	                                            (channel empty: broadcast;
