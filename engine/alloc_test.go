@@ -124,3 +124,49 @@ func TestAccessLogAllocs(t *testing.T) {
 		t.Errorf("access-log line: %v allocations, want 0", n)
 	}
 }
+
+// TestFileCacheServeAllocs proves that answering a request for a cached
+// file on the loop (200, HEAD, 304, a compressed variant), with its
+// access-log line, allocates nothing.
+func TestFileCacheServeAllocs(t *testing.T) {
+	w, err := accesslog.Open(filepath.Join(t.TempDir(), "access.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := newTestServer(t, Config{AccessLog: w})
+	writeFile(t, s.cfg.PublicDir, "app.css", strings.Repeat(".card { margin: 0 4px; }\n", 40))
+	l, e := newTestLoop(t, s)
+	d := newConnDriver(t, s, l, e)
+	d.feed([]byte("GET /app.css HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")) // fills the cache
+	d.t.takeOut()
+	d.t.record = false
+	etag := s.files.get([]byte("/app.css")).etag
+	for _, tc := range []struct{ name, req, status string }{
+		{"GET", "GET /app.css HTTP/1.1\r\nHost: x\r\nUser-Agent: wrk\r\n\r\n", "200"},
+		{"GET index", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "200"},
+		{"HEAD", "HEAD /app.css HTTP/1.1\r\nHost: x\r\n\r\n", "200"},
+		{"If-None-Match", "GET /app.css HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + etag + "\r\n\r\n", "304"},
+		{"gzip", "GET /app.css?v=2 HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip, deflate, br\r\n\r\n", "200"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := []byte(tc.req)
+			var out []byte
+			d.t.check = func(p []byte) { out = p }
+			serve := func() {
+				if n := d.c.Serve(req); n != len(req) || len(s.jobs) != 0 {
+					t.Fatalf("consumed %d of %d bytes, %d jobs: not answered on the loop", n, len(req), len(s.jobs))
+				}
+			}
+			serve()
+			if !strings.HasPrefix(string(out), "HTTP/1.1 "+tc.status+" ") {
+				t.Fatalf("response %.60q, want %s", out, tc.status)
+			}
+			if n := testing.AllocsPerRun(1000, serve); n != 0 {
+				t.Errorf("%s: %v allocations per request, want 0", tc.name, n)
+			}
+		})
+	}
+	d.t.check = nil
+	d.close()
+}

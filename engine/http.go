@@ -186,6 +186,9 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 		c.respondSimple(req, 405, "method not allowed\n", keepAlive, false, allowGetHead)
 		return
 	}
+	if c.serveFile(req, keepAlive) {
+		return
+	}
 	c.startJob(jobStatic, req, keepAlive, nil)
 }
 

@@ -25,6 +25,7 @@ type loop struct {
 	scratch []byte      // reply frame scratch, reused
 	respBuf []byte      // small HTTP response scratch, reused
 	logBuf  []byte      // access-log line scratch, reused
+	date    httpDate    // Date header of cached-file responses
 
 	// msg is the client message being handled, reused: a ClientMsg may
 	// point into itself, so one declared per message would be allocated.

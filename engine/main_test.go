@@ -13,6 +13,10 @@ func TestMain(m *testing.M) {
 		// cached Date header once a second, on the first response it
 		// writes, and never stops it (header.go updateServerDate).
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+		// fasthttp's compression helpers run on a process-wide pool of
+		// workers started on first use (stackless/func.go), as the file
+		// cache's gzip and brotli variants do.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp/stackless.funcWorker"),
 	)
 	goleak.VerifyTestMain(m, opts...)
 }

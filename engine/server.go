@@ -25,6 +25,7 @@ type Server struct {
 	log       *slog.Logger
 	publicAbs string
 	fsHandler fasthttp.RequestHandler
+	files     *fileCache // small static files, answered on the loops
 	hub       *hub
 
 	clock    atomic.Int64 // coarse wall clock, ns, updated by the ticker
@@ -75,6 +76,7 @@ func New(cfg Config) (*Server, error) {
 		log:       cfg.Logger,
 		publicAbs: publicAbs,
 		hub:       newHub(),
+		files:     newFileCache(publicAbs),
 		jobs:      make(chan *job, jobQueue),
 		done:      make(chan struct{}),
 		fatal:     make(chan error, 1),
