@@ -147,54 +147,20 @@ func parseQueryFlags(fs *flag.FlagSet, args []string, q *queryOptions, name stri
 	return 0, true
 }
 
-// pageAPI prints the items of one page, or of every page with --all, of
-// a server-API listing.
-func pageAPI(q *queryOptions, path, field string, params url.Values, stdout, stderr io.Writer, name string) int {
-	client := &http.Client{Timeout: 30 * time.Second}
-	cursor := q.cursor
+// pageFunc fetches the page after cursor: its items and the next cursor
+// ("" on the last page); code is the exit status on failure.
+type pageFunc func(cursor string) (items []any, next string, code int, err error)
+
+// printPages prints the items of one page, or of every page with --all,
+// as JSON lines; without --all it says on stderr how to get the next page.
+func printPages(q *queryOptions, stdout, stderr io.Writer, name string, page pageFunc) int {
 	enc := json.NewEncoder(stdout)
+	cursor := q.cursor
 	for {
-		p := url.Values{}
-		for k, v := range params {
-			p[k] = v
-		}
-		p.Set("limit", strconv.Itoa(q.limit))
-		if cursor != "" {
-			p.Set("cursor", cursor)
-		}
-		req, err := http.NewRequest("GET", strings.TrimSuffix(q.url, "/")+path+"?"+p.Encode(), nil)
+		items, next, code, err := page(cursor)
 		if err != nil {
 			fmt.Fprintf(stderr, "zenconn %s: %v\n", name, err)
-			return 2
-		}
-		req.Header.Set("X-API-Key", q.apiKey)
-		resp, err := client.Do(req)
-		if err != nil {
-			fmt.Fprintf(stderr, "zenconn %s: %v\n", name, err)
-			return 1
-		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-		_ = resp.Body.Close()
-		if err != nil {
-			fmt.Fprintf(stderr, "zenconn %s: %v\n", name, err)
-			return 1
-		}
-		if resp.StatusCode != http.StatusOK {
-			fmt.Fprintf(stderr, "zenconn %s: %s: %s\n", name, resp.Status, strings.TrimSpace(string(body)))
-			return 1
-		}
-		var page map[string]json.RawMessage
-		var items []json.RawMessage
-		var next string
-		if err := json.Unmarshal(body, &page); err == nil {
-			err = json.Unmarshal(page[field], &items)
-			if err == nil {
-				err = json.Unmarshal(page["next"], &next)
-			}
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "zenconn %s: bad reply: %v\n", name, err)
-			return 1
+			return code
 		}
 		for _, it := range items {
 			if err := enc.Encode(it); err != nil {
@@ -212,7 +178,56 @@ func pageAPI(q *queryOptions, path, field string, params url.Values, stdout, std
 	}
 }
 
-// pageStore is pageAPI reading a stopped node's store.
+// pageAPI prints a server-API listing (field holds the items).
+func pageAPI(q *queryOptions, path, field string, params url.Values, stdout, stderr io.Writer, name string) int {
+	client := &http.Client{Timeout: 30 * time.Second}
+	return printPages(q, stdout, stderr, name, func(cursor string) ([]any, string, int, error) {
+		p := url.Values{}
+		for k, v := range params {
+			p[k] = v
+		}
+		p.Set("limit", strconv.Itoa(q.limit))
+		if cursor != "" {
+			p.Set("cursor", cursor)
+		}
+		req, err := http.NewRequest("GET", strings.TrimSuffix(q.url, "/")+path+"?"+p.Encode(), nil)
+		if err != nil {
+			return nil, "", 2, err
+		}
+		req.Header.Set("X-API-Key", q.apiKey)
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, "", 1, err
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		_ = resp.Body.Close()
+		if err != nil {
+			return nil, "", 1, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, "", 1, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+		}
+		var page map[string]json.RawMessage
+		var items []json.RawMessage
+		var next string
+		if err := json.Unmarshal(body, &page); err == nil {
+			err = json.Unmarshal(page[field], &items)
+			if err == nil {
+				err = json.Unmarshal(page["next"], &next)
+			}
+		}
+		if err != nil {
+			return nil, "", 1, fmt.Errorf("bad reply: %w", err)
+		}
+		out := make([]any, len(items))
+		for i := range items {
+			out[i] = items[i]
+		}
+		return out, next, 0, nil
+	})
+}
+
+// pageStore prints the same from a stopped node's store.
 func pageStore(q *queryOptions, stdout, stderr io.Writer, name string, page func(*store.Store, string) ([]any, string, error)) int {
 	st, err := store.Open(filepath.Join(q.data, "pebble"), store.Options{ReadOnly: true})
 	if errors.Is(err, store.ErrLocked) {
@@ -224,26 +239,8 @@ func pageStore(q *queryOptions, stdout, stderr io.Writer, name string, page func
 		return 1
 	}
 	defer st.Close()
-	enc := json.NewEncoder(stdout)
-	cursor := q.cursor
-	for {
+	return printPages(q, stdout, stderr, name, func(cursor string) ([]any, string, int, error) {
 		items, next, err := page(st, cursor)
-		if err != nil {
-			fmt.Fprintf(stderr, "zenconn %s: %v\n", name, err)
-			return 1
-		}
-		for _, it := range items {
-			if err := enc.Encode(it); err != nil {
-				return 1
-			}
-		}
-		if next == "" {
-			return 0
-		}
-		if !q.all {
-			fmt.Fprintf(stderr, "more: --cursor %s\n", next)
-			return 0
-		}
-		cursor = next
-	}
+		return items, next, 1, err
+	})
 }
