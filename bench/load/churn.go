@@ -556,56 +556,28 @@ func checkUpgrade(hdr []byte, accept string) string {
 // stops when the connection was closed.
 func (l *churnLoop) frames(c *cconn, d []byte, now int64) int {
 	used := 0
-	for len(d) >= 2 {
-		b0, b1 := d[0], d[1]
-		hdr := 2
-		plen := int64(b1 & 0x7f)
-		switch plen {
-		case 126:
-			if len(d) < 4 {
-				return used
-			}
-			plen = int64(binary.BigEndian.Uint16(d[2:4]))
-			hdr = 4
-		case 127:
-			if len(d) < 10 {
-				return used
-			}
-			u := binary.BigEndian.Uint64(d[2:10])
-			if u > 1<<30 {
-				l.cproto("frame_too_large", strconv.FormatUint(u, 10))
+	for {
+		f, ok := nextFrame(d)
+		if !ok {
+			if f.length > maxServerFrame {
+				l.cproto("frame_too_large", strconv.FormatUint(f.length, 10))
 				l.fail(c, now, "", "", true)
-				return used
 			}
-			plen = int64(u)
-			hdr = 10
-		}
-		masked := b1&0x80 != 0
-		if masked {
-			hdr += 4
-		}
-		if int64(len(d)) < int64(hdr)+plen {
 			return used
 		}
-		payload := d[hdr : int64(hdr)+plen]
-		if masked {
+		if f.masked {
 			l.cproto("masked_server_frame", "server frames must not be masked (RFC 6455 5.1)")
-			var m [4]byte
-			copy(m[:], d[hdr-4:hdr])
-			ws.Cipher(payload, m, 0)
 		}
-		if b0&0x70 != 0 {
-			l.cproto("rsv_bits", fmt.Sprintf("first byte %#x", b0))
+		if f.rsv != 0 {
+			l.cproto("rsv_bits", fmt.Sprintf("first byte %#x", d[0]))
 		}
-		l.onFrame(c, ws.OpCode(b0&0x0f), b0&0x80 != 0, payload, now)
+		l.onFrame(c, f.op, f.fin, f.payload, now)
 		if c.fd < 0 {
 			return used
 		}
-		n := hdr + int(plen)
-		used += n
-		d = d[n:]
+		used += f.size
+		d = d[f.size:]
 	}
-	return used
 }
 
 func (l *churnLoop) onFrame(c *cconn, op ws.OpCode, fin bool, p []byte, now int64) {
