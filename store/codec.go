@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"time"
+
+	"github.com/zenconn/server/internal/varbuf"
 )
 
 // Key spaces (see the package doc).
@@ -39,11 +41,6 @@ func hourOf(ns int64) uint32 {
 
 func appendU64(dst []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(dst, v) }
 
-func appendLenStr(dst []byte, s string) []byte {
-	dst = binary.AppendUvarint(dst, uint64(len(s)))
-	return append(dst, s...)
-}
-
 // auditKey is 'a' time seq.
 func auditKey(dst []byte, ns int64, seq uint64) []byte {
 	dst = append(dst, spaceAudit)
@@ -55,7 +52,7 @@ func auditKey(dst []byte, ns int64, seq uint64) []byte {
 func indexPrefix(dst []byte, space byte, hour uint32, name string) []byte {
 	dst = append(dst, space)
 	dst = binary.BigEndian.AppendUint32(dst, hour)
-	return appendLenStr(dst, name)
+	return varbuf.AppendStr(dst, name)
 }
 
 // indexKey is the index entry of the audit record (ns, seq) under name.
@@ -80,11 +77,11 @@ func sessionUserKey(dst []byte, user string, connected int64, conn string) []byt
 
 func encodeRecord(dst []byte, r *Record) []byte {
 	dst = append(dst, valueVersion)
-	dst = appendLenStr(dst, r.Node)
-	dst = appendLenStr(dst, r.Conn)
-	dst = appendLenStr(dst, r.User)
-	dst = appendLenStr(dst, r.Op)
-	dst = appendLenStr(dst, r.Channel)
+	dst = varbuf.AppendStr(dst, r.Node)
+	dst = varbuf.AppendStr(dst, r.Conn)
+	dst = varbuf.AppendStr(dst, r.User)
+	dst = varbuf.AppendStr(dst, r.Op)
+	dst = varbuf.AppendStr(dst, r.Channel)
 	var flags byte
 	if r.Opaque {
 		flags |= flagOpaque
@@ -92,59 +89,11 @@ func encodeRecord(dst []byte, r *Record) []byte {
 	dst = append(dst, flags)
 	dst = binary.AppendUvarint(dst, uint64(len(r.Data)))
 	dst = append(dst, r.Data...)
-	dst = appendLenStr(dst, r.Attempt)
-	dst = appendLenStr(dst, r.Error)
-	dst = appendLenStr(dst, r.Remote)
+	dst = varbuf.AppendStr(dst, r.Attempt)
+	dst = varbuf.AppendStr(dst, r.Error)
+	dst = varbuf.AppendStr(dst, r.Remote)
 	dst = binary.AppendVarint(dst, int64(r.Code))
 	return binary.AppendVarint(dst, int64(r.Worker))
-}
-
-type reader struct {
-	b   []byte
-	bad bool
-}
-
-func (r *reader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.bad = true
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.bad = true
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) bytes() []byte {
-	l := r.uvarint()
-	if r.bad || l > uint64(len(r.b)) {
-		r.bad = true
-		return nil
-	}
-	out := r.b[:l:l]
-	r.b = r.b[l:]
-	return out
-}
-
-func (r *reader) str() string { return string(r.bytes()) }
-
-func (r *reader) byte1() byte {
-	if len(r.b) == 0 {
-		r.bad = true
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
 }
 
 // decodeRecord decodes the value of audit key k into r; r owns its bytes.
@@ -154,16 +103,16 @@ func decodeRecord(k, v []byte, r *Record) error {
 	}
 	ns := int64(binary.BigEndian.Uint64(k[1:9]))
 	*r = Record{Time: time.Unix(0, ns).UTC(), Seq: binary.BigEndian.Uint64(k[9:17])}
-	rd := reader{b: v[1:]}
-	r.Node, r.Conn, r.User, r.Op, r.Channel = rd.str(), rd.str(), rd.str(), rd.str(), rd.str()
-	r.Opaque = rd.byte1()&flagOpaque != 0
-	if d := rd.bytes(); len(d) > 0 {
+	rd := varbuf.Reader{B: v[1:]}
+	r.Node, r.Conn, r.User, r.Op, r.Channel = rd.Str(), rd.Str(), rd.Str(), rd.Str(), rd.Str()
+	r.Opaque = rd.Byte()&flagOpaque != 0
+	if d := rd.Bytes(); len(d) > 0 {
 		r.Data = append([]byte(nil), d...)
 	}
-	r.Attempt, r.Error, r.Remote = rd.str(), rd.str(), rd.str()
-	r.Code = int(rd.varint())
-	r.Worker = int(rd.varint())
-	if rd.bad || len(rd.b) != 0 {
+	r.Attempt, r.Error, r.Remote = rd.Str(), rd.Str(), rd.Str()
+	r.Code = int(rd.Varint())
+	r.Worker = int(rd.Varint())
+	if !rd.Done() {
 		return errCorrupt
 	}
 	return nil
@@ -171,19 +120,19 @@ func decodeRecord(k, v []byte, r *Record) error {
 
 func encodeSession(dst []byte, s *Session) []byte {
 	dst = append(dst, valueVersion)
-	dst = appendLenStr(dst, s.Conn)
-	dst = appendLenStr(dst, s.Node)
-	dst = appendLenStr(dst, s.User)
-	dst = appendLenStr(dst, s.Remote)
-	dst = appendLenStr(dst, s.UserAgent)
-	dst = appendLenStr(dst, s.Protocol)
+	dst = varbuf.AppendStr(dst, s.Conn)
+	dst = varbuf.AppendStr(dst, s.Node)
+	dst = varbuf.AppendStr(dst, s.User)
+	dst = varbuf.AppendStr(dst, s.Remote)
+	dst = varbuf.AppendStr(dst, s.UserAgent)
+	dst = varbuf.AppendStr(dst, s.Protocol)
 	dst = binary.AppendVarint(dst, int64(s.Worker))
 	dst = binary.AppendVarint(dst, unixNano(s.Connected))
 	dst = binary.AppendVarint(dst, unixNano(s.Disconnected))
 	dst = binary.AppendVarint(dst, int64(s.CloseCode))
 	dst = binary.AppendUvarint(dst, uint64(len(s.Channels)))
 	for _, ch := range s.Channels {
-		dst = appendLenStr(dst, ch)
+		dst = varbuf.AppendStr(dst, ch)
 	}
 	return dst
 }
@@ -193,21 +142,21 @@ func decodeSession(v []byte, s *Session) error {
 		return errCorrupt
 	}
 	*s = Session{}
-	rd := reader{b: v[1:]}
-	s.Conn, s.Node, s.User, s.Remote, s.UserAgent, s.Protocol = rd.str(), rd.str(), rd.str(), rd.str(), rd.str(), rd.str()
-	s.Worker = int(rd.varint())
-	s.Connected = fromUnixNano(rd.varint())
-	s.Disconnected = fromUnixNano(rd.varint())
-	s.CloseCode = int(rd.varint())
-	n := rd.uvarint()
-	if n > uint64(len(rd.b)) {
+	rd := varbuf.Reader{B: v[1:]}
+	s.Conn, s.Node, s.User, s.Remote, s.UserAgent, s.Protocol = rd.Str(), rd.Str(), rd.Str(), rd.Str(), rd.Str(), rd.Str()
+	s.Worker = int(rd.Varint())
+	s.Connected = fromUnixNano(rd.Varint())
+	s.Disconnected = fromUnixNano(rd.Varint())
+	s.CloseCode = int(rd.Varint())
+	n := rd.Uvarint()
+	if n > uint64(len(rd.B)) {
 		return errCorrupt
 	}
 	s.Channels = make([]string, 0, n)
 	for range n {
-		s.Channels = append(s.Channels, rd.str())
+		s.Channels = append(s.Channels, rd.Str())
 	}
-	if rd.bad || len(rd.b) != 0 {
+	if !rd.Done() {
 		return errCorrupt
 	}
 	return nil

@@ -33,6 +33,8 @@ package nodemsg
 import (
 	"encoding/binary"
 	"errors"
+
+	"github.com/zenconn/server/internal/varbuf"
 )
 
 // Record kinds.
@@ -87,25 +89,25 @@ func AppendReady(dst []byte, worker, pid int) []byte {
 // AppendOpened appends an Opened record.
 func AppendOpened(dst []byte, conn, user, remote, userAgent, proto string) []byte {
 	dst = append(dst, KindOpened)
-	dst = appendStr(dst, conn)
-	dst = appendStr(dst, user)
-	dst = appendStr(dst, remote)
-	dst = appendStr(dst, userAgent)
-	return appendStr(dst, proto)
+	dst = varbuf.AppendStr(dst, conn)
+	dst = varbuf.AppendStr(dst, user)
+	dst = varbuf.AppendStr(dst, remote)
+	dst = varbuf.AppendStr(dst, userAgent)
+	return varbuf.AppendStr(dst, proto)
 }
 
 // AppendClosed appends a Closed record.
 func AppendClosed(dst []byte, conn string, code uint16) []byte {
-	return binary.AppendUvarint(appendStr(append(dst, KindClosed), conn), uint64(code))
+	return binary.AppendUvarint(varbuf.AppendStr(append(dst, KindClosed), conn), uint64(code))
 }
 
 // AppendRefused appends a Refused record.
 func AppendRefused(dst []byte, conn, user, op, channel, code, remote string, opaque bool, data []byte) []byte {
 	dst = append(dst, KindRefused)
 	for _, s := range [...]string{conn, user, op, channel, code, remote} {
-		dst = appendStr(dst, s)
+		dst = varbuf.AppendStr(dst, s)
 	}
-	return appendBytes(append(dst, flagsOf(opaque)), data)
+	return varbuf.AppendBytes(append(dst, flagsOf(opaque)), data)
 }
 
 func flagsOf(opaque bool) byte {
@@ -117,19 +119,19 @@ func flagsOf(opaque bool) byte {
 
 // AppendUser appends a User record.
 func AppendUser(dst []byte, conn, user string) []byte {
-	return appendStr(appendStr(append(dst, KindUser), conn), user)
+	return varbuf.AppendStr(varbuf.AppendStr(append(dst, KindUser), conn), user)
 }
 
 // AppendSub appends a Sub record.
 func AppendSub(dst []byte, token uint64, conn, channel string) []byte {
 	dst = binary.AppendUvarint(append(dst, KindSub), token)
-	dst = appendStr(dst, conn)
-	return appendStr(dst, channel)
+	dst = varbuf.AppendStr(dst, conn)
+	return varbuf.AppendStr(dst, channel)
 }
 
 // AppendUnsub appends an Unsub record.
 func AppendUnsub(dst []byte, conn, channel string) []byte {
-	return appendStr(appendStr(append(dst, KindUnsub), conn), channel)
+	return varbuf.AppendStr(varbuf.AppendStr(append(dst, KindUnsub), conn), channel)
 }
 
 // AppendPublish appends a Publish record.
@@ -144,10 +146,10 @@ func AppendDeliver(dst []byte, channel, from string, opaque bool, data []byte) [
 }
 
 func appendMessage(dst []byte, channel, from string, opaque bool, data []byte) []byte {
-	dst = appendStr(dst, channel)
-	dst = appendStr(dst, from)
+	dst = varbuf.AppendStr(dst, channel)
+	dst = varbuf.AppendStr(dst, from)
 	dst = append(dst, flagsOf(opaque))
-	return appendBytes(dst, data)
+	return varbuf.AppendBytes(dst, data)
 }
 
 // AppendStats appends a Stats record.
@@ -170,55 +172,7 @@ func AppendDone(dst []byte, token uint64, failed bool) []byte {
 
 // AppendKick appends a Kick record.
 func AppendKick(dst []byte, conn string) []byte {
-	return appendStr(append(dst, KindKick), conn)
-}
-
-func appendStr(dst []byte, s string) []byte {
-	dst = binary.AppendUvarint(dst, uint64(len(s)))
-	return append(dst, s...)
-}
-
-func appendBytes(dst, b []byte) []byte {
-	dst = binary.AppendUvarint(dst, uint64(len(b)))
-	return append(dst, b...)
-}
-
-type reader struct {
-	b   []byte
-	bad bool
-}
-
-func (r *reader) num() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.bad = true
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) bytes() []byte {
-	l := r.num()
-	if r.bad || l > uint64(len(r.b)) {
-		r.bad = true
-		return nil
-	}
-	out := r.b[:l]
-	r.b = r.b[l:]
-	return out
-}
-
-func (r *reader) str() string { return string(r.bytes()) }
-
-func (r *reader) byte1() byte {
-	if len(r.b) == 0 {
-		r.bad = true
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
+	return varbuf.AppendStr(append(dst, KindKick), conn)
 }
 
 // Decode decodes one record into m.
@@ -228,46 +182,46 @@ func Decode(rec []byte, m *Msg) error {
 		return ErrMalformed
 	}
 	m.Kind = rec[0]
-	r := reader{b: rec[1:]}
+	r := varbuf.Reader{B: rec[1:]}
 	switch m.Kind {
 	case KindReady:
-		m.Nums[0], m.Nums[1] = r.num(), r.num()
+		m.Nums[0], m.Nums[1] = r.Uvarint(), r.Uvarint()
 	case KindOpened:
-		m.Conn, m.User, m.Remote, m.Agent, m.Proto = r.str(), r.str(), r.str(), r.str(), r.str()
+		m.Conn, m.User, m.Remote, m.Agent, m.Proto = r.Str(), r.Str(), r.Str(), r.Str(), r.Str()
 	case KindClosed:
-		m.Conn = r.str()
-		m.Status = r.num()
+		m.Conn = r.Str()
+		m.Status = r.Uvarint()
 	case KindKick:
-		m.Conn = r.str()
+		m.Conn = r.Str()
 	case KindRefused:
-		m.Conn, m.User, m.Op, m.Channel, m.Code, m.Remote = r.str(), r.str(), r.str(), r.str(), r.str(), r.str()
-		m.Flags = r.byte1()
-		m.Data = r.bytes()
+		m.Conn, m.User, m.Op, m.Channel, m.Code, m.Remote = r.Str(), r.Str(), r.Str(), r.Str(), r.Str(), r.Str()
+		m.Flags = r.Byte()
+		m.Data = r.Bytes()
 	case KindSub:
-		m.Token = r.num()
-		m.Conn, m.Channel = r.str(), r.str()
+		m.Token = r.Uvarint()
+		m.Conn, m.Channel = r.Str(), r.Str()
 	case KindUnsub:
-		m.Conn, m.Channel = r.str(), r.str()
+		m.Conn, m.Channel = r.Str(), r.Str()
 	case KindUser:
-		m.Conn, m.User = r.str(), r.str()
+		m.Conn, m.User = r.Str(), r.Str()
 	case KindPublish, KindDeliver:
 		if m.Kind == KindPublish {
-			m.Token = r.num()
+			m.Token = r.Uvarint()
 		}
-		m.Channel, m.From = r.str(), r.str()
-		m.Flags = r.byte1()
-		m.Data = r.bytes()
+		m.Channel, m.From = r.Str(), r.Str()
+		m.Flags = r.Byte()
+		m.Data = r.Bytes()
 	case KindStats:
 		for i := range m.Nums {
-			m.Nums[i] = r.num()
+			m.Nums[i] = r.Uvarint()
 		}
 	case KindDone:
-		m.Token = r.num()
-		m.Status = uint64(r.byte1())
+		m.Token = r.Uvarint()
+		m.Status = uint64(r.Byte())
 	default:
 		return ErrMalformed
 	}
-	if r.bad || len(r.b) != 0 {
+	if !r.Done() {
 		return ErrMalformed
 	}
 	return nil
