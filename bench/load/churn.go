@@ -1129,37 +1129,18 @@ func orchestrateChurn(cfg *config) (map[string]any, error) {
 	if err != nil {
 		return out, err
 	}
-	results := make([]*churnResult, len(workers))
-	nResults := 0
-	timer := time.NewTimer(time.Until(cfg.deadline) + 5*time.Second)
-	defer timer.Stop()
-	next := func() (workerLine, error) {
-		select {
-		case wl := <-up:
-			if rest, ok := strings.CutPrefix(wl.line, "RESULT "); ok && results[wl.idx] == nil {
-				r := &churnResult{}
-				if err := json.Unmarshal([]byte(rest), r); err != nil {
-					return wl, fmt.Errorf("worker %d: %v", wl.idx, err)
-				}
-				results[wl.idx] = r
-				nResults++
-			}
-			if wl.line == "EXIT" && results[wl.idx] == nil {
-				results[wl.idx] = &churnResult{Index: wl.idx, Error: "worker exited without a result"}
-				nResults++
-			}
-			return wl, nil
-		case <-timer.C:
-			return workerLine{}, errors.New("timeout waiting for workers")
-		}
-	}
+	sink := newResultSink(len(workers), up, cfg.deadline, func(i int) *churnResult {
+		return &churnResult{Index: i, Error: "worker exited without a result"}
+	})
+	defer sink.stop()
+	next := sink.next
 	broadcast := func(s string) {
 		for _, w := range workers {
 			w.down <- s
 		}
 	}
 	ready := 0
-	for ready+nResults < len(workers) {
+	for ready+sink.n < len(workers) {
 		wl, err := next()
 		if err != nil {
 			return out, err
@@ -1172,7 +1153,7 @@ func orchestrateChurn(cfg *config) (map[string]any, error) {
 	var before, after map[string]float64
 	var cpu0, sys0, cpu1, sys1, busy0, busy1 int64
 	var cpuErr error
-	measured := nResults == 0
+	measured := sink.n == 0
 	if measured {
 		if len(cfg.serverPIDs) > 0 {
 			// The warm-up's last connections may still be closing.
@@ -1189,7 +1170,7 @@ func orchestrateChurn(cfg *config) (map[string]any, error) {
 	} else {
 		broadcast("STOP")
 	}
-	for nResults < len(workers) {
+	for sink.n < len(workers) {
 		if _, err := next(); err != nil {
 			return out, err
 		}
@@ -1205,7 +1186,7 @@ func orchestrateChurn(cfg *config) (map[string]any, error) {
 	var h hist
 	var ph [nPhases]hist
 	merged := map[string]*errStat{}
-	for _, r := range results {
+	for _, r := range sink.results {
 		agg.Started += r.Started
 		agg.Cycles += r.Cycles
 		agg.Published += r.Published
@@ -1334,24 +1315,6 @@ func orchestrateChurn(cfg *config) (map[string]any, error) {
 		return out, errors.New(strings.Join(errs, "; "))
 	}
 	return out, nil
-}
-
-// stopWorkers closes the workers' input and waits (5 s at most) for the
-// child processes.
-func stopWorkers(workers []*workerHandle) {
-	for _, w := range workers {
-		close(w.down)
-		if w.cmd != nil {
-			done := make(chan struct{})
-			go func() { _ = w.cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				_ = w.cmd.Process.Kill()
-				<-done
-			}
-		}
-	}
 }
 
 // summarizeChurn is `load summarize` for churn results plus the churn

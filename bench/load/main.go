@@ -598,6 +598,64 @@ func startWorkers(cfg *config) ([]*workerHandle, chan workerLine, error) {
 	return ws, up, nil
 }
 
+// stopWorkers closes the workers' input and waits (5 s at most) for the
+// child processes.
+func stopWorkers(workers []*workerHandle) {
+	for _, w := range workers {
+		close(w.down)
+		if w.cmd != nil {
+			done := make(chan struct{})
+			go func() { _ = w.cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				_ = w.cmd.Process.Kill()
+				<-done
+			}
+		}
+	}
+}
+
+// resultSink collects the workers' RESULT lines (and an error result for
+// a worker that exits without one) until the run's deadline, plus 5 s.
+type resultSink[R any] struct {
+	results []*R
+	n       int // results collected
+	up      <-chan workerLine
+	timer   *time.Timer
+	missing func(idx int) *R
+}
+
+func newResultSink[R any](workers int, up <-chan workerLine, deadline time.Time, missing func(int) *R) *resultSink[R] {
+	return &resultSink[R]{results: make([]*R, workers), up: up,
+		timer: time.NewTimer(time.Until(deadline) + 5*time.Second), missing: missing}
+}
+
+func (s *resultSink[R]) stop() { s.timer.Stop() }
+
+// next waits for one line from any worker; RESULT and EXIT lines are
+// recorded.
+func (s *resultSink[R]) next() (workerLine, error) {
+	select {
+	case wl := <-s.up:
+		if rest, ok := strings.CutPrefix(wl.line, "RESULT "); ok && s.results[wl.idx] == nil {
+			r := new(R)
+			if err := json.Unmarshal([]byte(rest), r); err != nil {
+				return wl, fmt.Errorf("worker %d: %v", wl.idx, err)
+			}
+			s.results[wl.idx] = r
+			s.n++
+		}
+		if wl.line == "EXIT" && s.results[wl.idx] == nil {
+			s.results[wl.idx] = s.missing(wl.idx)
+			s.n++
+		}
+		return wl, nil
+	case <-s.timer.C:
+		return workerLine{}, errors.New("timeout waiting for workers")
+	}
+}
+
 func orchestrate(cfg *config) (map[string]any, error) {
 	if cfg.mode == "churn" {
 		return orchestrateChurn(cfg)
@@ -618,56 +676,22 @@ func orchestrate(cfg *config) (map[string]any, error) {
 		rssBefore = v
 	}
 	workers, up, err := startWorkers(cfg)
-	defer func() {
-		for _, w := range workers {
-			close(w.down)
-			if w.cmd != nil {
-				done := make(chan struct{})
-				go func() { _ = w.cmd.Wait(); close(done) }()
-				select {
-				case <-done:
-				case <-time.After(5 * time.Second):
-					_ = w.cmd.Process.Kill()
-					<-done
-				}
-			}
-		}
-	}()
+	defer stopWorkers(workers)
 	if err != nil {
 		return out, err
 	}
-	results := make([]*workerResult, len(workers))
-	nResults := 0
-	timer := time.NewTimer(time.Until(cfg.deadline) + 5*time.Second)
-	defer timer.Stop()
-	// next waits for one line from any worker; RESULT lines are recorded.
-	next := func() (workerLine, error) {
-		select {
-		case wl := <-up:
-			if rest, ok := strings.CutPrefix(wl.line, "RESULT "); ok && results[wl.idx] == nil {
-				r := &workerResult{}
-				if err := json.Unmarshal([]byte(rest), r); err != nil {
-					return wl, fmt.Errorf("worker %d: %v", wl.idx, err)
-				}
-				results[wl.idx] = r
-				nResults++
-			}
-			if wl.line == "EXIT" && results[wl.idx] == nil {
-				results[wl.idx] = &workerResult{Index: wl.idx, Error: "worker exited without a result"}
-				nResults++
-			}
-			return wl, nil
-		case <-timer.C:
-			return workerLine{}, errors.New("timeout waiting for workers")
-		}
-	}
+	sink := newResultSink(len(workers), up, cfg.deadline, func(i int) *workerResult {
+		return &workerResult{Index: i, Error: "worker exited without a result"}
+	})
+	defer sink.stop()
+	next := sink.next
 	broadcast := func(s string) {
 		for _, w := range workers {
 			w.down <- s
 		}
 	}
 	collect := func() error {
-		for nResults < len(workers) {
+		for sink.n < len(workers) {
 			if _, err := next(); err != nil {
 				return err
 			}
@@ -677,7 +701,7 @@ func orchestrate(cfg *config) (map[string]any, error) {
 
 	// Phase 1: every worker connected (or failed).
 	ready, readySubs, pubID := 0, 0, ""
-	for ready+nResults < len(workers) {
+	for ready+sink.n < len(workers) {
 		wl, err := next()
 		if err != nil {
 			return out, err
@@ -694,7 +718,7 @@ func orchestrate(cfg *config) (map[string]any, error) {
 			}
 		}
 	}
-	failedEarly := nResults > 0
+	failedEarly := sink.n > 0
 
 	var cpu0, cpu1, sys0, sys1, busy0, busy1 int64
 	var cpuErr error
@@ -751,7 +775,7 @@ func orchestrate(cfg *config) (map[string]any, error) {
 			busy1, _ = machineBusyUs()
 		}
 		nDone, ackedDone := 0, int64(0)
-		for nResults < len(workers) {
+		for sink.n < len(workers) {
 			wl, err := next()
 			if err != nil {
 				return out, err
@@ -771,7 +795,7 @@ func orchestrate(cfg *config) (map[string]any, error) {
 				n, _ := strconv.ParseInt(rest, 10, 64)
 				ackedDone += n
 			}
-			if cfg.metricsURL != "" && nDone > 0 && nDone+nResults == len(workers) {
+			if cfg.metricsURL != "" && nDone > 0 && nDone+sink.n == len(workers) {
 				// Every worker is done and waits with its connections
 				// open: read the server's figures now, then let them close.
 				endMeasure()
@@ -801,7 +825,7 @@ func orchestrate(cfg *config) (map[string]any, error) {
 	var h, ah hist
 	errs := metricErrs
 	merged := map[string]*errStat{}
-	for _, r := range results {
+	for _, r := range sink.results {
 		agg.Conns += r.Conns
 		agg.Ready += r.Ready
 		agg.DialErrors += r.DialErrors
