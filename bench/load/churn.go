@@ -1210,14 +1210,7 @@ func orchestrateChurn(cfg *config) (map[string]any, error) {
 		for i := range nPhases {
 			ph[i].merge(r.PhaseHist[i], r.PhaseMax[i])
 		}
-		for k, v := range r.Errors {
-			m := merged[k]
-			if m == nil {
-				m = &errStat{Example: v.Example}
-				merged[k] = m
-			}
-			m.Count += v.Count
-		}
+		mergeErrors(merged, r.Errors)
 		if r.Error != "" {
 			errs = append(errs, fmt.Sprintf("worker %d: %s", r.Index, r.Error))
 		}

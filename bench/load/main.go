@@ -616,6 +616,19 @@ func stopWorkers(workers []*workerHandle) {
 	}
 }
 
+// mergeErrors adds a worker's error counts to merged, keeping the first
+// example of each kind.
+func mergeErrors(merged, add map[string]*errStat) {
+	for k, v := range add {
+		m := merged[k]
+		if m == nil {
+			m = &errStat{Example: v.Example}
+			merged[k] = m
+		}
+		m.Count += v.Count
+	}
+}
+
 // resultSink collects the workers' RESULT lines (and an error result for
 // a worker that exits without one) until the run's deadline, plus 5 s.
 type resultSink[R any] struct {
@@ -857,14 +870,7 @@ func orchestrate(cfg *config) (map[string]any, error) {
 		}
 		h.merge(r.Hist, r.HistMax)
 		ah.merge(r.AckHist, r.AckHistMax)
-		for k, v := range r.Errors {
-			m := merged[k]
-			if m == nil {
-				m = &errStat{Example: v.Example}
-				merged[k] = m
-			}
-			m.Count += v.Count
-		}
+		mergeErrors(merged, r.Errors)
 		if r.Error != "" {
 			errs = append(errs, fmt.Sprintf("worker %d: %s", r.Index, r.Error))
 		}
