@@ -458,22 +458,22 @@ func (a *Agent) apply(s *slot, m *nodemsg.Msg) {
 			}
 			return
 		}
-		a.putSession(m.Conn, c, time.Time{}, 0)
-		a.audit(&store.Record{Worker: w, Conn: m.Conn, User: a.userOf(c), Op: store.OpSubscribe, Channel: m.Channel}, done)
+		user := a.putSession(m.Conn, c, time.Time{}, 0)
+		a.audit(&store.Record{Worker: w, Conn: m.Conn, User: user, Op: store.OpSubscribe, Channel: m.Channel}, done)
 	case nodemsg.KindUnsub:
 		a.mu.Lock()
 		c := a.conns[m.Conn]
-		removed := false
+		removed, user := false, ""
 		if c != nil {
 			if _, ok := c.chans[m.Channel]; ok {
-				removed = true
+				removed, user = true, c.user
 				delete(c.chans, m.Channel)
 				a.dropInterestLocked(m.Channel, w)
 			}
 		}
 		a.mu.Unlock()
 		if removed && a.st != nil {
-			a.audit(&store.Record{Worker: w, Conn: m.Conn, User: a.userOf(c), Op: store.OpUnsubscribe, Channel: m.Channel}, nil)
+			a.audit(&store.Record{Worker: w, Conn: m.Conn, User: user, Op: store.OpUnsubscribe, Channel: m.Channel}, nil)
 		}
 	case nodemsg.KindPublish:
 		opaque := m.Flags&nodemsg.FlagOpaque != 0

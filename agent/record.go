@@ -38,16 +38,9 @@ func (a *Agent) answer(s *slot, token uint64) func(error) {
 	}
 }
 
-// userOf reads a connection's user under the lock.
-func (a *Agent) userOf(c *connRec) string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return c.user
-}
-
 // putSession writes the session of connection id: open, or ended at end
-// with close code.
-func (a *Agent) putSession(id string, c *connRec, end time.Time, code int) {
+// with close code. It returns the session's user.
+func (a *Agent) putSession(id string, c *connRec, end time.Time, code int) string {
 	a.mu.Lock()
 	se := store.Session{Conn: id, Node: a.cfg.Node, Worker: c.worker, User: c.user, Remote: c.remote,
 		UserAgent: c.userAgent, Protocol: c.protocl, Connected: c.connected,
@@ -55,10 +48,11 @@ func (a *Agent) putSession(id string, c *connRec, end time.Time, code int) {
 	a.mu.Unlock()
 	// Not under a.mu: PutSession may wait for room in the store's queue.
 	a.st.PutSession(&se)
+	return se.User
 }
 
 // closeSession ends connection id's session and audits the disconnect.
 func (a *Agent) closeSession(id string, c *connRec, code int) {
-	a.putSession(id, c, time.Now(), code)
-	a.audit(&store.Record{Worker: c.worker, Conn: id, User: a.userOf(c), Op: store.OpDisconnect, Code: code}, nil)
+	user := a.putSession(id, c, time.Now(), code)
+	a.audit(&store.Record{Worker: c.worker, Conn: id, User: user, Op: store.OpDisconnect, Code: code}, nil)
 }
