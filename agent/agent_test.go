@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -260,5 +261,55 @@ func TestAPIQueries(t *testing.T) {
 		if rec.Code != tc.status {
 			t.Errorf("%s: %d %s, want %d", tc.target, rec.Code, rec.Body.String(), tc.status)
 		}
+	}
+}
+
+// TestListingsSeeReportedConnections: the connection and channel listings
+// and /api/disconnect see every connection and subscription a worker
+// reported before the request, however far behind the agent's reading is.
+func TestListingsSeeReportedConnections(t *testing.T) {
+	const n = 3000
+	_, err := runAgent(t, nil, false, func(w *fakeWorker, a *Agent) error {
+		for i := range n {
+			id := fmt.Sprintf("c%d", i)
+			w.send(t, nodemsg.AppendOpened(nil, id, "", "127.0.0.1:5000", "", "json"))
+			w.send(t, nodemsg.AppendSub(nil, 0, id, fmt.Sprintf("ch%d", i%7)))
+		}
+		get := func(target string, v any) {
+			rec := httptest.NewRecorder()
+			a.apiHandler().ServeHTTP(rec, httptest.NewRequest("GET", target, nil))
+			if err := json.Unmarshal(rec.Body.Bytes(), v); rec.Code != http.StatusOK || err != nil {
+				t.Errorf("%s: %d %q %v", target, rec.Code, rec.Body.String(), err)
+			}
+		}
+		var conns struct {
+			Connections []connInfo `json:"connections"`
+			Behind      bool       `json:"behind"`
+		}
+		get("/api/connections", &conns)
+		if len(conns.Connections) != n || conns.Behind {
+			t.Errorf("/api/connections lists %d connections (behind %v), want %d", len(conns.Connections), conns.Behind, n)
+		}
+		var chans struct {
+			Channels []channelInfo `json:"channels"`
+		}
+		get("/api/channels", &chans)
+		total := 0
+		for _, c := range chans.Channels {
+			total += c.Subscribers
+		}
+		if len(chans.Channels) != 7 || total != n {
+			t.Errorf("/api/channels %+v: want 7 channels, %d subscribers", chans.Channels, n)
+		}
+		w.send(t, nodemsg.AppendOpened(nil, "last", "", "127.0.0.1:5001", "", "json"))
+		rec := httptest.NewRecorder()
+		a.apiHandler().ServeHTTP(rec, httptest.NewRequest("POST", "/api/disconnect", strings.NewReader(`{"conn":"last"}`)))
+		if rec.Code != http.StatusOK {
+			t.Errorf("POST /api/disconnect of a just reported connection: %d %s", rec.Code, rec.Body.String())
+		}
+		return errScriptDone
+	})
+	if !errors.Is(err, errScriptDone) {
+		t.Fatalf("Run: %v", err)
 	}
 }

@@ -25,7 +25,8 @@ func (a *Agent) apiHandler() http.Handler {
 	mux.HandleFunc("POST /api/broadcast", a.apiBroadcast)
 	mux.HandleFunc("POST /api/disconnect", a.apiDisconnect)
 	mux.HandleFunc("GET /api/connections", func(w http.ResponseWriter, _ *http.Request) {
-		reply(w, http.StatusOK, map[string]any{"connections": a.connList()})
+		settled := a.settleRings()
+		replyTable(w, settled, "connections", a.connList())
 	})
 	mux.HandleFunc("GET /api/channels", a.apiChannels)
 	mux.HandleFunc("GET /api/workers", func(w http.ResponseWriter, _ *http.Request) {
@@ -142,13 +143,18 @@ func (a *Agent) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	switch {
-	case req.Conn == "":
+	if req.Conn == "" {
 		reply(w, http.StatusBadRequest, apiError{"conn is required"})
-	case !a.kick(req.Conn):
-		reply(w, http.StatusNotFound, apiError{"no such connection"})
-	default:
+		return
+	}
+	settled := a.settleRings()
+	switch {
+	case a.kick(req.Conn):
 		reply(w, http.StatusOK, map[string]bool{"disconnected": true})
+	case !settled:
+		reply(w, http.StatusServiceUnavailable, apiError{"no such connection yet: the node is behind reading its workers; retry"})
+	default:
+		reply(w, http.StatusNotFound, apiError{"no such connection"})
 	}
 }
 
@@ -158,6 +164,7 @@ type channelInfo struct {
 }
 
 func (a *Agent) apiChannels(w http.ResponseWriter, _ *http.Request) {
+	settled := a.settleRings()
 	a.mu.Lock()
 	out := make([]channelInfo, 0, len(a.interest))
 	for ch, counts := range a.interest {
@@ -169,7 +176,19 @@ func (a *Agent) apiChannels(w http.ResponseWriter, _ *http.Request) {
 	}
 	a.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	reply(w, http.StatusOK, map[string]any{"channels": out})
+	replyTable(w, settled, "channels", out)
+}
+
+// replyTable answers a listing of the agent's tables. The listing includes
+// everything the workers reported before the request; when the agent could
+// not catch up in time (settled is false) it is what the agent has, marked
+// "behind":true, because an operator under overload still needs to see it.
+func replyTable(w http.ResponseWriter, settled bool, name string, list any) {
+	if settled {
+		reply(w, http.StatusOK, map[string]any{name: list})
+		return
+	}
+	reply(w, http.StatusOK, map[string]any{name: list, "behind": true})
 }
 
 // metrics renders the node-wide families, per worker, in the Prometheus

@@ -152,7 +152,7 @@ func wkGroup(t *testing.T, s *serverProc, clients []*ibConn) [wkWorkerCount][]*i
 	for _, c := range clients {
 		e, ok := table[c.ID]
 		if !ok {
-			t.Fatalf("GET /api/connections does not list %s (acknowledged subscriber); %d entries", c.ID, len(table))
+			t.Fatalf("GET /api/connections does not list %s (a welcomed connection); %d entries", c.ID, len(table))
 		}
 		if e.Remote != c.c.LocalAddr().String() {
 			t.Errorf("GET /api/connections: %s has remote %q, want %q", c.ID, e.Remote, c.c.LocalAddr())
