@@ -41,8 +41,9 @@ build_all() {
 	echo '<!doctype html><title>bench</title>' >"$WORK/public/index.html"
 }
 
-# start_server NAME PORT: starts the server pinned to SERVER_CPU with
-# GOMAXPROCS=1 and sets SERVER_PID once it logs that it is listening.
+# start_server NAME PORT: starts the server pinned to SERVER_CPU (the
+# baseline and the floor with GOMAXPROCS=1, ZenConn with its own default)
+# and sets SERVER_PID once it logs that it is listening.
 # ZenConn variants: zenconn (defaults: audit log on, --audit-sync=batch) and
 # zenconn-noaudit (--audit=false). Words of ZENCONN_EXTRA, if set, are
 # appended to the zenconn command line of either (e.g.
@@ -59,7 +60,12 @@ start_server() {
 			extra+=("${more[@]}")
 		fi
 		[ ${#extra[@]} = 0 ] || log "$name: extra flags: ${extra[*]}"
-		GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$WORK/zenconn" serve --addr "127.0.0.1:$port" --workers 0 \
+		# No GOMAXPROCS: under taskset the runtime sees one CPU and ZenConn
+		# gives itself one processor more than its event loops (spareProc in
+		# cmd/zenconn); ZENCONN_GOMAXPROCS sets it explicitly.
+		local gmp=()
+		[ -z "${ZENCONN_GOMAXPROCS:-}" ] || gmp=("GOMAXPROCS=$ZENCONN_GOMAXPROCS")
+		env -u GOMAXPROCS ${gmp[@]+"${gmp[@]}"} taskset -c "$SERVER_CPU" "$WORK/zenconn" serve --addr "127.0.0.1:$port" --workers 0 \
 			--access-log off --public "$WORK/public" --data "$WORK/data-$port" ${extra[@]+"${extra[@]}"} 2>"$logf" >/dev/null &
 		;;
 	baseline)

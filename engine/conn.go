@@ -71,6 +71,7 @@ func (c *Conn) Serve(in []byte) int {
 		l.stats.bytesIn.Add(uint64(n))
 	}
 	c.lastRead = time.Now().UnixNano()
+	l.serving = true
 	var n int
 	switch c.state {
 	case stateHTTP:
@@ -85,6 +86,7 @@ func (c *Conn) Serve(in []byte) int {
 		// Our own replies go out at the end of this read, not of the pass.
 		c.flush()
 	}
+	l.endServe()
 	return n
 }
 
@@ -205,6 +207,22 @@ func (c *Conn) flushAndLinger() {
 	c.closeDeadline = time.Now().UnixNano() + closeGrace
 	c.t.CloseWrite()
 	c.reportClosed()
+}
+
+// flushAndClose ends the close handshake a client started: the close
+// frame goes out after anything queued, then the connection is closed at
+// once, as RFC 6455 section 7.1.1 asks of servers. The client sends
+// nothing after its close frame, so there is no input to wait for (what
+// may still come is cut).
+func (c *Conn) flushAndClose() {
+	if len(c.out) > 0 {
+		c.t.Write(c.out)
+		c.loop.stats.bytesOut.Add(uint64(len(c.out)))
+		c.out = c.out[:0]
+	}
+	c.state = stateClosing
+	c.reportClosed()
+	c.t.Close()
 }
 
 // remoteIP returns the peer's IP address as text.

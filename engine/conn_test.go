@@ -13,7 +13,11 @@ import (
 // upgrade drives d through the handshake and returns the welcome envelope.
 func upgrade(t *testing.T, d *connDriver) map[string]string {
 	t.Helper()
+	writes := d.t.writes
 	d.feed([]byte(upgradeRequest))
+	if n := d.t.writes - writes; n != 1 {
+		t.Fatalf("the handshake took %d writes, want the 101 response and the welcome in one", n)
+	}
 	out := d.t.takeOut()
 	head, rest, ok := bytes.Cut(out, []byte("\r\n\r\n"))
 	if !ok || !bytes.HasPrefix(head, []byte("HTTP/1.1 101 ")) {
@@ -248,6 +252,14 @@ func TestConnFailures(t *testing.T) {
 			code, _ := closeCode(t, d.t.takeOut())
 			if code != tt.code {
 				t.Errorf("close code %d, want %d", code, tt.code)
+			}
+			if strings.HasPrefix(tt.name, "client close") {
+				// The client ended the handshake: closed at once.
+				if !d.t.closed.Load() || d.t.halfClosed {
+					t.Errorf("state %d, half-closed %v, closed %v; want closed at once", d.c.state, d.t.halfClosed, d.t.closed.Load())
+				}
+				d.close()
+				return
 			}
 			if d.c.state != stateClosing || !d.t.halfClosed {
 				t.Errorf("state %d, half-closed %v; want closing", d.c.state, d.t.halfClosed)

@@ -39,8 +39,10 @@ func chunks(in, cuts []byte) [][]byte {
 
 // checkServerWrite fails the test unless p is a well-formed write for the
 // connection's current state: an HTTP response head while it speaks HTTP,
-// whole valid frames once it speaks WebSocket, nothing once it is closing.
-func checkServerWrite(tb testing.TB, c *Conn, p []byte) {
+// the 101 response then whole valid frames in the first write once it
+// speaks WebSocket, whole valid frames in the others, nothing once it is
+// closing. switched is per connection: set once the 101 was written.
+func checkServerWrite(tb testing.TB, c *Conn, p []byte, switched *bool) {
 	tb.Helper()
 	switch c.state {
 	case stateHTTP:
@@ -48,6 +50,14 @@ func checkServerWrite(tb testing.TB, c *Conn, p []byte) {
 			tb.Fatalf("HTTP write does not start with a status line: %q", p[:min(len(p), 64)])
 		}
 	case stateWS:
+		// The first write of a WebSocket carries the 101 response, then
+		// frames (the welcome); no other write may.
+		if head, rest, ok := bytes.Cut(p, []byte("\r\n\r\n")); !*switched {
+			if !ok || !bytes.HasPrefix(head, []byte("HTTP/1.1 101 ")) {
+				tb.Fatalf("first WebSocket write does not start with the 101 response: %q", p[:min(len(p), 64)])
+			}
+			*switched, p = true, rest
+		}
 		frames, err := parseServerFrames(p)
 		if err != nil {
 			tb.Fatalf("malformed frames written: %v\n% x", err, p[:min(len(p), 128)])
@@ -258,7 +268,8 @@ func (env *fuzzEnv) newConn(t *testing.T) *connDriver {
 		}
 	})
 	d.t.record = false
-	d.t.check = func(p []byte) { checkServerWrite(t, d.c, p) }
+	switched := false
+	d.t.check = func(p []byte) { checkServerWrite(t, d.c, p, &switched) }
 	return d
 }
 

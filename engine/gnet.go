@@ -151,8 +151,18 @@ func (g *gnetTransportServer) OnTraffic(c gnet.Conn) gnet.Action {
 		return gnet.Close
 	}
 	in, _ := c.Peek(-1)
+	gc, _ := conn.t.(*gnetConn)
+	if gc != nil {
+		gc.serving = true
+	}
 	if n := conn.Serve(in); n > 0 {
 		_, _ = c.Discard(n)
+	}
+	if gc != nil {
+		gc.serving = false
+		if gc.closeNow {
+			return gnet.Close
+		}
 	}
 	if conn.busy && c.InboundBuffered() > maxHeadSize+maxBodySize {
 		// A client that pipelines megabytes behind a slow request.
@@ -171,6 +181,10 @@ func (g *gnetTransportServer) OnClose(c gnet.Conn, _ error) gnet.Action {
 // gnetConn adapts gnet.Conn to Transport.
 type gnetConn struct {
 	c gnet.Conn
+	// serving is set while OnTraffic serves this connection; a Close
+	// meanwhile sets closeNow and OnTraffic closes it on return, in the
+	// same pass (gnet's Close from the loop is a queued task).
+	serving, closeNow bool
 }
 
 // Write writes straight to the socket with a raw write(2) when nothing is
@@ -206,7 +220,13 @@ func (t *gnetConn) CloseWrite() {
 	}
 }
 
-func (t *gnetConn) Close() { _ = t.c.Close() }
+func (t *gnetConn) Close() {
+	if t.serving {
+		t.closeNow = true
+		return
+	}
+	_ = t.c.Close()
+}
 
 func (t *gnetConn) Wake() { _ = t.c.Wake(nil) }
 

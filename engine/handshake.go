@@ -133,14 +133,16 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 			status = 400
 		}
 	}
-	c.writeNow(resp.Bytes())
 	c.srv.accessLog(c, req, status, 0)
 	c.srv.countStatus(status)
 	if err != nil {
+		c.writeNow(resp.Bytes())
 		c.srv.log.Debug("websocket handshake refused", "remote", c.remoteIP(), "err", err)
 		c.linger()
 		return
 	}
+	// The 101 response goes out with the welcome, in one write.
+	c.out = append(c.out, resp.Bytes()...)
 	if choice == wireUnset {
 		choice = subChoice
 	}

@@ -20,6 +20,10 @@ type loop struct {
 	dirty []*Conn                       // connections with unsent frames
 	// passQueued is set while a flush task is queued on the loop.
 	passQueued bool
+	// serving is set while Conn.Serve runs: it flushes its own connection
+	// at the end and queues the flush task only if others were marked,
+	// so a read that only answers its sender costs no task wake-up.
+	serving bool
 
 	http    *httpParser // request-head parser, reused
 	scratch []byte      // reply frame scratch, reused
@@ -85,13 +89,36 @@ func (l *loop) markDirty(c *Conn) {
 	}
 	c.dirty = true
 	l.dirty = append(l.dirty, c)
-	if !l.passQueued {
-		l.passQueued = true
-		if err := l.exec.Execute(l.flushFn); err != nil {
-			// The engine is stopping: flush now rather than lose frames.
-			l.flushTask()
+	if !l.serving {
+		l.queueFlush()
+	}
+}
+
+// queueFlush makes sure a flush task runs at the end of this loop pass.
+func (l *loop) queueFlush() {
+	if l.passQueued {
+		return
+	}
+	l.passQueued = true
+	if err := l.exec.Execute(l.flushFn); err != nil {
+		// The engine is stopping: flush now rather than lose frames.
+		l.flushTask()
+	}
+}
+
+// endServe runs when Conn.Serve has flushed c: connections other than c
+// marked during the read get the end-of-pass flush.
+func (l *loop) endServe() {
+	l.serving = false
+	for _, d := range l.dirty {
+		if d.dirty {
+			l.queueFlush()
+			return
 		}
 	}
+	// Only flushed connections are listed: forget them now.
+	clear(l.dirty)
+	l.dirty = l.dirty[:0]
 }
 
 // flushTask writes every dirty connection's queued frames in one write each.

@@ -112,7 +112,7 @@ func (c *Conn) onClose(payload []byte) {
 		c.closeCode = uint16(code)
 		c.out = appendCloseFrame(c.out, uint16(code), "")
 	}
-	c.flushAndLinger()
+	c.flushAndClose()
 }
 
 // statusFromResponse reads the status code of an HTTP response's status line.

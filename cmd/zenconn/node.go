@@ -117,6 +117,7 @@ func runNode(o *serveOptions, args []string, log *slog.Logger) error {
 	// alogs holds the in-process worker's access log, to reopen on SIGUSR1.
 	var alogs atomicLog
 	if inProcess {
+		spareProc(loops, log)
 		cfg.InProcess = func(ctx context.Context, id int, toAgent []*shm.Ring, fromAgent *shm.Ring) error {
 			wo := *o
 			wo.addr, wo.loops = resolved, loops
@@ -281,6 +282,7 @@ func runWorker(o *serveOptions, id int, node, sock string, log *slog.Logger) err
 	if o.loops < 1 {
 		return errors.New("--loops must be set by the agent")
 	}
+	spareProc(o.loops, log)
 	if o.pprof != "" {
 		if err := servePprof(pprofAddrFor(o.pprof, id), log); err != nil {
 			log.Warn("no profiles for this worker", "err", err)
@@ -332,4 +334,25 @@ func runWorker(o *serveOptions, id int, node, sock string, log *slog.Logger) err
 	}()
 	return worker.Run(ctx, cfg, worker.Config{ID: id, ToAgent: toAgent, FromAgent: fromAgent, AgentSocket: sock, Log: log,
 		OnStart: accessLogMetric(alog)})
+}
+
+// spareProc makes sure the Go runtime has one processor (P) more than the
+// process has event loops. A loop waits for events inside epoll_wait and
+// keeps its P there until the runtime's monitor takes it back, which can
+// take up to 10 ms when the goroutine that needs it waits on the network
+// poller or a timer: with as many Ps as loops (GOMAXPROCS=1 under
+// `taskset -c 1` with one loop), the ring readers, the store's writer, the
+// API and the timers all wait that long, and the core sits idle meanwhile
+// (bench/notes/churn.md). An explicit GOMAXPROCS is kept, with a warning.
+func spareProc(loops int, log *slog.Logger) {
+	n := runtime.GOMAXPROCS(0)
+	if n > loops {
+		return
+	}
+	if _, set := os.LookupEnv("GOMAXPROCS"); set {
+		log.Warn("GOMAXPROCS is not above the number of event loops: the other goroutines wait for a processor, set it to at least loops+1",
+			"gomaxprocs", n, "loops", loops)
+		return
+	}
+	runtime.GOMAXPROCS(loops + 1)
 }
