@@ -18,9 +18,12 @@ import (
 // TestFanoutAllocs proves that delivering a frame to a subscriber and
 // flushing it allocates nothing once buffers reached their steady size.
 func TestFanoutAllocs(t *testing.T) {
-	for _, n := range []int{1, 10, 100} {
-		t.Run(strconv.Itoa(n), func(t *testing.T) {
+	for _, n := range []int{1, 10, 100, -1, -10, -100} {
+		direct := n < 0 // negative: the direct path (isolated deliveries)
+		n = max(n, -n)
+		t.Run(strconv.Itoa(n)+map[bool]string{true: "-direct"}[direct], func(t *testing.T) {
 			fx := newFanoutFixture(t, n, 64)
+			fx.direct = direct
 			for range 10 { // warm-up: out buffers and the dirty list grow
 				fx.pass()
 			}
@@ -44,7 +47,7 @@ func TestFanoutAllocsPerSubscriber(t *testing.T) {
 	perPass := func(n int) float64 {
 		fx := newFanoutFixture(t, n, 64)
 		run := func() {
-			fx.l.deliver(fx.msg, nil)
+			fx.l.deliver(fx.msg, nil, false)
 			fx.exec.run()
 		}
 		for range 10 {

@@ -71,7 +71,7 @@ func (c *Conn) Serve(in []byte) int {
 		l.stats.bytesIn.Add(uint64(n))
 	}
 	c.lastRead = time.Now().UnixNano()
-	l.serving = true
+	l.current = c
 	var n int
 	switch c.state {
 	case stateHTTP:
@@ -126,6 +126,25 @@ func (c *Conn) send(frame []byte) {
 	c.out = append(c.out, frame...)
 	c.loop.stats.messagesOut.Add(1)
 	c.loop.markDirty(c)
+}
+
+// sendNow writes a complete frame at once when nothing is queued for this
+// connection, else queues it behind what is (send). The connection being
+// served queues too: its replies and frames go out together at the end of
+// its read.
+func (c *Conn) sendNow(frame []byte) {
+	l := c.loop
+	if c.dirty || len(c.out) > 0 || c == l.current || c.state != stateWS {
+		c.send(frame)
+		return
+	}
+	if len(frame)+c.t.Buffered() > c.srv.cfg.MaxOutbound {
+		c.closeSlow()
+		return
+	}
+	c.t.Write(frame)
+	l.stats.messagesOut.Add(1)
+	l.stats.bytesOut.Add(uint64(len(frame)))
 }
 
 // flush writes the queued frames in one write.

@@ -4,6 +4,7 @@ import (
 	"math/bits"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/zenconn/server/proto"
 )
@@ -20,10 +21,17 @@ type loop struct {
 	dirty []*Conn                       // connections with unsent frames
 	// passQueued is set while a flush task is queued on the loop.
 	passQueued bool
-	// serving is set while Conn.Serve runs: it flushes its own connection
-	// at the end and queues the flush task only if others were marked,
-	// so a read that only answers its sender costs no task wake-up.
-	serving bool
+	// current is the connection whose Conn.Serve is running: Serve
+	// flushes it at the end and queues the flush task only if others were
+	// marked, so a read that only answers its sender costs no task
+	// wake-up.
+	current *Conn
+	// lastDeliver is when the loop last finished delivering a message
+	// (Unix ns), and more is set while a connection's input holds more
+	// after the message being handled: both tell an isolated delivery
+	// from a burst (see burst).
+	lastDeliver int64
+	more        bool
 
 	http    *httpParser // request-head parser, reused
 	scratch []byte      // reply frame scratch, reused
@@ -89,7 +97,7 @@ func (l *loop) markDirty(c *Conn) {
 	}
 	c.dirty = true
 	l.dirty = append(l.dirty, c)
-	if !l.serving {
+	if l.current == nil {
 		l.queueFlush()
 	}
 }
@@ -109,7 +117,7 @@ func (l *loop) queueFlush() {
 // endServe runs when Conn.Serve has flushed c: connections other than c
 // marked during the read get the end-of-pass flush.
 func (l *loop) endServe() {
-	l.serving = false
+	l.current = nil
 	for _, d := range l.dirty {
 		if d.dirty {
 			l.queueFlush()
@@ -137,20 +145,45 @@ func (l *loop) flushDirty() {
 
 // deliver queues m to every local subscriber of its channel, or for a
 // broadcast to every local WebSocket, except skip.
-func (l *loop) deliver(m *outMsg, skip *Conn) {
+// With direct, subscribers with nothing queued are written as they are
+// reached (one walk, the first subscriber served at once); else every
+// frame is queued for the end-of-pass flush.
+func (l *loop) deliver(m *outMsg, skip *Conn, direct bool) {
+	send := (*Conn).send
+	if direct {
+		send = (*Conn).sendNow
+		defer func() { l.lastDeliver = time.Now().UnixNano() }()
+	}
 	if m.channel == "" {
 		for c := range l.conns {
 			if c != skip && c.state == stateWS {
-				c.send(m.frame(c.bin))
+				send(c, m.frame(c.bin))
 			}
 		}
 		return
 	}
 	for c := range l.subs[m.channel] {
 		if c != skip {
-			c.send(m.frame(c.bin))
+			send(c, m.frame(c.bin))
 		}
 	}
+}
+
+// burstGap separates bursts of deliveries from isolated ones.
+const burstGap = 1e6 // ns
+
+// burst tells how to deliver n messages arriving now: directly (false)
+// when it is one message, its sender sent nothing more yet and the loop
+// delivered nothing in the last burstGap; else queued (true), so that a
+// burst is coalesced into one write per subscriber at the end of the
+// pass. Queueing costs a second walk over the subscribers and makes the
+// first wait for the last; writing a burst directly would cost a write
+// per message and subscriber.
+func (l *loop) burst(n int) bool {
+	now := time.Now().UnixNano()
+	quiet := now-l.lastDeliver > burstGap
+	l.lastDeliver = now
+	return n > 1 || l.more || !quiet
 }
 
 // post hands a delivery to this loop from another goroutine.
@@ -179,8 +212,9 @@ func (l *loop) drainInbox() {
 	// separate flush task is needed for them.
 	queued := l.passQueued
 	l.passQueued = true
+	direct := !l.burst(len(batch))
 	for i := range batch {
-		l.deliver(batch[i].msg, nil)
+		l.deliver(batch[i].msg, nil, direct)
 		batch[i] = delivery{}
 	}
 	l.mu.Lock()
@@ -268,7 +302,7 @@ func (h *hub) publish(src *loop, m *outMsg, from *Conn) {
 	}
 	if src != nil {
 		if mask&(1<<src.idx) != 0 {
-			src.deliver(m, from)
+			src.deliver(m, from, !src.burst(1))
 		}
 		mask &^= 1 << src.idx
 	}

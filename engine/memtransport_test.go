@@ -304,12 +304,13 @@ func parseServerFrames(b []byte) ([]ws.Frame, error) {
 // fanoutFixture is one loop with n WebSocket connections on the in-memory
 // transport (writes counted, not kept), all subscribed to channel "room".
 type fanoutFixture struct {
-	s     *Server
-	l     *loop
-	exec  *memExec
-	conns []*connDriver
-	msg   *outMsg
-	frame []byte // msg's JSON frame
+	s      *Server
+	l      *loop
+	exec   *memExec
+	conns  []*connDriver
+	msg    *outMsg
+	frame  []byte // msg's JSON frame
+	direct bool   // pass delivers directly (an isolated message)
 }
 
 func newFanoutFixture(tb testing.TB, n, payload int) *fanoutFixture {
@@ -338,9 +339,10 @@ func newFanoutFixture(tb testing.TB, n, payload int) *fanoutFixture {
 }
 
 // pass delivers one frame to every subscriber and flushes, as drainInbox
-// does for a frame posted by another loop.
+// does for a frame posted by another loop: queued then flushed, or with
+// fx.direct written as each subscriber is reached.
 func (fx *fanoutFixture) pass() {
-	fx.l.deliver(fx.msg, nil)
+	fx.l.deliver(fx.msg, nil, fx.direct)
 	fx.l.flushDirty()
 }
 

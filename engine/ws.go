@@ -46,8 +46,10 @@ func (c *Conn) serveWS(in []byte) int {
 		payload := rest[h.size:end]
 		ws.Cipher(payload, h.Mask, 0)
 		consumed += int(end)
+		c.loop.more = consumed < len(in) // more input: a burst (loop.burst)
 		c.onFrame(h.Header, payload)
 	}
+	c.loop.more = false
 	// Closing or closed: nothing more is read.
 	return len(in)
 }
