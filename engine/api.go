@@ -224,8 +224,8 @@ type ChannelInfo struct {
 func (s *Server) apiChannels(ctx *fasthttp.RequestCtx) {
 	counts := map[string]int{}
 	ok := s.onEveryLoop(func(l *loop) {
-		for ch, set := range l.subs {
-			counts[ch] += len(set)
+		for ch, sl := range l.subs {
+			counts[ch] += len(sl.conns)
 		}
 	})
 	if !ok {

@@ -62,7 +62,7 @@ func BenchmarkFanoutNaive(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(n * len(fx.frame)))
 			for b.Loop() {
-				for c := range fx.l.subs["room"] {
+				for _, c := range fx.l.subs["room"].conns {
 					frame := appendFrame(nil, ws.OpText, proto.AppendMessage(nil, "room", "k3j2h1x", data))
 					c.t.Write(frame)
 				}

@@ -137,7 +137,6 @@ func (c *Conn) unsubscribe(channel string) bool {
 	if !c.loop.unsubscribe(c, channel) {
 		return false
 	}
-	c.dropChannel(channel)
 	if b := c.srv.cfg.Bridge; b != nil {
 		b.Unsubscribed(c.loop.idx, c.id, channel)
 	}

@@ -58,7 +58,8 @@ type Conn struct {
 	fragOp    ws.OpCode // opcode of the fragmented message in progress, 0 if none
 	frag      []byte
 	chans     []string
-	out       []byte // frames queued for the next flush
+	subPos    []int32 // subPos[i]: c's index in the subscriber list of chans[i]
+	out       []byte  // frames queued for the next flush
 }
 
 // Serve consumes input: HTTP requests or WebSocket frames, according to the
@@ -98,10 +99,10 @@ func (c *Conn) Closed() {
 	l := c.loop
 	wasWS := c.state == stateWS || c.id != ""
 	c.state = stateClosed
-	for _, ch := range c.chans {
-		l.unsubscribe(c, ch)
+	for len(c.chans) > 0 {
+		l.unsubscribe(c, c.chans[len(c.chans)-1])
 	}
-	c.chans = nil
+	c.chans, c.subPos = nil, nil
 	c.out = nil
 	c.frag = nil
 	delete(l.conns, c)

@@ -329,7 +329,7 @@ func newFanoutFixture(tb testing.TB, n, payload int) *fanoutFixture {
 		d.t.out = nil
 		fx.conns = append(fx.conns, d)
 	}
-	if got := len(l.subs["room"]); got != n {
+	if got := len(l.subs["room"].conns); got != n {
 		tb.Fatalf("%d subscribers, want %d", got, n)
 	}
 	data := []byte(`"` + strings.Repeat("x", payload-2) + `"`)

@@ -80,7 +80,6 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 			c.ack(m.ID) // already subscribed
 			return
 		}
-		c.chans = append(c.chans, channel)
 		c.subscribeAck(channel, m.ID)
 	case proto.OpUnsubscribe:
 		// The connection holds the name when it is subscribed: no copy.
@@ -253,18 +252,6 @@ func (c *Conn) tokenExpired() {
 	c.dropUngranted()
 	if c.srv.cfg.RequireToken {
 		c.fail(proto.CloseTokenExpired, "token expired")
-	}
-}
-
-func (c *Conn) dropChannel(ch string) {
-	for i, s := range c.chans {
-		if s == ch {
-			last := len(c.chans) - 1
-			c.chans[i] = c.chans[last]
-			c.chans[last] = ""
-			c.chans = c.chans[:last]
-			return
-		}
 	}
 }
 
