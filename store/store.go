@@ -196,16 +196,14 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("store: no database in %s", dir)
 		}
 	}
-	po := &pebble.Options{
+	db, err := pebble.Open(dir, &pebble.Options{
 		// An explicit FS: Pebble's default wraps it in a disk-health
 		// checker whose goroutine a failed Open (folder locked) leaks, and
 		// whose reports would go to a no-op listener anyway.
 		FS:       vfs.Default,
 		ReadOnly: opts.ReadOnly,
 		Logger:   quietLogger{opts.Log},
-	}
-	expOptions(po)
-	db, err := pebble.Open(dir, po)
+	})
 	if err != nil {
 		if isLockErr(err) {
 			return nil, ErrLocked
