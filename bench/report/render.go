@@ -545,7 +545,8 @@ func (r *renderer) machineSection() string {
 			break
 		}
 	}
-	t.add("pinning", fmt.Sprintf("server `taskset -c %s` with `GOMAXPROCS=1` (ZenConn then runs one event loop); "+
+	t.add("pinning", fmt.Sprintf("server `taskset -c %s` (ZenConn: one event loop, and the Go runtime one processor more, its default; "+
+		"baseline and floor: `GOMAXPROCS=1`); "+
 		"load generator (or wrk) `taskset -c %s`; the scale run is not pinned", sc, lc))
 	codeLine := dash
 	if m.Git != "" {
