@@ -341,12 +341,39 @@ func (a *Agent) startReaders(s *slot, pid int, proc *os.Process, toAgent []*shm.
 	}
 }
 
+// busyPoll is how often a reader polls its ring while records keep
+// coming. Woken per record, the reader costs the worker an eventfd write
+// and the core a thread switch for every connection, subscription and
+// publish; when wake-ups come closer than busyPoll apart, the reader
+// sleeps busyPoll between reads instead, without announcing it, so the
+// worker does not wake it, and goes back to wake-ups once a read finds
+// nothing. A record then waits up to busyPoll to be applied (a
+// subscription acknowledged by the agent, a query's settle).
+const busyPoll = 500 * time.Microsecond
+
 // readWorker applies the records of one ring from worker s until stop.
 func (a *Agent) readWorker(s *slot, r *shm.Ring, stop <-chan struct{}) {
 	c := r.Consumer()
 	var m nodemsg.Msg
+	var (
+		busy     bool
+		lastWake time.Time
+		tick     *time.Timer
+	)
 	for {
-		c.Wait(-1) // returns at once after Interrupt
+		if busy {
+			if tick == nil {
+				tick = time.NewTimer(busyPoll)
+			} else {
+				tick.Reset(busyPoll)
+			}
+			select {
+			case <-tick.C:
+			case <-stop:
+			}
+		} else {
+			c.Wait(-1) // returns at once after Interrupt
+		}
 		stopped := false
 		select {
 		case <-stop:
@@ -354,18 +381,26 @@ func (a *Agent) readWorker(s *slot, r *shm.Ring, stop <-chan struct{}) {
 			stopped = true
 		default:
 		}
-		if _, err := c.Read(func(rec []byte) {
+		n, err := c.Read(func(rec []byte) {
 			if err := nodemsg.Decode(rec, &m); err != nil {
 				a.log.Error("bad record from a worker", "worker", s.id, "err", err)
 				return
 			}
 			a.apply(s, &m)
-		}); err != nil {
+		})
+		if err != nil {
 			a.log.Error("ring from a worker", "worker", s.id, "err", err)
 			return
 		}
 		if stopped {
 			return
+		}
+		switch now := time.Now(); {
+		case n == 0:
+			busy = false
+		case !busy:
+			busy = now.Sub(lastWake) < busyPoll
+			lastWake = now
 		}
 	}
 }

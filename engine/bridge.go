@@ -20,10 +20,12 @@ type Bridge interface {
 	// Identified reports a connection's new user after an auth op or a
 	// token expiry ("" for anonymous).
 	Identified(loop int, conn, user string)
-	// Subscribed reports a new subscription and calls live, from any
-	// goroutine, once a message published anywhere on the node reaches it
-	// (or with an error when that cannot be done).
-	Subscribed(loop int, conn, channel string, live func(error))
+	// Subscribed reports a new subscription. When messages published
+	// anywhere on the node already reach it, it returns live true (with
+	// err nil) and never calls live; else it calls live, from any
+	// goroutine, once they do (or with an error when that cannot be done),
+	// or returns the error itself.
+	Subscribed(loop int, conn, channel string, live func(error)) (now bool, err error)
 	// Unsubscribed reports a subscription dropped by the client.
 	Unsubscribed(loop int, conn, channel string)
 	// Published hands a message published on this process to the node
@@ -116,20 +118,27 @@ func (c *Conn) subscribeAck(channel string, id []byte) {
 		return
 	}
 	l := c.loop
-	id = append([]byte(nil), id...)
-	b.Subscribed(l.idx, c.id, channel, func(err error) {
+	idCopy := append([]byte(nil), id...)
+	now, err := b.Subscribed(l.idx, c.id, channel, func(err error) {
 		_ = l.exec.Execute(func() {
 			if c.state != stateWS {
 				return
 			}
 			if err != nil {
-				c.replyError(id, errOverloaded)
+				c.replyError(idCopy, errOverloaded)
 			} else {
-				c.ack(id)
+				c.ack(idCopy)
 			}
 			c.flush()
 		})
 	})
+	switch {
+	case err != nil:
+		c.replyError(id, errOverloaded)
+	case now:
+		// Answered in this read, with the rest of its replies.
+		c.ack(id)
+	}
 }
 
 // unsubscribe drops a subscription and tells the bridge.

@@ -118,19 +118,19 @@ func (b *bridge) Identified(loop int, conn, user string) {
 	_ = b.send(loop, b.scratch[loop], true)
 }
 
-func (b *bridge) Subscribed(loop int, conn, channel string, live func(error)) {
+func (b *bridge) Subscribed(loop int, conn, channel string, live func(error)) (bool, error) {
 	if b.alone {
 		// Token 0: the agent records it and does not answer.
 		b.scratch[loop] = nodemsg.AppendSub(b.scratch[loop][:0], 0, conn, channel)
 		err := b.send(loop, b.scratch[loop], true)
-		live(err)
-		return
+		return err == nil, err
 	}
 	tok := b.await(live)
 	b.scratch[loop] = nodemsg.AppendSub(b.scratch[loop][:0], tok, conn, channel)
 	if err := b.send(loop, b.scratch[loop], true); err != nil {
 		b.settle(tok, err)
 	}
+	return false, nil
 }
 
 // await registers a callback for the agent's Done record and returns its
