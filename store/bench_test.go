@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -87,4 +88,47 @@ func BenchmarkAuditQuery(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkChurnCycle writes what one connection's life records in the
+// churn scenario: its session opened and closed, and four audit records
+// (connect, subscribe, publish, disconnect). Run it with -cpu 1 and
+// -benchtime of a few hundred thousand cycles so that flushes and
+// compactions reach their steady rate: cpu-µs/cycle is the process's CPU
+// time (user and system, Pebble's background work included) per cycle.
+func BenchmarkChurnCycle(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{Sync: SyncBatch})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	data := []byte(`{"u":"w12-34567","pad":"xxxxxxxxxxxxxxxx"}`)
+	b.ReportAllocs()
+	start := processCPU()
+	i := 0
+	for b.Loop() {
+		i++
+		conn := fmt.Sprintf("c%09d", i)
+		now := time.Now()
+		s.PutSession(&Session{Conn: conn, Node: "node-1", Remote: "127.0.0.1:40000", UserAgent: "load/1",
+			Protocol: "json", Connected: now})
+		s.Append(&Record{Node: "node-1", Conn: conn, Op: OpConnect, Remote: "127.0.0.1:40000"}, nil)
+		ch := fmt.Sprintf("churn-%d", i%64)
+		s.Append(&Record{Node: "node-1", Conn: conn, Op: OpSubscribe, Channel: ch}, nil)
+		s.Append(&Record{Node: "node-1", Conn: conn, Op: OpPublish, Channel: ch, Data: data}, nil)
+		s.Append(&Record{Node: "node-1", Conn: conn, Op: OpDisconnect, Code: 1000}, nil)
+		s.PutSession(&Session{Conn: conn, Node: "node-1", Remote: "127.0.0.1:40000", UserAgent: "load/1",
+			Protocol: "json", Connected: now, Disconnected: time.Now(), CloseCode: 1000, Channels: []string{ch}})
+	}
+	if err := s.Barrier(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64((processCPU()-start).Microseconds())/float64(b.N), "cpu-µs/cycle")
+}
+
+// processCPU is the process's user and system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

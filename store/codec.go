@@ -16,7 +16,13 @@ const (
 	spaceSession     byte = 's'
 	spaceActive      byte = 'x'
 	spaceSessionUser byte = 't'
+	spaceMeta        byte = 'm' // index database: metaIndexed
 )
+
+// metaIndexed is the index database's key holding time:8 seq:8 of the last
+// audit record whose index entries it has: Open indexes the records of the
+// log database after it (see reindexTail).
+var metaIndexed = []byte{spaceMeta, 'i'}
 
 // errCorrupt reports a stored value that does not decode.
 var errCorrupt = errors.New("store: corrupt value")

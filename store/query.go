@@ -123,9 +123,18 @@ func (s *Store) Audit(q AuditQuery) ([]Record, string, error) {
 	return out, next, nil
 }
 
-// scanRange calls fn for each key in [lo, hi) until it says stop.
+// dbFor returns the database holding the keys of space sp.
+func (s *Store) dbFor(sp byte) *pebble.DB {
+	if sp == spaceAudit {
+		return s.logdb
+	}
+	return s.db
+}
+
+// scanRange calls fn for each key in [lo, hi) until it says stop; lo and
+// hi are in one key space.
 func (s *Store) scanRange(lo, hi []byte, fn func(k, v []byte) (bool, error)) error {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	it, err := s.dbFor(lo[0]).NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return err
 	}
@@ -175,9 +184,9 @@ func (s *Store) scanIndex(space byte, name string, lo, hi int64, fn func(k, v []
 				continue
 			}
 			pk = append(append(pk[:0], spaceAudit), k[len(prefix):]...)
-			v, closer, err := s.db.Get(pk)
+			v, closer, err := s.logdb.Get(pk)
 			if errors.Is(err, pebble.ErrNotFound) {
-				continue // trimmed by retention
+				continue // trimmed by retention, or lost with a power cut
 			}
 			if err != nil {
 				_ = it.Close()
@@ -199,7 +208,7 @@ func (s *Store) scanIndex(space byte, name string, lo, hi int64, fn func(k, v []
 
 // edgeKey returns the time of the first (or last) audit record.
 func (s *Store) edgeKey(first bool) (int64, bool, error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{spaceAudit}, UpperBound: []byte{spaceAudit + 1}})
+	it, err := s.logdb.NewIter(&pebble.IterOptions{LowerBound: []byte{spaceAudit}, UpperBound: []byte{spaceAudit + 1}})
 	if err != nil {
 		return 0, false, err
 	}

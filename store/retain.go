@@ -45,9 +45,11 @@ func (s *Store) Trim(cutoff time.Time) error {
 	defer s.dbMu.RUnlock()
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	lb := s.logdb.NewBatch()
+	defer lb.Close()
+	_ = lb.DeleteRange([]byte{spaceAudit}, auditKey(nil, c, 0), nil)
 	b := s.db.NewBatch()
 	defer b.Close()
-	_ = b.DeleteRange([]byte{spaceAudit}, auditKey(nil, c, 0), nil)
 	for _, sp := range []byte{spaceChanIndex, spaceUserIndex, spaceSessionUser} {
 		_ = b.DeleteRange([]byte{sp}, indexPrefix(nil, sp, hour, "")[:5], nil)
 	}
@@ -75,6 +77,11 @@ func (s *Store) Trim(cutoff time.Time) error {
 	opt := pebble.NoSync
 	if s.opts.Sync == SyncAlways {
 		opt = pebble.Sync
+	}
+	// The log first: index entries left without their record are skipped
+	// by queries.
+	if err := lb.Commit(opt); err != nil {
+		return err
 	}
 	if err := b.Commit(opt); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -122,11 +123,13 @@ var ErrClosed = errors.New("store: closed")
 // ErrLocked is returned by Open when another process holds the folder.
 var ErrLocked = errors.New("store: the data folder is in use by a running node")
 
-// Store is an open sessions-and-audit database.
+// Store is an open sessions-and-audit store: its log and index Pebble
+// databases (see the package doc).
 type Store struct {
-	db   *pebble.DB
-	opts Options
-	log  *slog.Logger
+	db    *pebble.DB // index database
+	logdb *pebble.DB // log database
+	opts  Options
+	log   *slog.Logger
 
 	mu        sync.Mutex
 	wake      *sync.Cond // writer: work arrived or closing
@@ -190,33 +193,38 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	// Pebble v2 has no CURRENT file: a marker names the manifest.
+	if desc, err := pebble.Peek(dir, vfs.Default); err == nil && desc.Exists {
+		return nil, fmt.Errorf("store: %s holds a store of an earlier layout (one database); move it away to start a new one", dir)
+	}
 	if opts.ReadOnly {
-		// Pebble v2 has no CURRENT file: a marker names the manifest.
-		if desc, err := pebble.Peek(dir, vfs.Default); err != nil || !desc.Exists {
-			return nil, fmt.Errorf("store: no database in %s", dir)
+		for _, sub := range []string{"index", "log"} {
+			if desc, err := pebble.Peek(filepath.Join(dir, sub), vfs.Default); err != nil || !desc.Exists {
+				return nil, fmt.Errorf("store: no database in %s", dir)
+			}
 		}
 	}
-	db, err := pebble.Open(dir, &pebble.Options{
-		// An explicit FS: Pebble's default wraps it in a disk-health
-		// checker whose goroutine a failed Open (folder locked) leaks, and
-		// whose reports would go to a no-op listener anyway.
-		FS:       vfs.Default,
-		ReadOnly: opts.ReadOnly,
-		Logger:   quietLogger{opts.Log},
-	})
+	db, err := openPebble(filepath.Join(dir, "index"), opts)
 	if err != nil {
-		if isLockErr(err) {
-			return nil, ErrLocked
-		}
-		return nil, fmt.Errorf("store: opening %s: %w", dir, err)
+		return nil, err
 	}
-	s := &Store{db: db, opts: opts, log: opts.Log, sessions: map[string]*Session{}, formerUsers: map[string][]string{},
+	logdb, err := openPebble(filepath.Join(dir, "log"), opts)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s := &Store{db: db, logdb: logdb, opts: opts, log: opts.Log, sessions: map[string]*Session{}, formerUsers: map[string][]string{},
 		writerDone: make(chan struct{}), syncDone: make(chan struct{}), stop: make(chan struct{})}
 	s.wake = sync.NewCond(&s.mu)
 	s.space = sync.NewCond(&s.mu)
 	s.committed = sync.NewCond(&s.mu)
-	if err := s.loadSeq(); err != nil {
+	err = s.loadSeq()
+	if err == nil && !opts.ReadOnly {
+		err = s.reindexTail()
+	}
+	if err != nil {
 		_ = db.Close()
+		_ = logdb.Close()
 		return nil, err
 	}
 	s.initMetrics()
@@ -238,6 +246,25 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// openPebble opens (creating if needed) one of the store's databases.
+func openPebble(dir string, opts Options) (*pebble.DB, error) {
+	db, err := pebble.Open(dir, &pebble.Options{
+		// An explicit FS: Pebble's default wraps it in a disk-health
+		// checker whose goroutine a failed Open (folder locked) leaks, and
+		// whose reports would go to a no-op listener anyway.
+		FS:       vfs.Default,
+		ReadOnly: opts.ReadOnly,
+		Logger:   quietLogger{opts.Log},
+	})
+	if err != nil {
+		if isLockErr(err) {
+			return nil, ErrLocked
+		}
+		return nil, fmt.Errorf("store: opening %s: %w", dir, err)
+	}
+	return db, nil
+}
+
 func isLockErr(err error) bool {
 	// Pebble reports a lock held by another Store of this process with a
 	// plain error of its own.
@@ -247,7 +274,7 @@ func isLockErr(err error) bool {
 
 // loadSeq continues the record sequence after the last stored record.
 func (s *Store) loadSeq() error {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{spaceAudit}, UpperBound: []byte{spaceAudit + 1}})
+	it, err := s.logdb.NewIter(&pebble.IterOptions{LowerBound: []byte{spaceAudit}, UpperBound: []byte{spaceAudit + 1}})
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -437,21 +464,18 @@ func (s *Store) writer() {
 		s.mu.Unlock()
 
 		s.writeMu.Lock()
+		lb := s.logdb.NewBatch()
 		b := s.db.NewBatch()
 		for i := range group {
 			r := &group[i].rec
-			ns := r.Time.UnixNano()
-			key = auditKey(key[:0], ns, r.Seq)
+			key = auditKey(key[:0], r.Time.UnixNano(), r.Seq)
 			val = encodeRecord(val[:0], r)
-			_ = b.Set(key, val, nil)
-			if r.Channel != "" {
-				key = indexKey(key[:0], spaceChanIndex, r.Channel, ns, r.Seq)
-				_ = b.Set(key, nil, nil)
-			}
-			if r.User != "" {
-				key = indexKey(key[:0], spaceUserIndex, r.User, ns, r.Seq)
-				_ = b.Set(key, nil, nil)
-			}
+			_ = lb.Set(key, val, nil)
+			indexRecord(b, r, &key)
+		}
+		if n := len(group); n > 0 {
+			r := &group[n-1].rec
+			_ = b.Set(metaIndexed, auditKey(key[:0], r.Time.UnixNano(), r.Seq)[1:], nil)
 		}
 		for _, se := range sess {
 			s.writeSession(b, se, &key, &val)
@@ -465,8 +489,7 @@ func (s *Store) writer() {
 			opt = pebble.Sync
 		}
 		start := time.Now()
-		err := b.Commit(opt)
-		_ = b.Close()
+		err := commitBoth(lb, b, opt)
 		s.writeMu.Unlock()
 		if s.opts.Sync == SyncAlways {
 			s.m.fsync.Observe(time.Since(start).Seconds())
@@ -516,11 +539,83 @@ func (s *Store) syncLoop() {
 
 func (s *Store) syncWAL() {
 	start := time.Now()
-	if err := s.db.LogData(nil, pebble.Sync); err != nil {
-		s.log.Error("audit fsync failed", "err", err)
-		return
+	// The log first: an index ahead of its records only points at
+	// records a query skips; records ahead of their index are indexed
+	// again at the next Open.
+	for _, db := range []*pebble.DB{s.logdb, s.db} {
+		if err := db.LogData(nil, pebble.Sync); err != nil {
+			s.log.Error("audit fsync failed", "err", err)
+			return
+		}
 	}
 	s.m.fsync.Observe(time.Since(start).Seconds())
+}
+
+// commitBoth commits a group's batch of the log database and its batch of
+// the index database, then closes them. With fsync the two commits run
+// side by side, so the group waits for one fsync's time, not two.
+func commitBoth(lb, b *pebble.Batch, opt *pebble.WriteOptions) error {
+	defer lb.Close()
+	defer b.Close()
+	if opt != pebble.Sync {
+		if err := lb.Commit(opt); err != nil {
+			return err
+		}
+		return b.Commit(opt)
+	}
+	lerr := make(chan error, 1)
+	go func() { lerr <- lb.Commit(opt) }()
+	err := b.Commit(opt)
+	return errors.Join(<-lerr, err)
+}
+
+// indexRecord adds r's index entries to b; key is scratch.
+func indexRecord(b *pebble.Batch, r *Record, key *[]byte) {
+	ns := r.Time.UnixNano()
+	if r.Channel != "" {
+		*key = indexKey((*key)[:0], spaceChanIndex, r.Channel, ns, r.Seq)
+		_ = b.Set(*key, nil, nil)
+	}
+	if r.User != "" {
+		*key = indexKey((*key)[:0], spaceUserIndex, r.User, ns, r.Seq)
+		_ = b.Set(*key, nil, nil)
+	}
+}
+
+// reindexTail indexes again the audit records after the last one the
+// index database says it has: after a power loss the log database may
+// have kept a few more records than the index database.
+func (s *Store) reindexTail() error {
+	from := []byte{spaceAudit}
+	v, closer, err := s.db.Get(metaIndexed)
+	switch {
+	case err == nil:
+		if len(v) == 16 {
+			from = append(from, v...)
+			from = append(from, 0) // just after that record
+		}
+		_ = closer.Close()
+	case !errors.Is(err, pebble.ErrNotFound):
+		return fmt.Errorf("store: %w", err)
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	var key, last []byte
+	var r Record
+	err = s.scanRange(from, []byte{spaceAudit + 1}, func(k, v []byte) (bool, error) {
+		if decodeRecord(k, v, &r) != nil {
+			return false, nil
+		}
+		indexRecord(b, &r, &key)
+		last = append(last[:0], k[1:]...)
+		return false, nil
+	})
+	if err != nil || last == nil {
+		return err
+	}
+	_ = b.Set(metaIndexed, last, nil)
+	s.log.Info("audit records indexed again after an unclean stop", "records", b.Count()-1)
+	return b.Commit(pebble.Sync)
 }
 
 // writeSession adds a session's keys to b.
@@ -610,7 +705,7 @@ func (s *Store) Close() error {
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
 	s.dbClosed = true
-	return s.db.Close()
+	return errors.Join(s.logdb.Close(), s.db.Close())
 }
 
 // reading takes the shared lock of a query; false (and no lock) once the

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -963,4 +965,67 @@ func seqs(recs []Record) string {
 	}
 	b.WriteByte(']')
 	return b.String()
+}
+
+// TestReindexTail: when the index database lost the end of what the log
+// database kept (a power cut between their syncs), Open indexes those
+// records again, so channel and user queries find every record.
+func TestReindexTail(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{Sync: SyncBatch})
+	base := pastHour()
+	recs := make([]Record, 40)
+	for i := range recs {
+		recs[i] = Record{Time: base.Add(time.Duration(i) * time.Second), Op: OpPublish, Channel: "news", User: "u"}
+	}
+	appendAll(t, s, recs)
+	// Lose the index entries (and the marker) of the last 15 records, as
+	// a power cut would.
+	all := auditAll(t, s, AuditQuery{Limit: 1000})
+	b := s.db.NewBatch()
+	_ = b.Set(metaIndexed, auditKey(nil, all[24].Time.UnixNano(), all[24].Seq)[1:], nil)
+	for _, r := range all[25:] {
+		ns := r.Time.UnixNano()
+		_ = b.Delete(indexKey(nil, spaceChanIndex, r.Channel, ns, r.Seq), nil)
+		_ = b.Delete(indexKey(nil, spaceUserIndex, r.User, ns, r.Seq), nil)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(auditAll(t, s, AuditQuery{Channel: "news", Limit: 1000})); n != 25 {
+		t.Fatalf("channel query before reopen: %d records, want the 25 still indexed", n)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{Sync: SyncBatch})
+	for _, q := range []AuditQuery{{Channel: "news", Limit: 1000}, {User: "u", Limit: 1000}} {
+		if n := len(auditAll(t, s, q)); n != 40 {
+			t.Errorf("query %+v after reopen: %d records, want 40", q, n)
+		}
+	}
+}
+
+// TestOpenRefusesOldLayout: a folder holding a single Pebble database (the
+// layout before the log and index split) is refused with a clear error,
+// not silently shadowed by new databases beside it.
+func TestOpenRefusesOldLayout(t *testing.T) {
+	dir := t.TempDir()
+	db, err := pebble.Open(dir, &pebble.Options{FS: vfs.Default})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, ro := range []bool{false, true} {
+		s, err := Open(dir, Options{ReadOnly: ro})
+		if err == nil {
+			s.Close()
+			t.Fatalf("Open(ReadOnly: %v) of an earlier layout succeeded", ro)
+		}
+		if !strings.Contains(err.Error(), "earlier layout") {
+			t.Errorf("Open(ReadOnly: %v): %v, want the earlier layout named", ro, err)
+		}
+	}
 }
