@@ -6,7 +6,10 @@
 //
 // Append and PutSession hand records to a single writer goroutine that
 // commits them in groups (group commit): whatever arrived while the
-// previous group was being written goes into the next one. Records are
+// previous group was being written goes into the next one, and in the
+// batch and none modes the writer lets a group grow for 1 ms first
+// (unless producers are waiting for room), which also writes a session
+// opened and closed meanwhile once. Records are
 // never dropped: when the queue holds Options.QueueLimit records, Append
 // blocks until the writer catches up, which pushes back on the workers and
 // from them on publishing clients. What a commit guarantees depends on

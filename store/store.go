@@ -144,6 +144,7 @@ type Store struct {
 	queued      uint64   // items ever queued (records + session updates)
 	done        uint64   // items ever committed
 	closing     bool
+	waiting     int   // producers waiting for room in the queue
 	werr        error // the writer's last error, reported by Barrier
 	seq         uint64
 	lastTime    int64
@@ -248,14 +249,21 @@ func Open(dir string, opts Options) (*Store, error) {
 
 // openPebble opens (creating if needed) one of the store's databases.
 func openPebble(dir string, opts Options) (*pebble.DB, error) {
-	db, err := pebble.Open(dir, &pebble.Options{
+	po := &pebble.Options{
 		// An explicit FS: Pebble's default wraps it in a disk-health
 		// checker whose goroutine a failed Open (folder locked) leaks, and
 		// whose reports would go to a no-op listener anyway.
 		FS:       vfs.Default,
 		ReadOnly: opts.ReadOnly,
 		Logger:   quietLogger{opts.Log},
-	})
+	}
+	// No compactions just for tombstone-dense tables: the index database's
+	// active-session markers are set then deleted by the thousand, and
+	// such compactions rewrote its bottom level over and over (58 MB in 8
+	// s of churn against 36 MB without); normal compactions drop the
+	// tombstones anyway.
+	po.Experimental.TombstoneDenseCompactionThreshold = -1
+	db, err := pebble.Open(dir, po)
 	if err != nil {
 		if isLockErr(err) {
 			return nil, ErrLocked
@@ -383,7 +391,9 @@ func (s *Store) waitRoomLocked() bool {
 			s.m.blocked.Inc()
 			counted = true
 		}
+		s.waiting++
 		s.space.Wait()
+		s.waiting--
 	}
 	return s.closing
 }
@@ -409,18 +419,36 @@ func (s *Store) writerExited() bool {
 	}
 }
 
+// groupDelay is how long the writer lets a group grow in the batch and
+// none sync modes; markerEvery is how often it records in the index
+// database the last record indexed.
+const (
+	groupDelay  = time.Millisecond
+	markerEvery = 100 * time.Millisecond
+)
+
 // writer commits queued records and sessions in groups until Close.
 func (s *Store) writer() {
 	defer close(s.writerDone)
 	var (
-		key, val []byte
-		group    []pending
-		sess     []*Session
+		key, val   []byte
+		group      []pending
+		sess       []*Session
+		lastMarker time.Time
 	)
 	for {
 		s.mu.Lock()
 		for len(s.queue) == 0 && len(s.order) == 0 && !s.closing {
 			s.wake.Wait()
+		}
+		if s.opts.Sync != SyncAlways && !s.closing && s.waiting == 0 && len(s.queue)+len(s.order) < s.opts.MaxGroup {
+			// Let the group grow for groupDelay: one commit for many
+			// records, and a session opened and closed meanwhile is
+			// written once. Nothing waits on it but queries (Barrier);
+			// a full queue (producers waiting) is taken at once.
+			s.mu.Unlock()
+			time.Sleep(groupDelay)
+			s.mu.Lock()
 		}
 		if s.closing && len(s.queue) == 0 && len(s.order) == 0 {
 			s.mu.Unlock()
@@ -447,6 +475,7 @@ func (s *Store) writer() {
 		}
 		clear(s.sessions)
 		s.order = s.order[:0]
+		final := s.closing && len(s.queue) == 0
 		// Times and sequence numbers are given here so that keys grow with
 		// the commit order.
 		for i := range group {
@@ -473,9 +502,12 @@ func (s *Store) writer() {
 			_ = lb.Set(key, val, nil)
 			indexRecord(b, r, &key)
 		}
-		if n := len(group); n > 0 {
+		if n := len(group); n > 0 && (final || time.Since(lastMarker) >= markerEvery) {
+			// Every markerEvery rather than every group: a marker behind
+			// the truth only makes Open index a few records again.
 			r := &group[n-1].rec
 			_ = b.Set(metaIndexed, auditKey(key[:0], r.Time.UnixNano(), r.Seq)[1:], nil)
+			lastMarker = time.Now()
 		}
 		for _, se := range sess {
 			s.writeSession(b, se, &key, &val)
@@ -705,6 +737,9 @@ func (s *Store) Close() error {
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
 	s.dbClosed = true
+	if os.Getenv("XMETRICS") != "" {
+		fmt.Fprintf(os.Stderr, "LOG DB\n%s\nINDEX DB\n%s\n", s.logdb.Metrics(), s.db.Metrics())
+	}
 	return errors.Join(s.logdb.Close(), s.db.Close())
 }
 
