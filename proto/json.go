@@ -879,11 +879,36 @@ func appendMessageHead(dst []byte, channel, from string) []byte {
 
 // appendJSONString appends s as a JSON string, escaped by sonic.
 func appendJSONString(dst []byte, s string) []byte {
+	if plainJSON(s) {
+		// Ids, channel names and most user names: nothing to escape, no
+		// call into the encoder (which allocates).
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
+	return appendEscapedJSONString(dst, s)
+}
+
+// appendEscapedJSONString is appendJSONString's encoder path, a function
+// of its own so that the shortcut's dst does not escape to the heap.
+func appendEscapedJSONString(dst []byte, s string) []byte {
 	if err := encoder.EncodeInto(&dst, s, encoder.EscapeHTML); err != nil {
 		// Unreachable for a string value; keep the envelope valid anyway.
 		return append(dst, `""`...)
 	}
 	return dst
+}
+
+// plainJSON reports whether s is printable ASCII that a JSON string (with
+// HTML escaping, as the encoder does) carries as it is.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c >= 0x7f, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // ValidRaw reports whether b is one valid JSON value in UTF-8: sonic checks
