@@ -137,8 +137,10 @@ log "building zenconn and the summarizer into $WORK"
 go build -o "$WORK/zenconn" ./cmd/zenconn
 go build -o "$WORK/static-summary" ./bench/static
 
-# start_zenconn PORT: one process, LOOPS event loops, GOMAXPROCS=LOOPS,
-# pinned to SERVER_CPU; sets SERVER_PID once it logs that it listens.
+# start_zenconn PORT: one process, LOOPS event loops (and, with no
+# GOMAXPROCS in its environment, one Go processor more: cmd/zenconn's
+# spareProc), pinned to SERVER_CPU; sets SERVER_PID once it logs that it
+# listens.
 start_zenconn() {
 	local port=$1 logf="$WORK/zenconn-$1.log" extra=() more
 	[ -z "$PROFILE_DIR" ] || extra+=(--pprof "127.0.0.1:$((port + 1000))")
@@ -146,7 +148,7 @@ start_zenconn() {
 		read -r -a more <<<"$ZENCONN_EXTRA"
 		extra+=("${more[@]}")
 	fi
-	GOMAXPROCS=$LOOPS taskset -c "$SERVER_CPU" "$WORK/zenconn" serve --addr "127.0.0.1:$port" --workers 0 \
+	env -u GOMAXPROCS taskset -c "$SERVER_CPU" "$WORK/zenconn" serve --addr "127.0.0.1:$port" --workers 0 \
 		--loops "$LOOPS" --access-log off --public "$PUBLIC" --data "$WORK/data-$port" \
 		${extra[@]+"${extra[@]}"} >/dev/null 2>"$logf" &
 	SERVER_PID=$!
@@ -368,7 +370,7 @@ done
 	--meta "wrk_command=wrk -t$THREADS -c$CONNS -d$DURATION --latency -s bench/static/report.lua URL (warm-up: $WARMUP, uncounted)" \
 	--meta "nginx=$("$NGINX_BIN" -v 2>&1 | head -n1)" \
 	--meta "nginx_conf=$(nginx_conf PORT)" \
-	--meta "zenconn_command=GOMAXPROCS=$LOOPS zenconn serve --workers 0 --loops $LOOPS --access-log off --public DIR --data DIR ${ZENCONN_EXTRA:-}${PROFILE_DIR:+ --pprof 127.0.0.1:PORT (profiled)}" \
+	--meta "zenconn_command=zenconn serve --workers 0 --loops $LOOPS --access-log off --public DIR --data DIR ${ZENCONN_EXTRA:-}${PROFILE_DIR:+ --pprof 127.0.0.1:PORT (profiled)}" \
 	--meta "encoding=identity: wrk sends no Accept-Encoding, so neither server compresses" \
 	--meta "files=1k.css: 1024 bytes of CSS rules; 100k.js: 102400 bytes of JavaScript functions" \
 	--meta "rounds=$ROUNDS" --meta "duration=$DURATION" --meta "conns=$CONNS" --meta "loops=$LOOPS" \
