@@ -233,12 +233,18 @@ func (c *Conn) flushAndLinger() {
 // frame goes out after anything queued, then the connection is closed at
 // once, as RFC 6455 section 7.1.1 asks of servers. The client sends
 // nothing after its close frame, so there is no input to wait for (what
-// may still come is cut).
+// may still come is cut). When the kernel did not take everything (a
+// client that stopped reading), the connection lingers instead, so that
+// what is queued is not thrown away with the socket.
 func (c *Conn) flushAndClose() {
 	if len(c.out) > 0 {
 		c.t.Write(c.out)
 		c.loop.stats.bytesOut.Add(uint64(len(c.out)))
 		c.out = c.out[:0]
+	}
+	if c.t.Buffered() > 0 {
+		c.flushAndLinger()
+		return
 	}
 	c.state = stateClosing
 	c.reportClosed()

@@ -481,3 +481,29 @@ func TestConnCrossProtocolFanout(t *testing.T) {
 		d.close()
 	}
 }
+
+// A client's close handshake closes the connection at once, unless the
+// kernel still holds back part of what was written to it: then the
+// connection half-closes and lingers, so the queued frames are not lost
+// with the socket.
+func TestConnClientCloseWithBacklog(t *testing.T) {
+	for _, backlog := range []int{0, 100} {
+		s := newTestServer(t, Config{})
+		l, e := newTestLoop(t, s)
+		d := newConnDriver(t, s, l, e)
+		upgrade(t, d)
+		d.t.buffered = backlog
+		d.feed(clientFrame(true, ws.OpClose, []byte{0x03, 0xe8}))
+		if code, _ := closeCode(t, d.t.takeOut()); code != proto.CloseNormal {
+			t.Errorf("backlog %d: close code %d, want 1000", backlog, code)
+		}
+		closed, half := d.t.closed.Load(), d.t.halfClosed
+		if backlog == 0 && (!closed || half) {
+			t.Errorf("no backlog: closed %v, half-closed %v; want closed at once", closed, half)
+		}
+		if backlog > 0 && (closed || !half || d.c.state != stateClosing) {
+			t.Errorf("backlog: closed %v, half-closed %v, state %d; want lingering", closed, half, d.c.state)
+		}
+		d.close()
+	}
+}
