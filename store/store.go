@@ -435,6 +435,7 @@ func (s *Store) writer() {
 		group      []pending
 		sess       []*Session
 		lastMarker time.Time
+		unmarked   []byte // key (without its space) of the last record committed after the marker
 	)
 	for {
 		s.mu.Lock()
@@ -452,6 +453,16 @@ func (s *Store) writer() {
 		}
 		if s.closing && len(s.queue) == 0 && len(s.order) == 0 {
 			s.mu.Unlock()
+			if len(unmarked) > 0 {
+				// A clean stop leaves the marker on the last record, so the
+				// next Open has nothing to index again.
+				s.writeMu.Lock()
+				if err := s.db.Set(metaIndexed, unmarked, pebble.NoSync); err != nil {
+					s.log.Error("audit index marker", "err", err)
+				}
+				s.writeMu.Unlock()
+				s.unsynced.Store(true)
+			}
 			return
 		}
 		n := min(len(s.queue), s.opts.MaxGroup)
@@ -475,7 +486,6 @@ func (s *Store) writer() {
 		}
 		clear(s.sessions)
 		s.order = s.order[:0]
-		final := s.closing && len(s.queue) == 0
 		// Times and sequence numbers are given here so that keys grow with
 		// the commit order.
 		for i := range group {
@@ -502,12 +512,15 @@ func (s *Store) writer() {
 			_ = lb.Set(key, val, nil)
 			indexRecord(b, r, &key)
 		}
-		if n := len(group); n > 0 && (final || time.Since(lastMarker) >= markerEvery) {
-			// Every markerEvery rather than every group: a marker behind
-			// the truth only makes Open index a few records again.
+		if n := len(group); n > 0 {
+			// The marker every markerEvery rather than every group: one
+			// behind the truth only makes Open index a few records again.
 			r := &group[n-1].rec
-			_ = b.Set(metaIndexed, auditKey(key[:0], r.Time.UnixNano(), r.Seq)[1:], nil)
-			lastMarker = time.Now()
+			unmarked = append(unmarked[:0], auditKey(key[:0], r.Time.UnixNano(), r.Seq)[1:]...)
+			if time.Since(lastMarker) >= markerEvery {
+				_ = b.Set(metaIndexed, unmarked, nil)
+				unmarked, lastMarker = unmarked[:0], time.Now()
+			}
 		}
 		for _, se := range sess {
 			s.writeSession(b, se, &key, &val)
@@ -634,19 +647,21 @@ func (s *Store) reindexTail() error {
 	defer b.Close()
 	var key, last []byte
 	var r Record
+	n := 0
 	err = s.scanRange(from, []byte{spaceAudit + 1}, func(k, v []byte) (bool, error) {
 		if decodeRecord(k, v, &r) != nil {
 			return false, nil
 		}
 		indexRecord(b, &r, &key)
 		last = append(last[:0], k[1:]...)
+		n++
 		return false, nil
 	})
 	if err != nil || last == nil {
 		return err
 	}
 	_ = b.Set(metaIndexed, last, nil)
-	s.log.Info("audit records indexed again after an unclean stop", "records", b.Count()-1)
+	s.log.Info("audit records indexed again after an unclean stop", "records", n)
 	return b.Commit(pebble.Sync)
 }
 
@@ -737,9 +752,6 @@ func (s *Store) Close() error {
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
 	s.dbClosed = true
-	if os.Getenv("XMETRICS") != "" {
-		fmt.Fprintf(os.Stderr, "LOG DB\n%s\nINDEX DB\n%s\n", s.logdb.Metrics(), s.db.Metrics())
-	}
 	return errors.Join(s.logdb.Close(), s.db.Close())
 }
 

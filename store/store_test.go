@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"reflect"
@@ -1027,5 +1028,27 @@ func TestOpenRefusesOldLayout(t *testing.T) {
 		if !strings.Contains(err.Error(), "earlier layout") {
 			t.Errorf("Open(ReadOnly: %v): %v, want the earlier layout named", ro, err)
 		}
+	}
+}
+
+// TestCleanCloseLeavesNothingToReindex: the index marker is written every
+// 100 ms, and once more when the store closes, so a clean stop is not
+// taken for an unclean one at the next Open.
+func TestCleanCloseLeavesNothingToReindex(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{Sync: SyncBatch})
+	for i := range 5 { // several groups within one marker interval
+		appendAll(t, s, []Record{{Op: OpPublish, Channel: "news", Data: []byte(fmt.Sprint(i))}})
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	s = openStore(t, dir, Options{Sync: SyncBatch, Log: slog.New(slog.NewTextHandler(&logged, nil))})
+	if strings.Contains(logged.String(), "indexed again") {
+		t.Errorf("a clean close was followed by a reindex: %s", logged.String())
+	}
+	if n := len(auditAll(t, s, AuditQuery{Channel: "news", Limit: 100})); n != 5 {
+		t.Errorf("channel query after reopen: %d records, want 5", n)
 	}
 }
