@@ -8,7 +8,7 @@
 # Target: ZenConn's median cycles/s >= MIN_RATIO (2) x the baseline's, with
 # no growth (limits: see bench/README.md).
 # Usage: bash bench/run-churn.sh  (env: CONNS DURATION ROUNDS WARMUP SETTLE PROCS
-#        SOURCE_IPS SERVERS MIN_RATIO MAX_OTHER PROFILE_DIR PROFILE_SECONDS MAX_SOCKET_GROWTH MAX_FD_GROWTH
+#        SOURCE_IPS SERVERS MIN_RATIO MAX_OTHER PROFILE_DIR PROFILE_SECONDS MAX_SOCKET_GROWTH MAX_FD_GROWTH MAX_FILE_GROWTH
 #        MAX_GOROUTINE_GROWTH MAX_HEAP_B_PER_CYCLE MAX_RSS_B_PER_CYCLE)
 # Prints one JSON object on stdout; progress on stderr.
 set -euo pipefail
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 : "${CONNS:=64}" "${DURATION:=10s}" "${ROUNDS:=2}" "${WARMUP:=3s}" "${SETTLE:=10s}" "${PROCS:=1}"
 : "${SOURCE_IPS:=}" "${SERVERS:=zenconn baseline}" "${MIN_RATIO:=2}" "${MAX_OTHER:=0}"
 : "${PROFILE_DIR:=}" "${PROFILE_SECONDS:=5}"
-: "${MAX_SOCKET_GROWTH:=0}" "${MAX_FD_GROWTH:=4}" "${MAX_GOROUTINE_GROWTH:=4}" "${MAX_HEAP_B_PER_CYCLE:=32}" "${MAX_RSS_B_PER_CYCLE:=256}"
+: "${MAX_SOCKET_GROWTH:=0}" "${MAX_FD_GROWTH:=4}" "${MAX_FILE_GROWTH:=256}" "${MAX_GOROUTINE_GROWTH:=4}" "${MAX_HEAP_B_PER_CYCLE:=32}" "${MAX_RSS_B_PER_CYCLE:=256}"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 check_machine
@@ -89,7 +89,7 @@ for round in $(seq "$ROUNDS"); do
 done
 [ -z "$PROFILE_DIR" ] || PROFILED=(--meta "profiled=zenconn runs, ${PROFILE_SECONDS}s CPU profile each, in $PROFILE_DIR")
 "$WORK/load" summarize-churn --min-ratio "$MIN_RATIO" --max-other "$MAX_OTHER" \
-	--max-socket-growth "$MAX_SOCKET_GROWTH" --max-fd-growth "$MAX_FD_GROWTH" --max-goroutine-growth "$MAX_GOROUTINE_GROWTH" \
+	--max-socket-growth "$MAX_SOCKET_GROWTH" --max-fd-growth "$MAX_FD_GROWTH" --max-file-growth "$MAX_FILE_GROWTH" --max-goroutine-growth "$MAX_GOROUTINE_GROWTH" \
 	--max-heap-bytes-per-cycle "$MAX_HEAP_B_PER_CYCLE" --max-rss-bytes-per-cycle "$MAX_RSS_B_PER_CYCLE" \
 	--meta "nproc=$(nproc)" --meta "kernel=$(uname -r)" --meta "go=$(go version)" \
 	--meta "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \

@@ -247,6 +247,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// maxOpenFiles bounds each database's open files (its table cache holds
+// 10 fewer).
+const maxOpenFiles = 128
+
 // openPebble opens (creating if needed) one of the store's databases.
 func openPebble(dir string, opts Options) (*pebble.DB, error) {
 	po := &pebble.Options{
@@ -256,6 +260,11 @@ func openPebble(dir string, opts Options) (*pebble.DB, error) {
 		FS:       vfs.Default,
 		ReadOnly: opts.ReadOnly,
 		Logger:   quietLogger{opts.Log},
+		// Pebble keeps tables open in a cache of up to MaxOpenFiles (1,000
+		// by default); the node accepts connections up to the open-file
+		// limit less 512, so the two databases together must stay well
+		// under that.
+		MaxOpenFiles: maxOpenFiles,
 	}
 	// No compactions just for tombstone-dense tables: the index database's
 	// active-session markers are set then deleted by the thousand, and

@@ -970,35 +970,49 @@ func runChurnWorker(cfg *config, idx int, send func(string), down <-chan string)
 	res.Error = e
 }
 
-// countFDs counts the open descriptors of pid, and the sockets among them.
-func countFDs(pid int) (fds, sockets int64, err error) {
+// fdCount is what a process has open: descriptors other than files on
+// disk (sockets, pipes, eventfds, memfds: what connections use), the
+// sockets among them, and files on disk (a store's tables and logs, which
+// come and go as it flushes and compacts, up to its own bound).
+type fdCount struct{ fds, sockets, files int64 }
+
+// countFDs counts the open descriptors of pid.
+func countFDs(pid int) (fdCount, error) {
+	var n fdCount
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	d, err := os.ReadDir(dir)
 	if err != nil {
-		return 0, 0, err
+		return n, err
 	}
 	for _, e := range d {
 		// A descriptor closed meanwhile has no link any more: not counted.
-		if t, err := os.Readlink(dir + "/" + e.Name()); err == nil {
-			fds++
+		t, err := os.Readlink(dir + "/" + e.Name())
+		switch {
+		case err != nil:
+		case strings.HasPrefix(t, "/") && !strings.HasPrefix(t, "/memfd:") && !strings.HasPrefix(t, "/dev/"):
+			n.files++
+		default:
+			n.fds++
 			if strings.HasPrefix(t, "socket:") {
-				sockets++
+				n.sockets++
 			}
 		}
 	}
-	return fds, sockets, nil
+	return n, nil
 }
 
-func sumFDs(pids []int) (fds, sockets int64, err error) {
+func sumFDs(pids []int) (fdCount, error) {
+	var sum fdCount
 	for _, p := range pids {
-		f, s, err := countFDs(p)
+		n, err := countFDs(p)
 		if err != nil {
-			return 0, 0, err
+			return fdCount{}, err
 		}
-		fds += f
-		sockets += s
+		sum.fds += n.fds
+		sum.sockets += n.sockets
+		sum.files += n.files
 	}
-	return fds, sockets, nil
+	return sum, nil
 }
 
 func httpGetDiscard(url string) error {
@@ -1050,9 +1064,10 @@ func sampleServer(cfg *config) (map[string]float64, []string) {
 		} else {
 			errs = append(errs, "rss: "+err.Error())
 		}
-		if f, s, err := sumFDs(cfg.serverPIDs); err == nil {
-			m["fds"] = float64(f)
-			m["sockets"] = float64(s)
+		if n, err := sumFDs(cfg.serverPIDs); err == nil {
+			m["fds"] = float64(n.fds)
+			m["sockets"] = float64(n.sockets)
+			m["files"] = float64(n.files)
 		} else {
 			errs = append(errs, "fds: "+err.Error())
 		}
@@ -1074,8 +1089,8 @@ func sampleServer(cfg *config) (map[string]float64, []string) {
 func settleSockets(pids []int, want int64, limit time.Duration) (time.Duration, bool) {
 	t0 := time.Now()
 	for {
-		_, n, err := sumFDs(pids)
-		if err == nil && n <= want {
+		n, err := sumFDs(pids)
+		if err == nil && n.sockets <= want {
 			return time.Since(t0), true
 		}
 		if err != nil || time.Since(t0) >= limit {
@@ -1091,11 +1106,11 @@ func stableSockets(pids []int, limit time.Duration) {
 	end := time.Now().Add(limit)
 	prev := int64(-1)
 	for time.Now().Before(end) {
-		_, n, err := sumFDs(pids)
-		if err != nil || n == prev {
+		n, err := sumFDs(pids)
+		if err != nil || n.sockets == prev {
 			return
 		}
-		prev = n
+		prev = n.sockets
 		time.Sleep(100 * time.Millisecond)
 	}
 }
@@ -1328,7 +1343,8 @@ func summarizeChurnTo(w io.Writer, args []string) int {
 	// started lazily, the audit log's files, memtable and cache filling
 	// up): see bench/README.md.
 	maxSock := fs.Float64("max-socket-growth", 0, "no growth: at most this many more open sockets after than before")
-	maxFDs := fs.Float64("max-fd-growth", 4, "no growth: at most this many more open descriptors (files included) after than before")
+	maxFDs := fs.Float64("max-fd-growth", 4, "no growth: at most this many more open descriptors other than files on disk after than before")
+	maxFiles := fs.Float64("max-file-growth", 256, "no growth: at most this many more open files on disk after than before (ZenConn's store keeps at most 2 x 128)")
 	maxGor := fs.Float64("max-goroutine-growth", 4, "no growth: at most this many more goroutines")
 	maxHeap := fs.Float64("max-heap-bytes-per-cycle", 32, "no growth: heap in use (after a forced GC) grew by at most this many bytes per cycle")
 	maxRSS := fs.Float64("max-rss-bytes-per-cycle", 256, "no growth: RSS grew by at most this many bytes per cycle")
@@ -1392,6 +1408,7 @@ func summarizeChurnTo(w io.Writer, args []string) int {
 		}
 		check("growth.sockets", *maxSock)
 		check("growth.fds", *maxFDs)
+		check("growth.files", *maxFiles)
 		check("growth.goroutines", *maxGor)
 		check("growth.heap_bytes_per_cycle", *maxHeap)
 		check("growth.rss_bytes_per_cycle", *maxRSS)
@@ -1422,7 +1439,7 @@ func summarizeChurnTo(w io.Writer, args []string) int {
 	out["no_growth_met"] = growthOK[*cand]
 	out["met"] = ratioMet && growthOK[*cand]
 	out["growth_limits"] = map[string]float64{
-		"sockets": *maxSock, "fds": *maxFDs, "goroutines": *maxGor, "heap_bytes_per_cycle": *maxHeap, "rss_bytes_per_cycle": *maxRSS,
+		"sockets": *maxSock, "fds": *maxFDs, "files": *maxFiles, "goroutines": *maxGor, "heap_bytes_per_cycle": *maxHeap, "rss_bytes_per_cycle": *maxRSS,
 	}
 	out["targets"] = []map[string]any{{
 		"name": "churn cycles/s", "candidate": c, "baseline": b, "ratio_candidate_to_baseline": ratio,

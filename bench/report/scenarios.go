@@ -463,8 +463,10 @@ func renderChurn(r *renderer, res map[string]any, e *Envelope) (string, []target
 		{label: "heap growth, bytes per cycle", get: m("growth.heap_bytes_per_cycle"), f: num, noRatio: true},
 		{label: "goroutines before", get: m("before.goroutines"), f: num},
 		{label: "goroutines after", get: m("after.goroutines"), f: num},
-		{label: "open descriptors before", get: m("before.fds"), f: num},
-		{label: "open descriptors after", get: m("after.fds"), f: num},
+		{label: "open descriptors before (files on disk apart)", get: m("before.fds"), f: num},
+		{label: "open descriptors after (files on disk apart)", get: m("after.fds"), f: num},
+		{label: "open files on disk before", get: m("before.files"), f: num},
+		{label: "open files on disk after", get: m("after.files"), f: num},
 		{label: "time for the descriptors to settle", get: m("settle_s"), f: seconds, noRatio: true},
 		{label: "other processes' CPU (share)", get: m("other_cpu_share"), f: share, noRatio: true},
 	}))
