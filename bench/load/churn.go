@@ -1385,7 +1385,8 @@ func summarizeChurnTo(w io.Writer, args []string) int {
 		"before.rss_kib", "after.rss_kib", "growth.rss_kib", "growth.rss_bytes_per_cycle",
 		"before.heap_inuse_kib", "after.heap_inuse_kib", "growth.heap_inuse_kib", "growth.heap_bytes_per_cycle",
 		"before.goroutines", "after.goroutines", "growth.goroutines",
-		"before.fds", "after.fds", "growth.fds", "before.sockets", "after.sockets", "growth.sockets", "settle_s"}
+		"before.fds", "after.fds", "growth.fds", "before.files", "after.files", "growth.files",
+		"before.sockets", "after.sockets", "growth.sockets", "settle_s"}
 	servers := map[string]any{}
 	srvNames := make([]string, 0, len(byServer))
 	for srv := range byServer {
