@@ -595,15 +595,21 @@ func (a *Agent) dropWorker(w int) {
 // forward sends a message published on worker origin (-1 for the API) to
 // every other worker with subscribers of channel, or every other worker
 // for a broadcast.
+//
+// A node whose only worker acknowledges subscriptions itself (in this
+// process, without durable acks) may not have applied yet a subscription
+// its client already saw acknowledged: there every message goes to that
+// worker, which delivers it to its local subscribers, if any.
 func (a *Agent) forward(origin int, channel, from string, data []byte, opaque bool) {
 	var targets []*slot
+	all := channel == "" || (a.cfg.InProcess != nil && !a.cfg.DurableAcks)
 	a.mu.Lock()
 	counts := a.interest[channel]
 	for _, s := range a.slots {
 		if s.id == origin {
 			continue
 		}
-		if channel == "" || (counts != nil && counts[s.id] > 0) {
+		if all || (counts != nil && counts[s.id] > 0) {
 			targets = append(targets, s)
 		}
 	}

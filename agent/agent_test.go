@@ -313,3 +313,33 @@ func TestListingsSeeReportedConnections(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestAPIPublishReachesSelfAckedSubscriber: with one in-process worker that
+// acknowledges subscriptions itself, an API publish reaches the worker even
+// before the agent has read the subscription (here: never sent to it).
+func TestAPIPublishReachesSelfAckedSubscriber(t *testing.T) {
+	_, err := runAgent(t, nil, false, func(w *fakeWorker, a *Agent) error {
+		rec := httptest.NewRecorder()
+		a.apiHandler().ServeHTTP(rec, httptest.NewRequest("POST", "/api/publish", strings.NewReader(`{"channel":"news","data":1}`)))
+		if rec.Code != http.StatusOK {
+			t.Errorf("POST /api/publish: %d %s", rec.Code, rec.Body.String())
+		}
+		var m nodemsg.Msg
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			got := false
+			w.from.Wait(100 * time.Millisecond)
+			_, _ = w.from.Read(func(r []byte) {
+				got = got || (nodemsg.Decode(r, &m) == nil && m.Kind == nodemsg.KindDeliver && m.Channel == "news")
+			})
+			if got {
+				return errScriptDone
+			}
+		}
+		t.Errorf("the API publish did not reach the only worker")
+		return errScriptDone
+	})
+	if !errors.Is(err, errScriptDone) {
+		t.Fatalf("Run: %v", err)
+	}
+}
