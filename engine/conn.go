@@ -103,6 +103,7 @@ func (c *Conn) Closed() {
 		l.unsubscribe(c, c.chans[len(c.chans)-1])
 	}
 	c.chans, c.subPos = nil, nil
+	l.giveOut(c.out)
 	c.out = nil
 	c.frag = nil
 	delete(l.conns, c)
@@ -124,7 +125,7 @@ func (c *Conn) send(frame []byte) {
 		c.closeSlow()
 		return
 	}
-	c.out = append(c.out, frame...)
+	c.out = append(c.outBuf(), frame...)
 	c.loop.stats.messagesOut.Add(1)
 	c.loop.markDirty(c)
 }
@@ -148,17 +149,24 @@ func (c *Conn) sendNow(frame []byte) {
 	l.stats.bytesOut.Add(uint64(len(frame)))
 }
 
+// outBuf returns c.out to append frames to: a connection holds an outbound
+// buffer only while frames are queued (flush gives it back to the loop),
+// so an idle connection holds none.
+func (c *Conn) outBuf() []byte {
+	if c.out == nil {
+		c.out = c.loop.takeOut()
+	}
+	return c.out
+}
+
 // flush writes the queued frames in one write.
 func (c *Conn) flush() {
 	if len(c.out) > 0 && c.state != stateClosed {
 		c.t.Write(c.out)
 		c.loop.stats.bytesOut.Add(uint64(len(c.out)))
 	}
-	if cap(c.out) > 64<<10 {
-		c.out = nil
-	} else {
-		c.out = c.out[:0]
-	}
+	c.loop.giveOut(c.out)
+	c.out = nil
 	// c stays on loop.dirty until that list is flushed; clearing dirty here
 	// lets a later send in the same pass requeue it, which is harmless.
 	c.dirty = false
@@ -212,7 +220,7 @@ func (c *Conn) fail(code uint16, reason string) {
 		return
 	}
 	c.closeCode = code
-	c.out = appendCloseFrame(c.out, code, reason)
+	c.out = appendCloseFrame(c.outBuf(), code, reason)
 	c.flushAndLinger()
 }
 

@@ -142,7 +142,7 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 		return
 	}
 	// The 101 response goes out with the welcome, in one write.
-	c.out = append(c.out, resp.Bytes()...)
+	c.out = append(c.outBuf(), resp.Bytes()...)
 	if choice == wireUnset {
 		choice = subChoice
 	}

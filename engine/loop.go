@@ -34,6 +34,10 @@ type loop struct {
 	lastDeliver int64
 	more        bool
 
+	// spareOut are outbound buffers given back by flushed connections,
+	// lent to the next ones that queue a frame (see Conn.outBuf).
+	spareOut [][]byte
+
 	http    *httpParser // request-head parser, reused
 	scratch []byte      // reply frame scratch, reused
 	respBuf []byte      // small HTTP response scratch, reused
@@ -100,6 +104,32 @@ func (l *loop) markDirty(c *Conn) {
 	l.dirty = append(l.dirty, c)
 	if l.current == nil {
 		l.queueFlush()
+	}
+}
+
+// Outbound buffers: new ones start at outBufSize; one over maxSpareOut is
+// dropped rather than kept, and the loop keeps at most maxSpareOuts.
+const (
+	outBufSize   = 512
+	maxSpareOut  = 64 << 10
+	maxSpareOuts = 1 << 16
+)
+
+// takeOut lends an empty outbound buffer.
+func (l *loop) takeOut() []byte {
+	if n := len(l.spareOut); n > 0 {
+		b := l.spareOut[n-1]
+		l.spareOut[n-1] = nil
+		l.spareOut = l.spareOut[:n-1]
+		return b
+	}
+	return make([]byte, 0, outBufSize)
+}
+
+// giveOut takes back an outbound buffer (nil is ignored).
+func (l *loop) giveOut(b []byte) {
+	if b != nil && cap(b) <= maxSpareOut && len(l.spareOut) < maxSpareOuts {
+		l.spareOut = append(l.spareOut, b[:0])
 	}
 }
 

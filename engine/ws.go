@@ -58,7 +58,7 @@ func (c *Conn) serveWS(in []byte) int {
 func (c *Conn) onFrame(h ws.Header, payload []byte) {
 	switch h.OpCode {
 	case ws.OpPing:
-		c.out = appendFrame(c.out, ws.OpPong, payload)
+		c.out = appendFrame(c.outBuf(), ws.OpPong, payload)
 		c.loop.markDirty(c)
 	case ws.OpPong:
 	case ws.OpClose:
@@ -91,7 +91,7 @@ func (c *Conn) onClose(payload []byte) {
 	switch {
 	case len(payload) == 0:
 		c.closeCode = closeNoStatus
-		c.out = append(c.out, 0x80|byte(ws.OpClose), 0)
+		c.out = append(c.outBuf(), 0x80|byte(ws.OpClose), 0)
 	case len(payload) == 1:
 		c.fail(proto.CloseProtocolError, "close frame with a 1-byte payload")
 		return
@@ -112,7 +112,7 @@ func (c *Conn) onClose(payload []byte) {
 			return
 		}
 		c.closeCode = uint16(code)
-		c.out = appendCloseFrame(c.out, uint16(code), "")
+		c.out = appendCloseFrame(c.outBuf(), uint16(code), "")
 	}
 	c.flushAndClose()
 }
