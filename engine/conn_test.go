@@ -507,3 +507,21 @@ func TestConnClientCloseWithBacklog(t *testing.T) {
 		d.close()
 	}
 }
+
+// An idle connection holds no outbound buffer: once its frames are
+// written the buffer goes back to the loop, which lends it to the next
+// connection with frames to send.
+func TestConnIdleHoldsNoOutBuffer(t *testing.T) {
+	s := newTestServer(t, Config{})
+	l, e := newTestLoop(t, s)
+	a, b := newConnDriver(t, s, l, e), newConnDriver(t, s, l, e)
+	upgrade(t, a)
+	if a.c.out != nil || len(l.spareOut) != 1 {
+		t.Fatalf("after the welcome: out %d bytes (cap %d), %d spare buffers; want none held, 1 spare", len(a.c.out), cap(a.c.out), len(l.spareOut))
+	}
+	upgrade(t, b) // reuses the spare buffer
+	sendText(t, a, `{"id":1,"op":"ping"}`)
+	if a.c.out != nil || b.c.out != nil || len(l.spareOut) != 1 {
+		t.Fatalf("after replies: out %v/%v, %d spare buffers; want none held, 1 spare", a.c.out != nil, b.c.out != nil, len(l.spareOut))
+	}
+}
