@@ -226,11 +226,7 @@ func (c *Conn) fail(code uint16, reason string) {
 
 // flushAndLinger flushes, half-closes and enters the closing state.
 func (c *Conn) flushAndLinger() {
-	if len(c.out) > 0 {
-		c.t.Write(c.out)
-		c.loop.stats.bytesOut.Add(uint64(len(c.out)))
-		c.out = c.out[:0]
-	}
+	c.flush()
 	c.state = stateClosing
 	c.closeDeadline = time.Now().UnixNano() + closeGrace
 	c.t.CloseWrite()
@@ -245,11 +241,7 @@ func (c *Conn) flushAndLinger() {
 // client that stopped reading), the connection lingers instead, so that
 // what is queued is not thrown away with the socket.
 func (c *Conn) flushAndClose() {
-	if len(c.out) > 0 {
-		c.t.Write(c.out)
-		c.loop.stats.bytesOut.Add(uint64(len(c.out)))
-		c.out = c.out[:0]
-	}
+	c.flush()
 	if c.t.Buffered() > 0 {
 		c.flushAndLinger()
 		return
