@@ -2,8 +2,6 @@ package store
 
 import (
 	"time"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
 // retainLoop trims old records every tenth of the retention period (at
@@ -45,14 +43,6 @@ func (s *Store) Trim(cutoff time.Time) error {
 	defer s.dbMu.RUnlock()
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	lb := s.logdb.NewBatch()
-	defer lb.Close()
-	_ = lb.DeleteRange([]byte{spaceAudit}, auditKey(nil, c, 0), nil)
-	b := s.db.NewBatch()
-	defer b.Close()
-	for _, sp := range []byte{spaceChanIndex, spaceUserIndex, spaceSessionUser} {
-		_ = b.DeleteRange([]byte{sp}, indexPrefix(nil, sp, hour, "")[:5], nil)
-	}
 	// Sessions to keep among those that started before the cutoff.
 	var keep []Session
 	err := s.scanRange([]byte{spaceSession}, sessionKey(nil, spaceSession, c, ""), func(_, v []byte) (bool, error) {
@@ -68,22 +58,21 @@ func (s *Store) Trim(cutoff time.Time) error {
 	if err != nil {
 		return err
 	}
+	lb := s.logdb.NewBatch()
+	_ = lb.DeleteRange([]byte{spaceAudit}, auditKey(nil, c, 0), nil)
+	b := s.db.NewBatch()
+	for _, sp := range []byte{spaceChanIndex, spaceUserIndex, spaceSessionUser} {
+		_ = b.DeleteRange([]byte{sp}, indexPrefix(nil, sp, hour, "")[:5], nil)
+	}
 	_ = b.DeleteRange([]byte{spaceSession}, sessionKey(nil, spaceSession, c, ""), nil)
 	_ = b.DeleteRange([]byte{spaceActive}, sessionKey(nil, spaceActive, c, ""), nil)
 	var key, val []byte
 	for i := range keep {
 		s.writeSession(b, &keep[i], &key, &val)
 	}
-	opt := pebble.NoSync
-	if s.opts.Sync == SyncAlways {
-		opt = pebble.Sync
-	}
-	// The log first: index entries left without their record are skipped
-	// by queries.
-	if err := lb.Commit(opt); err != nil {
-		return err
-	}
-	if err := b.Commit(opt); err != nil {
+	// The log first (commitBoth): index entries left without their record
+	// are skipped by queries.
+	if err := commitBoth(lb, b, s.commitOpt()); err != nil {
 		return err
 	}
 	s.m.trimmed.Inc()

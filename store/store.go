@@ -466,7 +466,7 @@ func (s *Store) writer() {
 				// A clean stop leaves the marker on the last record, so the
 				// next Open has nothing to index again.
 				s.writeMu.Lock()
-				if err := s.db.Set(metaIndexed, unmarked, pebble.NoSync); err != nil {
+				if err := s.db.Set(metaIndexed, unmarked, s.commitOpt()); err != nil {
 					s.log.Error("audit index marker", "err", err)
 				}
 				s.writeMu.Unlock()
@@ -538,12 +538,8 @@ func (s *Store) writer() {
 				_ = b.Set(key, nil, nil)
 			}
 		}
-		opt := pebble.NoSync
-		if s.opts.Sync == SyncAlways {
-			opt = pebble.Sync
-		}
 		start := time.Now()
-		err := commitBoth(lb, b, opt)
+		err := commitBoth(lb, b, s.commitOpt())
 		s.writeMu.Unlock()
 		if s.opts.Sync == SyncAlways {
 			s.m.fsync.Observe(time.Since(start).Seconds())
@@ -603,6 +599,15 @@ func (s *Store) syncWAL() {
 		}
 	}
 	s.m.fsync.Observe(time.Since(start).Seconds())
+}
+
+// commitOpt is how commits are written: fsynced with SyncAlways, else
+// left to syncLoop or the operating system.
+func (s *Store) commitOpt() *pebble.WriteOptions {
+	if s.opts.Sync == SyncAlways {
+		return pebble.Sync
+	}
+	return pebble.NoSync
 }
 
 // commitBoth commits a group's batch of the log database and its batch of
