@@ -103,22 +103,38 @@ func BenchmarkChurnCycle(b *testing.B) {
 	}
 	defer s.Close()
 	data := []byte(`{"u":"w12-34567","pad":"xxxxxxxxxxxxxxxx"}`)
+	// As in the churn scenario, about 64 connections live at once: a
+	// session is opened, updated by its subscription and closed in
+	// different groups of the writer, not merged in the queue.
+	const live = 64
+	var ring [live]Session
 	b.ReportAllocs()
 	start := processCPU()
 	i := 0
 	for b.Loop() {
 		i++
+		se := &ring[i%live]
+		if se.Conn != "" {
+			ch := se.Channels[0]
+			s.Append(&Record{Node: "node-1", Conn: se.Conn, Op: OpPublish, Channel: ch, Data: data}, nil)
+			s.Append(&Record{Node: "node-1", Conn: se.Conn, Op: OpDisconnect, Code: 1000}, nil)
+			se.Disconnected, se.CloseCode = time.Now(), 1000
+			s.PutSession(se)
+		}
 		conn := fmt.Sprintf("c%09d", i)
-		now := time.Now()
-		s.PutSession(&Session{Conn: conn, Node: "node-1", Remote: "127.0.0.1:40000", UserAgent: "load/1",
-			Protocol: "json", Connected: now})
+		*se = Session{Conn: conn, Node: "node-1", Remote: "127.0.0.1:40000", UserAgent: "load/1",
+			Protocol: "json", Connected: time.Now()}
+		s.PutSession(se)
 		s.Append(&Record{Node: "node-1", Conn: conn, Op: OpConnect, Remote: "127.0.0.1:40000"}, nil)
 		ch := fmt.Sprintf("churn-%d", i%64)
+		se.Channels = []string{ch}
+		s.PutSession(se)
 		s.Append(&Record{Node: "node-1", Conn: conn, Op: OpSubscribe, Channel: ch}, nil)
-		s.Append(&Record{Node: "node-1", Conn: conn, Op: OpPublish, Channel: ch, Data: data}, nil)
-		s.Append(&Record{Node: "node-1", Conn: conn, Op: OpDisconnect, Code: 1000}, nil)
-		s.PutSession(&Session{Conn: conn, Node: "node-1", Remote: "127.0.0.1:40000", UserAgent: "load/1",
-			Protocol: "json", Connected: now, Disconnected: time.Now(), CloseCode: 1000, Channels: []string{ch}})
+		if i%16 == 0 {
+			// About 16 cycles a millisecond, as in the scenario: the
+			// writer takes them in several groups.
+			time.Sleep(time.Millisecond)
+		}
 	}
 	if err := s.Barrier(); err != nil {
 		b.Fatal(err)

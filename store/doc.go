@@ -8,8 +8,12 @@
 // commits them in groups (group commit): whatever arrived while the
 // previous group was being written goes into the next one, and in the
 // batch and none modes the writer lets a group grow for 1 ms first
-// (unless producers are waiting for room), which also writes a session
-// opened and closed meanwhile once. Records are
+// (unless producers are waiting for room). In those two modes a session's
+// changes are also held for Options.SyncInterval after the first one (a
+// Barrier, a full queue or Close writes them at once): a connection that
+// opens, subscribes and closes within it is written once, already closed,
+// and never gets an active-session marker that a later write deletes.
+// Records are never held that way. Records are
 // never dropped: when the queue holds Options.QueueLimit records, Append
 // blocks until the writer catches up, which pushes back on the workers and
 // from them on publishing clients. What a commit guarantees depends on

@@ -1052,3 +1052,161 @@ func TestCleanCloseLeavesNothingToReindex(t *testing.T) {
 		t.Errorf("channel query after reopen: %d records, want 5", n)
 	}
 }
+
+// storedSession reads conn's session key straight from the index database
+// (no Barrier, which would write held sessions at once).
+func storedSession(t testing.TB, s *Store, connected time.Time, conn string) (Session, bool) {
+	t.Helper()
+	v, closer, err := s.db.Get(sessionKey(nil, spaceSession, unixNano(connected), conn))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Session{}, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	var se Session
+	if err := decodeSession(v, &se); err != nil {
+		t.Fatal(err)
+	}
+	return se, true
+}
+
+// hasActiveMarker reports whether conn's active-session marker is stored.
+func hasActiveMarker(t testing.TB, s *Store, connected time.Time, conn string) bool {
+	t.Helper()
+	_, closer, err := s.db.Get(sessionKey(nil, spaceActive, unixNano(connected), conn))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	closer.Close()
+	return true
+}
+
+// waitRecords waits until the log database holds n audit records.
+func waitRecords(t testing.TB, s *Store, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprint(n, " records"), func() bool {
+		it, err := s.logdb.NewIter(&pebble.IterOptions{LowerBound: []byte{spaceAudit}, UpperBound: []byte{spaceAudit + 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer it.Close()
+		got := 0
+		for it.First(); it.Valid(); it.Next() {
+			got++
+		}
+		return got >= n
+	})
+}
+
+// TestSessionHold: in the batch mode a session's changes wait a sync
+// interval after the first, so a connection opened and closed within it
+// is written once, closed, and never gets an active marker; records are
+// not held; a Barrier (every query) writes held sessions at once.
+func TestSessionHold(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{Sync: SyncBatch, SyncInterval: time.Hour})
+	at := pastHour()
+	se := Session{Conn: "short", Connected: at}
+	s.PutSession(&se)
+	s.Append(&Record{Conn: "short", Op: OpConnect}, nil)
+	waitRecords(t, s, 1)
+	if _, ok := storedSession(t, s, at, "short"); ok {
+		t.Fatal("an open session was written before its hold ended")
+	}
+	se.Channels = []string{"news"}
+	s.PutSession(&se)
+	se.Disconnected, se.CloseCode = at.Add(time.Second), 1000
+	s.PutSession(&se)
+	if err := s.Barrier(); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := storedSession(t, s, at, "short")
+	if !ok || got.Active() || got.CloseCode != 1000 || !slices.Equal(got.Channels, []string{"news"}) {
+		t.Fatalf("after Barrier: %+v, stored %v; want the closed session", got, ok)
+	}
+	if hasActiveMarker(t, s, at, "short") {
+		t.Fatal("a session closed within its hold left an active marker")
+	}
+
+	// A session still open when its hold ends is written, with its marker,
+	// without a Barrier.
+	s2 := openStore(t, t.TempDir(), Options{Sync: SyncBatch, SyncInterval: 20 * time.Millisecond})
+	s2.PutSession(&Session{Conn: "long", Connected: at})
+	waitFor(t, "the held session to be written", func() bool {
+		_, ok := storedSession(t, s2, at, "long")
+		return ok
+	})
+	if !hasActiveMarker(t, s2, at, "long") {
+		t.Fatal("an open session was written without its active marker")
+	}
+}
+
+// TestSessionHoldAlways: SyncAlways holds nothing.
+func TestSessionHoldAlways(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{Sync: SyncAlways, SyncInterval: time.Hour})
+	at := pastHour()
+	s.PutSession(&Session{Conn: "c", Connected: at})
+	waitFor(t, "the session to be written", func() bool {
+		_, ok := storedSession(t, s, at, "c")
+		return ok
+	})
+}
+
+// TestSessionHoldFullQueue: held sessions count in the queue; producers
+// waiting for room make the writer write them rather than hang.
+func TestSessionHoldFullQueue(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{Sync: SyncBatch, SyncInterval: time.Hour, QueueLimit: 8})
+	at := pastHour()
+	for i := range 8 { // a full queue
+		s.PutSession(&Session{Conn: fmt.Sprint("c", i), Connected: at})
+	}
+	time.Sleep(50 * time.Millisecond) // the writer is back waiting
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 8; i < 50; i++ {
+			s.PutSession(&Session{Conn: fmt.Sprint("c", i), Connected: at})
+		}
+		s.Append(&Record{Op: OpConnect}, nil)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("PutSession hung with the queue full of held sessions")
+	}
+	if err := s.Barrier(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(sessionsAll(t, s, SessionQuery{})); n != 50 {
+		t.Fatalf("%d sessions, want 50", n)
+	}
+}
+
+// TestSessionHoldFormerUsers: a user replaced while the session is held
+// is still indexed.
+func TestSessionHoldFormerUsers(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{Sync: SyncBatch, SyncInterval: time.Hour})
+	at := pastHour()
+	se := Session{Conn: "c", User: "alice", Connected: at}
+	s.PutSession(&se)
+	se.User = "bob"
+	s.PutSession(&se)
+	// The writer commits a group while the session is held.
+	s.Append(&Record{Op: OpConnect}, nil)
+	waitRecords(t, s, 1)
+	if _, ok := storedSession(t, s, at, "c"); ok {
+		t.Fatal("the session was not held")
+	}
+	if err := s.Barrier(); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"alice", "bob"} {
+		if ss, _, err := s.Sessions(SessionQuery{User: u}); err != nil || len(ss) != 1 || ss[0].User != "bob" {
+			t.Fatalf("Sessions(user=%s) = %+v, %v", u, ss, err)
+		}
+	}
+}

@@ -1028,6 +1028,10 @@ func httpGetDiscard(url string) error {
 	return nil
 }
 
+// goroutineSamples is how many scrapes of --metrics-url sampleServer takes
+// the goroutine count from.
+const goroutineSamples = 5
+
 // sampleServer reads the server's figures: a forced GC (--gc-url), then
 // goroutines and heap in use (--metrics-url), then RSS and descriptors from
 // /proc (the metrics' process figures without --server-pid). The pauses let
@@ -1044,16 +1048,29 @@ func sampleServer(cfg *config) (map[string]float64, []string) {
 	}
 	var prom promSample
 	if cfg.metricsURL != "" {
-		s, err := scrape(cfg.metricsURL)
-		if err != nil {
-			errs = append(errs, "metrics: "+err.Error())
-		} else {
-			prom = s
-			if v, ok := s["go_goroutines"]; ok {
-				m["goroutines"] = v
+		// Goroutines: the fewest of goroutineSamples scrapes, so that a
+		// background task running at one instant (a store flush or
+		// compaction) is not counted as growth; a leak, which grows with
+		// the cycles, stays in every sample.
+		for i := range goroutineSamples {
+			if i > 0 {
+				time.Sleep(100 * time.Millisecond)
 			}
-			if v, ok := s["go_memstats_heap_inuse_bytes"]; ok {
-				m["heap_inuse_kib"] = round3(v / 1024)
+			s, err := scrape(cfg.metricsURL)
+			if err != nil {
+				errs = append(errs, "metrics: "+err.Error())
+				break
+			}
+			if v, ok := s["go_goroutines"]; ok {
+				if cur, seen := m["goroutines"]; !seen || v < cur {
+					m["goroutines"] = v
+				}
+			}
+			if prom == nil {
+				prom = s
+				if v, ok := s["go_memstats_heap_inuse_bytes"]; ok {
+					m["heap_inuse_kib"] = round3(v / 1024)
+				}
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
