@@ -16,8 +16,9 @@ package main
 //
 // Around the churn the orchestrator samples the server: RSS and open
 // descriptors from /proc/PID (--server-pid), goroutines and heap in use
-// from its Prometheus endpoint (--metrics-url), each time after a forced
-// garbage collection (--gc-url, e.g. net/http/pprof's /debug/pprof/heap?gc=1).
+// from its Prometheus endpoint (--metrics-url; goroutines the fewest of
+// goroutineSamples scrapes), each time after a forced garbage collection
+// (--gc-url, e.g. net/http/pprof's /debug/pprof/heap?gc=1).
 // The "after" sample waits until every connection is closed and the
 // server's descriptors are back to the "before" count (at most --settle).
 //
