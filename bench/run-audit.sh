@@ -36,7 +36,7 @@
 # Prints one JSON object on stdout; progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${SUBS:=10000}" "${RATE:=1000}" "${SIZE:=64}" "${DURATION:=10s}" "${ROUNDS:=2}" "${PROCS:=1}"
+: "${SUBS:=10000}" "${RATE:=1000}" "${SIZE:=64}" "${DURATION:=10s}" "${ROUNDS:=3}" "${PROCS:=1}"
 : "${SOURCE_IPS:=}" "${PUBS:=8}" "${WINDOW:=64}" "${PUB_DURATION:=10s}" "${TESTS:=fanout publish}"
 : "${FANOUT_SERVERS:=zenconn zenconn-noaudit}" "${PUBLISH_SERVERS:=zenconn zenconn-always zenconn-noaudit}"
 : "${MAX_OTHER:=0.15}" "${WARMUP:=1}"

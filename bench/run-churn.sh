@@ -13,7 +13,7 @@
 # Prints one JSON object on stdout; progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${CONNS:=64}" "${DURATION:=10s}" "${ROUNDS:=2}" "${WARMUP:=3s}" "${SETTLE:=10s}" "${PROCS:=1}"
+: "${CONNS:=64}" "${DURATION:=10s}" "${ROUNDS:=3}" "${WARMUP:=3s}" "${SETTLE:=10s}" "${PROCS:=1}"
 : "${SOURCE_IPS:=}" "${SERVERS:=zenconn baseline}" "${MIN_RATIO:=2}" "${MAX_OTHER:=0}"
 : "${PROFILE_DIR:=}" "${PROFILE_SECONDS:=5}"
 : "${MAX_SOCKET_GROWTH:=0}" "${MAX_FD_GROWTH:=4}" "${MAX_FILE_GROWTH:=256}" "${MAX_GOROUTINE_GROWTH:=4}" "${MAX_HEAP_B_PER_CYCLE:=32}" "${MAX_RSS_B_PER_CYCLE:=256}"

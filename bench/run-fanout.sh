@@ -11,7 +11,7 @@
 # Prints one JSON object on stdout; progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${SUBS:=5000}" "${SIZE:=64}" "${DURATION:=10s}" "${ROUNDS:=2}" "${FIXED_DELIVERIES:=20000}" "${PROCS:=1}"
+: "${SUBS:=5000}" "${SIZE:=64}" "${DURATION:=10s}" "${ROUNDS:=3}" "${FIXED_DELIVERIES:=20000}" "${PROCS:=1}"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 check_machine
