@@ -552,13 +552,9 @@ func (s *Store) writer() {
 		}
 		for _, id := range s.order[:due] {
 			sess = append(sess, s.sessions[id])
+			former = append(former, s.formerUsers[id])
 			delete(s.sessions, id)
-			if u, ok := s.formerUsers[id]; ok {
-				former = append(former, u)
-				delete(s.formerUsers, id)
-			} else {
-				former = append(former, nil)
-			}
+			delete(s.formerUsers, id)
 		}
 		rest := copy(s.order, s.order[due:])
 		clear(s.order[rest:])
