@@ -156,7 +156,9 @@ const (
 )
 
 // decodeJSON is DecodeJSON on input whose strings are UTF-8; it reports
-// scanBadUTF8 (and no meaningful error) when they are not.
+// scanBadUTF8 (and no meaningful error) when they are not. It is a decoder
+// whose length is its table: one branch per envelope key and value shape,
+// kept in one piece so the grammar reads top to bottom.
 func decodeJSON(data []byte, m *ClientMsg) (*Error, int) {
 	*m = ClientMsg{}
 	i := skipWS(data, 0)
@@ -337,6 +339,7 @@ func decodeJSON(data []byte, m *ClientMsg) (*Error, int) {
 // matchKey returns which envelope key the content of a key string is. Like
 // sonic, it matches case-insensitively by strings.ToLower, under which only
 // two non-ASCII runes become ASCII letters: U+0130 ('i') and U+212A ('k').
+// A decoder whose branches are its table: one case per key and spelling.
 func matchKey(k []byte, esc bool) int {
 	var buf [8]byte
 	if esc || !isASCII(k) {
@@ -653,7 +656,8 @@ func skipDigits(data []byte, i int) int {
 // just past it. Nesting follows the limits of sonic's skipping state
 // machine (a stack of 4,096 states): a container d levels deep (the
 // outermost is 1) is refused past d = 4096, and past d = 4095 when it is an
-// object with a key or an array with more than one element.
+// object with a key or an array with more than one element. A decoder
+// whose branches are its table: one case per JSON token.
 func skipContainer(data []byte, i int) int {
 	var isObj [maxDepth / 64]uint64 // bit d-1: the container at depth d is an object
 	depth := 0
