@@ -189,7 +189,7 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 	if c.serveFile(req, keepAlive) {
 		return
 	}
-	c.startJob(nil, req, keepAlive, nil)
+	c.startJob(nil, req, keepAlive, nil) // nil: the file, from a worker
 }
 
 var allowGetHead = []byte("Allow: GET, HEAD\r\n")

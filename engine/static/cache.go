@@ -20,24 +20,8 @@ import (
 
 // The file cache keeps small static files in memory as prepared responses,
 // so that a request for one is answered on its event loop in one write,
-// without a hand-over to a file worker and without an allocation.
-//
-// Only what the loop can answer without touching the disk is served
-// there: a GET or HEAD without Range, for a path that needs no decoding or
-// normalizing (see cachePath) and that is in the cache and was checked
-// against its file less than fileRevalidate ago. Everything else goes to
-// the file workers, which fill and revalidate the cache (open, fstat, read,
-// compress) and fall back to fasthttp's FS for what is not cacheable:
-// large files, ranges, redirects, errors.
-//
-// Revalidation: the first request for an entry whose last check is older
-// than fileRevalidate claims the check (a compare-and-swap on the check
-// time) and goes to a file worker, which compares the file's size, mtime
-// and inode with the entry and rebuilds or drops it; requests arriving
-// meanwhile are still answered from the entry. An edited file is served
-// within about fileRevalidate (plus the coarse clock's 250 ms) of the edit;
-// a deleted one gets 404 as soon as fasthttp's own one-second cache of open
-// files lets go of it.
+// without a hand-over to a worker and without an allocation. The package
+// doc says what a loop answers from it and how entries are revalidated.
 const (
 	// MaxFile is the largest file kept in memory: it covers the
 	// stylesheets, scripts and pages of a typical app; bigger files are

@@ -86,11 +86,11 @@ type Result struct {
 	Err error
 }
 
-// Workers is the number of goroutines that answer requests off the loops;
-// QueueLen bounds the requests waiting for one.
+// workers is the number of goroutines that answer requests off the loops;
+// queueLen bounds the requests waiting for one.
 const (
-	Workers  = 16
-	QueueLen = 1024
+	workers  = 16
+	queueLen = 1024
 )
 
 // New prepares a Server over opts.Root; Start starts its workers.
@@ -117,7 +117,7 @@ func New(opts Options) (*Server, error) {
 		fhLog:  fasthttpLogger{log},
 		files:  newFileCache(root),
 		fsStop: make(chan struct{}),
-		jobs:   make(chan *job, QueueLen),
+		jobs:   make(chan *job, queueLen),
 		done:   make(chan struct{}),
 	}
 	s.fs = newFS(root, compress, s.fsStop)
@@ -126,7 +126,7 @@ func New(opts Options) (*Server, error) {
 
 // Start starts the workers.
 func (s *Server) Start() {
-	for range Workers {
+	for range workers {
 		s.wg.Add(1)
 		go s.runJobs()
 	}
