@@ -44,7 +44,7 @@ bench:
 	bash bench/run-all.sh
 
 bench-micro:
-	$(GO) test -run '^$$' -bench . -benchmem ./proto/ ./engine/ ./shm/ ./store/
+	$(GO) test -run '^$$' -bench . -benchmem ./proto/ ./engine/ ./engine/static/ ./shm/ ./store/
 
 bench-report:
 	$(GO) run ./bench/report

@@ -125,7 +125,7 @@ scenario() {
 # micro: the micro-benchmarks; raw output to bench/results/micro.txt (kept
 # from the last successful run when this one fails).
 micro() {
-	local started rc pkgs=(./proto/ ./engine/ ./shm/ ./store/) flags=(-run '^$' -bench . -benchmem)
+	local started rc pkgs=(./proto/ ./engine/ ./engine/static/ ./shm/ ./store/) flags=(-run '^$' -bench . -benchmem)
 	[ -z "$BENCHTIME" ] || flags+=(-benchtime "$BENCHTIME")
 	local cmd="go test -run '^\$' -bench . -benchmem${BENCHTIME:+ -benchtime $BENCHTIME} ${pkgs[*]}"
 	log "micro: $cmd"

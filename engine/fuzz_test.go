@@ -257,15 +257,7 @@ func (env *fuzzEnv) newConn(t *testing.T) *connDriver {
 	t.Cleanup(func() {
 		d.t.check = nil
 		d.close()
-		for {
-			select {
-			case j := <-env.s.jobs:
-				j.release()
-				continue
-			default:
-			}
-			break
-		}
+		env.s.files.DropPending()
 	})
 	d.t.record = false
 	switched := false

@@ -171,7 +171,7 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 			c.respondSimple(req, 405, "method not allowed\n", keepAlive, hdr.IsHead(), allowGetHead)
 			return
 		}
-		c.startJob(jobMetrics, req, keepAlive, nil)
+		c.startJob(c.srv.serveMetricsFn, req, keepAlive, nil)
 		return
 	}
 	if bytes.HasPrefix(path, []byte("/api/")) {
@@ -179,7 +179,7 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 			c.respondSimple(req, 404, "not found\n", keepAlive, hdr.IsHead(), nil)
 			return
 		}
-		c.startJob(jobAPI, req, keepAlive, body)
+		c.startJob(c.srv.serveAPIFn, req, keepAlive, body)
 		return
 	}
 	if !hdr.IsGet() && !hdr.IsHead() {
@@ -189,7 +189,7 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 	if c.serveFile(req, keepAlive) {
 		return
 	}
-	c.startJob(jobStatic, req, keepAlive, nil)
+	c.startJob(nil, req, keepAlive, nil) // nil: the file, from a worker
 }
 
 var allowGetHead = []byte("Allow: GET, HEAD\r\n")

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/zenconn/server/engine/static"
 	"github.com/zenconn/server/proto"
 )
 
@@ -42,7 +43,7 @@ type loop struct {
 	scratch []byte      // reply frame scratch, reused
 	respBuf []byte      // small HTTP response scratch, reused
 	logBuf  []byte      // access-log line scratch, reused
-	date    httpDate    // Date header of cached-file responses
+	date    static.Date // Date header of cached-file responses
 
 	// msg is the client message being handled, reused: a ClientMsg may
 	// point into itself, so one declared per message would be allocated.

@@ -221,14 +221,8 @@ func (d *connDriver) serve() {
 
 // runJobs runs queued file and metrics jobs on this goroutine.
 func (d *connDriver) runJobs() {
-	for {
-		select {
-		case j := <-d.s.jobs:
-			d.s.runJob(j)
-			d.exec.run()
-		default:
-			return
-		}
+	for d.s.files.RunPending() > 0 {
+		d.exec.run()
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"github.com/zenconn/server/engine/static"
 )
 
 // Server is one ZenConn node serving HTTP and WebSocket clients on event
@@ -24,9 +24,11 @@ type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	publicAbs string
-	fsHandler fasthttp.RequestHandler
-	files     *fileCache // small static files, answered on the loops
+	files     *static.Server // static files, and the workers that answer off the loops
 	hub       *hub
+
+	// Handlers that the file workers run for /metrics and /api/.
+	serveMetricsFn, serveAPIFn fasthttp.RequestHandler
 
 	clock    atomic.Int64 // coarse wall clock, ns, updated by the ticker
 	connSeq  atomic.Uint64
@@ -36,10 +38,7 @@ type Server struct {
 	httpByCode  *prometheus.CounterVec
 	statusCache sync.Map // int → prometheus.Counter
 
-	fsStop chan struct{} // stops the file server's cache cleaner
-
-	jobs   chan *job
-	jobsWG sync.WaitGroup
+	jobsWG sync.WaitGroup // the ticker
 	done   chan struct{}
 
 	transport *gnetTransportServer
@@ -55,13 +54,6 @@ type Server struct {
 // inside the 5 s that supervisors allow.
 const shutdownDrain = time.Second
 
-// fileWorkers is the number of goroutines that answer static-file and
-// metrics requests off the loops; jobQueue bounds the requests waiting.
-const (
-	fileWorkers = 16
-	jobQueue    = 1024
-)
-
 // New validates cfg and prepares a server; Start begins serving.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
@@ -76,35 +68,12 @@ func New(cfg Config) (*Server, error) {
 		log:       cfg.Logger,
 		publicAbs: publicAbs,
 		hub:       newHub(),
-		files:     newFileCache(publicAbs),
-		jobs:      make(chan *job, jobQueue),
 		done:      make(chan struct{}),
 		fatal:     make(chan error, 1),
 	}
-	compress := cfg.CompressDir
-	if compress == "" {
-		compress = filepath.Join(os.TempDir(), "zenconn-compressed")
+	if s.files, err = s.newFiles(); err != nil {
+		return nil, err
 	}
-	if err := os.MkdirAll(compress, 0o750); err != nil {
-		return nil, fmt.Errorf("engine: compressed file cache: %w", err)
-	}
-	s.fsStop = make(chan struct{})
-	fs := &fasthttp.FS{
-		CleanStop:          s.fsStop,
-		Root:               publicAbs,
-		AllowEmptyRoot:     true,
-		IndexNames:         []string{"index.html"},
-		GenerateIndexPages: false,
-		Compress:           true,
-		CompressBrotli:     true,
-		CompressRoot:       compress,
-		AcceptByteRange:    true,
-		CacheDuration:      time.Second,
-		PathNotFound: func(ctx *fasthttp.RequestCtx) {
-			ctx.Error("not found\n", fasthttp.StatusNotFound)
-		},
-	}
-	s.fsHandler = fs.NewRequestHandler()
 	s.registerMetrics()
 	s.clock.Store(time.Now().UnixNano())
 	// Ids advance by 64 from a start unique to this worker, so the node's
@@ -116,15 +85,12 @@ func New(cfg Config) (*Server, error) {
 // Start listens and serves in the background; it returns once the listener
 // is bound, or with the error that prevented it.
 func (s *Server) Start() error {
-	for range fileWorkers {
-		s.jobsWG.Add(1)
-		go s.runJobs()
-	}
+	s.files.Start()
 	s.jobsWG.Add(1)
 	go s.tick()
 	t, err := startGnet(s)
 	if err != nil {
-		s.stopOnce.Do(func() { close(s.done); close(s.fsStop) })
+		s.stopOnce.Do(s.stop)
 		s.jobsWG.Wait()
 		return err
 	}
@@ -224,9 +190,15 @@ wait:
 	if s.transport != nil {
 		err = s.transport.stop(ctx)
 	}
-	s.stopOnce.Do(func() { close(s.done); close(s.fsStop) })
+	s.stopOnce.Do(s.stop)
 	s.jobsWG.Wait()
 	return err
+}
+
+// stop stops the ticker and the file workers.
+func (s *Server) stop() {
+	close(s.done)
+	s.files.Close()
 }
 
 func (s *Server) openConnections() int64 { return s.openConns.Load() }

@@ -17,17 +17,23 @@ import (
 
 const module = "github.com/zenconn/server"
 
-// forbidden lists, per layer, the layers it must not depend on, directly
-// or through another package (tests included). A layer is a top-level
-// folder of the module and everything under it. Layers that do not exist
-// yet are simply absent from the module and never match.
+// forbidden lists, per unit, the units it must not depend on, directly
+// or through another package (tests included). A unit is a folder of the
+// module and everything under it: a layer (a top-level folder) or a
+// package inside one that has rules of its own. A package follows the
+// rules of the deepest unit that holds it; what lies inside that unit is
+// always allowed. Units that do not exist yet are simply absent from the
+// module and never match.
 var forbidden = map[string][]string{
 	"proto":  {"engine"},
 	"shm":    {"engine", "proto"},
 	"agent":  {"engine"},
 	"engine": {"agent", "store"},
-	"store":  {"engine"},
-	"worker": {"agent", "store"},
+	// The static-file server sits under the engine and knows nothing of
+	// it: the engine reaches it through a narrow interface.
+	"engine/static": {"engine", "agent", "store", "worker"},
+	"store":         {"engine"},
+	"worker":        {"agent", "store"},
 }
 
 type pkg struct {
@@ -88,6 +94,25 @@ func listPackages(t *testing.T) []pkg {
 	return pkgs
 }
 
+// within reports whether importPath is the module's folder unit or lies
+// under it.
+func within(importPath, unit string) bool {
+	rest, ok := strings.CutPrefix(importPath, module+"/")
+	return ok && unit != "" && (rest == unit || strings.HasPrefix(rest, unit+"/"))
+}
+
+// unitOf returns the deepest unit of rules that holds importPath, "" for
+// none.
+func unitOf(importPath string, rules map[string][]string) string {
+	unit := ""
+	for u := range rules {
+		if within(importPath, u) && len(u) > len(unit) {
+			unit = u
+		}
+	}
+	return unit
+}
+
 // violations returns every forbidden arrow in pkgs, one line each, and the
 // set of layers seen.
 func violations(pkgs []pkg, forbidden map[string][]string) (problems []string, seen map[string]bool) {
@@ -97,9 +122,9 @@ func violations(pkgs []pkg, forbidden map[string][]string) (problems []string, s
 	}
 	seen = map[string]bool{}
 	for _, p := range pkgs {
-		layer := layerOf(p.ImportPath)
-		seen[layer] = true
-		bad := forbidden[layer]
+		seen[layerOf(p.ImportPath)] = true
+		unit := unitOf(p.ImportPath, forbidden)
+		bad := forbidden[unit]
 		if len(bad) == 0 {
 			continue
 		}
@@ -125,9 +150,11 @@ func violations(pkgs []pkg, forbidden map[string][]string) (problems []string, s
 			}
 		}
 		for d, how := range deps {
-			dl := layerOf(d)
+			if within(d, unit) {
+				continue
+			}
 			for _, b := range bad {
-				if dl == b && dl != layer {
+				if within(d, b) {
 					problems = append(problems, p.ImportPath+" "+how+" "+d)
 				}
 			}
@@ -178,11 +205,21 @@ func TestViolations(t *testing.T) {
 		{ImportPath: m("agent"), TestImports: []string{m("testutil")}},
 		{ImportPath: m("testutil"), Deps: []string{m("engine")}},
 		{ImportPath: m("worker"), Deps: []string{m("engine"), m("proto"), m("shm")}}, // allowed
+		// A unit inside a layer (Deps transitive, as above): its own
+		// rules, its own subtree allowed, the layer around it forbidden.
+		{ImportPath: m("engine/static"), Deps: []string{m("engine/static/inner"), m("engine/fanout"), m("worker")}, TestImports: []string{m("engine")}},
+		{ImportPath: m("engine/static/inner"), Deps: []string{m("engine/fanout"), m("worker")}},
+		{ImportPath: m("engine/fanout"), Deps: []string{m("engine/static")}}, // allowed
 	}
 	got, _ := violations(pkgs, forbidden)
 	want := []string{
 		m("agent") + " test imports (via " + m("testutil") + ") " + m("engine"),
 		m("engine/inner") + " imports " + m("store/kv"),
+		m("engine/static") + " imports " + m("engine/fanout"),
+		m("engine/static") + " imports " + m("worker"),
+		m("engine/static") + " test imports " + m("engine"),
+		m("engine/static/inner") + " imports " + m("engine/fanout"),
+		m("engine/static/inner") + " imports " + m("worker"),
 		m("proto") + " imports " + m("engine"),
 		m("shm") + " test imports (via " + m("proto") + ") " + m("engine"),
 		m("shm") + " test imports " + m("proto"),

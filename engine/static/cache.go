@@ -1,4 +1,4 @@
-package engine
+package static
 
 import (
 	"bytes"
@@ -20,29 +20,14 @@ import (
 
 // The file cache keeps small static files in memory as prepared responses,
 // so that a request for one is answered on its event loop in one write,
-// without a hand-over to a file worker and without an allocation.
-//
-// Only what the loop can answer without touching the disk is served
-// there: a GET or HEAD without Range, for a path that needs no decoding or
-// normalizing (see cachePath) and that is in the cache and was checked
-// against its file less than fileRevalidate ago. Everything else goes to
-// the file workers, which fill and revalidate the cache (open, fstat, read,
-// compress) and fall back to fasthttp's FS for what is not cacheable:
-// large files, ranges, redirects, errors.
-//
-// Revalidation: the first request for an entry whose last check is older
-// than fileRevalidate claims the check (a compare-and-swap on the check
-// time) and goes to a file worker, which compares the file's size, mtime
-// and inode with the entry and rebuilds or drops it; requests arriving
-// meanwhile are still answered from the entry. An edited file is served
-// within about fileRevalidate (plus the coarse clock's 250 ms) of the edit;
-// a deleted one gets 404 as soon as fasthttp's own one-second cache of open
-// files lets go of it.
+// without a hand-over to a worker and without an allocation. The package
+// doc says what a loop answers from it and how entries are revalidated.
 const (
-	// fileCacheMaxFile is the largest file kept in memory: it covers the
+	// MaxFile is the largest file kept in memory: it covers the
 	// stylesheets, scripts and pages of a typical app; bigger files are
-	// streamed by the file workers.
-	fileCacheMaxFile = 256 << 10
+	// streamed by the file workers. A loop's response buffer grown past
+	// twice this size is not worth keeping.
+	MaxFile = 256 << 10
 	// fileCacheBudget bounds the bytes held by the cache (bodies of every
 	// encoding, heads, and fileEntryOverhead per entry). Past it, the
 	// entries used longest ago are dropped.
@@ -118,7 +103,7 @@ type fileCache struct {
 }
 
 func newFileCache(root string) *fileCache {
-	return &fileCache{root: root, maxFile: fileCacheMaxFile, budget: fileCacheBudget, m: make(map[string]*fileEntry)}
+	return &fileCache{root: root, maxFile: MaxFile, budget: fileCacheBudget, m: make(map[string]*fileEntry)}
 }
 
 // cachePath returns the path of a request target when the file cache may
@@ -154,7 +139,7 @@ func (fc *fileCache) get(path []byte) *fileEntry {
 }
 
 // errNotCacheable: the file exists but is served by fasthttp's FS.
-var errNotCacheable = errors.New("engine: file not cacheable")
+var errNotCacheable = errors.New("static: file not cacheable")
 
 // load returns the entry for key (a path accepted by cachePath) after
 // checking it against its file: the current entry when the file is
@@ -439,64 +424,20 @@ func appendFileResponse(b []byte, v *fileVariant, notModified bool, date []byte,
 	return append(b, v.body...), len(v.body)
 }
 
-// httpDate is a Date header value, formatted again when the second changes.
-type httpDate struct {
+// Date is a Date header value, formatted again when the second changes.
+// Each event loop keeps one; it is not safe for concurrent use.
+type Date struct {
 	sec int64
 	n   int
 	b   [32]byte
 }
 
-// get returns the date for now (ns); the bytes are valid until the next
+// Get returns the date for now (ns); the bytes are valid until the next
 // call.
-func (d *httpDate) get(now int64) []byte {
+func (d *Date) Get(now int64) []byte {
 	if sec := now / int64(time.Second); sec != d.sec || d.n == 0 {
 		d.sec = sec
 		d.n = len(fasthttp.AppendHTTPDate(d.b[:0], time.Unix(sec, 0)))
 	}
 	return d.b[:d.n]
-}
-
-// serveFile answers a GET or HEAD for a fresh cached file on the loop and
-// reports whether it did; otherwise the request goes to a file worker.
-func (c *Conn) serveFile(req *requestInfo, keepAlive bool) bool {
-	s := c.srv
-	key, ok := cachePath(req.uri)
-	if !ok {
-		return false
-	}
-	e := s.files.get(key)
-	if e == nil || e.stream {
-		return false
-	}
-	h := &c.loop.http.hdr
-	if len(h.Peek(fasthttp.HeaderRange)) > 0 {
-		return false
-	}
-	if c.t.Buffered() > streamHighWater {
-		// A peer that does not read: the file workers pace the response.
-		return false
-	}
-	now := s.clock.Load()
-	if !e.fresh(now) {
-		return false
-	}
-	e.touch(now)
-	l := c.loop
-	notMod := e.notModified(h)
-	status := fasthttp.StatusOK
-	if notMod {
-		status = fasthttp.StatusNotModified
-	}
-	b, sent := appendFileResponse(l.respBuf[:0], e.pick(h), notMod, l.date.get(now), h.IsHead(), keepAlive)
-	c.writeNow(b)
-	if cap(b) > 2*fileCacheMaxFile {
-		b = nil
-	}
-	l.respBuf = b
-	s.countStatus(status)
-	s.accessLog(c, req, status, sent)
-	if !keepAlive {
-		c.linger()
-	}
-	return true
 }

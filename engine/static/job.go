@@ -1,49 +1,34 @@
-package engine
+package static
 
 import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
-	"net"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
 	"github.com/valyala/fasthttp"
 )
 
-type jobKind uint8
-
-const (
-	jobStatic jobKind = iota
-	jobMetrics
-	jobAPI
-)
-
-// job is one HTTP request answered off the event loops: static files that
-// the file cache cannot answer on the loop (disk reads and first-time
-// compression would stall it), /metrics and the server API.
+// job is one HTTP request answered off the event loops: a static file
+// that the file cache cannot answer on the loop (disk reads and first-time
+// compression would stall it), or a request with a handler of its own
+// (/metrics, the server API).
 //
 // A job is pooled with everything it needs (a 64 KiB response buffer, a
 // timer, its callbacks) so that running one allocates little. The worker
 // hands every chunk but the last to the loop and waits for it to be taken;
-// the last chunk goes with finishFn, which runs on the loop, logs the
-// request, hands the connection back and returns the job to the pool: the
-// worker never touches the job after that hand-over.
+// the last chunk goes with finishFn, which runs on the loop, reports the
+// response to the connection and returns the job to the pool: the worker
+// never touches the job after that hand-over.
 type job struct {
-	kind      jobKind
-	c         *Conn
-	t         Transport
+	srv       *Server
+	c         Conn
+	handler   fasthttp.RequestHandler // nil: a static file
 	keepAlive bool
 	// congested is set when the connection had over streamHighWater
 	// bytes unsent as the job started: the response waits for them.
 	congested bool
-	remote    net.Addr
 	req       fasthttp.Request
 	ctx       fasthttp.RequestCtx
 	acked     chan jobAck
@@ -60,9 +45,10 @@ type job struct {
 
 	// What finish needs, set by the worker before the last hand-over.
 	status   int
-	hdrLen   int   // response head bytes, for the body bytes logged
+	hdrLen   int   // response head bytes, for the body bytes reported
 	last     int   // bytes of the last chunk
 	err      error // from the earlier chunks
+	res      Result
 	finishFn func(buffered int, err error)
 	ackFn    func(buffered int, err error)
 }
@@ -96,34 +82,16 @@ const (
 	streamPause     = 2 * time.Millisecond
 )
 
-// startJob copies the request head and runs the job on the server's pool.
-// Input stays buffered (busy) until the job's response is fully queued.
-func (c *Conn) startJob(kind jobKind, req *requestInfo, keepAlive bool, body []byte) {
-	j := jobPool.Get().(*job)
-	j.kind, j.c, j.t, j.keepAlive, j.remote = kind, c, c.t, keepAlive, c.t.RemoteAddr()
-	j.congested = c.t.Buffered() > streamHighWater
-	c.loop.http.hdr.CopyTo(&j.req.Header)
-	j.req.SetBody(body)
-	c.busy = true
-	select {
-	case c.srv.jobs <- j:
-	default:
-		// Every file worker is busy and the queue is full.
-		c.busy = false
-		j.release()
-		c.respondSimple(req, 503, "server busy, retry\n", false, false, []byte("Retry-After: 1\r\n"))
-	}
-}
-
 func (j *job) release() {
 	if j.abandoned {
 		return
 	}
-	j.c, j.t, j.remote, j.err, j.congested = nil, nil, nil, nil, false
+	j.srv, j.c, j.handler, j.err, j.congested = nil, nil, nil, nil, false
+	j.res = Result{}
 	j.req.Reset()
 	j.ctx.Response.Reset()
 	j.bw.Reset(&j.cw)
-	if cap(j.raw) > 2*fileCacheMaxFile {
+	if cap(j.raw) > 2*MaxFile {
 		j.raw = nil
 	}
 	select {
@@ -135,7 +103,7 @@ func (j *job) release() {
 
 // runJobs is one file worker.
 func (s *Server) runJobs() {
-	defer s.jobsWG.Done()
+	defer s.wg.Done()
 	for {
 		select {
 		case j := <-s.jobs:
@@ -150,18 +118,15 @@ func (s *Server) runJobs() {
 // loop; the job belongs to the loop's finish callback afterwards.
 func (s *Server) runJob(j *job) {
 	ctx := &j.ctx
-	ctx.Init(&j.req, j.remote, fasthttpLogger{s})
+	ctx.Init(&j.req, j.c.RemoteAddr(), s.fhLog)
 	j.cw.reset()
-	if j.kind == jobStatic && s.serveCachedFile(j) {
+	if j.handler == nil && s.serveCachedFile(j) {
 		return
 	}
-	switch j.kind {
-	case jobMetrics:
-		s.serveMetrics(ctx)
-	case jobAPI:
-		s.serveAPI(ctx)
-	default:
-		s.serveStatic(ctx)
+	if j.handler != nil {
+		j.handler(ctx)
+	} else {
+		s.serveFS(ctx)
 	}
 	if ctx.Request.Header.IsHead() {
 		ctx.Response.SkipBody = true
@@ -194,8 +159,8 @@ func (s *Server) serveCachedFile(j *job) bool {
 	if notMod {
 		j.status = fasthttp.StatusNotModified
 	}
-	var date httpDate
-	b, body := appendFileResponse(j.raw[:0], e.pick(h), notMod, date.get(now), h.IsHead(), j.keepAlive)
+	var date Date
+	b, body := appendFileResponse(j.raw[:0], e.pick(h), notMod, date.Get(now), h.IsHead(), j.keepAlive)
 	j.raw = b
 	j.hdrLen = len(b) - body
 	// Chunks with flow control, as a streamed response.
@@ -254,7 +219,7 @@ func (w *chunkWriter) pace() error {
 		j.stall.Reset(streamPause)
 		select {
 		case <-j.stall.C:
-		case <-j.c.srv.done:
+		case <-j.srv.done:
 			j.stall.Stop()
 			w.err = errClosed
 			return w.err
@@ -285,7 +250,7 @@ func (j *job) waitCongestion() error {
 func (w *chunkWriter) handOver(b []byte) error {
 	j := w.j
 	j.chunk = len(b)
-	if err := j.t.AsyncWrite(b, j.ackFn); err != nil {
+	if err := j.c.AsyncWrite(b, j.ackFn); err != nil {
 		return err
 	}
 	j.stall.Reset(streamStall)
@@ -299,8 +264,8 @@ func (w *chunkWriter) handOver(b []byte) error {
 		return nil
 	case <-j.stall.C:
 		j.abandoned = true
-		return errors.New("engine: response stalled")
-	case <-j.c.srv.done:
+		return errStalled
+	case <-j.srv.done:
 		j.abandoned = true
 		return errClosed
 	}
@@ -309,7 +274,7 @@ func (w *chunkWriter) handOver(b []byte) error {
 // ack runs on the loop when a chunk other than the last was taken.
 func (j *job) ack(buffered int, err error) {
 	if err == nil && j.chunk > 0 {
-		j.c.loop.stats.bytesOut.Add(uint64(j.chunk))
+		j.c.Sent(j.chunk)
 	}
 	select {
 	case j.acked <- jobAck{buffered, err}:
@@ -349,19 +314,21 @@ func (j *job) writeResponse() {
 // worker must not touch the job afterwards.
 func (j *job) handLast(b []byte) {
 	j.last = len(b)
-	if err := j.t.AsyncWrite(b, j.finishFn); err != nil {
+	s := j.srv
+	if err := j.c.AsyncWrite(b, j.finishFn); err != nil {
 		// The loop is gone: finish will not run.
-		j.c.srv.log.Debug("resume after response", "err", err)
+		s.log.Debug("resume after response", "err", err)
 	}
 }
 
-// finish runs on the loop once the last chunk was taken: it logs and
-// counts the request, then hands the connection back: the next pipelined
-// request is parsed on the loop.
+// finish runs on the loop once the last chunk was taken: it reports the
+// response to the connection, which hands itself back to its loop (the
+// next pipelined request is parsed there), and returns the job to the
+// pool.
 func (j *job) finish(_ int, err error) {
-	c, s := j.c, j.c.srv
+	c := j.c
 	if err == nil && j.last > 0 {
-		c.loop.stats.bytesOut.Add(uint64(j.last))
+		c.Sent(j.last)
 	}
 	if err != nil && j.err == nil {
 		j.err = err
@@ -370,123 +337,18 @@ func (j *job) finish(_ int, err error) {
 	if j.err == nil {
 		sent += j.last
 	}
-	body := max(sent-j.hdrLen, 0)
-	if s.cfg.AccessLog != nil {
-		ctx := &j.ctx
-		info := requestInfo{
-			method:    ctx.Method(),
-			uri:       ctx.RequestURI(),
-			protocol:  ctx.Request.Header.Protocol(),
-			referer:   ctx.Referer(),
-			userAgent: ctx.UserAgent(),
-		}
-		s.accessLog(c, &info, j.status, body)
+	j.res = Result{
+		Request:   &j.ctx.Request,
+		Status:    j.status,
+		Body:      max(sent-j.hdrLen, 0),
+		KeepAlive: j.keepAlive && j.err == nil,
+		Err:       j.err,
 	}
-	s.countStatus(j.status)
-	keep := j.keepAlive && j.err == nil
+	c.Answered(&j.res)
 	j.release()
-	if c.state == stateClosed {
-		return
-	}
-	c.busy = false
-	if !keep {
-		c.linger()
-		return
-	}
-	if c.leftover > 0 {
-		// Pipelined requests wait in the transport's buffer.
-		c.t.Wake()
-	}
 }
 
-// serveStatic answers from the public folder through fasthttp's FS, with
-// dotfiles refused and a weak ETag added.
-func (s *Server) serveStatic(ctx *fasthttp.RequestCtx) {
-	p := string(ctx.Path()) // normalized and percent-decoded by fasthttp
-	for _, seg := range strings.Split(p, "/") {
-		if strings.HasPrefix(seg, ".") || strings.ContainsRune(seg, 0) || strings.ContainsRune(seg, '\\') {
-			ctx.Error("not found\n", fasthttp.StatusNotFound)
-			return
-		}
-	}
-	etag := s.etagFor(p)
-	if inm := ctx.Request.Header.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 {
-		if etag != "" && etagMatch(inm, etag) {
-			ctx.Response.Header.Set("ETag", etag)
-			ctx.SetStatusCode(fasthttp.StatusNotModified)
-			ctx.Response.SkipBody = true
-			return
-		}
-		// If-Modified-Since is ignored when If-None-Match is present
-		// (RFC 9110 section 13.1.3); fasthttp's FS, which has no ETag of
-		// its own here, would evaluate it.
-		ctx.Request.Header.Del(fasthttp.HeaderIfModifiedSince)
-	}
-	s.fsHandler(ctx)
-	if st := ctx.Response.StatusCode(); etag != "" && (st == 200 || st == 206 || st == 304) {
-		ctx.Response.Header.Set("ETag", etag)
-	}
-}
-
-// etagFor returns a weak validator for the file behind URL path p, or ""
-// when there is none: W/"<size>-<mtime>" in hex.
-func (s *Server) etagFor(p string) string {
-	name := filepath.Join(s.publicAbs, filepath.FromSlash(p))
-	fi, err := os.Stat(name)
-	if err == nil && fi.IsDir() {
-		fi, err = os.Stat(filepath.Join(name, "index.html"))
-	}
-	if err != nil || !fi.Mode().IsRegular() {
-		return ""
-	}
-	return `W/"` + strconv.FormatInt(fi.Size(), 16) + "-" + strconv.FormatInt(fi.ModTime().UnixNano(), 16) + `"`
-}
-
-// etagMatch implements the weak comparison of If-None-Match (RFC 9110
-// section 13.1.2).
-func etagMatch(header []byte, etag string) bool {
-	weak := strings.TrimPrefix(etag, "W/")
-	for len(header) > 0 {
-		f := header
-		if i := bytes.IndexByte(header, ','); i >= 0 {
-			f, header = header[:i], header[i+1:]
-		} else {
-			header = nil
-		}
-		f = bytes.TrimSpace(f)
-		if len(f) >= 2 && f[0] == 'W' && f[1] == '/' {
-			f = f[2:]
-		}
-		if string(f) == "*" || string(f) == weak {
-			return true
-		}
-	}
-	return false
-}
-
-func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx) {
-	mfs, err := s.registry.Gather()
-	if err != nil {
-		s.log.Warn("gathering metrics", "err", err)
-	}
-	var buf bytes.Buffer
-	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range mfs {
-		if err := enc.Encode(mf); err != nil {
-			ctx.Error("encoding metrics failed\n", fasthttp.StatusInternalServerError)
-			return
-		}
-	}
-	if s.cfg.MetricsExtra != nil {
-		buf.Write(s.cfg.MetricsExtra())
-	}
-	ctx.SetContentType(string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-	ctx.SetBody(buf.Bytes())
-}
-
-// fasthttpLogger routes fasthttp's messages to the application log.
-type fasthttpLogger struct{ s *Server }
-
-func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.s.log.Debug("fasthttp", "msg", strings.TrimSpace(fmt.Sprintf(format, args...)))
-}
+var (
+	errClosed  = errors.New("static: server closed")
+	errStalled = errors.New("static: response stalled")
+)

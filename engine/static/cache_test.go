@@ -1,178 +1,20 @@
-package engine
+package static
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/andybalholm/brotli"
 )
-
-// fileEnv is a server (not started) over a public folder, one loop and
-// one connection driver per test, with the access log captured.
-//
-//	base/secret.txt            outside the public folder
-//	base/public/index.html
-//	base/public/app.css        compressible text
-//	base/public/noise.bin      random bytes (not compressible)
-//	base/public/empty.txt
-//	base/public/sub/index.html
-//	base/public/.env           a dotfile
-//	base/public/link.txt       symbolic link to ../secret.txt
-type fileEnv struct {
-	t      *testing.T
-	s      *Server
-	l      *loop
-	e      *memExec
-	public string
-	log    *lineLog
-	css    []byte
-	noise  []byte
-}
-
-const (
-	fileIndex    = "<!doctype html><title>cache</title>\n"
-	fileSubIndex = "<!doctype html><title>sub</title>\n"
-	fileSecret   = "TOP-SECRET outside the public folder\n"
-)
-
-func newFileEnv(t *testing.T) *fileEnv {
-	t.Helper()
-	base := t.TempDir()
-	public := filepath.Join(base, "public")
-	if err := os.MkdirAll(filepath.Join(public, "sub"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	fx := &fileEnv{t: t, public: public, log: &lineLog{}}
-	var css strings.Builder
-	for i := 0; css.Len() < 3000; i++ {
-		fmt.Fprintf(&css, ".card-%d { margin: 0 %dpx; padding: 4px 8px; }\n", i, i%16)
-	}
-	fx.css = []byte(css.String())
-	fx.noise = make([]byte, 2000)
-	r := rand.NewChaCha8([32]byte{1})
-	_, _ = r.Read(fx.noise)
-	writeFile(t, base, "secret.txt", fileSecret)
-	writeFile(t, public, "index.html", fileIndex)
-	writeFile(t, public, "app.css", string(fx.css))
-	writeFile(t, public, "noise.bin", string(fx.noise))
-	writeFile(t, public, "empty.txt", "")
-	writeFile(t, public, "sub/index.html", fileSubIndex)
-	writeFile(t, public, ".env", "SECRET=must-not-leak\n")
-	if err := os.Symlink("../secret.txt", filepath.Join(public, "link.txt")); err != nil {
-		t.Fatal(err)
-	}
-	fx.s = newTestServer(t, Config{PublicDir: public, AccessLog: fx.log})
-	fx.l, fx.e = newTestLoop(t, fx.s)
-	return fx
-}
-
-// lineLog keeps the access-log lines.
-type lineLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *lineLog) WriteLine(b []byte) {
-	l.mu.Lock()
-	l.lines = append(l.lines, string(b))
-	l.mu.Unlock()
-}
-
-func (l *lineLog) last() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.lines) == 0 {
-		return ""
-	}
-	return l.lines[len(l.lines)-1]
-}
-
-// do sends one request on d and returns the response bytes, and whether
-// the loop answered it itself (no job was started).
-func (fx *fileEnv) do(d *connDriver, req string) ([]byte, bool) {
-	fx.t.Helper()
-	if len(d.buf) != 0 {
-		fx.t.Fatalf("unconsumed input before %q", req)
-	}
-	d.buf = append(d.buf, req...)
-	n := d.c.Serve(d.buf)
-	d.buf = append(d.buf[:0], d.buf[n:]...)
-	onLoop := len(fx.s.jobs) == 0 && !d.c.busy
-	d.exec.run()
-	d.runJobs()
-	if d.t.wakes.Swap(0) > 0 {
-		d.serve()
-	}
-	return d.t.takeOut(), onLoop
-}
-
-// get sends a GET or HEAD with extra header lines and parses the response.
-func (fx *fileEnv) get(d *connDriver, method, target string, headers ...string) (*http.Response, []byte, bool) {
-	fx.t.Helper()
-	req := method + " " + target + " HTTP/1.1\r\nHost: x\r\n"
-	for _, h := range headers {
-		req += h + "\r\n"
-	}
-	out, onLoop := fx.do(d, req+"\r\n")
-	resps := readResponses(fx.t, out, method)
-	return resps[0].resp, resps[0].body, onLoop
-}
-
-type parsedResp struct {
-	resp *http.Response
-	body []byte
-}
-
-// readResponses parses one response per method from out, and nothing
-// more.
-func readResponses(t *testing.T, out []byte, methods ...string) []parsedResp {
-	t.Helper()
-	br := bufio.NewReader(bytes.NewReader(out))
-	var rs []parsedResp
-	for i, m := range methods {
-		resp, err := http.ReadResponse(br, &http.Request{Method: m})
-		if err != nil {
-			t.Fatalf("response %d: %v in %q", i, err, out)
-		}
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatalf("response %d body: %v", i, err)
-		}
-		rs = append(rs, parsedResp{resp, body})
-	}
-	if n := br.Buffered(); n > 0 {
-		t.Fatalf("%d bytes after %d responses: %q", n, len(methods), out[len(out)-n:])
-	}
-	return rs
-}
-
-// setFile replaces a file's content and gives it an mtime that no earlier
-// version had.
-func (fx *fileEnv) setFile(name, content string, mtime time.Time) {
-	fx.t.Helper()
-	p := filepath.Join(fx.public, name)
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		fx.t.Fatal(err)
-	}
-	if err := os.Chtimes(p, mtime, mtime); err != nil {
-		fx.t.Fatal(err)
-	}
-}
-
-// advance moves the coarse clock on, as the ticker would.
-func (fx *fileEnv) advance(d time.Duration) { fx.s.clock.Add(int64(d)) }
 
 func TestCachePath(t *testing.T) {
 	for _, tc := range []struct {
@@ -212,7 +54,7 @@ func TestCachePath(t *testing.T) {
 
 func TestFileCacheHitMiss(t *testing.T) {
 	fx := newFileEnv(t)
-	d := newConnDriver(t, fx.s, fx.l, fx.e)
+	d := newMemConn()
 	for _, tc := range []struct{ target, body, ctype string }{
 		{"/", fileIndex, "text/html; charset=utf-8"},
 		{"/index.html", fileIndex, "text/html; charset=utf-8"},
@@ -272,12 +114,11 @@ func TestFileCacheHitMiss(t *testing.T) {
 			}
 		}
 	}
-	d.close()
 }
 
 func TestFileCacheRevalidate(t *testing.T) {
 	fx := newFileEnv(t)
-	d := newConnDriver(t, fx.s, fx.l, fx.e)
+	d := newMemConn()
 	base := time.Now().Add(-time.Hour).Truncate(time.Second)
 	fx.setFile("page.html", "version 1", base)
 	getBody := func(wantLoop bool) (string, string) {
@@ -349,40 +190,37 @@ func TestFileCacheRevalidate(t *testing.T) {
 	if fx.s.files.get([]byte("/page.html")) != nil {
 		t.Errorf("the entry of a deleted file is still cached")
 	}
-	d.close()
 }
 
 // Only the request that claims an entry's check goes to a worker; the
 // others keep being answered from memory meanwhile.
 func TestFileCacheOneCheckAtATime(t *testing.T) {
 	fx := newFileEnv(t)
-	d1 := newConnDriver(t, fx.s, fx.l, fx.e)
-	d2 := newConnDriver(t, fx.s, fx.l, fx.e)
+	d1 := newMemConn()
+	d2 := newMemConn()
 	fx.get(d1, "GET", "/app.css")
 	fx.advance(time.Duration(fileRevalidate))
-	req := []byte("GET /app.css HTTP/1.1\r\nHost: x\r\n\r\n")
-	d1.c.Serve(req) // claims the check: a job, not run yet
-	if len(fx.s.jobs) != 1 {
-		t.Fatalf("%d jobs queued, want the check", len(fx.s.jobs))
+	req := "GET /app.css HTTP/1.1\r\nHost: x\r\n\r\n"
+	fx.serve(d1, req) // claims the check: a job, not run yet
+	if fx.s.Pending() != 1 {
+		t.Fatalf("%d jobs queued, want the check", fx.s.Pending())
 	}
-	d2.c.Serve(req)
-	if len(fx.s.jobs) != 1 {
+	fx.serve(d2, req)
+	if fx.s.Pending() != 1 {
 		t.Fatalf("a second request went to a worker while the check was pending")
 	}
-	if r := readResponses(t, d2.t.takeOut(), "GET"); r[0].resp.StatusCode != 200 || !bytes.Equal(r[0].body, fx.css) {
+	if r := readResponses(t, d2.takeOut(), "GET"); r[0].resp.StatusCode != 200 || !bytes.Equal(r[0].body, fx.css) {
 		t.Fatalf("second request: %d", r[0].resp.StatusCode)
 	}
-	d1.runJobs()
-	if r := readResponses(t, d1.t.takeOut(), "GET"); r[0].resp.StatusCode != 200 || !bytes.Equal(r[0].body, fx.css) {
+	fx.s.RunPending()
+	if r := readResponses(t, d1.takeOut(), "GET"); r[0].resp.StatusCode != 200 || !bytes.Equal(r[0].body, fx.css) {
 		t.Fatalf("checking request: %d", r[0].resp.StatusCode)
 	}
-	d1.close()
-	d2.close()
 }
 
 func TestFileCacheConditionalAndHead(t *testing.T) {
 	fx := newFileEnv(t)
-	d := newConnDriver(t, fx.s, fx.l, fx.e)
+	d := newMemConn()
 	resp, _, _ := fx.get(d, "GET", "/app.css")
 	etag, lastMod := resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
 	mod, err := http.ParseTime(lastMod)
@@ -445,12 +283,13 @@ func TestFileCacheConditionalAndHead(t *testing.T) {
 					t.Errorf("200 with a wrong body")
 				}
 			}
-			wantSent := "0"
+			wantSent := 0
 			if tc.status == 200 && tc.method == "GET" {
-				wantSent = fmt.Sprint(len(fx.css))
+				wantSent = len(fx.css)
 			}
-			if line := fx.log.last(); !strings.Contains(line, fmt.Sprintf(`"%s /app.css HTTP/1.1" %d %s `, tc.method, tc.status, wantSent)) {
-				t.Errorf("access-log line %q", line)
+			// What the engine's access log writes of the response.
+			if want := (answer{tc.method, tc.status, wantSent, true}); d.last != want {
+				t.Errorf("reported %+v, want %+v", d.last, want)
 			}
 		})
 	}
@@ -460,12 +299,11 @@ func TestFileCacheConditionalAndHead(t *testing.T) {
 	if onLoop || resp.StatusCode != 304 || len(body) != 0 {
 		t.Errorf("revalidating conditional request: status %d, on the loop %v", resp.StatusCode, onLoop)
 	}
-	d.close()
 }
 
 func TestFileCacheCompression(t *testing.T) {
 	fx := newFileEnv(t)
-	d := newConnDriver(t, fx.s, fx.l, fx.e)
+	d := newMemConn()
 	decode := map[string]func([]byte) ([]byte, error){
 		"gzip": func(b []byte) ([]byte, error) {
 			r, err := gzip.NewReader(bytes.NewReader(b))
@@ -518,12 +356,11 @@ func TestFileCacheCompression(t *testing.T) {
 	if _, _, onLoop = fx.get(d, "GET", "/noise.bin", "Accept-Encoding: gzip, br"); !onLoop {
 		t.Errorf("random bytes: not answered on the loop")
 	}
-	d.close()
 }
 
 func TestFileCacheRefusals(t *testing.T) {
 	fx := newFileEnv(t)
-	d := newConnDriver(t, fx.s, fx.l, fx.e)
+	d := newMemConn()
 	for _, target := range []string{
 		"/.env", "/%2eenv", "/sub/../.env", "/./.env",
 		"/../secret.txt", "/%2e%2e/secret.txt", "/sub/%2e%2e/%2e%2e/secret.txt", "/..%2fsecret.txt", "/..%5csecret.txt",
@@ -548,72 +385,31 @@ func TestFileCacheRefusals(t *testing.T) {
 	if n != 0 {
 		t.Errorf("%d entries cached by refused requests", n)
 	}
-	d.close()
-}
-
-func TestFileCacheConnectionAndPipelining(t *testing.T) {
-	fx := newFileEnv(t)
-	d := newConnDriver(t, fx.s, fx.l, fx.e)
-	// A miss, hits, a worker's answer and a loop's answer in one read.
-	d.feed([]byte("GET /app.css HTTP/1.1\r\nHost: x\r\n\r\n" +
-		"GET /app.css HTTP/1.1\r\nHost: x\r\n\r\n" +
-		"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" +
-		"HEAD /sub/ HTTP/1.1\r\nHost: x\r\n\r\n" +
-		"GET /sub/ HTTP/1.1\r\nHost: x\r\n\r\n" +
-		"GET /app.css HTTP/1.1\r\nHost: x\r\nRange: bytes=1-2\r\n\r\n" +
-		"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" +
-		"GET /app.css HTTP/1.1\r\nHost: x\r\n\r\n"))
-	rs := readResponses(t, d.t.takeOut(), "GET", "GET", "GET", "HEAD", "GET", "GET", "GET")
-	want := []struct {
-		status int
-		body   string
-	}{{200, string(fx.css)}, {200, string(fx.css)}, {200, "ok"}, {200, ""}, {200, fileSubIndex}, {206, string(fx.css[1:3])}, {200, fileIndex}}
-	for i, w := range want {
-		if rs[i].resp.StatusCode != w.status || string(rs[i].body) != w.body {
-			t.Errorf("response %d: %d %.40q, want %d %.40q", i, rs[i].resp.StatusCode, rs[i].body, w.status, w.body)
-		}
-	}
-	if !rs[6].resp.Close {
-		t.Errorf("Connection: close not echoed")
-	}
-	if d.c.state != stateClosing {
-		t.Errorf("state %d after Connection: close, want closing", d.c.state)
-	}
-	d.close()
-
-	// Connection: close on a hit.
-	d = newConnDriver(t, fx.s, fx.l, fx.e)
-	out, onLoop := fx.do(d, "GET /app.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-	if r := readResponses(t, out, "GET"); !onLoop || !r[0].resp.Close || d.c.state != stateClosing {
-		t.Errorf("hit with Connection: close: on the loop %v, close %v, state %d", onLoop, r[0].resp.Close, d.c.state)
-	}
-	d.close()
 }
 
 // A connection with too much unsent output is answered by a worker, which
 // paces the response.
 func TestFileCacheBackpressure(t *testing.T) {
 	fx := newFileEnv(t)
-	d := newConnDriver(t, fx.s, fx.l, fx.e)
+	d := newMemConn()
 	fx.get(d, "GET", "/app.css")
-	d.t.buffered = streamHighWater + 1
-	d.c.Serve([]byte("GET /app.css HTTP/1.1\r\nHost: x\r\n\r\n"))
-	if len(fx.s.jobs) != 1 || len(d.t.out) != 0 {
-		t.Fatalf("congested connection: %d jobs, %d bytes written on the loop", len(fx.s.jobs), len(d.t.out))
+	d.unsent = streamHighWater + 1
+	fx.serve(d, "GET /app.css HTTP/1.1\r\nHost: x\r\n\r\n")
+	if fx.s.Pending() != 1 || len(d.out) != 0 {
+		t.Fatalf("congested connection: %d jobs, %d bytes written on the loop", fx.s.Pending(), len(d.out))
 	}
-	d.t.buffered = 0 // the peer reads
-	d.runJobs()
-	if r := readResponses(t, d.t.takeOut(), "GET"); !bytes.Equal(r[0].body, fx.css) {
+	d.unsent = 0 // the peer reads
+	fx.s.RunPending()
+	if r := readResponses(t, d.takeOut(), "GET"); !bytes.Equal(r[0].body, fx.css) {
 		t.Fatalf("paced response: %d-byte body", len(r[0].body))
 	}
-	d.close()
 }
 
 // Files over the cache's limit are streamed by the workers in chunks.
 func TestFileCacheLargeFileStreamed(t *testing.T) {
 	fx := newFileEnv(t)
-	d := newConnDriver(t, fx.s, fx.l, fx.e)
-	big := make([]byte, fileCacheMaxFile*3+123)
+	d := newMemConn()
+	big := make([]byte, MaxFile*3+123)
 	for i := range big {
 		big[i] = byte('a' + i%26)
 	}
@@ -623,12 +419,12 @@ func TestFileCacheLargeFileStreamed(t *testing.T) {
 		if onLoop || resp.StatusCode != 200 || !bytes.Equal(body, big) {
 			t.Fatalf("request %d: status %d, %d bytes, on the loop %v", i, resp.StatusCode, len(body), onLoop)
 		}
-		if line := fx.log.last(); !strings.Contains(line, fmt.Sprintf(`"GET /big.txt HTTP/1.1" 200 %d `, len(big))) {
-			t.Errorf("access-log line %q", line)
+		if want := (answer{"GET", 200, len(big), true}); d.last != want {
+			t.Errorf("reported %+v, want %+v", d.last, want)
 		}
 	}
-	if d.t.writes < 4 {
-		t.Errorf("%d writes: the body was not streamed in chunks", d.t.writes)
+	if d.writes < 4 {
+		t.Errorf("%d writes: the body was not streamed in chunks", d.writes)
 	}
 	if e := fx.s.files.get([]byte("/big.txt")); e == nil || !e.stream {
 		t.Errorf("a file over the limit: entry %+v, want a stream entry", e)
@@ -650,7 +446,6 @@ func TestFileCacheLargeFileStreamed(t *testing.T) {
 	if _, _, onLoop := fx.get(d, "GET", "/big.txt"); !onLoop {
 		t.Errorf("the shrunk file is not answered on the loop")
 	}
-	d.close()
 }
 
 func TestFileCacheBudget(t *testing.T) {
@@ -702,124 +497,5 @@ func TestFileCacheBudget(t *testing.T) {
 	fc.budget = a.mem - 1
 	if fc.load("/f", 12); has("f") {
 		t.Errorf("an entry over the budget is cached")
-	}
-}
-
-// Real sockets: concurrent clients on two loops while the file changes;
-// every response is one of the versions, whole, and the last version is
-// served within a few seconds.
-func TestFileCacheRealSockets(t *testing.T) {
-	public := t.TempDir()
-	writeFile(t, public, "v.txt", "version 00")
-	s := startServer(t, Config{PublicDir: public})
-	addr := s.Addr().String()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer nc.Close()
-			br := bufio.NewReader(nc)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := nc.Write([]byte("GET /v.txt HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
-					errs <- err
-					return
-				}
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					errs <- err
-					return
-				}
-				body, err := io.ReadAll(resp.Body)
-				if err != nil || resp.StatusCode != 200 || !strings.HasPrefix(string(body), "version ") || len(body) != 10 {
-					errs <- fmt.Errorf("status %d body %q err %v", resp.StatusCode, body, err)
-					return
-				}
-			}
-		}()
-	}
-	base := time.Now().Add(-time.Hour)
-	for i := 1; i <= 3; i++ {
-		time.Sleep(100 * time.Millisecond)
-		p := filepath.Join(public, "v.txt")
-		if err := os.WriteFile(p, fmt.Appendf(nil, "version %02d", i), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		mt := base.Add(time.Duration(i) * time.Minute)
-		if err := os.Chtimes(p, mt, mt); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/v.txt")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(body) == "version 03" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still %q 5 s after the last edit", body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	close(stop)
-	wg.Wait()
-	select {
-	case err := <-errs:
-		t.Fatal(err)
-	default:
-	}
-	http.DefaultClient.CloseIdleConnections()
-}
-
-// BenchmarkStaticFile serves a 1 KiB and a 100 KiB file on one keep-alive
-// connection: from the file cache on the loop, and through a file worker
-// and fasthttp's FS (the cache disabled), the path every static request
-// took before the cache.
-func BenchmarkStaticFile(b *testing.B) {
-	for _, path := range []string{"loop", "worker"} {
-		for _, size := range []int{1 << 10, 100 << 10} {
-			b.Run(fmt.Sprintf("%s/%dk", path, size>>10), func(b *testing.B) {
-				s := newTestServer(b, Config{})
-				writeFile(b, s.cfg.PublicDir, "f.js", strings.Repeat("x", size))
-				if path == "worker" {
-					s.files.maxFile = -1
-				}
-				l, e := newTestLoop(b, s)
-				d := newConnDriver(b, s, l, e)
-				d.t.record = false
-				req := []byte("GET /f.js HTTP/1.1\r\nHost: x\r\nUser-Agent: bench\r\n\r\n")
-				d.feed(req)
-				before := d.t.nbytes
-				b.SetBytes(int64(size))
-				b.ReportAllocs()
-				b.ResetTimer()
-				for b.Loop() {
-					d.feed(req)
-				}
-				b.StopTimer()
-				if per := (d.t.nbytes - before) / b.N; per < size {
-					b.Fatalf("%d bytes per response, want at least %d", per, size)
-				}
-				d.close()
-			})
-		}
 	}
 }
