@@ -6,7 +6,7 @@
 // node over a unix socket that the workers proxy to.
 //
 // The agent does not import the engine: it speaks to workers only through
-// shared-memory rings (package shm) carrying internal/nodemsg records.
+// shared-memory rings (package shm) carrying nodemsg records.
 //
 // Supervision policy (fields of Config): a worker that exits is restarted
 // after a backoff that starts at MinBackoff and doubles up to MaxBackoff,
@@ -32,7 +32,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/zenconn/server/internal/nodemsg"
+	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/shm"
 	"github.com/zenconn/server/store"
 )

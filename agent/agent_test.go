@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/zenconn/server/internal/leaktest"
-	"github.com/zenconn/server/internal/nodemsg"
+	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/shm"
 	"github.com/zenconn/server/store"
 )

@@ -5,7 +5,7 @@
 // Rings: one from each event loop to the agent (so every ring has a single
 // producer), one more from the worker's housekeeping goroutine (ready and
 // stats records), and one from the agent to the worker. Records are those
-// of internal/nodemsg.
+// of nodemsg.
 package worker
 
 import (
@@ -21,7 +21,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/zenconn/server/engine"
-	"github.com/zenconn/server/internal/nodemsg"
+	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/shm"
 )
 

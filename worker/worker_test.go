@@ -12,7 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/zenconn/server/engine"
 	"github.com/zenconn/server/internal/leaktest"
-	"github.com/zenconn/server/internal/nodemsg"
+	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/shm"
 )
 

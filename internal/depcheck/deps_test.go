@@ -28,6 +28,10 @@ var forbidden = map[string][]string{
 	"engine": {"agent", "store"},
 	"store":  {"engine"},
 	"worker": {"agent", "store"},
+	// The contract between a node's processes: the records (nodemsg) and
+	// the rings that carry them (link) know neither side.
+	"nodemsg": {"engine", "agent", "worker", "store", "shm", "link", "proto"},
+	"link":    {"engine", "agent", "worker", "store", "proto"},
 }
 
 type pkg struct {
