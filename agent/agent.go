@@ -39,7 +39,7 @@ import (
 
 // Config configures an Agent.
 type Config struct {
-	// Workers is the number of worker processes (1-64).
+	// Workers is the number of worker processes (1 to nodemsg.MaxWorkers).
 	Workers int
 	// Loops is the number of event loops per worker; each gets a ring.
 	Loops int
@@ -113,7 +113,7 @@ type slot struct {
 	started  time.Time
 	restarts int
 	up       bool
-	stats    [7]uint64
+	stats    nodemsg.Stats // the worker's last report
 	proc     *os.Process
 
 	prodMu sync.Mutex
@@ -124,8 +124,8 @@ type slot struct {
 
 // New validates cfg.
 func New(cfg Config) (*Agent, error) {
-	if cfg.Workers < 1 || cfg.Workers > 64 {
-		return nil, fmt.Errorf("agent: %d workers is outside 1..64", cfg.Workers)
+	if cfg.Workers < 1 || cfg.Workers > nodemsg.MaxWorkers {
+		return nil, fmt.Errorf("agent: %d workers is outside 1..%d", cfg.Workers, nodemsg.MaxWorkers)
 	}
 	if cfg.Loops < 1 {
 		cfg.Loops = 1
@@ -313,7 +313,7 @@ func (a *Agent) runInProcess(ctx context.Context, s *slot, toAgent []*shm.Ring, 
 // and its connections.
 func (a *Agent) startReaders(s *slot, pid int, proc *os.Process, toAgent []*shm.Ring, fromAgent *shm.Ring) func() {
 	s.mu.Lock()
-	s.pid, s.started, s.proc, s.up, s.stats = pid, time.Now(), proc, false, [7]uint64{}
+	s.pid, s.started, s.proc, s.up, s.stats = pid, time.Now(), proc, false, nodemsg.Stats{}
 	s.rings = toAgent
 	s.mu.Unlock()
 	s.prodMu.Lock()
@@ -413,7 +413,7 @@ func (a *Agent) apply(s *slot, m *nodemsg.Msg) {
 		s.mu.Lock()
 		s.up = true
 		s.mu.Unlock()
-		a.log.Info("worker ready", "worker", w, "pid", m.Nums[1])
+		a.log.Info("worker ready", "worker", w, "pid", m.PID)
 		a.mu.Lock()
 		a.readyN++
 		all := a.readyN >= len(a.slots)
@@ -423,7 +423,7 @@ func (a *Agent) apply(s *slot, m *nodemsg.Msg) {
 		}
 	case nodemsg.KindStats:
 		s.mu.Lock()
-		s.stats = m.Nums
+		s.stats = m.Stats
 		s.mu.Unlock()
 	case nodemsg.KindOpened:
 		c := &connRec{worker: w, user: m.User, remote: m.Remote, protocl: m.Proto, chans: map[string]struct{}{}}
@@ -678,7 +678,7 @@ func (a *Agent) Workers() []WorkerInfo {
 		out = append(out, WorkerInfo{
 			ID: s.id, PID: s.pid, Started: s.started, Restarts: s.restarts, Up: s.up,
 			Connections: conns[s.id], Subscriptions: subs[s.id],
-			MessagesIn: s.stats[2], MessagesOut: s.stats[3],
+			MessagesIn: s.stats.MessagesIn, MessagesOut: s.stats.MessagesOut,
 		})
 		s.mu.Unlock()
 	}

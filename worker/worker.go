@@ -235,7 +235,8 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 		for {
 			select {
 			case <-t.C:
-				rec = nodemsg.AppendStats(rec[:0], srv.Stats())
+				st := srv.Stats()
+				rec = nodemsg.AppendStats(rec[:0], &st)
 				_ = house.Write(rec, 100*time.Millisecond)
 			case <-done:
 				return
