@@ -6,7 +6,8 @@
 // node over a unix socket that the workers proxy to.
 //
 // The agent does not import the engine: it speaks to workers only through
-// shared-memory rings (package shm) carrying nodemsg records.
+// shared-memory rings (package shm, laid out by package link) carrying
+// nodemsg records.
 //
 // Supervision policy (fields of Config): a worker that exits is restarted
 // after a backoff that starts at MinBackoff and doubles up to MaxBackoff,
@@ -32,6 +33,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/zenconn/server/link"
 	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/shm"
 	"github.com/zenconn/server/store"
@@ -43,10 +45,9 @@ type Config struct {
 	Workers int
 	// Loops is the number of event loops per worker; each gets a ring.
 	Loops int
-	// Command returns the program and arguments that start worker id. The
-	// rings are passed as ExtraFiles (fds 3, 4, …): for each ring to the
-	// agent (Loops+1 of them) then the ring from the agent, three fds each
-	// (memfd, data eventfd, space eventfd).
+	// Command returns the program and arguments that start worker id. Its
+	// rings are passed as ExtraFiles, laid out as package link describes;
+	// the worker needs Loops to attach them.
 	Command func(id int) (string, []string)
 	// Env is the workers' environment.
 	Env []string
@@ -61,7 +62,7 @@ type Config struct {
 	// starting Command: it serves with the given rings until ctx ends. A
 	// worker that returns before ctx ends stops the agent with its error
 	// (nothing restarts it). This is the single-process mode.
-	InProcess func(ctx context.Context, id int, toAgent []*shm.Ring, fromAgent *shm.Ring) error
+	InProcess func(ctx context.Context, id int, rings *link.Rings) error
 	// Ready, if set, is called once when every worker has reported ready
 	// for the first time.
 	Ready func()
@@ -227,38 +228,19 @@ func (a *Agent) supervise(ctx context.Context, s *slot, fatal chan<- error) {
 // runWorker starts one process for slot s with fresh rings and serves its
 // records until it exits; on ctx end it drains it.
 func (a *Agent) runWorker(ctx context.Context, s *slot) error {
-	var rings []*shm.Ring
-	defer func() {
-		for _, r := range rings {
-			_ = r.Close()
-		}
-	}()
-	var files []*os.File
-	defer func() {
-		for _, f := range files {
-			_ = f.Close()
-		}
-	}()
-	for i := 0; i <= a.cfg.Loops+1; i++ {
-		r, err := shm.Create(fmt.Sprintf("zenconn-w%d-%d", s.id, i), a.cfg.RingSize)
-		if err != nil {
-			return err
-		}
-		rings = append(rings, r)
-		fs, err := r.Files()
-		if err != nil {
-			return err
-		}
-		files = append(files, fs...)
+	rings, err := link.Create(s.id, a.cfg.Loops, a.cfg.RingSize)
+	if err != nil {
+		return err
 	}
-	toAgent, fromAgent := rings[:a.cfg.Loops+1], rings[a.cfg.Loops+1]
+	defer func() { _ = rings.Close() }()
 	if a.cfg.InProcess != nil {
-		for _, f := range files {
-			_ = f.Close()
-		}
-		files = nil
-		return a.runInProcess(ctx, s, toAgent, fromAgent)
+		return a.runInProcess(ctx, s, rings)
 	}
+	files, err := rings.Files()
+	if err != nil {
+		return err
+	}
+	defer func() { link.CloseFiles(files) }()
 
 	prog, args := a.cfg.Command(s.id)
 	cmd := exec.Command(prog, args...)
@@ -273,16 +255,13 @@ func (a *Agent) runWorker(ctx context.Context, s *slot) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("agent: start worker %d: %w", s.id, err)
 	}
-	for _, f := range files {
-		_ = f.Close()
-	}
+	link.CloseFiles(files)
 	files = nil
 	a.log.Info("worker started", "worker", s.id, "pid", cmd.Process.Pid)
-	stopReaders := a.startReaders(s, cmd.Process.Pid, cmd.Process, toAgent, fromAgent)
+	stopReaders := a.startReaders(s, cmd.Process.Pid, cmd.Process, rings)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
-	var err error
 	select {
 	case err = <-exited:
 	case <-ctx.Done():
@@ -299,9 +278,9 @@ func (a *Agent) runWorker(ctx context.Context, s *slot) error {
 }
 
 // runInProcess serves worker s in this process until it returns.
-func (a *Agent) runInProcess(ctx context.Context, s *slot, toAgent []*shm.Ring, fromAgent *shm.Ring) error {
-	stopReaders := a.startReaders(s, os.Getpid(), nil, toAgent, fromAgent)
-	err := a.cfg.InProcess(ctx, s.id, toAgent, fromAgent)
+func (a *Agent) runInProcess(ctx context.Context, s *slot, rings *link.Rings) error {
+	stopReaders := a.startReaders(s, os.Getpid(), nil, rings)
+	err := a.cfg.InProcess(ctx, s.id, rings)
 	stopReaders()
 	return err
 }
@@ -311,13 +290,14 @@ func (a *Agent) runInProcess(ctx context.Context, s *slot, toAgent []*shm.Ring, 
 // what the process left in its rings (a crashed worker's last records are
 // still there: the memory is the agent's too), then forgets the process
 // and its connections.
-func (a *Agent) startReaders(s *slot, pid int, proc *os.Process, toAgent []*shm.Ring, fromAgent *shm.Ring) func() {
+func (a *Agent) startReaders(s *slot, pid int, proc *os.Process, rings *link.Rings) func() {
+	toAgent := rings.ToAgent()
 	s.mu.Lock()
 	s.pid, s.started, s.proc, s.up, s.stats = pid, time.Now(), proc, false, nodemsg.Stats{}
 	s.rings = toAgent
 	s.mu.Unlock()
 	s.prodMu.Lock()
-	s.prod = fromAgent.Producer()
+	s.prod = rings.FromAgent().Producer()
 	s.prodMu.Unlock()
 	stop := make(chan struct{})
 	var rwg sync.WaitGroup

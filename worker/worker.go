@@ -2,10 +2,10 @@
 // serving clients, bridged to the node's agent through shared-memory
 // rings.
 //
-// Rings: one from each event loop to the agent (so every ring has a single
-// producer), one more from the worker's housekeeping goroutine (ready and
-// stats records), and one from the agent to the worker. Records are those
-// of nodemsg.
+// Rings (package link): one from each event loop to the agent (so every
+// ring has a single producer), one more from the worker's housekeeping
+// goroutine (ready and stats records), and one from the agent to the
+// worker. Records are those of package nodemsg.
 package worker
 
 import (
@@ -21,6 +21,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/zenconn/server/engine"
+	"github.com/zenconn/server/link"
 	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/shm"
 )
@@ -28,9 +29,9 @@ import (
 // Config is what a worker needs besides its engine configuration.
 type Config struct {
 	ID int
-	// ToAgent has one ring per event loop, then the housekeeping ring.
-	ToAgent   []*shm.Ring
-	FromAgent *shm.Ring
+	// Rings are the worker's rings to and from the agent; the engine gets
+	// one event loop per loop ring.
+	Rings *link.Rings
 	// AgentSocket is the agent's unix socket for server-API requests.
 	AgentSocket string
 	// Alone says this is the node's only worker: a subscription is live
@@ -60,13 +61,14 @@ type bridge struct {
 	token   atomic.Uint64
 }
 
-func newBridge(rings []*shm.Ring) *bridge {
+func newBridge(rings *link.Rings) *bridge {
+	loops := rings.Loops()
 	b := &bridge{pending: make(map[uint64]func(error))}
-	for _, r := range rings {
-		b.prods = append(b.prods, r.Producer())
+	for i := range loops {
+		b.prods = append(b.prods, rings.Loop(i).Producer())
 	}
-	b.scratch = make([][]byte, len(rings))
-	b.backlog = make([][][]byte, len(rings))
+	b.scratch = make([][]byte, loops)
+	b.backlog = make([][][]byte, loops)
 	return b
 }
 
@@ -180,13 +182,12 @@ func (b *bridge) settle(tok uint64, err error) {
 
 // Run serves until ctx ends (then drains the engine) and returns.
 func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
-	if len(cfg.ToAgent) < 2 || cfg.FromAgent == nil {
+	if cfg.Rings == nil {
 		return errors.New("worker: rings missing")
 	}
-	loops := len(cfg.ToAgent) - 1
-	ecfg.Loops = loops
+	ecfg.Loops = cfg.Rings.Loops()
 	ecfg.WorkerID = cfg.ID
-	b := newBridge(cfg.ToAgent[:loops])
+	b := newBridge(cfg.Rings)
 	b.alone = cfg.Alone && !ecfg.DurableAcks
 	ecfg.Bridge = b
 	if cfg.AgentSocket != "" {
@@ -218,7 +219,7 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	house := cfg.ToAgent[loops].Producer()
+	house := cfg.Rings.Housekeeping().Producer()
 	if err := house.Write(nodemsg.AppendReady(nil, cfg.ID, os.Getpid()), 5*time.Second); err != nil {
 		return fmt.Errorf("worker: telling the agent it is ready: %w", err)
 	}
@@ -226,7 +227,7 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); readAgent(cfg.FromAgent, srv, b, done, cfg.Log) }()
+	go func() { defer wg.Done(); readAgent(cfg.Rings.FromAgent(), srv, b, done, cfg.Log) }()
 	go func() {
 		defer wg.Done()
 		t := time.NewTicker(time.Second)
@@ -253,7 +254,7 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	defer cancel()
 	err = srv.Shutdown(sctx)
 	close(done)
-	cfg.FromAgent.Interrupt()
+	cfg.Rings.FromAgent().Interrupt()
 	wg.Wait()
 	if fatal != nil {
 		return fatal

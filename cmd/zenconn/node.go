@@ -19,7 +19,7 @@ import (
 	"github.com/zenconn/server/accesslog"
 	"github.com/zenconn/server/agent"
 	"github.com/zenconn/server/engine"
-	"github.com/zenconn/server/shm"
+	"github.com/zenconn/server/link"
 	"github.com/zenconn/server/store"
 	"github.com/zenconn/server/worker"
 )
@@ -118,7 +118,7 @@ func runNode(o *serveOptions, args []string, log *slog.Logger) error {
 	var alogs atomicLog
 	if inProcess {
 		spareProc(loops, log)
-		cfg.InProcess = func(ctx context.Context, id int, toAgent []*shm.Ring, fromAgent *shm.Ring) error {
+		cfg.InProcess = func(ctx context.Context, id int, rings *link.Rings) error {
 			wo := *o
 			wo.addr, wo.loops = resolved, loops
 			ecfg, alog, closeLog, err := engineConfig(&wo, verifier, log, node, filepath.Join(o.data, "cache", "compressed"))
@@ -128,7 +128,7 @@ func runNode(o *serveOptions, args []string, log *slog.Logger) error {
 			defer closeLog()
 			alogs.set(alog)
 			defer alogs.set(nil)
-			return worker.Run(ctx, ecfg, worker.Config{ID: id, ToAgent: toAgent, FromAgent: fromAgent, AgentSocket: sock, Log: log,
+			return worker.Run(ctx, ecfg, worker.Config{ID: id, Rings: rings, AgentSocket: sock, Log: log,
 				OnStart: accessLogMetric(alog), Alone: true})
 		}
 	} else {
@@ -288,20 +288,10 @@ func runWorker(o *serveOptions, id int, node, sock string, log *slog.Logger) err
 			log.Warn("no profiles for this worker", "err", err)
 		}
 	}
-	attach := func(i int) (*shm.Ring, error) {
-		return shm.Attach(3+3*i, 4+3*i, 5+3*i)
-	}
-	var toAgent []*shm.Ring
-	for i := 0; i <= o.loops; i++ {
-		r, err := attach(i)
-		if err != nil {
-			return fmt.Errorf("ring %d: %w", i, err)
-		}
-		toAgent = append(toAgent, r)
-	}
-	fromAgent, err := attach(o.loops + 1)
+	// The rings stay mapped until the process exits.
+	rings, err := link.Attach(o.loops)
 	if err != nil {
-		return fmt.Errorf("ring from the agent: %w", err)
+		return err
 	}
 	verifier, err := newVerifier(o)
 	if err != nil {
@@ -332,7 +322,7 @@ func runWorker(o *serveOptions, id int, node, sock string, log *slog.Logger) err
 			return
 		}
 	}()
-	return worker.Run(ctx, cfg, worker.Config{ID: id, ToAgent: toAgent, FromAgent: fromAgent, AgentSocket: sock, Log: log,
+	return worker.Run(ctx, cfg, worker.Config{ID: id, Rings: rings, AgentSocket: sock, Log: log,
 		OnStart: accessLogMetric(alog)})
 }
 
