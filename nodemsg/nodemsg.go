@@ -1,33 +1,3 @@
-// Package nodemsg encodes the records that a node's agent and its workers
-// exchange over shared-memory rings.
-//
-// Every record starts with one kind byte; its fields follow in a fixed
-// order. Strings and byte strings are an unsigned varint length followed
-// by the bytes; numbers are unsigned varints.
-//
-//	worker → agent
-//	  Ready     worker:uvarint pid:uvarint
-//	  Opened    conn user remote userAgent proto
-//	  Closed    conn code:uvarint               (WebSocket close code)
-//	  User      conn user                       (after auth or token expiry)
-//	  Sub       token:uvarint conn channel      (agent answers Done token;
-//	                                            token 0: no answer)
-//	  Unsub     conn channel
-//	  Publish   token:uvarint channel from flags:u8 data
-//	                                            (channel empty: broadcast;
-//	                                            token 0: no answer wanted,
-//	                                            else the agent answers Done
-//	                                            once the audit record is
-//	                                            durable)
-//	  Refused   conn user op channel code remote flags:u8 data
-//	                                            (an attempt turned down)
-//	  Stats     conns subs msgsIn msgsOut bytesIn bytesOut slow  (uvarints)
-//	agent → worker
-//	  Done      token:uvarint failed:u8
-//	  Deliver   channel from flags:u8 data      (channel empty: broadcast)
-//	  Kick      conn                            (close it with 4100)
-//
-// Decode never panics on malformed input and never retains it.
 package nodemsg
 
 import (
@@ -72,8 +42,8 @@ type Stats struct {
 	Subscriptions uint64 // channels joined, summed over connections
 	MessagesIn    uint64 // client messages received
 	MessagesOut   uint64 // messages queued to clients
-	BytesIn       uint64 // WebSocket payload bytes received
-	BytesOut      uint64 // WebSocket payload bytes queued to clients
+	BytesIn       uint64 // bytes read from clients (HTTP and WebSocket)
+	BytesOut      uint64 // bytes written to clients (HTTP and WebSocket)
 	SlowClosed    uint64 // connections closed as slow consumers (4001)
 }
 
