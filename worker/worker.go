@@ -52,7 +52,6 @@ type bridge struct {
 	prods   []*shm.Producer // per loop, owned by that loop
 	scratch [][]byte        // per loop
 	backlog [][][]byte      // per loop: records that found the ring full
-	dropped atomic.Uint64
 
 	alone bool // the node's only worker, without durable acks
 
@@ -191,23 +190,7 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	b.alone = cfg.Alone && !ecfg.DurableAcks
 	ecfg.Bridge = b
 	if cfg.AgentSocket != "" {
-		hc := &fasthttp.HostClient{
-			Addr: "agent",
-			Dial: func(string) (net.Conn, error) { return net.Dial("unix", cfg.AgentSocket) },
-		}
-		ecfg.APIProxy = func(req *fasthttp.Request, resp *fasthttp.Response) error {
-			return hc.DoTimeout(req, resp, 5*time.Second)
-		}
-		ecfg.MetricsExtra = func() []byte {
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			req.SetRequestURI("http://agent/metrics")
-			if err := hc.DoTimeout(req, resp, 2*time.Second); err != nil || resp.StatusCode() != 200 {
-				return []byte("# the node agent did not answer\n")
-			}
-			return append([]byte(nil), resp.Body()...)
-		}
+		proxyToAgent(&ecfg, cfg.AgentSocket)
 	}
 	srv, err := engine.New(ecfg)
 	if err != nil {
@@ -228,22 +211,7 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); readAgent(cfg.Rings.FromAgent(), srv, b, done, cfg.Log) }()
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		var rec []byte
-		for {
-			select {
-			case <-t.C:
-				st := srv.Stats()
-				rec = nodemsg.AppendStats(rec[:0], &st)
-				_ = house.Write(rec, 100*time.Millisecond)
-			case <-done:
-				return
-			}
-		}
-	}()
+	go func() { defer wg.Done(); reportStats(house, srv, done) }()
 
 	var fatal error
 	select {
@@ -260,6 +228,47 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 		return fatal
 	}
 	return err
+}
+
+// proxyToAgent makes the engine hand server-API requests to the agent's
+// socket and append the agent's node-wide families to GET /metrics.
+func proxyToAgent(ecfg *engine.Config, socket string) {
+	hc := &fasthttp.HostClient{
+		Addr: "agent",
+		Dial: func(string) (net.Conn, error) { return net.Dial("unix", socket) },
+	}
+	ecfg.APIProxy = func(req *fasthttp.Request, resp *fasthttp.Response) error {
+		return hc.DoTimeout(req, resp, 5*time.Second)
+	}
+	ecfg.MetricsExtra = func() []byte {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI("http://agent/metrics")
+		if err := hc.DoTimeout(req, resp, 2*time.Second); err != nil || resp.StatusCode() != 200 {
+			return []byte("# the node agent did not answer\n")
+		}
+		return append([]byte(nil), resp.Body()...)
+	}
+}
+
+// reportStats writes the engine's counters on the housekeeping ring every
+// second until done is closed. A report that finds the ring full is
+// skipped: the next one carries the totals.
+func reportStats(house *shm.Producer, srv *engine.Server, done <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var rec []byte
+	for {
+		select {
+		case <-t.C:
+			st := srv.Stats()
+			rec = nodemsg.AppendStats(rec[:0], &st)
+			_ = house.Write(rec, 100*time.Millisecond)
+		case <-done:
+			return
+		}
+	}
 }
 
 // readAgent applies the agent's records until done is closed.
