@@ -17,11 +17,11 @@
 //	descriptor   3+3i     4+3i            5+3i
 //	ring i       memfd    data eventfd    space eventfd
 //
-//	  3   4   5   6   7   8       3+3L      3+3(L+1)
-//	┌───┬───┬───┬───┬───┬───┬───┬─────────┬─────────┐
-//	│ ring 0    │ ring 1    │ … │ ring L  │ ring L+1│
-//	└───┴───┴───┴───┴───┴───┴───┴─────────┴─────────┘
-//	  loop 0      loop 1        housekeep  agent → worker
+//	fd     3 4 5      6 7 8                3+3L           3+3(L+1)
+//	    ┌──────────┬──────────┬─────┬────────────────┬────────────────┐
+//	    │  ring 0  │  ring 1  │  …  │     ring L     │    ring L+1    │
+//	    │  loop 0  │  loop 1  │     │  housekeeping  │  agent→worker  │
+//	    └──────────┴──────────┴─────┴────────────────┴────────────────┘
 //
 // The worker learns L from its --loops flag, so both sides agree on the
 // layout without exchanging it. A Rings is safe for concurrent use by the
