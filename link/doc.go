@@ -24,7 +24,7 @@
 //	    └──────────┴──────────┴─────┴────────────────┴────────────────┘
 //
 // The worker learns L from its --loops flag, so both sides agree on the
-// layout without exchanging it. A Rings is safe for concurrent use by the
-// goroutines that own its rings' producers and consumers (see shm); Close
-// must come after every one of them has stopped.
+// layout without exchanging it. The accessors of a Rings are safe for
+// concurrent use; each ring has one producer and one consumer, each owned
+// by one goroutine (see shm); Close comes after all of them have stopped.
 package link
