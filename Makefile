@@ -79,4 +79,4 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFrames$$' -fuzztime 20s ./engine/
 	$(GO) test -run '^$$' -fuzz '^FuzzHTTP$$' -fuzztime 20s ./engine/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s ./store/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s ./internal/nodemsg/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s ./nodemsg/

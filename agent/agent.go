@@ -6,7 +6,8 @@
 // node over a unix socket that the workers proxy to.
 //
 // The agent does not import the engine: it speaks to workers only through
-// shared-memory rings (package shm) carrying internal/nodemsg records.
+// shared-memory rings (package shm, laid out by package link) carrying
+// nodemsg records.
 //
 // Supervision policy (fields of Config): a worker that exits is restarted
 // after a backoff that starts at MinBackoff and doubles up to MaxBackoff,
@@ -32,21 +33,21 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/zenconn/server/internal/nodemsg"
+	"github.com/zenconn/server/link"
+	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/shm"
 	"github.com/zenconn/server/store"
 )
 
 // Config configures an Agent.
 type Config struct {
-	// Workers is the number of worker processes (1-64).
+	// Workers is the number of worker processes (1 to nodemsg.MaxWorkers).
 	Workers int
 	// Loops is the number of event loops per worker; each gets a ring.
 	Loops int
-	// Command returns the program and arguments that start worker id. The
-	// rings are passed as ExtraFiles (fds 3, 4, …): for each ring to the
-	// agent (Loops+1 of them) then the ring from the agent, three fds each
-	// (memfd, data eventfd, space eventfd).
+	// Command returns the program and arguments that start worker id. Its
+	// rings are passed as ExtraFiles, laid out as package link describes;
+	// the worker needs Loops to attach them.
 	Command func(id int) (string, []string)
 	// Env is the workers' environment.
 	Env []string
@@ -61,7 +62,7 @@ type Config struct {
 	// starting Command: it serves with the given rings until ctx ends. A
 	// worker that returns before ctx ends stops the agent with its error
 	// (nothing restarts it). This is the single-process mode.
-	InProcess func(ctx context.Context, id int, toAgent []*shm.Ring, fromAgent *shm.Ring) error
+	InProcess func(ctx context.Context, id int, rings *link.Rings) error
 	// Ready, if set, is called once when every worker has reported ready
 	// for the first time.
 	Ready func()
@@ -113,7 +114,7 @@ type slot struct {
 	started  time.Time
 	restarts int
 	up       bool
-	stats    [7]uint64
+	stats    nodemsg.Stats // the worker's last report
 	proc     *os.Process
 
 	prodMu sync.Mutex
@@ -124,8 +125,8 @@ type slot struct {
 
 // New validates cfg.
 func New(cfg Config) (*Agent, error) {
-	if cfg.Workers < 1 || cfg.Workers > 64 {
-		return nil, fmt.Errorf("agent: %d workers is outside 1..64", cfg.Workers)
+	if cfg.Workers < 1 || cfg.Workers > nodemsg.MaxWorkers {
+		return nil, fmt.Errorf("agent: %d workers is outside 1..%d", cfg.Workers, nodemsg.MaxWorkers)
 	}
 	if cfg.Loops < 1 {
 		cfg.Loops = 1
@@ -227,38 +228,19 @@ func (a *Agent) supervise(ctx context.Context, s *slot, fatal chan<- error) {
 // runWorker starts one process for slot s with fresh rings and serves its
 // records until it exits; on ctx end it drains it.
 func (a *Agent) runWorker(ctx context.Context, s *slot) error {
-	var rings []*shm.Ring
-	defer func() {
-		for _, r := range rings {
-			_ = r.Close()
-		}
-	}()
-	var files []*os.File
-	defer func() {
-		for _, f := range files {
-			_ = f.Close()
-		}
-	}()
-	for i := 0; i <= a.cfg.Loops+1; i++ {
-		r, err := shm.Create(fmt.Sprintf("zenconn-w%d-%d", s.id, i), a.cfg.RingSize)
-		if err != nil {
-			return err
-		}
-		rings = append(rings, r)
-		fs, err := r.Files()
-		if err != nil {
-			return err
-		}
-		files = append(files, fs...)
+	rings, err := link.Create(s.id, a.cfg.Loops, a.cfg.RingSize)
+	if err != nil {
+		return err
 	}
-	toAgent, fromAgent := rings[:a.cfg.Loops+1], rings[a.cfg.Loops+1]
+	defer func() { _ = rings.Close() }()
 	if a.cfg.InProcess != nil {
-		for _, f := range files {
-			_ = f.Close()
-		}
-		files = nil
-		return a.runInProcess(ctx, s, toAgent, fromAgent)
+		return a.runInProcess(ctx, s, rings)
 	}
+	files, err := rings.Files()
+	if err != nil {
+		return err
+	}
+	defer func() { link.CloseFiles(files) }()
 
 	prog, args := a.cfg.Command(s.id)
 	cmd := exec.Command(prog, args...)
@@ -273,16 +255,13 @@ func (a *Agent) runWorker(ctx context.Context, s *slot) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("agent: start worker %d: %w", s.id, err)
 	}
-	for _, f := range files {
-		_ = f.Close()
-	}
+	link.CloseFiles(files)
 	files = nil
 	a.log.Info("worker started", "worker", s.id, "pid", cmd.Process.Pid)
-	stopReaders := a.startReaders(s, cmd.Process.Pid, cmd.Process, toAgent, fromAgent)
+	stopReaders := a.startReaders(s, cmd.Process.Pid, cmd.Process, rings)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
-	var err error
 	select {
 	case err = <-exited:
 	case <-ctx.Done():
@@ -299,9 +278,9 @@ func (a *Agent) runWorker(ctx context.Context, s *slot) error {
 }
 
 // runInProcess serves worker s in this process until it returns.
-func (a *Agent) runInProcess(ctx context.Context, s *slot, toAgent []*shm.Ring, fromAgent *shm.Ring) error {
-	stopReaders := a.startReaders(s, os.Getpid(), nil, toAgent, fromAgent)
-	err := a.cfg.InProcess(ctx, s.id, toAgent, fromAgent)
+func (a *Agent) runInProcess(ctx context.Context, s *slot, rings *link.Rings) error {
+	stopReaders := a.startReaders(s, os.Getpid(), nil, rings)
+	err := a.cfg.InProcess(ctx, s.id, rings)
 	stopReaders()
 	return err
 }
@@ -311,13 +290,14 @@ func (a *Agent) runInProcess(ctx context.Context, s *slot, toAgent []*shm.Ring, 
 // what the process left in its rings (a crashed worker's last records are
 // still there: the memory is the agent's too), then forgets the process
 // and its connections.
-func (a *Agent) startReaders(s *slot, pid int, proc *os.Process, toAgent []*shm.Ring, fromAgent *shm.Ring) func() {
+func (a *Agent) startReaders(s *slot, pid int, proc *os.Process, rings *link.Rings) func() {
+	toAgent := rings.ToAgent()
 	s.mu.Lock()
-	s.pid, s.started, s.proc, s.up, s.stats = pid, time.Now(), proc, false, [7]uint64{}
+	s.pid, s.started, s.proc, s.up, s.stats = pid, time.Now(), proc, false, nodemsg.Stats{}
 	s.rings = toAgent
 	s.mu.Unlock()
 	s.prodMu.Lock()
-	s.prod = fromAgent.Producer()
+	s.prod = rings.FromAgent().Producer()
 	s.prodMu.Unlock()
 	stop := make(chan struct{})
 	var rwg sync.WaitGroup
@@ -413,7 +393,7 @@ func (a *Agent) apply(s *slot, m *nodemsg.Msg) {
 		s.mu.Lock()
 		s.up = true
 		s.mu.Unlock()
-		a.log.Info("worker ready", "worker", w, "pid", m.Nums[1])
+		a.log.Info("worker ready", "worker", w, "pid", m.PID)
 		a.mu.Lock()
 		a.readyN++
 		all := a.readyN >= len(a.slots)
@@ -423,7 +403,7 @@ func (a *Agent) apply(s *slot, m *nodemsg.Msg) {
 		}
 	case nodemsg.KindStats:
 		s.mu.Lock()
-		s.stats = m.Nums
+		s.stats = m.Stats
 		s.mu.Unlock()
 	case nodemsg.KindOpened:
 		c := &connRec{worker: w, user: m.User, remote: m.Remote, protocl: m.Proto, chans: map[string]struct{}{}}
@@ -678,7 +658,7 @@ func (a *Agent) Workers() []WorkerInfo {
 		out = append(out, WorkerInfo{
 			ID: s.id, PID: s.pid, Started: s.started, Restarts: s.restarts, Up: s.up,
 			Connections: conns[s.id], Subscriptions: subs[s.id],
-			MessagesIn: s.stats[2], MessagesOut: s.stats[3],
+			MessagesIn: s.stats.MessagesIn, MessagesOut: s.stats.MessagesOut,
 		})
 		s.mu.Unlock()
 	}

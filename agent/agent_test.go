@@ -13,7 +13,8 @@ import (
 	"time"
 
 	"github.com/zenconn/server/internal/leaktest"
-	"github.com/zenconn/server/internal/nodemsg"
+	"github.com/zenconn/server/link"
+	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/shm"
 	"github.com/zenconn/server/store"
 )
@@ -63,12 +64,9 @@ func runAgent(t *testing.T, st *store.Store, durable bool, script func(w *fakeWo
 	cfg := Config{
 		Workers: 1, Loops: 1, Node: "n1", Store: st, DurableAcks: durable,
 		Socket: filepath.Join(t.TempDir(), "agent.sock"), RingSize: 1 << 20,
-		InProcess: func(ctx context.Context, id int, toAgent []*shm.Ring, fromAgent *shm.Ring) error {
-			w := &fakeWorker{from: fromAgent.Consumer()}
-			for _, r := range toAgent {
-				w.toAgent = append(w.toAgent, r.Producer())
-			}
-			if err := w.toAgent[1].Write(nodemsg.AppendReady(nil, id, 1), time.Second); err != nil {
+		InProcess: func(ctx context.Context, id int, rings *link.Rings) error {
+			w := &fakeWorker{from: rings.FromAgent().Consumer(), toAgent: []*shm.Producer{rings.Loop(0).Producer()}}
+			if err := rings.Housekeeping().Producer().Write(nodemsg.AppendReady(nil, id, 1), time.Second); err != nil {
 				return err
 			}
 			return script(w, a)
@@ -228,12 +226,12 @@ func TestDurableAck(t *testing.T) {
 // TestAPIQueries: the audit endpoints say 404 when the node keeps
 // no store; bad parameters get 400 with one.
 func TestAPIQueries(t *testing.T) {
-	noStore, err := New(Config{Workers: 1, Socket: "x", InProcess: func(context.Context, int, []*shm.Ring, *shm.Ring) error { return nil }})
+	noStore, err := New(Config{Workers: 1, Socket: "x", InProcess: func(context.Context, int, *link.Rings) error { return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, err := New(Config{Workers: 1, Socket: "x", Store: openStore(t, store.SyncNone),
-		InProcess: func(context.Context, int, []*shm.Ring, *shm.Ring) error { return nil }})
+		InProcess: func(context.Context, int, *link.Rings) error { return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/zenconn/server/internal/nodemsg"
+	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/store"
 )
 

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/proto"
 )
 
@@ -92,19 +93,19 @@ func (l *loop) kick(conn string) bool {
 	return false
 }
 
-// Stats returns this process's counters: open connections, subscriptions,
-// messages in, messages out, bytes in, bytes out, slow-consumer closes.
-func (s *Server) Stats() [7]uint64 {
-	var n [7]uint64
+// Stats returns this process's counters, the ones a worker reports to its
+// agent.
+func (s *Server) Stats() nodemsg.Stats {
+	var n nodemsg.Stats
 	for _, l := range s.hub.allLoops() {
 		st := &l.stats
-		n[0] += uint64(max(st.websockets.Load(), 0))
-		n[1] += uint64(max(st.subscriptions.Load(), 0))
-		n[2] += st.messagesIn.Load()
-		n[3] += st.messagesOut.Load()
-		n[4] += st.bytesIn.Load()
-		n[5] += st.bytesOut.Load()
-		n[6] += st.slowClosed.Load()
+		n.Connections += uint64(max(st.websockets.Load(), 0))
+		n.Subscriptions += uint64(max(st.subscriptions.Load(), 0))
+		n.MessagesIn += st.messagesIn.Load()
+		n.MessagesOut += st.messagesOut.Load()
+		n.BytesIn += st.bytesIn.Load()
+		n.BytesOut += st.bytesOut.Load()
+		n.SlowClosed += st.slowClosed.Load()
 	}
 	return n
 }

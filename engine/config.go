@@ -10,6 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/zenconn/server/auth"
+	"github.com/zenconn/server/nodemsg"
 	"golang.org/x/sys/unix"
 )
 
@@ -75,8 +76,8 @@ type Config struct {
 	// bridge reports the message on disk ("--audit-sync=always"). Needs a
 	// Bridge.
 	DurableAcks bool
-	// WorkerID (0-63) makes connection ids unique across the node's
-	// processes.
+	// WorkerID (0 to nodemsg.MaxWorkers-1) makes connection ids unique
+	// across the node's processes.
 	WorkerID int
 	// APIProxy, when set, answers server-API requests (already
 	// authenticated) instead of this process: a worker hands them to its
@@ -171,8 +172,8 @@ func (c *Config) Validate() error {
 	if c.APIKey != "" && len(c.APIKey) < 16 {
 		errs = append(errs, errors.New("--api-key: at least 16 characters"))
 	}
-	if c.WorkerID < 0 || c.WorkerID > 63 {
-		errs = append(errs, fmt.Errorf("worker id %d is outside 0..63", c.WorkerID))
+	if c.WorkerID < 0 || c.WorkerID >= nodemsg.MaxWorkers {
+		errs = append(errs, fmt.Errorf("worker id %d is outside 0..%d", c.WorkerID, nodemsg.MaxWorkers-1))
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

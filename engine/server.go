@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"github.com/zenconn/server/engine/static"
+	"github.com/zenconn/server/nodemsg"
 )
 
 // Server is one ZenConn node serving HTTP and WebSocket clients on event
@@ -76,9 +77,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.registerMetrics()
 	s.clock.Store(time.Now().UnixNano())
-	// Ids advance by 64 from a start unique to this worker, so the node's
-	// processes never hand out the same one.
-	s.connSeq.Store(uint64(time.Now().UnixMicro())<<6 | uint64(cfg.WorkerID))
+	// Ids advance by nodemsg.MaxWorkers from a start unique to this
+	// worker, so the node's processes never hand out the same one.
+	s.connSeq.Store(uint64(time.Now().UnixMicro())*nodemsg.MaxWorkers + uint64(cfg.WorkerID))
 	return s, nil
 }
 
@@ -240,7 +241,7 @@ func (s *Server) open(l *loop, t Transport) *Conn {
 // nextConnID returns a node-unique connection id in base 36. Ids start at
 // the boot time in microseconds, so a restarted node does not reuse them.
 func (s *Server) nextConnID() string {
-	return strconv.FormatUint(s.connSeq.Add(64), 36)
+	return strconv.FormatUint(s.connSeq.Add(nodemsg.MaxWorkers), 36)
 }
 
 // accessLog writes the combined-format line for a request handled on the

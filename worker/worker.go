@@ -2,10 +2,10 @@
 // serving clients, bridged to the node's agent through shared-memory
 // rings.
 //
-// Rings: one from each event loop to the agent (so every ring has a single
-// producer), one more from the worker's housekeeping goroutine (ready and
-// stats records), and one from the agent to the worker. Records are those
-// of internal/nodemsg.
+// Rings (package link): one from each event loop to the agent (so every
+// ring has a single producer), one more from the worker's housekeeping
+// goroutine (ready and stats records), and one from the agent to the
+// worker. Records are those of package nodemsg.
 package worker
 
 import (
@@ -21,16 +21,17 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/zenconn/server/engine"
-	"github.com/zenconn/server/internal/nodemsg"
+	"github.com/zenconn/server/link"
+	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/shm"
 )
 
 // Config is what a worker needs besides its engine configuration.
 type Config struct {
 	ID int
-	// ToAgent has one ring per event loop, then the housekeeping ring.
-	ToAgent   []*shm.Ring
-	FromAgent *shm.Ring
+	// Rings are the worker's rings to and from the agent; the engine gets
+	// one event loop per loop ring.
+	Rings *link.Rings
 	// AgentSocket is the agent's unix socket for server-API requests.
 	AgentSocket string
 	// Alone says this is the node's only worker: a subscription is live
@@ -51,7 +52,6 @@ type bridge struct {
 	prods   []*shm.Producer // per loop, owned by that loop
 	scratch [][]byte        // per loop
 	backlog [][][]byte      // per loop: records that found the ring full
-	dropped atomic.Uint64
 
 	alone bool // the node's only worker, without durable acks
 
@@ -60,13 +60,14 @@ type bridge struct {
 	token   atomic.Uint64
 }
 
-func newBridge(rings []*shm.Ring) *bridge {
+func newBridge(rings *link.Rings) *bridge {
+	loops := rings.Loops()
 	b := &bridge{pending: make(map[uint64]func(error))}
-	for _, r := range rings {
-		b.prods = append(b.prods, r.Producer())
+	for i := range loops {
+		b.prods = append(b.prods, rings.Loop(i).Producer())
 	}
-	b.scratch = make([][]byte, len(rings))
-	b.backlog = make([][][]byte, len(rings))
+	b.scratch = make([][]byte, loops)
+	b.backlog = make([][][]byte, loops)
 	return b
 }
 
@@ -180,33 +181,16 @@ func (b *bridge) settle(tok uint64, err error) {
 
 // Run serves until ctx ends (then drains the engine) and returns.
 func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
-	if len(cfg.ToAgent) < 2 || cfg.FromAgent == nil {
+	if cfg.Rings == nil {
 		return errors.New("worker: rings missing")
 	}
-	loops := len(cfg.ToAgent) - 1
-	ecfg.Loops = loops
+	ecfg.Loops = cfg.Rings.Loops()
 	ecfg.WorkerID = cfg.ID
-	b := newBridge(cfg.ToAgent[:loops])
+	b := newBridge(cfg.Rings)
 	b.alone = cfg.Alone && !ecfg.DurableAcks
 	ecfg.Bridge = b
 	if cfg.AgentSocket != "" {
-		hc := &fasthttp.HostClient{
-			Addr: "agent",
-			Dial: func(string) (net.Conn, error) { return net.Dial("unix", cfg.AgentSocket) },
-		}
-		ecfg.APIProxy = func(req *fasthttp.Request, resp *fasthttp.Response) error {
-			return hc.DoTimeout(req, resp, 5*time.Second)
-		}
-		ecfg.MetricsExtra = func() []byte {
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			req.SetRequestURI("http://agent/metrics")
-			if err := hc.DoTimeout(req, resp, 2*time.Second); err != nil || resp.StatusCode() != 200 {
-				return []byte("# the node agent did not answer\n")
-			}
-			return append([]byte(nil), resp.Body()...)
-		}
+		proxyToAgent(&ecfg, cfg.AgentSocket)
 	}
 	srv, err := engine.New(ecfg)
 	if err != nil {
@@ -218,7 +202,7 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	house := cfg.ToAgent[loops].Producer()
+	house := cfg.Rings.Housekeeping().Producer()
 	if err := house.Write(nodemsg.AppendReady(nil, cfg.ID, os.Getpid()), 5*time.Second); err != nil {
 		return fmt.Errorf("worker: telling the agent it is ready: %w", err)
 	}
@@ -226,22 +210,8 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); readAgent(cfg.FromAgent, srv, b, done, cfg.Log) }()
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		var rec []byte
-		for {
-			select {
-			case <-t.C:
-				rec = nodemsg.AppendStats(rec[:0], srv.Stats())
-				_ = house.Write(rec, 100*time.Millisecond)
-			case <-done:
-				return
-			}
-		}
-	}()
+	go func() { defer wg.Done(); readAgent(cfg.Rings.FromAgent(), srv, b, done, cfg.Log) }()
+	go func() { defer wg.Done(); reportStats(house, srv, done) }()
 
 	var fatal error
 	select {
@@ -252,12 +222,53 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	defer cancel()
 	err = srv.Shutdown(sctx)
 	close(done)
-	cfg.FromAgent.Interrupt()
+	cfg.Rings.FromAgent().Interrupt()
 	wg.Wait()
 	if fatal != nil {
 		return fatal
 	}
 	return err
+}
+
+// proxyToAgent makes the engine hand server-API requests to the agent's
+// socket and append the agent's node-wide families to GET /metrics.
+func proxyToAgent(ecfg *engine.Config, socket string) {
+	hc := &fasthttp.HostClient{
+		Addr: "agent",
+		Dial: func(string) (net.Conn, error) { return net.Dial("unix", socket) },
+	}
+	ecfg.APIProxy = func(req *fasthttp.Request, resp *fasthttp.Response) error {
+		return hc.DoTimeout(req, resp, 5*time.Second)
+	}
+	ecfg.MetricsExtra = func() []byte {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI("http://agent/metrics")
+		if err := hc.DoTimeout(req, resp, 2*time.Second); err != nil || resp.StatusCode() != 200 {
+			return []byte("# the node agent did not answer\n")
+		}
+		return append([]byte(nil), resp.Body()...)
+	}
+}
+
+// reportStats writes the engine's counters on the housekeeping ring every
+// second until done is closed. A report that finds the ring full is
+// skipped: the next one carries the totals.
+func reportStats(house *shm.Producer, srv *engine.Server, done <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var rec []byte
+	for {
+		select {
+		case <-t.C:
+			st := srv.Stats()
+			rec = nodemsg.AppendStats(rec[:0], &st)
+			_ = house.Write(rec, 100*time.Millisecond)
+		case <-done:
+			return
+		}
+	}
 }
 
 // readAgent applies the agent's records until done is closed.

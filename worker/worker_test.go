@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -12,7 +11,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/zenconn/server/engine"
 	"github.com/zenconn/server/internal/leaktest"
-	"github.com/zenconn/server/internal/nodemsg"
+	"github.com/zenconn/server/link"
+	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/shm"
 )
 
@@ -34,16 +34,12 @@ type node struct {
 func startWorker(t *testing.T, durable, alone bool) *node {
 	t.Helper()
 	n := &node{t: t}
-	var rings []*shm.Ring
-	for i := range 3 { // one loop, housekeeping, from the agent
-		r, err := shm.Create(fmt.Sprintf("test-%d", i), 1<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = r.Close() })
-		rings = append(rings, r)
+	rings, err := link.Create(3, 1, 1<<20) // one loop
+	if err != nil {
+		t.Fatal(err)
 	}
-	n.toAgent, n.from = rings[:2], rings[2].Producer()
+	t.Cleanup(func() { _ = rings.Close() })
+	n.toAgent, n.from = rings.ToAgent(), rings.FromAgent().Producer()
 	for _, r := range n.toAgent {
 		n.cons = append(n.cons, r.Consumer())
 	}
@@ -57,7 +53,7 @@ func startWorker(t *testing.T, durable, alone bool) *node {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, ecfg, Config{ID: 3, ToAgent: n.toAgent, FromAgent: rings[2], Alone: alone, Log: slog.New(slog.DiscardHandler)})
+		done <- Run(ctx, ecfg, Config{ID: 3, Rings: rings, Alone: alone, Log: slog.New(slog.DiscardHandler)})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -6,10 +6,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/zenconn/server/internal/leaktest"
+	"github.com/zenconn/server/nodemsg"
 )
 
 func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
@@ -90,10 +93,20 @@ func TestHelpListsEveryFlag(t *testing.T) {
 }
 
 func TestWorkersOutOfRangeRefused(t *testing.T) {
-	for _, n := range []string{"-1", "65"} {
+	for _, n := range []string{"-1", "65", strconv.Itoa(nodemsg.MaxWorkers + 1)} {
 		if code := serve([]string{"--workers", n, "--data", t.TempDir()}); code != 2 {
 			t.Fatalf("--workers %s: exit %d, want 2", n, code)
 		}
+	}
+}
+
+// TestDefaultWorkersWithinMax checks that the --workers default never
+// exceeds the node's maximum, whatever the number of CPUs.
+func TestDefaultWorkersWithinMax(t *testing.T) {
+	var o serveOptions
+	newServeFlags(&o)
+	if o.workers < 1 || o.workers > nodemsg.MaxWorkers || o.workers > runtime.NumCPU() {
+		t.Fatalf("default --workers %d: want 1..min(%d CPUs, %d)", o.workers, runtime.NumCPU(), nodemsg.MaxWorkers)
 	}
 }
 

@@ -18,8 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zenconn/server/accesslog"
 	"github.com/zenconn/server/agent"
+	"github.com/zenconn/server/auth"
 	"github.com/zenconn/server/engine"
-	"github.com/zenconn/server/shm"
+	"github.com/zenconn/server/link"
 	"github.com/zenconn/server/store"
 	"github.com/zenconn/server/worker"
 )
@@ -44,51 +45,22 @@ func agentSocket(data string) (string, error) {
 // "worker" subcommand) serving --addr together with SO_REUSEPORT. With
 // --workers 0 the agent and a single worker share this process, talking
 // through the same rings.
+//
+// The steps: check the configuration once (not in a crash loop of
+// workers), reserve the port and the agent's socket, open the store, then
+// run the agent until a signal or its failure.
 func runNode(o *serveOptions, args []string, log *slog.Logger) error {
-	node, err := prepare(o, log)
+	n, err := planNode(o, args, log)
 	if err != nil {
 		return err
 	}
-	inProcess := o.workers == 0
-	workers := max(o.workers, 1)
-	loops := o.loops
-	if loops <= 0 {
-		loops = max(1, runtime.NumCPU()/workers)
-	}
-	// Refuse a bad configuration here, once, rather than in a crash loop
-	// of workers.
-	check := *o
-	check.accessLog = "off"
-	verifier, err := newVerifier(o)
-	if err != nil {
+	// The placeholder goes once the workers listen, or when serving ends.
+	defer n.release()
+	if err := n.reserve(); err != nil {
 		return err
-	}
-	ecfg, _, _, err := engineConfig(&check, verifier, log, node, filepath.Join(o.data, "cache", "compressed"))
-	if err == nil {
-		ecfg.Loops = loops
-		err = ecfg.Validate()
-	}
-	if err != nil {
-		return err
-	}
-	resolved, placeholder, err := engine.ReservePort(o.addr)
-	if err != nil {
-		return fmt.Errorf("--addr: %w", err)
-	}
-	sock, err := agentSocket(o.data)
-	if err != nil {
-		return err
-	}
-	if o.pprof != "" {
-		if err := servePprof(o.pprof, log); err != nil {
-			return err
-		}
 	}
 	st, reg, err := openStore(o, log)
 	if err != nil {
-		if placeholder != nil {
-			_ = placeholder.Close()
-		}
 		return err
 	}
 	if st != nil {
@@ -98,52 +70,140 @@ func runNode(o *serveOptions, args []string, log *slog.Logger) error {
 			}
 		}()
 	}
-	log.Info("starting", "node", node, "workers", o.workers, "loops_per_worker", loops, "public", o.public, "data", o.data,
-		"tokens", verifier != nil, "anonymous", o.anonymous, "api", o.apiKey != "", "audit", st != nil, "audit_sync", o.auditSync)
+	log.Info("starting", "node", n.node, "workers", o.workers, "loops_per_worker", n.loops, "public", o.public, "data", o.data,
+		"tokens", n.verifier != nil, "anonymous", o.anonymous, "api", o.apiKey != "", "audit", st != nil, "audit_sync", o.auditSync)
+	cfg, err := n.agentConfig(st, reg)
+	if err != nil {
+		return err
+	}
+	return n.run(cfg)
+}
+
+// nodePlan is what runNode settles before it starts the agent.
+type nodePlan struct {
+	o        *serveOptions
+	args     []string // the serve flags, passed on to every worker
+	log      *slog.Logger
+	node     string // node id
+	workers  int    // worker processes (1 with --workers 0)
+	loops    int    // event loops per worker
+	verifier *auth.Verifier
+
+	addr        string    // --addr with its port resolved
+	placeholder io.Closer // holds the port until the workers listen
+	sock        string    // the agent's API socket
+
+	alogs atomicLog // the in-process worker's access log, for SIGUSR1
+}
+
+// planNode reads the node id and checks the workers' configuration once,
+// here, rather than in a crash loop of workers.
+func planNode(o *serveOptions, args []string, log *slog.Logger) (*nodePlan, error) {
+	node, err := prepare(o, log)
+	if err != nil {
+		return nil, err
+	}
+	n := &nodePlan{o: o, args: args, log: log, node: node, workers: max(o.workers, 1), loops: o.loops}
+	if n.loops <= 0 {
+		n.loops = max(1, runtime.NumCPU()/n.workers)
+	}
+	if n.verifier, err = newVerifier(o); err != nil {
+		return nil, err
+	}
+	check := *o
+	check.accessLog = "off"
+	ecfg, _, _, err := engineConfig(&check, n.verifier, log, node, n.compressDir())
+	if err != nil {
+		return nil, err
+	}
+	ecfg.Loops = n.loops
+	return n, ecfg.Validate()
+}
+
+// compressDir is the folder of the static files' compressed copies.
+func (n *nodePlan) compressDir() string { return filepath.Join(n.o.data, "cache", "compressed") }
+
+// reserve takes the listening port (held by a placeholder until the
+// workers listen on it with SO_REUSEPORT), picks the agent's socket and
+// starts the agent's pprof server.
+func (n *nodePlan) reserve() error {
+	var err error
+	n.addr, n.placeholder, err = engine.ReservePort(n.o.addr)
+	if err != nil {
+		return fmt.Errorf("--addr: %w", err)
+	}
+	if n.sock, err = agentSocket(n.o.data); err != nil {
+		return err
+	}
+	if n.o.pprof != "" {
+		return servePprof(n.o.pprof, n.log)
+	}
+	return nil
+}
+
+// release lets go of the placeholder of the port, once.
+func (n *nodePlan) release() {
+	if n.placeholder != nil {
+		_ = n.placeholder.Close()
+		n.placeholder = nil
+	}
+}
+
+// agentConfig is the agent's configuration: workers in this process
+// (--workers 0) or as child processes of this executable.
+func (n *nodePlan) agentConfig(st *store.Store, reg *prometheus.Registry) (agent.Config, error) {
 	cfg := agent.Config{
-		Workers: workers,
-		Loops:   loops,
+		Workers: n.workers,
+		Loops:   n.loops,
 		Env:     os.Environ(),
-		Socket:  sock,
-		Node:    node,
-		Log:     log,
+		Socket:  n.sock,
+		Node:    n.node,
+		Log:     n.log,
 
 		Registry:    reg,
-		DurableAcks: o.audit && o.auditSync == "always",
+		DurableAcks: n.o.audit && n.o.auditSync == "always",
 	}
 	if st != nil {
 		cfg.Store = st
 	}
-	// alogs holds the in-process worker's access log, to reopen on SIGUSR1.
-	var alogs atomicLog
-	if inProcess {
-		spareProc(loops, log)
-		cfg.InProcess = func(ctx context.Context, id int, toAgent []*shm.Ring, fromAgent *shm.Ring) error {
-			wo := *o
-			wo.addr, wo.loops = resolved, loops
-			ecfg, alog, closeLog, err := engineConfig(&wo, verifier, log, node, filepath.Join(o.data, "cache", "compressed"))
-			if err != nil {
-				return err
-			}
-			defer closeLog()
-			alogs.set(alog)
-			defer alogs.set(nil)
-			return worker.Run(ctx, ecfg, worker.Config{ID: id, ToAgent: toAgent, FromAgent: fromAgent, AgentSocket: sock, Log: log,
-				OnStart: accessLogMetric(alog), Alone: true})
-		}
-	} else {
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		cfg.Command = func(id int) (string, []string) {
-			wargs := append([]string{"worker"}, args...)
-			wargs = append(wargs,
-				"--addr", resolved, "--loops", strconv.Itoa(loops),
-				"--worker-id", strconv.Itoa(id), "--node-id", node, "--agent-socket", sock)
-			return exe, wargs
-		}
+	if n.o.workers == 0 {
+		spareProc(n.loops, n.log)
+		cfg.InProcess = n.runInProcess
+		return cfg, nil
 	}
+	exe, err := os.Executable()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Command = func(id int) (string, []string) {
+		wargs := append([]string{"worker"}, n.args...)
+		wargs = append(wargs,
+			"--addr", n.addr, "--loops", strconv.Itoa(n.loops),
+			"--worker-id", strconv.Itoa(id), "--node-id", n.node, "--agent-socket", n.sock)
+		return exe, wargs
+	}
+	return cfg, nil
+}
+
+// runInProcess serves the node's only worker in this process (--workers
+// 0) on the rings the agent made.
+func (n *nodePlan) runInProcess(ctx context.Context, id int, rings *link.Rings) error {
+	wo := *n.o
+	wo.addr, wo.loops = n.addr, n.loops
+	ecfg, alog, closeLog, err := engineConfig(&wo, n.verifier, n.log, n.node, n.compressDir())
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	n.alogs.set(alog)
+	defer n.alogs.set(nil)
+	return worker.Run(ctx, ecfg, worker.Config{ID: id, Rings: rings, AgentSocket: n.sock, Log: n.log,
+		OnStart: accessLogMetric(alog), Alone: true})
+}
+
+// run starts the agent and serves until SIGTERM or SIGINT (then drains)
+// or until the agent fails; SIGUSR1 reopens the access logs.
+func (n *nodePlan) run(cfg agent.Config) error {
 	ready := make(chan struct{})
 	cfg.Ready = func() { close(ready) }
 	a, err := agent.New(cfg)
@@ -161,24 +221,22 @@ func runNode(o *serveOptions, args []string, log *slog.Logger) error {
 		select {
 		case <-ready:
 			ready = nil
-			if placeholder != nil {
-				_ = placeholder.Close()
-			}
-			log.Info("listening", "addr", resolved, "workers", o.workers)
+			n.release()
+			n.log.Info("listening", "addr", n.addr, "workers", n.o.workers)
 		case sig := <-sigs:
 			if sig == syscall.SIGUSR1 {
 				a.Signal(syscall.SIGUSR1)
-				alogs.reopen(log)
+				n.alogs.reopen(n.log)
 				continue
 			}
-			log.Info("shutting down", "signal", sig.String())
+			n.log.Info("shutting down", "signal", sig.String())
 			cancel()
 			err := <-done
-			log.Info("stopped")
+			n.log.Info("stopped")
 			return err
 		case err := <-done:
 			if err != nil {
-				log.Error("serving stopped; exiting so that a supervisor restarts the node", "err", err)
+				n.log.Error("serving stopped; exiting so that a supervisor restarts the node", "err", err)
 			}
 			return err
 		}
@@ -278,6 +336,9 @@ func workerMain(args []string) int {
 	return 0
 }
 
+// runWorker serves as worker id of the node: it attaches the rings it
+// inherited from the agent (package link) and runs the engine on them
+// until SIGTERM or SIGINT.
 func runWorker(o *serveOptions, id int, node, sock string, log *slog.Logger) error {
 	if o.loops < 1 {
 		return errors.New("--loops must be set by the agent")
@@ -288,20 +349,10 @@ func runWorker(o *serveOptions, id int, node, sock string, log *slog.Logger) err
 			log.Warn("no profiles for this worker", "err", err)
 		}
 	}
-	attach := func(i int) (*shm.Ring, error) {
-		return shm.Attach(3+3*i, 4+3*i, 5+3*i)
-	}
-	var toAgent []*shm.Ring
-	for i := 0; i <= o.loops; i++ {
-		r, err := attach(i)
-		if err != nil {
-			return fmt.Errorf("ring %d: %w", i, err)
-		}
-		toAgent = append(toAgent, r)
-	}
-	fromAgent, err := attach(o.loops + 1)
+	// The rings stay mapped until the process exits.
+	rings, err := link.Attach(o.loops)
 	if err != nil {
-		return fmt.Errorf("ring from the agent: %w", err)
+		return err
 	}
 	verifier, err := newVerifier(o)
 	if err != nil {
@@ -313,11 +364,18 @@ func runWorker(o *serveOptions, id int, node, sock string, log *slog.Logger) err
 		return err
 	}
 	defer closeLog()
+	ctx, stop := workerSignals(alog, log)
+	defer stop()
+	return worker.Run(ctx, cfg, worker.Config{ID: id, Rings: rings, AgentSocket: sock, Log: log,
+		OnStart: accessLogMetric(alog)})
+}
+
+// workerSignals returns a context that ends on SIGTERM or SIGINT, and
+// reopens alog on SIGUSR1; stop releases the signals.
+func workerSignals(alog *accesslog.Writer, log *slog.Logger) (ctx context.Context, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
-	defer signal.Stop(sigs)
 	go func() {
 		for sig := range sigs {
 			if sig == syscall.SIGUSR1 {
@@ -332,8 +390,7 @@ func runWorker(o *serveOptions, id int, node, sock string, log *slog.Logger) err
 			return
 		}
 	}()
-	return worker.Run(ctx, cfg, worker.Config{ID: id, ToAgent: toAgent, FromAgent: fromAgent, AgentSocket: sock, Log: log,
-		OnStart: accessLogMetric(alog)})
+	return ctx, func() { signal.Stop(sigs); cancel() }
 }
 
 // spareProc makes sure the Go runtime has one processor (P) more than the

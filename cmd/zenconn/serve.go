@@ -18,6 +18,7 @@ import (
 	"github.com/zenconn/server/accesslog"
 	"github.com/zenconn/server/auth"
 	"github.com/zenconn/server/engine"
+	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/proto"
 	"github.com/zenconn/server/store"
 )
@@ -58,7 +59,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.public, "public", "./public", "folder served as static files")
 	fs.StringVar(&o.data, "data", "./data", "data folder (node id, compressed file cache); created if missing")
 	fs.StringVar(&o.accessLog, "access-log", "-", `access log in combined format: a file path, "-" for stdout, or "off"`)
-	fs.IntVar(&o.workers, "workers", runtime.NumCPU(), "worker processes under an agent process; 0 serves in this process")
+	fs.IntVar(&o.workers, "workers", defaultWorkers(), "worker processes under an agent process; 0 serves in this process")
 	fs.IntVar(&o.loops, "loops", 0, "event loops per process; 0 means one per CPU (divided among the workers)")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "open connections accepted before new ones get 503; 0 means the open-file limit less 512")
 	o.maxMessage = 1 << 20
@@ -82,6 +83,10 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (the agent; worker i on the port after it plus i)")
 	return fs
 }
+
+// defaultWorkers is --workers when not given: one worker per CPU, at most
+// nodemsg.MaxWorkers.
+func defaultWorkers() int { return min(runtime.NumCPU(), nodemsg.MaxWorkers) }
 
 func printServeFlags(w io.Writer) {
 	var o serveOptions
@@ -138,8 +143,8 @@ func serve(args []string) int {
 		fmt.Fprintf(os.Stderr, "zenconn serve: --log-level: %v\n", err)
 		return 2
 	}
-	if o.workers < 0 || o.workers > 64 {
-		fmt.Fprintf(os.Stderr, "zenconn serve: --workers %d is outside 0..64\n", o.workers)
+	if o.workers < 0 || o.workers > nodemsg.MaxWorkers {
+		fmt.Fprintf(os.Stderr, "zenconn serve: --workers %d is outside 0..%d\n", o.workers, nodemsg.MaxWorkers)
 		return 2
 	}
 	if o.publicPublish != "open" && o.publicPublish != "granted" {

@@ -34,6 +34,10 @@ var forbidden = map[string][]string{
 	"engine/static": {"engine", "agent", "store", "worker"},
 	"store":         {"engine"},
 	"worker":        {"agent", "store"},
+	// The contract between a node's processes: the records (nodemsg) and
+	// the rings that carry them (link) know neither side.
+	"nodemsg": {"engine", "agent", "worker", "store", "shm", "link", "proto"},
+	"link":    {"engine", "agent", "worker", "store", "proto"},
 }
 
 type pkg struct {

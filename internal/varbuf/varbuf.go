@@ -1,5 +1,5 @@
 // Package varbuf encodes and decodes the length-prefixed fields shared by
-// the agent's ring records (internal/nodemsg) and the store's values:
+// the agent's ring records (nodemsg) and the store's values:
 // strings and byte strings as an unsigned varint length then the bytes,
 // numbers as varints.
 package varbuf

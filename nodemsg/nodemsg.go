@@ -1,33 +1,3 @@
-// Package nodemsg encodes the records that a node's agent and its workers
-// exchange over shared-memory rings.
-//
-// Every record starts with one kind byte; its fields follow in a fixed
-// order. Strings and byte strings are an unsigned varint length followed
-// by the bytes; numbers are unsigned varints.
-//
-//	worker → agent
-//	  Ready     worker:uvarint pid:uvarint
-//	  Opened    conn user remote userAgent proto
-//	  Closed    conn code:uvarint               (WebSocket close code)
-//	  User      conn user                       (after auth or token expiry)
-//	  Sub       token:uvarint conn channel      (agent answers Done token;
-//	                                            token 0: no answer)
-//	  Unsub     conn channel
-//	  Publish   token:uvarint channel from flags:u8 data
-//	                                            (channel empty: broadcast;
-//	                                            token 0: no answer wanted,
-//	                                            else the agent answers Done
-//	                                            once the audit record is
-//	                                            durable)
-//	  Refused   conn user op channel code remote flags:u8 data
-//	                                            (an attempt turned down)
-//	  Stats     conns subs msgsIn msgsOut bytesIn bytesOut slow  (uvarints)
-//	agent → worker
-//	  Done      token:uvarint failed:u8
-//	  Deliver   channel from flags:u8 data      (channel empty: broadcast)
-//	  Kick      conn                            (close it with 4100)
-//
-// Decode never panics on malformed input and never retains it.
 package nodemsg
 
 import (
@@ -59,6 +29,24 @@ const FlagOpaque byte = 1
 // ErrMalformed is returned for a record that does not decode.
 var ErrMalformed = errors.New("nodemsg: malformed record")
 
+// MaxWorkers is the most worker processes a node runs. Worker ids are
+// 0..MaxWorkers-1: the agent refuses more, the serve command's --workers
+// flag is capped by it, and the engine keeps room for that many workers in
+// the connection ids it hands out.
+const MaxWorkers = 64
+
+// Stats are the counters a worker reports in a Stats record, totals of
+// all its event loops.
+type Stats struct {
+	Connections   uint64 // open WebSocket connections
+	Subscriptions uint64 // channels joined, summed over connections
+	MessagesIn    uint64 // client messages received
+	MessagesOut   uint64 // messages queued to clients
+	BytesIn       uint64 // bytes read from clients (HTTP and WebSocket)
+	BytesOut      uint64 // bytes written to clients (HTTP and WebSocket)
+	SlowClosed    uint64 // connections closed as slow consumers (4001)
+}
+
 // Msg is a decoded record; fields unused by its kind are zero. Byte
 // slices alias the decoded record.
 type Msg struct {
@@ -76,7 +64,9 @@ type Msg struct {
 	From    string
 	Flags   byte
 	Data    []byte
-	Nums    [7]uint64 // Ready: worker, pid; Stats: the counters in order
+	Worker  uint64 // Ready: the worker's id
+	PID     uint64 // Ready: the worker's process id
+	Stats   Stats  // Stats: the worker's counters
 }
 
 // AppendReady appends a Ready record.
@@ -153,9 +143,10 @@ func appendMessage(dst []byte, channel, from string, opaque bool, data []byte) [
 }
 
 // AppendStats appends a Stats record.
-func AppendStats(dst []byte, nums [7]uint64) []byte {
+func AppendStats(dst []byte, st *Stats) []byte {
 	dst = append(dst, KindStats)
-	for _, n := range nums {
+	for _, n := range [...]uint64{st.Connections, st.Subscriptions, st.MessagesIn, st.MessagesOut,
+		st.BytesIn, st.BytesOut, st.SlowClosed} {
 		dst = binary.AppendUvarint(dst, n)
 	}
 	return dst
@@ -185,7 +176,7 @@ func Decode(rec []byte, m *Msg) error {
 	r := varbuf.Reader{B: rec[1:]}
 	switch m.Kind {
 	case KindReady:
-		m.Nums[0], m.Nums[1] = r.Uvarint(), r.Uvarint()
+		m.Worker, m.PID = r.Uvarint(), r.Uvarint()
 	case KindOpened:
 		m.Conn, m.User, m.Remote, m.Agent, m.Proto = r.Str(), r.Str(), r.Str(), r.Str(), r.Str()
 	case KindClosed:
@@ -212,9 +203,9 @@ func Decode(rec []byte, m *Msg) error {
 		m.Flags = r.Byte()
 		m.Data = r.Bytes()
 	case KindStats:
-		for i := range m.Nums {
-			m.Nums[i] = r.Uvarint()
-		}
+		st := &m.Stats
+		st.Connections, st.Subscriptions, st.MessagesIn, st.MessagesOut = r.Uvarint(), r.Uvarint(), r.Uvarint(), r.Uvarint()
+		st.BytesIn, st.BytesOut, st.SlowClosed = r.Uvarint(), r.Uvarint(), r.Uvarint()
 	case KindDone:
 		m.Token = r.Uvarint()
 		m.Status = uint64(r.Byte())
