@@ -6,7 +6,8 @@ import (
 
 // Bridge connects the engine of a worker process to its node's agent: it
 // reports what happens on this process and carries messages to the
-// others. A nil Bridge (single-process mode) reports nothing.
+// others. Every Server has one (Config.Bridge); the worker's goes over the
+// shared-memory rings, NopBridge serves tests of the engine alone.
 //
 // Methods are called on event loops, each with the index of the calling
 // loop (0 ≤ loop < Config.Loops), so an implementation can give every loop
@@ -57,6 +58,26 @@ type Refusal struct {
 	Remote  string // for a refused handshake
 	Data    []byte // the refused publish's data; valid only during the call
 	Opaque  bool
+}
+
+// NopBridge is a Bridge without a node, for tests of the engine alone: it
+// reports nothing, every subscription is live at once, every publish is
+// taken and a durable ack is confirmed at once.
+type NopBridge struct{}
+
+func (NopBridge) Opened(int, SessionInfo)          {}
+func (NopBridge) Closed(int, string, uint16)       {}
+func (NopBridge) Identified(int, string, string)   {}
+func (NopBridge) Unsubscribed(int, string, string) {}
+func (NopBridge) Refused(int, Refusal)             {}
+
+func (NopBridge) Subscribed(int, string, string, func(error)) (bool, error) { return true, nil }
+
+func (NopBridge) Published(_ int, _, _ string, _ []byte, _ bool, durable func(error)) error {
+	if durable != nil {
+		durable(nil)
+	}
+	return nil
 }
 
 var (
@@ -110,13 +131,9 @@ func (s *Server) Stats() [7]uint64 {
 }
 
 // subscribeAck acknowledges a subscription once the bridge reports it live
-// on the whole node; without a bridge at once.
+// on the whole node.
 func (c *Conn) subscribeAck(channel string, id []byte) {
 	b := c.srv.cfg.Bridge
-	if b == nil {
-		c.ack(id)
-		return
-	}
 	l := c.loop
 	idCopy := append([]byte(nil), id...)
 	now, err := b.Subscribed(l.idx, c.id, channel, func(err error) {
@@ -146,9 +163,7 @@ func (c *Conn) unsubscribe(channel string) bool {
 	if !c.loop.unsubscribe(c, channel) {
 		return false
 	}
-	if b := c.srv.cfg.Bridge; b != nil {
-		b.Unsubscribed(c.loop.idx, c.id, channel)
-	}
+	c.srv.cfg.Bridge.Unsubscribed(c.loop.idx, c.id, channel)
 	return true
 }
 
@@ -156,10 +171,8 @@ func (c *Conn) unsubscribe(channel string) bool {
 // of the node; it reports false (nothing delivered) when the bridge could
 // not take it.
 func (c *Conn) publish(channel string, data []byte, opaque bool) bool {
-	if b := c.srv.cfg.Bridge; b != nil {
-		if err := b.Published(c.loop.idx, channel, c.id, data, opaque, nil); err != nil {
-			return false
-		}
+	if err := c.srv.cfg.Bridge.Published(c.loop.idx, channel, c.id, data, opaque, nil); err != nil {
+		return false
 	}
 	c.srv.hub.publish(c.loop, newOutMsg(channel, c.id, data, opaque), c)
 	return true
@@ -193,7 +206,5 @@ func (c *Conn) publishDurable(channel string, data []byte, opaque bool, id []byt
 
 // refused reports a turned-down op to the bridge.
 func (c *Conn) refused(op proto.Op, channel string, e *proto.Error, data []byte, opaque bool) {
-	if b := c.srv.cfg.Bridge; b != nil {
-		b.Refused(c.loop.idx, Refusal{Conn: c.id, User: c.user(), Op: op.String(), Channel: channel, Code: e.Code, Data: data, Opaque: opaque})
-	}
+	c.srv.cfg.Bridge.Refused(c.loop.idx, Refusal{Conn: c.id, User: c.user(), Op: op.String(), Channel: channel, Code: e.Code, Data: data, Opaque: opaque})
 }

@@ -190,13 +190,11 @@ func (c *Conn) reportClosed() {
 		return
 	}
 	c.reported = true
-	if b := c.srv.cfg.Bridge; b != nil {
-		code := c.closeCode
-		if code == 0 {
-			code = closeAbnormal
-		}
-		b.Closed(c.loop.idx, c.id, code)
+	code := c.closeCode
+	if code == 0 {
+		code = closeAbnormal
 	}
+	c.srv.cfg.Bridge.Closed(c.loop.idx, c.id, code)
 }
 
 // closeSlow disconnects a consumer whose outbound buffer is over the limit.

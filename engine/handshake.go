@@ -155,14 +155,12 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 	c.lastPing = time.Now().UnixNano()
 	c.setIdentity(ident)
 	l.stats.websockets.Add(1)
-	if b := c.srv.cfg.Bridge; b != nil {
-		si := SessionInfo{Conn: c.id, User: c.user(), Remote: c.t.RemoteAddr().String(),
-			UserAgent: string(hdr.UserAgent()), Protocol: "json"}
-		if c.bin {
-			si.Protocol = "bin"
-		}
-		b.Opened(l.idx, si)
+	si := SessionInfo{Conn: c.id, User: c.user(), Remote: c.t.RemoteAddr().String(),
+		UserAgent: string(hdr.UserAgent()), Protocol: "json"}
+	if c.bin {
+		si.Protocol = "bin"
 	}
+	c.srv.cfg.Bridge.Opened(l.idx, si)
 	if c.bin {
 		c.reply(proto.AppendBinWelcome(c.frameBuf(), c.id, c.srv.cfg.Node))
 	} else {
@@ -173,9 +171,7 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 // refuseHandshake answers 401 to a handshake whose token was refused and
 // reports the attempt to the bridge.
 func (c *Conn) refuseHandshake(req *requestInfo, code, msg string) {
-	if b := c.srv.cfg.Bridge; b != nil {
-		b.Refused(c.loop.idx, Refusal{Op: "connect", Code: code, Remote: c.t.RemoteAddr().String()})
-	}
+	c.srv.cfg.Bridge.Refused(c.loop.idx, Refusal{Op: "connect", Code: code, Remote: c.t.RemoteAddr().String()})
 	c.httpFail(req, 401, msg)
 }
 

@@ -119,7 +119,7 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 // publishAndAck publishes and acknowledges: at once, or once the message
 // is on disk when the node promises durable acks.
 func (c *Conn) publishAndAck(channel string, data []byte, opaque bool, id []byte) {
-	if id != nil && c.srv.cfg.DurableAcks && c.srv.cfg.Bridge != nil {
+	if id != nil && c.srv.cfg.DurableAcks {
 		if !c.publishDurable(channel, data, opaque, id) {
 			c.replyError(id, errOverloaded)
 		}
@@ -216,8 +216,8 @@ func (c *Conn) setIdentity(ident *auth.Identity) {
 	if ident != nil && !ident.Expires.IsZero() {
 		c.expires = ident.Expires.UnixNano()
 	}
-	if b := c.srv.cfg.Bridge; b != nil && c.state == stateWS && c.user() != before {
-		b.Identified(c.loop.idx, c.id, c.user())
+	if c.state == stateWS && c.user() != before {
+		c.srv.cfg.Bridge.Identified(c.loop.idx, c.id, c.user())
 	}
 }
 

@@ -130,11 +130,8 @@ func (s *Server) Start() error {
 	}
 	s.transport = t
 	go s.watchTransport()
-	msg := "listening"
-	if s.cfg.Bridge != nil {
-		msg = "worker serving" // the agent announces the node's address once all workers serve
-	}
-	s.log.Info(msg, "addr", t.addr.String(), "loops", s.cfg.Loops, "max_connections", s.cfg.MaxConnections)
+	// The agent announces the node's address once all workers serve.
+	s.log.Info("worker serving", "addr", t.addr.String(), "loops", s.cfg.Loops, "max_connections", s.cfg.MaxConnections)
 	return nil
 }
 
