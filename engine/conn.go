@@ -130,25 +130,6 @@ func (c *Conn) send(frame []byte) {
 	c.loop.markDirty(c)
 }
 
-// sendNow writes a complete frame at once when nothing is queued for this
-// connection, else queues it behind what is (send). The connection being
-// served queues too: its replies and frames go out together at the end of
-// its read.
-func (c *Conn) sendNow(frame []byte) {
-	l := c.loop
-	if c.dirty || len(c.out) > 0 || c == l.current || c.state != stateWS {
-		c.send(frame)
-		return
-	}
-	if len(frame)+c.t.Buffered() > c.srv.cfg.MaxOutbound {
-		c.closeSlow()
-		return
-	}
-	c.t.Write(frame)
-	l.stats.messagesOut.Add(1)
-	l.stats.bytesOut.Add(uint64(len(frame)))
-}
-
 // outBuf returns c.out to append frames to: a connection holds an outbound
 // buffer only while frames are queued (flush gives it back to the loop),
 // so an idle connection holds none.
@@ -247,6 +228,27 @@ func (c *Conn) flushAndClose() {
 	c.state = stateClosing
 	c.reportClosed()
 	c.t.Close()
+}
+
+// Kick closes connection conn with 4100 if it is on this process. Safe for
+// concurrent use; it does not wait.
+func (s *Server) Kick(conn string) {
+	for _, l := range s.hub.allLoops() {
+		l := l
+		_ = l.exec.Execute(func() { l.kick(conn) })
+	}
+}
+
+// kick closes the loop's WebSocket conn with 4100 and reports whether it
+// was there. It runs on the loop.
+func (l *loop) kick(conn string) bool {
+	for c := range l.conns {
+		if c.id == conn && c.state == stateWS {
+			c.fail(proto.CloseDisconnected, "disconnected by the server API")
+			return true
+		}
+	}
+	return false
 }
 
 // remoteIP returns the peer's IP address as text.

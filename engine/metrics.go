@@ -2,6 +2,7 @@ package engine
 
 import (
 	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -73,4 +74,35 @@ func (s *Server) countStatus(status int) {
 	c := s.httpByCode.WithLabelValues(strconv.Itoa(status))
 	s.statusCache.Store(status, c)
 	c.Inc()
+}
+
+// loopStats are counters read by the metrics collector. They are atomics so
+// that a scrape from another goroutine is race free; each is written by one
+// loop only, so the adds are uncontended.
+type loopStats struct {
+	connections   atomic.Int64
+	websockets    atomic.Int64
+	subscriptions atomic.Int64
+	messagesIn    atomic.Uint64
+	messagesOut   atomic.Uint64
+	bytesIn       atomic.Uint64
+	bytesOut      atomic.Uint64
+	slowClosed    atomic.Uint64
+}
+
+// Stats returns this process's counters: open connections, subscriptions,
+// messages in, messages out, bytes in, bytes out, slow-consumer closes.
+func (s *Server) Stats() [7]uint64 {
+	var n [7]uint64
+	for _, l := range s.hub.allLoops() {
+		st := &l.stats
+		n[0] += uint64(max(st.websockets.Load(), 0))
+		n[1] += uint64(max(st.subscriptions.Load(), 0))
+		n[2] += st.messagesIn.Load()
+		n[3] += st.messagesOut.Load()
+		n[4] += st.bytesIn.Load()
+		n[5] += st.bytesOut.Load()
+		n[6] += st.slowClosed.Load()
+	}
+	return n
 }
