@@ -115,9 +115,11 @@ func (c *Conn) Closed() {
 	}
 }
 
-// send queues a complete frame for this connection. Past the outbound limit
-// the connection is closed as a slow consumer instead.
-func (c *Conn) send(frame []byte) {
+// queueFrame queues a complete frame for this connection; it goes out with
+// everything else queued, in one write, at the end of the read being served
+// or of the loop pass. Past the outbound limit the connection is closed as
+// a slow consumer instead.
+func (c *Conn) queueFrame(frame []byte) {
 	if c.state != stateWS {
 		return
 	}
@@ -140,7 +142,7 @@ func (c *Conn) outBuf() []byte {
 	return c.out
 }
 
-// flush writes the queued frames in one write.
+// flush writes the queued frames now, in one write.
 func (c *Conn) flush() {
 	if len(c.out) > 0 && c.state != stateClosed {
 		c.t.Write(c.out)
@@ -149,11 +151,12 @@ func (c *Conn) flush() {
 	c.loop.giveOut(c.out)
 	c.out = nil
 	// c stays on loop.dirty until that list is flushed; clearing dirty here
-	// lets a later send in the same pass requeue it, which is harmless.
+	// lets a later queueFrame in the same pass requeue it, which is
+	// harmless.
 	c.dirty = false
 }
 
-// writeNow writes bytes outside the frame queue (HTTP responses), after
+// writeNow writes bytes that are not frames (HTTP responses) now, after
 // anything queued.
 func (c *Conn) writeNow(b []byte) {
 	if c.dirty {
@@ -200,11 +203,14 @@ func (c *Conn) fail(code uint16, reason string) {
 	}
 	c.closeCode = code
 	c.out = appendCloseFrame(c.outBuf(), code, reason)
-	c.flushAndLinger()
+	c.linger()
 }
 
-// flushAndLinger flushes, half-closes and enters the closing state.
-func (c *Conn) flushAndLinger() {
+// linger ends the connection from this side, after a close frame or a
+// final HTTP response: what is queued is flushed, the write side is shut
+// and the connection enters the closing state, draining input until the
+// peer closes or the grace period ends.
+func (c *Conn) linger() {
 	c.flush()
 	c.state = stateClosing
 	c.closeDeadline = time.Now().UnixNano() + closeGrace
@@ -212,17 +218,17 @@ func (c *Conn) flushAndLinger() {
 	c.reportClosed()
 }
 
-// flushAndClose ends the close handshake a client started: the close
+// closeAfterFlush ends the close handshake a client started: the close
 // frame goes out after anything queued, then the connection is closed at
 // once, as RFC 6455 section 7.1.1 asks of servers. The client sends
 // nothing after its close frame, so there is no input to wait for (what
 // may still come is cut). When the kernel did not take everything (a
 // client that stopped reading), the connection lingers instead, so that
 // what is queued is not thrown away with the socket.
-func (c *Conn) flushAndClose() {
+func (c *Conn) closeAfterFlush() {
 	c.flush()
 	if c.t.Buffered() > 0 {
-		c.flushAndLinger()
+		c.linger()
 		return
 	}
 	c.state = stateClosing
@@ -295,7 +301,7 @@ func (l *loop) scan(now int64) {
 				c.fail(proto.CloseIdleTimeout, "idle timeout")
 			case now-c.lastRead >= ping && now-c.lastPing >= ping:
 				c.lastPing = now
-				c.send(pingFrame)
+				c.queueFrame(pingFrame)
 			}
 		}
 	}

@@ -20,7 +20,7 @@ import (
 // is encoded at most once per wire protocol. The hub knows which loops
 // have subscribers of a channel; each loop keeps its own subscriber lists
 // (subList) and delivers on its own goroutine, by writing the frame at once
-// to an idle subscriber (sendNow) or by queueing it for the loop's
+// to an idle subscriber (writeOrQueue) or by queueing it for the loop's
 // end-of-pass flush, one write per connection.
 
 // outMsg is one published message on its way to subscribers: a channel
@@ -223,9 +223,9 @@ type delivery struct {
 // reached (one walk, the first subscriber served at once); else every
 // frame is queued for the end-of-pass flush.
 func (l *loop) deliver(m *outMsg, skip *Conn, direct bool) {
-	send := (*Conn).send
+	send := (*Conn).queueFrame
 	if direct {
-		send = (*Conn).sendNow
+		send = (*Conn).writeOrQueue
 		defer func() { l.lastDeliver = time.Now().UnixNano() }()
 	}
 	if m.channel == "" {
@@ -241,7 +241,7 @@ func (l *loop) deliver(m *outMsg, skip *Conn, direct bool) {
 		return
 	}
 	// Nothing below removes a subscriber: a connection is closed (and
-	// unsubscribed) by a later task, never inside send.
+	// unsubscribed) by a later task, never inside queueFrame or writeOrQueue.
 	for _, c := range sl.conns {
 		if c != skip {
 			send(c, m.frame(c.bin))
@@ -304,14 +304,15 @@ func (l *loop) drainInbox() {
 	l.passQueued = queued
 }
 
-// sendNow writes a complete frame at once when nothing is queued for this
-// connection, else queues it behind what is (send). The connection being
+// writeOrQueue writes a delivered frame at once when nothing is queued for
+// this connection, else queues it behind what is (queueFrame). The
+// connection being
 // served queues too: its replies and frames go out together at the end of
 // its read.
-func (c *Conn) sendNow(frame []byte) {
+func (c *Conn) writeOrQueue(frame []byte) {
 	l := c.loop
 	if c.dirty || len(c.out) > 0 || c == l.current || c.state != stateWS {
-		c.send(frame)
+		c.queueFrame(frame)
 		return
 	}
 	if len(frame)+c.t.Buffered() > c.srv.cfg.MaxOutbound {

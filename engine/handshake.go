@@ -162,9 +162,9 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 	}
 	c.srv.cfg.Bridge.Opened(l.idx, si)
 	if c.bin {
-		c.reply(proto.AppendBinWelcome(c.frameBuf(), c.id, c.srv.cfg.Node))
+		c.queueReply(proto.AppendBinWelcome(c.frameBuf(), c.id, c.srv.cfg.Node))
 	} else {
-		c.reply(proto.AppendWelcome(c.frameBuf(), c.id, c.srv.cfg.Node, "json"))
+		c.queueReply(proto.AppendWelcome(c.frameBuf(), c.id, c.srv.cfg.Node, "json"))
 	}
 }
 

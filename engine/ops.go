@@ -58,9 +58,9 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 	switch m.Op {
 	case proto.OpPing:
 		if c.bin {
-			c.reply(proto.AppendBinPong(c.frameBuf()))
+			c.queueReply(proto.AppendBinPong(c.frameBuf()))
 		} else {
-			c.reply(proto.AppendPong(c.frameBuf()))
+			c.queueReply(proto.AppendPong(c.frameBuf()))
 		}
 	case proto.OpSubscribe:
 		// The name outlives the message (subscription index, c.chans,
@@ -263,15 +263,15 @@ func (c *Conn) frameBuf() []byte {
 	return l.scratch
 }
 
-// reply frames a payload built after frameBuf's headroom, in the
-// connection's protocol, and queues it.
-func (c *Conn) reply(buf []byte) {
+// queueReply frames a payload built after frameBuf's headroom, in the
+// connection's protocol, and queues it (queueFrame).
+func (c *Conn) queueReply(buf []byte) {
 	c.loop.scratch = buf
 	op := ws.OpText
 	if c.bin {
 		op = ws.OpBinary
 	}
-	c.send(finishFrame(buf, op))
+	c.queueFrame(finishFrame(buf, op))
 }
 
 func (c *Conn) ack(id []byte) {
@@ -279,16 +279,16 @@ func (c *Conn) ack(id []byte) {
 		return
 	}
 	if c.bin {
-		c.reply(proto.AppendBinAck(c.frameBuf(), id))
+		c.queueReply(proto.AppendBinAck(c.frameBuf(), id))
 	} else {
-		c.reply(proto.AppendAck(c.frameBuf(), id))
+		c.queueReply(proto.AppendAck(c.frameBuf(), id))
 	}
 }
 
 func (c *Conn) replyError(id []byte, e *proto.Error) {
 	if c.bin {
-		c.reply(proto.AppendBinError(c.frameBuf(), id, e))
+		c.queueReply(proto.AppendBinError(c.frameBuf(), id, e))
 	} else {
-		c.reply(proto.AppendError(c.frameBuf(), id, e))
+		c.queueReply(proto.AppendError(c.frameBuf(), id, e))
 	}
 }
