@@ -35,24 +35,7 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 	l.stats.messagesIn.Add(1)
 	// m's fields point into payload or into m: valid during this call.
 	m := &l.msg
-	var perr *proto.Error
-	switch {
-	case c.bin && op == ws.OpBinary:
-		perr = proto.DecodeBinary(payload, m)
-	case c.bin:
-		c.replyError(nil, errTextOnBinary)
-		return
-	case op != ws.OpText:
-		c.fail(proto.CloseUnsupportedData, "binary frames are not accepted on a JSON connection")
-		return
-	case !utf8.Valid(payload):
-		c.fail(proto.CloseInvalidPayload, "text message is not valid UTF-8")
-		return
-	default:
-		perr = proto.DecodeJSON(payload, m)
-	}
-	if perr != nil {
-		c.replyError(m.ID, perr)
+	if !c.decode(op, payload, m) {
 		return
 	}
 	switch m.Op {
@@ -63,24 +46,7 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 			c.queueReply(proto.AppendPong(c.frameBuf()))
 		}
 	case proto.OpSubscribe:
-		// The name outlives the message (subscription index, c.chans,
-		// the bridge): one copy.
-		channel := string(m.Channel)
-		if e := c.canSubscribe(channel); e != nil {
-			c.refused(proto.OpSubscribe, channel, e, nil, false)
-			c.replyError(m.ID, e)
-			return
-		}
-		if len(c.chans) >= c.srv.cfg.MaxSubscriptions && !c.subscribed(channel) {
-			c.refused(proto.OpSubscribe, channel, errTooManySubs, nil, false)
-			c.replyError(m.ID, errTooManySubs)
-			return
-		}
-		if !l.subscribe(c, channel) {
-			c.ack(m.ID) // already subscribed
-			return
-		}
-		c.subscribeAck(channel, m.ID)
+		c.onSubscribe(m)
 	case proto.OpUnsubscribe:
 		// The connection holds the name when it is subscribed: no copy.
 		if channel, ok := c.heldChannel(m.Channel); ok {
@@ -88,32 +54,90 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 		}
 		c.ack(m.ID)
 	case proto.OpPublish:
-		// The name outlives the message (the message, the bridge): one
-		// copy.
-		channel := string(m.Channel)
-		if e := c.canPublish(channel); e != nil {
-			c.refused(proto.OpPublish, channel, e, m.Data, m.Opaque)
-			c.replyError(m.ID, e)
-			return
-		}
-		c.publishAndAck(channel, m.Data, m.Opaque, m.ID)
+		c.onPublish(m)
 	case proto.OpBroadcast:
-		var e *proto.Error
-		switch {
-		case c.ident == nil:
-			e = errAnonBroadcast
-		case !c.ident.Grants.Broadcast:
-			e = errNoBroadcast
-		}
-		if e != nil {
-			c.refused(proto.OpBroadcast, "", e, m.Data, m.Opaque)
-			c.replyError(m.ID, e)
-			return
-		}
-		c.publishAndAck("", m.Data, m.Opaque, m.ID)
+		c.onBroadcast(m)
 	case proto.OpAuth:
 		c.authenticate(m.ID, string(m.Token))
 	}
+}
+
+// decode decodes a data message in the connection's protocol into m. On
+// a message that cannot be decoded it answers (an error reply, or a close
+// for a frame the protocol does not allow) and returns false.
+func (c *Conn) decode(op ws.OpCode, payload []byte, m *proto.ClientMsg) bool {
+	var perr *proto.Error
+	switch {
+	case c.bin && op == ws.OpBinary:
+		perr = proto.DecodeBinary(payload, m)
+	case c.bin:
+		c.replyError(nil, errTextOnBinary)
+		return false
+	case op != ws.OpText:
+		c.fail(proto.CloseUnsupportedData, "binary frames are not accepted on a JSON connection")
+		return false
+	case !utf8.Valid(payload):
+		c.fail(proto.CloseInvalidPayload, "text message is not valid UTF-8")
+		return false
+	default:
+		perr = proto.DecodeJSON(payload, m)
+	}
+	if perr != nil {
+		c.replyError(m.ID, perr)
+		return false
+	}
+	return true
+}
+
+// onSubscribe handles the subscribe op.
+func (c *Conn) onSubscribe(m *proto.ClientMsg) {
+	// The name outlives the message (subscription index, c.chans, the
+	// bridge): one copy.
+	channel := string(m.Channel)
+	if e := c.canSubscribe(channel); e != nil {
+		c.refused(proto.OpSubscribe, channel, e, nil, false)
+		c.replyError(m.ID, e)
+		return
+	}
+	if len(c.chans) >= c.srv.cfg.MaxSubscriptions && !c.subscribed(channel) {
+		c.refused(proto.OpSubscribe, channel, errTooManySubs, nil, false)
+		c.replyError(m.ID, errTooManySubs)
+		return
+	}
+	if !c.loop.subscribe(c, channel) {
+		c.ack(m.ID) // already subscribed
+		return
+	}
+	c.subscribeAck(channel, m.ID)
+}
+
+// onPublish handles the publish op.
+func (c *Conn) onPublish(m *proto.ClientMsg) {
+	// The name outlives the message (the message, the bridge): one copy.
+	channel := string(m.Channel)
+	if e := c.canPublish(channel); e != nil {
+		c.refused(proto.OpPublish, channel, e, m.Data, m.Opaque)
+		c.replyError(m.ID, e)
+		return
+	}
+	c.publishAndAck(channel, m.Data, m.Opaque, m.ID)
+}
+
+// onBroadcast handles the broadcast op, which needs the broadcast grant.
+func (c *Conn) onBroadcast(m *proto.ClientMsg) {
+	var e *proto.Error
+	switch {
+	case c.ident == nil:
+		e = errAnonBroadcast
+	case !c.ident.Grants.Broadcast:
+		e = errNoBroadcast
+	}
+	if e != nil {
+		c.refused(proto.OpBroadcast, "", e, m.Data, m.Opaque)
+		c.replyError(m.ID, e)
+		return
+	}
+	c.publishAndAck("", m.Data, m.Opaque, m.ID)
 }
 
 // publishAndAck publishes and acknowledges: at once, or once the message
