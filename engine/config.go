@@ -106,10 +106,17 @@ const (
 	maxBodySize = 1 << 20
 )
 
-// Validate fills in defaults and returns every configuration problem found.
+// Validate fills in defaults and returns every problem found in the
+// settings that come from flags. New also checks what the worker process
+// provides (checkWiring), which a supervisor validating the flags before it
+// starts its workers does not have yet.
 func (c *Config) Validate() error {
 	c.fillDefaults()
-	return errors.Join(c.checkLimits(), c.checkAccess(), c.checkWiring())
+	var errWorker error
+	if c.WorkerID < 0 || c.WorkerID > 63 {
+		errWorker = fmt.Errorf("worker id %d is outside 0..63", c.WorkerID)
+	}
+	return errors.Join(c.checkLimits(), c.checkAccess(), errWorker)
 }
 
 // fillDefaults replaces every zero field that has a default by it.
@@ -199,13 +206,10 @@ func (c *Config) checkAccess() error {
 	return errors.Join(errs...)
 }
 
-// checkWiring checks what the worker process provides: its id, its bridge
-// and the proxy to its agent's API.
+// checkWiring checks what the worker process provides: its bridge and the
+// proxy to its agent's API.
 func (c *Config) checkWiring() error {
 	var errs []error
-	if c.WorkerID < 0 || c.WorkerID > 63 {
-		errs = append(errs, fmt.Errorf("worker id %d is outside 0..63", c.WorkerID))
-	}
 	if c.Bridge == nil {
 		errs = append(errs, errors.New("engine: Config.Bridge is required (NopBridge for an engine without a node)"))
 	}

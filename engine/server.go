@@ -64,7 +64,7 @@ const (
 
 // New validates cfg and prepares a server; Start begins serving.
 func New(cfg Config) (*Server, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.Validate(), cfg.checkWiring()); err != nil {
 		return nil, err
 	}
 	publicAbs, err := filepath.Abs(cfg.PublicDir)
