@@ -95,7 +95,8 @@ func (h *hub) removeInterest(channel string, idx int) {
 // publish delivers m to every subscriber of its channel, or for a
 // broadcast to every WebSocket, except from. On src (from's loop) delivery
 // is direct; other loops get it through their inboxes. src is nil when the
-// message comes from outside the loops (the server API); every loop then
+// message comes from outside the loops (Server.Deliver: what the agent
+// forwards from other workers and from the server API); every loop then
 // gets it through its inbox.
 func (h *hub) publish(src *loop, m *outMsg, from *Conn) {
 	var mask uint64
@@ -167,8 +168,8 @@ func (h *hub) addLoop(srv *Server, exec Executor) *loop {
 	return nil
 }
 
-// Deliver hands a message published on another process of the node to
-// this process's subscribers of channel (every WebSocket for a broadcast,
+// Deliver hands a message published elsewhere on the node (on another
+// worker, or through the server API) to this process's subscribers of channel (every WebSocket for a broadcast,
 // channel ""). Safe for concurrent use; data is copied.
 func (s *Server) Deliver(channel, from string, data []byte, opaque bool) {
 	s.hub.publish(nil, newOutMsg(channel, from, data, opaque), nil)
