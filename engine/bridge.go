@@ -62,7 +62,7 @@ type Refusal struct {
 
 // NopBridge is a Bridge without a node, for tests of the engine alone: it
 // reports nothing, every subscription is live at once, every publish is
-// taken and a durable ack is confirmed at once.
+// taken and a durable ack is confirmed at once. Safe for concurrent use.
 type NopBridge struct{}
 
 func (NopBridge) Opened(int, SessionInfo)          {}
