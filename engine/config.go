@@ -69,19 +69,19 @@ type Config struct {
 	// PublicPublishGranted requires a publish grant to publish on public
 	// channels too ("--public-publish=granted"). Default: open.
 	PublicPublishGranted bool
-	// Bridge connects this process to its node's agent; nil: the engine
-	// serves alone, without a node (no sessions, no audit log).
+	// Bridge connects this process to its node's agent. Required: a
+	// worker passes its ring bridge; tests of the engine alone pass
+	// NopBridge.
 	Bridge Bridge
 	// DurableAcks delays the ack of a publish or broadcast until the
-	// bridge reports the message on disk ("--audit-sync=always"). Needs a
-	// Bridge.
+	// bridge reports the message on disk ("--audit-sync=always").
 	DurableAcks bool
 	// WorkerID (0 to nodemsg.MaxWorkers-1) makes connection ids unique
 	// across the node's processes.
 	WorkerID int
-	// APIProxy, when set, answers server-API requests (already
-	// authenticated) instead of this process: a worker hands them to its
-	// agent, which has the whole node's view.
+	// APIProxy answers server-API requests once their key is checked: a
+	// worker hands them to its agent, which serves the API with the whole
+	// node's view. Required with APIKey.
 	APIProxy func(req *fasthttp.Request, resp *fasthttp.Response) error
 	// MetricsExtra, when set, returns Prometheus text appended to /metrics
 	// (a worker adds the node-wide families its agent keeps).
@@ -107,9 +107,21 @@ const (
 	maxBodySize = 1 << 20
 )
 
-// Validate fills in defaults and returns every configuration problem found.
+// Validate fills in defaults and returns every problem found in the
+// settings that come from flags. New also checks what the worker process
+// provides (checkWiring), which a supervisor validating the flags before it
+// starts its workers does not have yet.
 func (c *Config) Validate() error {
-	var errs []error
+	c.fillDefaults()
+	var errWorker error
+	if c.WorkerID < 0 || c.WorkerID >= nodemsg.MaxWorkers {
+		errWorker = fmt.Errorf("worker id %d is outside 0..%d", c.WorkerID, nodemsg.MaxWorkers-1)
+	}
+	return errors.Join(c.checkLimits(), c.checkAccess(), errWorker)
+}
+
+// fillDefaults replaces every zero field that has a default by it.
+func (c *Config) fillDefaults() {
 	if c.Addr == "" {
 		c.Addr = ":8080"
 	}
@@ -119,34 +131,14 @@ func (c *Config) Validate() error {
 	if c.Loops == 0 {
 		c.Loops = runtime.NumCPU()
 	}
-	if c.Loops < 0 || c.Loops > maxLoops {
-		errs = append(errs, fmt.Errorf("loops: %d is outside 1..%d", c.Loops, maxLoops))
-	}
 	if c.MaxMessage == 0 {
 		c.MaxMessage = defaultMaxMessage
-	}
-	if c.MaxMessage < 128 {
-		errs = append(errs, fmt.Errorf("--max-message: %d is below 128 bytes", c.MaxMessage))
 	}
 	if c.MaxOutbound == 0 {
 		c.MaxOutbound = defaultMaxOutbound
 	}
-	if c.MaxOutbound < 4096 {
-		errs = append(errs, fmt.Errorf("--max-outbound: %d is below 4096 bytes", c.MaxOutbound))
-	}
 	if c.MaxConnections == 0 {
-		var lim unix.Rlimit
-		switch err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); {
-		case err != nil || lim.Cur >= 1<<31:
-			c.MaxConnections = 1 << 20
-		case lim.Cur > 1024:
-			c.MaxConnections = int(lim.Cur) - 512
-		default:
-			c.MaxConnections = int(lim.Cur) / 2
-		}
-	}
-	if c.MaxConnections < 0 {
-		errs = append(errs, errors.New("--max-connections: must not be negative"))
+		c.MaxConnections = defaultMaxConnections()
 	}
 	if c.MaxSubscriptions == 0 {
 		c.MaxSubscriptions = 1024
@@ -157,26 +149,73 @@ func (c *Config) Validate() error {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 60 * time.Second
 	}
+	if c.Node == "" {
+		c.Node = "local"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// defaultMaxConnections is the process's open-file limit less the
+// descriptors kept for files, logs and the listeners (see MaxConnections).
+func defaultMaxConnections() int {
+	var lim unix.Rlimit
+	switch err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); {
+	case err != nil || lim.Cur >= 1<<31:
+		return 1 << 20
+	case lim.Cur > 1024:
+		return int(lim.Cur) - 512
+	default:
+		return int(lim.Cur) / 2
+	}
+}
+
+// checkLimits checks the sizes, counts and durations.
+func (c *Config) checkLimits() error {
+	var errs []error
+	if c.Loops < 0 || c.Loops > maxLoops {
+		errs = append(errs, fmt.Errorf("loops: %d is outside 1..%d", c.Loops, maxLoops))
+	}
+	if c.MaxMessage < 128 {
+		errs = append(errs, fmt.Errorf("--max-message: %d is below 128 bytes", c.MaxMessage))
+	}
+	if c.MaxOutbound < 4096 {
+		errs = append(errs, fmt.Errorf("--max-outbound: %d is below 4096 bytes", c.MaxOutbound))
+	}
+	if c.MaxConnections < 0 {
+		errs = append(errs, errors.New("--max-connections: must not be negative"))
+	}
 	if c.PingInterval < 0 {
 		errs = append(errs, errors.New("--ping-interval: must be positive"))
 	}
 	if c.IdleTimeout <= c.PingInterval {
 		errs = append(errs, fmt.Errorf("--idle-timeout: %s must exceed --ping-interval %s", c.IdleTimeout, c.PingInterval))
 	}
-	if c.Node == "" {
-		c.Node = "local"
-	}
+	return errors.Join(errs...)
+}
+
+// checkAccess checks the token and API-key settings.
+func (c *Config) checkAccess() error {
+	var errs []error
 	if c.RequireToken && c.Verifier == nil {
 		errs = append(errs, errors.New("--anonymous=false: needs --jwt-secret or --jwt-public-key"))
 	}
 	if c.APIKey != "" && len(c.APIKey) < 16 {
 		errs = append(errs, errors.New("--api-key: at least 16 characters"))
 	}
-	if c.WorkerID < 0 || c.WorkerID >= nodemsg.MaxWorkers {
-		errs = append(errs, fmt.Errorf("worker id %d is outside 0..%d", c.WorkerID, nodemsg.MaxWorkers-1))
+	return errors.Join(errs...)
+}
+
+// checkWiring checks what the worker process provides: its bridge and the
+// proxy to its agent's API.
+func (c *Config) checkWiring() error {
+	var errs []error
+	if c.Bridge == nil {
+		errs = append(errs, errors.New("engine: Config.Bridge is required (NopBridge for an engine without a node)"))
 	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if c.APIKey != "" && c.APIProxy == nil {
+		errs = append(errs, errors.New("engine: Config.APIProxy is required with an API key"))
 	}
 	return errors.Join(errs...)
 }

@@ -115,9 +115,11 @@ func (c *Conn) Closed() {
 	}
 }
 
-// send queues a complete frame for this connection. Past the outbound limit
-// the connection is closed as a slow consumer instead.
-func (c *Conn) send(frame []byte) {
+// queueFrame queues a complete frame for this connection; it goes out with
+// everything else queued, in one write, at the end of the read being served
+// or of the loop pass. Past the outbound limit the connection is closed as
+// a slow consumer instead.
+func (c *Conn) queueFrame(frame []byte) {
 	if c.state != stateWS {
 		return
 	}
@@ -130,25 +132,6 @@ func (c *Conn) send(frame []byte) {
 	c.loop.markDirty(c)
 }
 
-// sendNow writes a complete frame at once when nothing is queued for this
-// connection, else queues it behind what is (send). The connection being
-// served queues too: its replies and frames go out together at the end of
-// its read.
-func (c *Conn) sendNow(frame []byte) {
-	l := c.loop
-	if c.dirty || len(c.out) > 0 || c == l.current || c.state != stateWS {
-		c.send(frame)
-		return
-	}
-	if len(frame)+c.t.Buffered() > c.srv.cfg.MaxOutbound {
-		c.closeSlow()
-		return
-	}
-	c.t.Write(frame)
-	l.stats.messagesOut.Add(1)
-	l.stats.bytesOut.Add(uint64(len(frame)))
-}
-
 // outBuf returns c.out to append frames to: a connection holds an outbound
 // buffer only while frames are queued (flush gives it back to the loop),
 // so an idle connection holds none.
@@ -159,7 +142,7 @@ func (c *Conn) outBuf() []byte {
 	return c.out
 }
 
-// flush writes the queued frames in one write.
+// flush writes the queued frames now, in one write.
 func (c *Conn) flush() {
 	if len(c.out) > 0 && c.state != stateClosed {
 		c.t.Write(c.out)
@@ -168,11 +151,12 @@ func (c *Conn) flush() {
 	c.loop.giveOut(c.out)
 	c.out = nil
 	// c stays on loop.dirty until that list is flushed; clearing dirty here
-	// lets a later send in the same pass requeue it, which is harmless.
+	// lets a later queueFrame in the same pass requeue it, which is
+	// harmless.
 	c.dirty = false
 }
 
-// writeNow writes bytes outside the frame queue (HTTP responses), after
+// writeNow writes bytes that are not frames (HTTP responses) now, after
 // anything queued.
 func (c *Conn) writeNow(b []byte) {
 	if c.dirty {
@@ -190,13 +174,11 @@ func (c *Conn) reportClosed() {
 		return
 	}
 	c.reported = true
-	if b := c.srv.cfg.Bridge; b != nil {
-		code := c.closeCode
-		if code == 0 {
-			code = closeAbnormal
-		}
-		b.Closed(c.loop.idx, c.id, code)
+	code := c.closeCode
+	if code == 0 {
+		code = closeAbnormal
 	}
+	c.srv.cfg.Bridge.Closed(c.loop.idx, c.id, code)
 }
 
 // closeSlow disconnects a consumer whose outbound buffer is over the limit.
@@ -221,11 +203,14 @@ func (c *Conn) fail(code uint16, reason string) {
 	}
 	c.closeCode = code
 	c.out = appendCloseFrame(c.outBuf(), code, reason)
-	c.flushAndLinger()
+	c.linger()
 }
 
-// flushAndLinger flushes, half-closes and enters the closing state.
-func (c *Conn) flushAndLinger() {
+// linger ends the connection from this side, after a close frame or a
+// final HTTP response: what is queued is flushed, the write side is shut
+// and the connection enters the closing state, draining input until the
+// peer closes or the grace period ends.
+func (c *Conn) linger() {
 	c.flush()
 	c.state = stateClosing
 	c.closeDeadline = time.Now().UnixNano() + closeGrace
@@ -233,22 +218,43 @@ func (c *Conn) flushAndLinger() {
 	c.reportClosed()
 }
 
-// flushAndClose ends the close handshake a client started: the close
+// closeAfterFlush ends the close handshake a client started: the close
 // frame goes out after anything queued, then the connection is closed at
 // once, as RFC 6455 section 7.1.1 asks of servers. The client sends
 // nothing after its close frame, so there is no input to wait for (what
 // may still come is cut). When the kernel did not take everything (a
 // client that stopped reading), the connection lingers instead, so that
 // what is queued is not thrown away with the socket.
-func (c *Conn) flushAndClose() {
+func (c *Conn) closeAfterFlush() {
 	c.flush()
 	if c.t.Buffered() > 0 {
-		c.flushAndLinger()
+		c.linger()
 		return
 	}
 	c.state = stateClosing
 	c.reportClosed()
 	c.t.Close()
+}
+
+// Kick closes connection conn with 4100 if it is on this process. Safe for
+// concurrent use; it does not wait.
+func (s *Server) Kick(conn string) {
+	for _, l := range s.hub.allLoops() {
+		l := l
+		_ = l.exec.Execute(func() { l.kick(conn) })
+	}
+}
+
+// kick closes the loop's WebSocket conn with 4100 and reports whether it
+// was there. It runs on the loop.
+func (l *loop) kick(conn string) bool {
+	for c := range l.conns {
+		if c.id == conn && c.state == stateWS {
+			c.fail(proto.CloseDisconnected, "disconnected by the server API")
+			return true
+		}
+	}
+	return false
 }
 
 // remoteIP returns the peer's IP address as text.
@@ -295,7 +301,7 @@ func (l *loop) scan(now int64) {
 				c.fail(proto.CloseIdleTimeout, "idle timeout")
 			case now-c.lastRead >= ping && now-c.lastPing >= ping:
 				c.lastPing = now
-				c.send(pingFrame)
+				c.queueFrame(pingFrame)
 			}
 		}
 	}

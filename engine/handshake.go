@@ -49,8 +49,7 @@ func falseValue(v []byte) bool {
 // zenconn.v1.json subprotocol (echoed), the proto=bin|json query parameter,
 // and otherwise JSON. A token comes as "Authorization: Bearer" or ?token=.
 func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
-	l := c.loop
-	hdr := &l.http.hdr
+	hdr := &c.loop.http.hdr
 	if !hdr.IsGet() {
 		c.httpFail(req, 400, "a WebSocket handshake is a GET request\n")
 		return
@@ -59,30 +58,69 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 	if uri := hdr.RequestURI(); bytes.IndexByte(uri, '?') >= 0 {
 		query.ParseBytes(uri[bytes.IndexByte(uri, '?')+1:])
 	}
-
 	choice := headerChoice(hdr)
-	queryChoice := wireUnset
-	switch v := query.Peek("proto"); {
-	case v == nil:
-	case string(v) == "bin":
-		queryChoice = wireBin
-	case string(v) == "json":
-		queryChoice = wireJSON
-	default:
+	queryChoice, ok := queryWireChoice(&query)
+	if !ok {
 		c.httpFail(req, 400, "proto must be bin or json\n")
 		return
 	}
-
 	// Authenticate before upgrading: a bad token is an HTTP 401.
+	ident, ok := c.handshakeIdentity(req, hdr, &query)
+	if !ok {
+		return
+	}
+	resp, subChoice, err := runUpgrade(head, choice)
+	status := 101
+	if err != nil {
+		status = statusFromResponse(resp.Bytes())
+		if resp.Len() == 0 {
+			resp.Write(canned400)
+			status = 400
+		}
+	}
+	c.srv.accessLog(c, req, status, 0)
+	c.srv.countStatus(status)
+	if err != nil {
+		c.writeNow(resp.Bytes())
+		c.srv.log.Debug("websocket handshake refused", "remote", c.remoteIP(), "err", err)
+		c.linger()
+		return
+	}
+	if choice == wireUnset {
+		choice = subChoice
+	}
+	if choice == wireUnset {
+		choice = queryChoice
+	}
+	c.openWS(resp.Bytes(), choice == wireBin, ident, hdr.UserAgent())
+}
+
+// queryWireChoice reads the proto=bin|json query parameter; ok is false
+// for any other value.
+func queryWireChoice(query *fasthttp.Args) (w wireChoice, ok bool) {
+	switch v := query.Peek("proto"); {
+	case v == nil:
+		return wireUnset, true
+	case string(v) == "bin":
+		return wireBin, true
+	case string(v) == "json":
+		return wireJSON, true
+	}
+	return wireUnset, false
+}
+
+// handshakeIdentity verifies the handshake's token, if any: nil for an
+// anonymous connection. When the handshake is refused (a bad token, or none
+// where one is required) it answers 401 itself and reports ok false.
+func (c *Conn) handshakeIdentity(req *requestInfo, hdr *fasthttp.RequestHeader, query *fasthttp.Args) (ident *auth.Identity, ok bool) {
 	token := bearerToken(hdr.Peek("Authorization"))
 	if token == "" {
 		token = string(query.Peek("token"))
 	}
-	var ident *auth.Identity
 	switch v := c.srv.cfg.Verifier; {
 	case token != "" && v == nil:
 		c.refuseHandshake(req, proto.CodeUnauthorized, "this server accepts no tokens\n")
-		return
+		return nil, false
 	case token != "":
 		id, err := v.Verify(token)
 		if err != nil {
@@ -92,16 +130,22 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 				code = proto.CodeTokenExpired
 			}
 			c.refuseHandshake(req, code, err.Error()+"\n")
-			return
+			return nil, false
 		}
-		ident = id
+		return id, true
 	case c.srv.cfg.RequireToken:
 		c.refuseHandshake(req, proto.CodeUnauthorized, "a token is required (Authorization: Bearer or ?token=)\n")
-		return
+		return nil, false
 	}
+	return nil, true
+}
 
-	var resp bytes.Buffer
-	subChoice := wireUnset
+// runUpgrade runs the RFC 6455 handshake on a complete request head and
+// returns the response to send (101, or the refusal gobwas/ws wrote, which
+// may be empty) and the wire protocol chosen by subprotocol, if any. A
+// subprotocol that disagrees with the headers' choice is not selected.
+func runUpgrade(head []byte, choice wireChoice) (resp *bytes.Buffer, subChoice wireChoice, err error) {
+	resp = &bytes.Buffer{}
 	u := ws.Upgrader{
 		ReadBufferSize: maxHeadSize + 1024,
 		Protocol: func(p []byte) bool {
@@ -121,61 +165,42 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 			return true
 		},
 	}
-	_, err := u.Upgrade(struct {
+	_, err = u.Upgrade(struct {
 		io.Reader
 		io.Writer
-	}{bytes.NewReader(head), &resp})
-	status := 101
-	if err != nil {
-		status = statusFromResponse(resp.Bytes())
-		if resp.Len() == 0 {
-			resp.Write(canned400)
-			status = 400
-		}
-	}
-	c.srv.accessLog(c, req, status, 0)
-	c.srv.countStatus(status)
-	if err != nil {
-		c.writeNow(resp.Bytes())
-		c.srv.log.Debug("websocket handshake refused", "remote", c.remoteIP(), "err", err)
-		c.linger()
-		return
-	}
-	// The 101 response goes out with the welcome, in one write.
-	c.out = append(c.outBuf(), resp.Bytes()...)
-	if choice == wireUnset {
-		choice = subChoice
-	}
-	if choice == wireUnset {
-		choice = queryChoice
-	}
+	}{bytes.NewReader(head), resp})
+	return resp, subChoice, err
+}
+
+// openWS makes the connection a WebSocket once the handshake succeeded:
+// it reports the session to the bridge and queues the 101 response and
+// the welcome, which go out together in one write.
+func (c *Conn) openWS(resp []byte, bin bool, ident *auth.Identity, userAgent []byte) {
+	l := c.loop
+	c.out = append(c.outBuf(), resp...)
 	c.state = stateWS
-	c.bin = choice == wireBin
+	c.bin = bin
 	c.id = c.srv.nextConnID()
 	c.lastPing = time.Now().UnixNano()
 	c.setIdentity(ident)
 	l.stats.websockets.Add(1)
-	if b := c.srv.cfg.Bridge; b != nil {
-		si := SessionInfo{Conn: c.id, User: c.user(), Remote: c.t.RemoteAddr().String(),
-			UserAgent: string(hdr.UserAgent()), Protocol: "json"}
-		if c.bin {
-			si.Protocol = "bin"
-		}
-		b.Opened(l.idx, si)
-	}
+	si := SessionInfo{Conn: c.id, User: c.user(), Remote: c.t.RemoteAddr().String(),
+		UserAgent: string(userAgent), Protocol: "json"}
 	if c.bin {
-		c.reply(proto.AppendBinWelcome(c.frameBuf(), c.id, c.srv.cfg.Node))
+		si.Protocol = "bin"
+	}
+	c.srv.cfg.Bridge.Opened(l.idx, si)
+	if c.bin {
+		c.queueReply(proto.AppendBinWelcome(c.frameBuf(), c.id, c.srv.cfg.Node))
 	} else {
-		c.reply(proto.AppendWelcome(c.frameBuf(), c.id, c.srv.cfg.Node, "json"))
+		c.queueReply(proto.AppendWelcome(c.frameBuf(), c.id, c.srv.cfg.Node, "json"))
 	}
 }
 
 // refuseHandshake answers 401 to a handshake whose token was refused and
 // reports the attempt to the bridge.
 func (c *Conn) refuseHandshake(req *requestInfo, code, msg string) {
-	if b := c.srv.cfg.Bridge; b != nil {
-		b.Refused(c.loop.idx, Refusal{Op: "connect", Code: code, Remote: c.t.RemoteAddr().String()})
-	}
+	c.srv.cfg.Bridge.Refused(c.loop.idx, Refusal{Op: "connect", Code: code, Remote: c.t.RemoteAddr().String()})
 	c.httpFail(req, 401, msg)
 }
 

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"strconv"
-	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -234,13 +233,6 @@ func (c *Conn) httpFail(req *requestInfo, status int, body string) {
 		req = &requestInfo{method: []byte("-")}
 	}
 	c.respondSimple(req, status, body, false, false, nil)
-}
-
-// linger enters the closing state after a final HTTP response.
-func (c *Conn) linger() {
-	c.state = stateClosing
-	c.closeDeadline = time.Now().UnixNano() + closeGrace
-	c.t.CloseWrite()
 }
 
 var canned400 = []byte("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n")

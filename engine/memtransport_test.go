@@ -128,7 +128,8 @@ func (e *memExec) run() {
 }
 
 // newTestServer builds a Server with test defaults (a temporary public
-// folder holding index.html, one loop, a temporary compression folder).
+// folder holding index.html, one loop, a temporary compression folder, a
+// NopBridge).
 // It is not started: tests drive connections through loops made by
 // newTestLoop.
 func newTestServer(tb testing.TB, cfg Config) *Server {
@@ -145,6 +146,9 @@ func newTestServer(tb testing.TB, cfg Config) *Server {
 	}
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"
+	}
+	if cfg.Bridge == nil {
+		cfg.Bridge = NopBridge{}
 	}
 	s, err := New(cfg)
 	if err != nil {

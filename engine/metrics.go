@@ -2,9 +2,11 @@ package engine
 
 import (
 	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/zenconn/server/nodemsg"
 )
 
 // registerMetrics builds the registry behind /metrics. Hot-path counters
@@ -73,4 +75,35 @@ func (s *Server) countStatus(status int) {
 	c := s.httpByCode.WithLabelValues(strconv.Itoa(status))
 	s.statusCache.Store(status, c)
 	c.Inc()
+}
+
+// loopStats are counters read by the metrics collector. They are atomics so
+// that a scrape from another goroutine is race free; each is written by one
+// loop only, so the adds are uncontended.
+type loopStats struct {
+	connections   atomic.Int64
+	websockets    atomic.Int64
+	subscriptions atomic.Int64
+	messagesIn    atomic.Uint64
+	messagesOut   atomic.Uint64
+	bytesIn       atomic.Uint64
+	bytesOut      atomic.Uint64
+	slowClosed    atomic.Uint64
+}
+
+// Stats returns this process's counters, the ones a worker reports to its
+// agent.
+func (s *Server) Stats() nodemsg.Stats {
+	var n nodemsg.Stats
+	for _, l := range s.hub.allLoops() {
+		st := &l.stats
+		n.Connections += uint64(max(st.websockets.Load(), 0))
+		n.Subscriptions += uint64(max(st.subscriptions.Load(), 0))
+		n.MessagesIn += st.messagesIn.Load()
+		n.MessagesOut += st.messagesOut.Load()
+		n.BytesIn += st.bytesIn.Load()
+		n.BytesOut += st.bytesOut.Load()
+		n.SlowClosed += st.slowClosed.Load()
+	}
+	return n
 }

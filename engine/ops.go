@@ -35,52 +35,18 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 	l.stats.messagesIn.Add(1)
 	// m's fields point into payload or into m: valid during this call.
 	m := &l.msg
-	var perr *proto.Error
-	switch {
-	case c.bin && op == ws.OpBinary:
-		perr = proto.DecodeBinary(payload, m)
-	case c.bin:
-		c.replyError(nil, errTextOnBinary)
-		return
-	case op != ws.OpText:
-		c.fail(proto.CloseUnsupportedData, "binary frames are not accepted on a JSON connection")
-		return
-	case !utf8.Valid(payload):
-		c.fail(proto.CloseInvalidPayload, "text message is not valid UTF-8")
-		return
-	default:
-		perr = proto.DecodeJSON(payload, m)
-	}
-	if perr != nil {
-		c.replyError(m.ID, perr)
+	if !c.decode(op, payload, m) {
 		return
 	}
 	switch m.Op {
 	case proto.OpPing:
 		if c.bin {
-			c.reply(proto.AppendBinPong(c.frameBuf()))
+			c.queueReply(proto.AppendBinPong(c.frameBuf()))
 		} else {
-			c.reply(proto.AppendPong(c.frameBuf()))
+			c.queueReply(proto.AppendPong(c.frameBuf()))
 		}
 	case proto.OpSubscribe:
-		// The name outlives the message (subscription index, c.chans,
-		// the bridge): one copy.
-		channel := string(m.Channel)
-		if e := c.canSubscribe(channel); e != nil {
-			c.refused(proto.OpSubscribe, channel, e, nil, false)
-			c.replyError(m.ID, e)
-			return
-		}
-		if len(c.chans) >= c.srv.cfg.MaxSubscriptions && !c.subscribed(channel) {
-			c.refused(proto.OpSubscribe, channel, errTooManySubs, nil, false)
-			c.replyError(m.ID, errTooManySubs)
-			return
-		}
-		if !l.subscribe(c, channel) {
-			c.ack(m.ID) // already subscribed
-			return
-		}
-		c.subscribeAck(channel, m.ID)
+		c.onSubscribe(m)
 	case proto.OpUnsubscribe:
 		// The connection holds the name when it is subscribed: no copy.
 		if channel, ok := c.heldChannel(m.Channel); ok {
@@ -88,38 +54,96 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 		}
 		c.ack(m.ID)
 	case proto.OpPublish:
-		// The name outlives the message (the message, the bridge): one
-		// copy.
-		channel := string(m.Channel)
-		if e := c.canPublish(channel); e != nil {
-			c.refused(proto.OpPublish, channel, e, m.Data, m.Opaque)
-			c.replyError(m.ID, e)
-			return
-		}
-		c.publishAndAck(channel, m.Data, m.Opaque, m.ID)
+		c.onPublish(m)
 	case proto.OpBroadcast:
-		var e *proto.Error
-		switch {
-		case c.ident == nil:
-			e = errAnonBroadcast
-		case !c.ident.Grants.Broadcast:
-			e = errNoBroadcast
-		}
-		if e != nil {
-			c.refused(proto.OpBroadcast, "", e, m.Data, m.Opaque)
-			c.replyError(m.ID, e)
-			return
-		}
-		c.publishAndAck("", m.Data, m.Opaque, m.ID)
+		c.onBroadcast(m)
 	case proto.OpAuth:
 		c.authenticate(m.ID, string(m.Token))
 	}
 }
 
+// decode decodes a data message in the connection's protocol into m. On
+// a message that cannot be decoded it answers (an error reply, or a close
+// for a frame the protocol does not allow) and returns false.
+func (c *Conn) decode(op ws.OpCode, payload []byte, m *proto.ClientMsg) bool {
+	var perr *proto.Error
+	switch {
+	case c.bin && op == ws.OpBinary:
+		perr = proto.DecodeBinary(payload, m)
+	case c.bin:
+		c.replyError(nil, errTextOnBinary)
+		return false
+	case op != ws.OpText:
+		c.fail(proto.CloseUnsupportedData, "binary frames are not accepted on a JSON connection")
+		return false
+	case !utf8.Valid(payload):
+		c.fail(proto.CloseInvalidPayload, "text message is not valid UTF-8")
+		return false
+	default:
+		perr = proto.DecodeJSON(payload, m)
+	}
+	if perr != nil {
+		c.replyError(m.ID, perr)
+		return false
+	}
+	return true
+}
+
+// onSubscribe handles the subscribe op.
+func (c *Conn) onSubscribe(m *proto.ClientMsg) {
+	// The name outlives the message (subscription index, c.chans, the
+	// bridge): one copy.
+	channel := string(m.Channel)
+	if e := c.canSubscribe(channel); e != nil {
+		c.refused(proto.OpSubscribe, channel, e, nil, false)
+		c.replyError(m.ID, e)
+		return
+	}
+	if len(c.chans) >= c.srv.cfg.MaxSubscriptions && !c.subscribed(channel) {
+		c.refused(proto.OpSubscribe, channel, errTooManySubs, nil, false)
+		c.replyError(m.ID, errTooManySubs)
+		return
+	}
+	if !c.loop.subscribe(c, channel) {
+		c.ack(m.ID) // already subscribed
+		return
+	}
+	c.subscribeAck(channel, m.ID)
+}
+
+// onPublish handles the publish op.
+func (c *Conn) onPublish(m *proto.ClientMsg) {
+	// The name outlives the message (the message, the bridge): one copy.
+	channel := string(m.Channel)
+	if e := c.canPublish(channel); e != nil {
+		c.refused(proto.OpPublish, channel, e, m.Data, m.Opaque)
+		c.replyError(m.ID, e)
+		return
+	}
+	c.publishAndAck(channel, m.Data, m.Opaque, m.ID)
+}
+
+// onBroadcast handles the broadcast op, which needs the broadcast grant.
+func (c *Conn) onBroadcast(m *proto.ClientMsg) {
+	var e *proto.Error
+	switch {
+	case c.ident == nil:
+		e = errAnonBroadcast
+	case !c.ident.Grants.Broadcast:
+		e = errNoBroadcast
+	}
+	if e != nil {
+		c.refused(proto.OpBroadcast, "", e, m.Data, m.Opaque)
+		c.replyError(m.ID, e)
+		return
+	}
+	c.publishAndAck("", m.Data, m.Opaque, m.ID)
+}
+
 // publishAndAck publishes and acknowledges: at once, or once the message
 // is on disk when the node promises durable acks.
 func (c *Conn) publishAndAck(channel string, data []byte, opaque bool, id []byte) {
-	if id != nil && c.srv.cfg.DurableAcks && c.srv.cfg.Bridge != nil {
+	if id != nil && c.srv.cfg.DurableAcks {
 		if !c.publishDurable(channel, data, opaque, id) {
 			c.replyError(id, errOverloaded)
 		}
@@ -216,8 +240,8 @@ func (c *Conn) setIdentity(ident *auth.Identity) {
 	if ident != nil && !ident.Expires.IsZero() {
 		c.expires = ident.Expires.UnixNano()
 	}
-	if b := c.srv.cfg.Bridge; b != nil && c.state == stateWS && c.user() != before {
-		b.Identified(c.loop.idx, c.id, c.user())
+	if c.state == stateWS && c.user() != before {
+		c.srv.cfg.Bridge.Identified(c.loop.idx, c.id, c.user())
 	}
 }
 
@@ -263,15 +287,15 @@ func (c *Conn) frameBuf() []byte {
 	return l.scratch
 }
 
-// reply frames a payload built after frameBuf's headroom, in the
-// connection's protocol, and queues it.
-func (c *Conn) reply(buf []byte) {
+// queueReply frames a payload built after frameBuf's headroom, in the
+// connection's protocol, and queues it (queueFrame).
+func (c *Conn) queueReply(buf []byte) {
 	c.loop.scratch = buf
 	op := ws.OpText
 	if c.bin {
 		op = ws.OpBinary
 	}
-	c.send(finishFrame(buf, op))
+	c.queueFrame(finishFrame(buf, op))
 }
 
 func (c *Conn) ack(id []byte) {
@@ -279,16 +303,16 @@ func (c *Conn) ack(id []byte) {
 		return
 	}
 	if c.bin {
-		c.reply(proto.AppendBinAck(c.frameBuf(), id))
+		c.queueReply(proto.AppendBinAck(c.frameBuf(), id))
 	} else {
-		c.reply(proto.AppendAck(c.frameBuf(), id))
+		c.queueReply(proto.AppendAck(c.frameBuf(), id))
 	}
 }
 
 func (c *Conn) replyError(id []byte, e *proto.Error) {
 	if c.bin {
-		c.reply(proto.AppendBinError(c.frameBuf(), id, e))
+		c.queueReply(proto.AppendBinError(c.frameBuf(), id, e))
 	} else {
-		c.reply(proto.AppendError(c.frameBuf(), id, e))
+		c.queueReply(proto.AppendError(c.frameBuf(), id, e))
 	}
 }

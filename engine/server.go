@@ -57,7 +57,7 @@ const shutdownDrain = time.Second
 
 // New validates cfg and prepares a server; Start begins serving.
 func New(cfg Config) (*Server, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.Validate(), cfg.checkWiring()); err != nil {
 		return nil, err
 	}
 	publicAbs, err := filepath.Abs(cfg.PublicDir)
@@ -97,11 +97,8 @@ func (s *Server) Start() error {
 	}
 	s.transport = t
 	go s.watchTransport()
-	msg := "listening"
-	if s.cfg.Bridge != nil {
-		msg = "worker serving" // the agent announces the node's address once all workers serve
-	}
-	s.log.Info(msg, "addr", t.addr.String(), "loops", s.cfg.Loops, "max_connections", s.cfg.MaxConnections)
+	// The agent announces the node's address once all workers serve.
+	s.log.Info("worker serving", "addr", t.addr.String(), "loops", s.cfg.Loops, "max_connections", s.cfg.MaxConnections)
 	return nil
 }
 

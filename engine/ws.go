@@ -114,7 +114,7 @@ func (c *Conn) onClose(payload []byte) {
 		c.closeCode = uint16(code)
 		c.out = appendCloseFrame(c.outBuf(), uint16(code), "")
 	}
-	c.flushAndClose()
+	c.closeAfterFlush()
 }
 
 // statusFromResponse reads the status code of an HTTP response's status line.

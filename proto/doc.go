@@ -6,7 +6,7 @@
 // The package imports only the standard library and the JSON codec (sonic).
 // It knows nothing about connections or event loops: decoders read a byte
 // slice and encoders append to one (AppendX(dst, ...) []byte), so the same
-// code serves the single-process engine, the workers and the tests.
+// code serves the engine on the workers, the agent and the tests.
 //
 // Concurrency: every function is safe for concurrent use; a ClientMsg is not.
 //

@@ -1,0 +1,46 @@
+package engine
+
+import (
+	"crypto/subtle"
+
+	"github.com/valyala/fasthttp"
+)
+
+// The server API lives in the node agent, which has the whole node's view.
+// A worker's engine answers a request under /api/ (Config.APIKey set) on a
+// file worker, never on a loop: it checks the API key, then hands the
+// request to Config.APIProxy, which forwards it to the agent and fills the
+// response in.
+
+// Canned answers of the key check and of a failed hand-over, built once.
+var (
+	apiUnauthorized = []byte(`{"error":"missing or wrong API key"}` + "\n")
+	apiNoAgent      = []byte(`{"error":"the node agent did not answer"}` + "\n")
+)
+
+// serveAPI answers one server-API request: 401 without the right key, else
+// whatever the agent answers (502 when it does not).
+func (s *Server) serveAPI(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType("application/json")
+	if !s.apiAuthorized(ctx) {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="zenconn-api"`)
+		ctx.SetStatusCode(fasthttp.StatusUnauthorized)
+		ctx.SetBody(apiUnauthorized)
+		return
+	}
+	if err := s.cfg.APIProxy(&ctx.Request, &ctx.Response); err != nil {
+		s.log.Warn("server API proxy", "err", err)
+		ctx.SetStatusCode(fasthttp.StatusBadGateway)
+		ctx.SetBody(apiNoAgent)
+	}
+}
+
+// apiAuthorized compares the key from "Authorization: Bearer" or
+// "X-API-Key" with the configured one in constant time.
+func (s *Server) apiAuthorized(ctx *fasthttp.RequestCtx) bool {
+	key := bearerToken(ctx.Request.Header.Peek("Authorization"))
+	if key == "" {
+		key = string(ctx.Request.Header.Peek("X-API-Key"))
+	}
+	return subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.APIKey)) == 1
+}

@@ -1,0 +1,79 @@
+// Package engine serves one ZenConn worker process's clients: HTTP requests
+// and WebSocket sessions on event loops, the JSON and binary protocol ops,
+// and the fan-out of published messages. It reaches the rest of the node
+// (the agent: sessions, audit log, other workers, server API) only through
+// its Bridge and the API proxy hook.
+//
+// # Who owns what
+//
+// Loops. The transport (gnet.go) runs Config.Loops event loops; each has
+// its own listener, connections and a loop value (loop.go). Everything a
+// loop holds (its connections, subscriber lists, dirty list, scratch
+// buffers) is touched only on that loop's goroutine, without locks; the
+// exceptions are the inbox (loop.mu) and the counters (atomics read by
+// /metrics and Server.Stats).
+//
+// Conn (conn.go). One client connection, owned by its loop: Serve is called
+// with input bytes, Closed when the transport is gone; every method runs on
+// the loop. A Conn reads HTTP requests (http.go), then after the handshake
+// (handshake.go) WebSocket frames (ws.go) carrying protocol ops (ops.go).
+//
+// hub (fanout.go). Shared by the loops: it knows which loops have
+// subscribers of each channel (a bitmask per channel, under a RWMutex) and
+// the list of loops. A message published on a loop is delivered on that
+// loop at once and posted to the inboxes of the other interested loops,
+// which deliver it on their own goroutines. fanout.go is the whole path:
+// outMsg (one encode per message and wire protocol), hub, delivery, the
+// subscriber lists.
+//
+// Bridge (bridge.go). The link to the node's agent, always present (a
+// worker's goes over shared-memory rings; NopBridge serves tests). The
+// engine calls it on loops, with the loop's index, and it never blocks.
+// What it calls back (a subscription live on the node, a durable ack)
+// comes from other goroutines and is turned into a loop task.
+//
+// Tasks from outside a loop. Code that is not on a loop never touches a
+// loop's state: it queues a function with the loop's Executor (transport.go),
+// which runs it on the loop in order. So do Server.Deliver (through the
+// inboxes), Server.Kick, Server.Shutdown, the periodic scan (pings, idle
+// and close deadlines) and the bridge's callbacks. HTTP responses that
+// would stall a loop (static files read from disk, /metrics, the server
+// API hand-over in apiproxy.go) are produced by file workers, which hand
+// their bytes to the connection with Transport.AsyncWrite and finish on the
+// loop.
+//
+// # Write paths of a connection
+//
+// A connection writes in as few syscalls as it can: frames are queued in
+// Conn.out and go out together, one write per connection per read or loop
+// pass. The verbs, all on the loop:
+//
+//   - queueFrame (and queueReply, which frames a reply built in the loop's
+//     scratch first): append a frame to the queue. The queue is flushed at
+//     the end of the read being served (Conn.Serve), or by the loop's
+//     end-of-pass flush task for connections marked dirty by others.
+//   - writeOrQueue: fan-out delivery to an idle subscriber. The frame is
+//     written at once when nothing is queued for the connection and it is
+//     not the one being served; else it is queued like queueFrame. The
+//     loop chooses per message: an isolated message is written at once, a
+//     burst is queued and coalesced (loop.burst).
+//   - writeNow: bytes that are not frames (HTTP responses), written at
+//     once after anything queued.
+//   - flush: write the queue now, in one write.
+//
+// Past Config.MaxOutbound unsent bytes, queueFrame and writeOrQueue close
+// the connection as a slow consumer (4001) instead.
+//
+// Ending a connection:
+//
+//   - linger: flush, half-close, and drain input in the closing state until
+//     the peer closes or a grace period ends. It follows a close frame the
+//     server sends (Conn.fail) and a final HTTP response.
+//   - closeAfterFlush: the server's side of a close handshake the client
+//     started: the echoed close frame goes out behind what is queued, then
+//     the socket is closed at once (RFC 6455 section 7.1.1), or it lingers
+//     if the kernel did not take every byte.
+//
+// The handshake's 101 response and the welcome frame are queued together
+// and leave in a single write.
+package engine
