@@ -51,7 +51,6 @@ type bridge struct {
 	prods   []*shm.Producer // per loop, owned by that loop
 	scratch [][]byte        // per loop
 	backlog [][][]byte      // per loop: records that found the ring full
-	dropped atomic.Uint64
 
 	alone bool // the node's only worker, without durable acks
 

@@ -108,8 +108,9 @@ func runNode(o *serveOptions, args []string, log *slog.Logger) error {
 		Node:    node,
 		Log:     log,
 
-		Registry:    reg,
-		DurableAcks: o.audit && o.auditSync == "always",
+		Registry:     reg,
+		DurableAcks:  o.audit && o.auditSync == "always",
+		StallTimeout: o.stallTimeout,
 	}
 	if st != nil {
 		cfg.Store = st
