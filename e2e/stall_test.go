@@ -26,7 +26,7 @@ import (
 // 2-core machine; an agent that waits on the stopped worker's ring falls seconds behind.
 const (
 	stStallTimeout = 2 * time.Second
-	stAckBound     = 2 * time.Second        // publish → durable ack, at any time
+	stAckBound     = 3 * time.Second        // publish → durable ack, at any time
 	stPublishEvery = 5 * time.Millisecond   // offered rate: at most 200 messages/s…
 	stPayload      = 16 << 10               // …of 16 KiB: the 4 MiB ring fills in seconds, its 16 MiB queue does not
 	stRunFor       = 25 * time.Second       // the publisher gives up after this
@@ -154,6 +154,26 @@ func TestWorkersStalledWorkerIsReplaced(t *testing.T) {
 		` pid=` + strconv.Itoa(oldPID) + ` reason=stalled`)
 	if !logRE.MatchString(s.Logs()) {
 		t.Errorf("no log line matching %s:\n%s", logRE, grepLines(s.Logs(), "worker"))
+	}
+
+	// Their sessions ended with 1006, as for a crash.
+	var sessions struct {
+		Sessions []struct {
+			Conn      string `json:"conn"`
+			CloseCode *int   `json:"close_code"`
+		} `json:"sessions"`
+	}
+	apiOK(t, s, "GET", "/api/sessions?active=false&limit=1000", "", &sessions)
+	ended := map[string]int{}
+	for _, se := range sessions.Sessions {
+		if se.CloseCode != nil {
+			ended[se.Conn] = *se.CloseCode
+		}
+	}
+	for _, c := range groups[victim] {
+		if code, ok := ended[c.ID]; !ok || code != int(closeAbnormal) {
+			t.Errorf("session of %s on the stopped worker: ended %v with %d, want ended with 1006", c.ID, ok, code)
+		}
 	}
 
 	// The audit log has every acknowledged publish.
