@@ -14,7 +14,7 @@ import (
 func (a *Agent) metrics(w http.ResponseWriter, _ *http.Request) {
 	ws := a.Workers()
 	a.mu.Lock()
-	channels := len(a.tab.interest)
+	channels := a.tab.channelCount()
 	a.mu.Unlock()
 	var b strings.Builder
 	family := func(name, typ, help string, value func(WorkerInfo) float64) {

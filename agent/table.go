@@ -192,6 +192,9 @@ type channelInfo struct {
 	Subscribers int    `json:"subscribers"`
 }
 
+// channelCount returns the number of channels with subscribers.
+func (t *table) channelCount() int { return len(t.interest) }
+
 // channels returns the channels with subscribers, sorted by name.
 func (t *table) channels() []channelInfo {
 	out := make([]channelInfo, 0, len(t.interest))
