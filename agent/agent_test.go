@@ -341,3 +341,62 @@ func TestAPIPublishReachesSelfAckedSubscriber(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestStuckWorkerHoldsBackNobody: worker 1 holds a subscriber and never
+// reads its ring; worker 0's durable publishes, forwarded to worker 1, are
+// still committed and answered at the store's pace, because nothing in the
+// agent waits on worker 1's ring.
+func TestStuckWorkerHoldsBackNobody(t *testing.T) {
+	st := openStore(t, store.SyncAlways)
+	const publishes = 50
+	const bound = 20 * time.Second // for all of them; waiting 1 s per record would take 43 s
+	var a *Agent
+	cfg := Config{
+		Workers: 2, Loops: 1, Node: "n1", Store: st, DurableAcks: true,
+		Socket: filepath.Join(t.TempDir(), "agent.sock"), RingSize: shm.MinCapacity,
+		QueueBytes: 1 << 20, StallTimeout: time.Minute,
+		InProcess: func(ctx context.Context, id int, rings *link.Rings) error {
+			w := &fakeWorker{from: rings.FromAgent().Consumer()}
+			for _, r := range rings.ToAgent() {
+				w.toAgent = append(w.toAgent, r.Producer())
+			}
+			if id == 1 {
+				w.send(t, nodemsg.AppendOpened(nil, "stuck", "", "127.0.0.1:2", "", "json"))
+				w.send(t, nodemsg.AppendSub(nil, 0, "stuck", "news"))
+				<-ctx.Done()
+				return nil
+			}
+			for a == nil || a.Workers()[1].Subscriptions != 1 {
+				time.Sleep(time.Millisecond)
+			}
+			w.send(t, nodemsg.AppendOpened(nil, "pub", "", "127.0.0.1:1", "", "json"))
+			start := time.Now()
+			data := []byte(`"` + strings.Repeat("x", 500) + `"`)
+			for i := uint64(1); i <= publishes; i++ {
+				w.send(t, nodemsg.AppendPublish(nil, i, "news", "pub", false, data))
+				if !w.done(t, i) {
+					return errScriptDone
+				}
+				if d := time.Since(start); d > bound {
+					t.Errorf("%d durable publishes took %v while another worker did not read its ring", i, d)
+					return errScriptDone
+				}
+			}
+			t.Logf("%d durable publishes answered in %v", publishes, time.Since(start))
+			return errScriptDone
+		},
+	}
+	var err error
+	a, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := a.Run(ctx); !errors.Is(err, errScriptDone) {
+		t.Fatalf("Run: %v", err)
+	}
+	if f := a.Workers()[1].failures; f != [len(failureReasons)]int{} {
+		t.Errorf("worker 1 failed (%v) before its stall timeout", f)
+	}
+}

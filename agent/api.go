@@ -2,13 +2,9 @@ package agent
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"sort"
-	"strings"
 
-	"github.com/prometheus/common/expfmt"
 	"github.com/zenconn/server/proto"
 	"github.com/zenconn/server/store"
 )
@@ -26,7 +22,10 @@ func (a *Agent) apiHandler() http.Handler {
 	mux.HandleFunc("POST /api/disconnect", a.apiDisconnect)
 	mux.HandleFunc("GET /api/connections", func(w http.ResponseWriter, _ *http.Request) {
 		settled := a.settleRings()
-		replyTable(w, settled, "connections", a.connList())
+		a.mu.Lock()
+		list := a.tab.list()
+		a.mu.Unlock()
+		replyTable(w, settled, "connections", list)
 	})
 	mux.HandleFunc("GET /api/channels", a.apiChannels)
 	mux.HandleFunc("GET /api/workers", func(w http.ResponseWriter, _ *http.Request) {
@@ -158,24 +157,11 @@ func (a *Agent) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-type channelInfo struct {
-	Name        string `json:"name"`
-	Subscribers int    `json:"subscribers"`
-}
-
 func (a *Agent) apiChannels(w http.ResponseWriter, _ *http.Request) {
 	settled := a.settleRings()
 	a.mu.Lock()
-	out := make([]channelInfo, 0, len(a.interest))
-	for ch, counts := range a.interest {
-		n := 0
-		for _, c := range counts {
-			n += c
-		}
-		out = append(out, channelInfo{ch, n})
-	}
+	out := a.tab.channels()
 	a.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	replyTable(w, settled, "channels", out)
 }
 
@@ -189,43 +175,4 @@ func replyTable(w http.ResponseWriter, settled bool, name string, list any) {
 		return
 	}
 	reply(w, http.StatusOK, map[string]any{name: list, "behind": true})
-}
-
-// metrics renders the node-wide families, per worker, in the Prometheus
-// text format; workers append them to their own /metrics.
-func (a *Agent) metrics(w http.ResponseWriter, _ *http.Request) {
-	ws := a.Workers()
-	a.mu.Lock()
-	channels := len(a.interest)
-	a.mu.Unlock()
-	var b strings.Builder
-	family := func(name, typ, help string, value func(WorkerInfo) float64) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-		for _, wi := range ws {
-			fmt.Fprintf(&b, "%s{worker=\"%d\"} %g\n", name, wi.ID, value(wi))
-		}
-	}
-	up := func(wi WorkerInfo) float64 {
-		if wi.Up {
-			return 1
-		}
-		return 0
-	}
-	family("zenconn_node_worker_up", "gauge", "1 while the worker process serves.", up)
-	family("zenconn_node_worker_restarts_total", "counter", "Times the agent restarted the worker.", func(wi WorkerInfo) float64 { return float64(wi.Restarts) })
-	family("zenconn_node_connections", "gauge", "WebSocket connections per worker, from the agent's table.", func(wi WorkerInfo) float64 { return float64(wi.Connections) })
-	family("zenconn_node_subscriptions", "gauge", "Subscriptions per worker, from the agent's table.", func(wi WorkerInfo) float64 { return float64(wi.Subscriptions) })
-	family("zenconn_node_messages_in_total", "counter", "Client messages received, per worker (reported every second).", func(wi WorkerInfo) float64 { return float64(wi.MessagesIn) })
-	family("zenconn_node_messages_out_total", "counter", "Messages queued to clients, per worker (reported every second).", func(wi WorkerInfo) float64 { return float64(wi.MessagesOut) })
-	fmt.Fprintf(&b, "# HELP zenconn_node_channels Channels with subscribers on the node.\n# TYPE zenconn_node_channels gauge\nzenconn_node_channels %d\n", channels)
-	if a.cfg.Registry != nil {
-		if mfs, err := a.cfg.Registry.Gather(); err == nil {
-			enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
-			for _, mf := range mfs {
-				_ = enc.Encode(mf)
-			}
-		}
-	}
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	_, _ = io.WriteString(w, b.String())
 }

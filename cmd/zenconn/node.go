@@ -160,8 +160,9 @@ func (n *nodePlan) agentConfig(st *store.Store, reg *prometheus.Registry) (agent
 		Node:    n.node,
 		Log:     n.log,
 
-		Registry:    reg,
-		DurableAcks: n.o.audit && n.o.auditSync == "always",
+		Registry:     reg,
+		DurableAcks:  n.o.audit && n.o.auditSync == "always",
+		StallTimeout: n.o.stallTimeout,
 	}
 	if st != nil {
 		cfg.Store = st

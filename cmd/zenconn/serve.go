@@ -31,6 +31,7 @@ type serveOptions struct {
 	accessLog    string
 	workers      int
 	loops        int
+	stallTimeout time.Duration
 	maxConns     int
 	maxMessage   byteSize
 	maxOutbound  byteSize
@@ -61,6 +62,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.accessLog, "access-log", "-", `access log in combined format: a file path, "-" for stdout, or "off"`)
 	fs.IntVar(&o.workers, "workers", defaultWorkers(), "worker processes under an agent process; 0 serves in this process")
 	fs.IntVar(&o.loops, "loops", 0, "event loops per process; 0 means one per CPU (divided among the workers)")
+	fs.DurationVar(&o.stallTimeout, "worker-stall-timeout", 5*time.Second, "a worker whose ring from the agent takes nothing this long while records wait for it is killed and restarted (with --workers 0: the node exits)")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "open connections accepted before new ones get 503; 0 means the open-file limit less 512")
 	o.maxMessage = 1 << 20
 	fs.Var(&o.maxMessage, "max-message", "largest WebSocket message accepted (bytes; K/KiB, M/MiB suffixes); larger ones are closed with 1009")
@@ -160,6 +162,10 @@ func serve(args []string) int {
 			fmt.Fprintf(os.Stderr, "zenconn serve: %v\n", err)
 			return 2
 		}
+	}
+	if o.stallTimeout <= 0 {
+		fmt.Fprintln(os.Stderr, "zenconn serve: --worker-stall-timeout must be positive")
+		return 2
 	}
 	if o.auditSyncInterval <= 0 || o.auditRetention < 0 {
 		fmt.Fprintln(os.Stderr, "zenconn serve: --audit-sync-interval must be positive and --audit-retention not negative")

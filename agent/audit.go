@@ -8,6 +8,10 @@ import (
 	"github.com/zenconn/server/store"
 )
 
+// The audit hand-off: sessions and records go to the store; the answers
+// to durable publishes and subscriptions go back to their worker once the
+// store has committed them.
+
 // closeAbnormal is the close code recorded for connections that ended
 // without a close frame: a worker that died, or a node that restarted
 // (RFC 6455 section 7.4.1).
@@ -28,7 +32,9 @@ func (a *Agent) audit(r *store.Record, done func(error)) {
 	a.st.Append(r, done)
 }
 
-// answer returns the callback that sends Done(token) to worker s.
+// answer returns the callback that sends Done(token) to worker s. The
+// store calls it from its writer goroutine, which must not block: send
+// only hands the record to the worker's outbox.
 func (a *Agent) answer(s *slot, token uint64) func(error) {
 	return func(err error) {
 		if err != nil {
@@ -55,4 +61,18 @@ func (a *Agent) putSession(id string, c *connRec, end time.Time, code int) strin
 func (a *Agent) closeSession(id string, c *connRec, code int) {
 	user := a.putSession(id, c, time.Now(), code)
 	a.audit(&store.Record{Worker: c.worker, Conn: id, User: user, Op: store.OpDisconnect, Code: code}, nil)
+}
+
+// dropWorker removes a dead worker's connections and interest from the
+// table; their sessions end with 1006.
+func (a *Agent) dropWorker(w int) {
+	a.mu.Lock()
+	gone := a.tab.dropWorker(w)
+	a.mu.Unlock()
+	if a.st == nil {
+		return
+	}
+	for id, c := range gone {
+		a.closeSession(id, c, closeAbnormal)
+	}
 }

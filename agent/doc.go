@@ -1,0 +1,48 @@
+// Package agent supervises a node's worker processes and is the node's
+// single point of truth: it keeps the connection table and the channel →
+// workers interest map from the workers' records, forwards each published
+// message only to the workers that have subscribers of its channel (every
+// other worker for a broadcast), hands sessions and audit records to the
+// store, and answers the server API for the whole node over a unix socket
+// that the workers proxy to.
+//
+// The agent does not import the engine: it speaks to workers only through
+// shared-memory rings (package shm, laid out by package link) carrying
+// nodemsg records.
+//
+// # Parts
+//
+//   - Supervision (supervise.go): spawn a worker with its rings, read its
+//     rings, restart it with backoff when it exits, drain it on shutdown.
+//   - The table (table.go): connections and channel → worker interest as
+//     plain data, guarded by Agent.mu.
+//   - Reading (reader.go): a goroutine per ring from a worker decodes its
+//     records and dispatches each kind to a small handler that updates the
+//     table, routes and audits.
+//   - Routing (route.go): who gets a published message, a kick, a Done
+//     answer; every record to a worker goes through that worker's outbox
+//     (outbox.go), so no caller ever waits on a worker's ring.
+//   - The audit hand-off (audit.go): sessions and records to the store,
+//     and the answers to durable publishes and subscriptions once the
+//     store has committed them.
+//   - The server API (api.go, query.go, metrics.go), read from the table
+//     and the store.
+//
+// # Supervision policy
+//
+// The policy lives in fields of Config. A worker that exits is restarted
+// after a backoff that starts at MinBackoff and doubles up to MaxBackoff,
+// reset once a worker has stayed up for StableAfter; its connections leave
+// the table at once and their sessions end with 1006. On shutdown the
+// workers get SIGTERM and ShutdownGrace to drain, then SIGKILL. Workers die
+// with the agent (PR_SET_PDEATHSIG).
+//
+// A worker that stays unable to take its records, because its outbox
+// holds QueueBytes or its ring accepted nothing for StallTimeout, has
+// failed: the agent logs it at error level with the reason, counts it in
+// zenconn_node_worker_failures_total{reason}, kills it with SIGKILL and
+// restarts it like a crashed worker. Nothing is ever dropped to keep a
+// worker fed. The in-process worker (Config.InProcess) cannot be killed
+// alone: its failure stops the agent, whose Run returns the error, so that
+// the process exits non-zero and its own supervisor restarts the node.
+package agent

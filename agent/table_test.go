@@ -1,0 +1,127 @@
+package agent
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+)
+
+// tableOf builds a table of 3 workers from a script of steps.
+func tableOf(steps ...func(t *table)) *table {
+	tab := newTable(3)
+	for _, s := range steps {
+		s(tab)
+	}
+	return tab
+}
+
+func opened(id string, w int) func(*table) {
+	return func(t *table) { t.open(id, &connRec{worker: w, user: "u-" + id}) }
+}
+
+func subbed(id, ch string) func(*table) {
+	return func(t *table) { t.subscribe(id, ch, true) }
+}
+
+func TestTableSubscribeCountsInterestPerWorker(t *testing.T) {
+	tab := tableOf(opened("a", 0), opened("b", 0), opened("c", 2),
+		subbed("a", "news"), subbed("b", "news"), subbed("c", "news"), subbed("c", "sport"))
+	if got, want := tab.interest["news"], []int{2, 0, 1}; !reflect.DeepEqual(got, want) {
+		t.Errorf("interest[news] = %v, want %v", got, want)
+	}
+	if c, added := tab.subscribe("a", "news", true); c == nil || added {
+		t.Errorf("second subscribe of a to news: %v, added %v; want the connection, not added", c, added)
+	}
+	if got := tab.interest["news"][0]; got != 2 {
+		t.Errorf("a repeated subscribe counted again: %d", got)
+	}
+	if c, added := tab.subscribe("nobody", "news", true); c != nil || added {
+		t.Errorf("subscribe of an unknown connection: %v, %v", c, added)
+	}
+	conns, subs := tab.perWorker()
+	if !reflect.DeepEqual(conns, []int{2, 0, 1}) || !reflect.DeepEqual(subs, []int{2, 0, 2}) {
+		t.Errorf("perWorker = %v, %v", conns, subs)
+	}
+	want := []channelInfo{{"news", 3}, {"sport", 1}}
+	if got := tab.channels(); !reflect.DeepEqual(got, want) {
+		t.Errorf("channels = %v, want %v", got, want)
+	}
+}
+
+func TestTableUnsubscribeAndCloseForgetInterest(t *testing.T) {
+	tab := tableOf(opened("a", 0), opened("b", 1), subbed("a", "news"), subbed("b", "news"), subbed("a", "x"))
+	if c, removed := tab.unsubscribe("a", "news"); c == nil || !removed {
+		t.Fatalf("unsubscribe a news: %v, %v", c, removed)
+	}
+	if _, removed := tab.unsubscribe("a", "news"); removed {
+		t.Errorf("a second unsubscribe removed something")
+	}
+	if got := tab.interest["news"]; !reflect.DeepEqual(got, []int{0, 1, 0}) {
+		t.Errorf("interest[news] = %v", got)
+	}
+	if c := tab.close("b"); c == nil || c.user != "u-b" {
+		t.Fatalf("close b = %+v", c)
+	}
+	if _, ok := tab.interest["news"]; ok {
+		t.Errorf("news is still listed with no subscriber: %v", tab.interest)
+	}
+	if tab.close("b") != nil {
+		t.Errorf("closing b twice returned an entry")
+	}
+	// The session history keeps every channel joined, in order.
+	if c := tab.conn("a"); !reflect.DeepEqual(c.joined, []string{"news", "x"}) {
+		t.Errorf("a joined %v", c.joined)
+	}
+}
+
+func TestTableDropWorker(t *testing.T) {
+	tab := tableOf(opened("a", 0), opened("b", 1), opened("c", 1),
+		subbed("a", "news"), subbed("b", "news"), subbed("c", "solo"))
+	gone := tab.dropWorker(1)
+	if len(gone) != 2 || gone["b"] == nil || gone["c"] == nil {
+		t.Fatalf("dropWorker(1) = %v, want b and c", gone)
+	}
+	if len(tab.conns) != 1 || tab.conn("a") == nil {
+		t.Errorf("conns after dropWorker: %v", tab.conns)
+	}
+	want := map[string][]int{"news": {1, 0, 0}}
+	if !reflect.DeepEqual(tab.interest, want) {
+		t.Errorf("interest = %v, want %v", tab.interest, want)
+	}
+}
+
+func TestTableTargets(t *testing.T) {
+	tab := tableOf(opened("a", 0), opened("b", 1), opened("c", 2), subbed("a", "news"), subbed("c", "news"))
+	for _, tc := range []struct {
+		name    string
+		origin  int
+		channel string
+		all     bool
+		want    []int
+	}{
+		{"subscribers on other workers", 0, "news", false, []int{2}},
+		{"from the API", -1, "news", false, []int{0, 2}},
+		{"no subscribers", 1, "none", false, nil},
+		{"broadcast", 1, "", false, []int{0, 2}},
+		{"all workers", 0, "none", true, []int{1, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tab.targets(nil, tc.origin, tc.channel, tc.all)
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("targets(%d, %q, %v) = %v, want %v", tc.origin, tc.channel, tc.all, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTableList(t *testing.T) {
+	tab := tableOf(opened("b", 1), opened("a", 0), subbed("a", "z"), subbed("a", "m"))
+	tab.conn("a").remote, tab.conn("a").protocl = "127.0.0.1:1", "json"
+	want := []connInfo{
+		{ID: "a", User: "u-a", Remote: "127.0.0.1:1", Protocol: "json", Channels: []string{"m", "z"}, Worker: 0},
+		{ID: "b", User: "u-b", Channels: []string{}, Worker: 1},
+	}
+	if got := tab.list(); !reflect.DeepEqual(got, want) {
+		t.Errorf("list = %+v, want %+v", got, want)
+	}
+}
