@@ -28,9 +28,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha1"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -94,19 +91,18 @@ func checkChurn(cfg *config) error {
 type cstate uint8
 
 const (
-	csIdle       cstate = iota // between cycles
-	csConnecting               // non-blocking connect in progress
-	csHandshake                // upgrade request sent
-	csWelcome                  // 101 received, waiting for the welcome
-	csSubscribe                // subscribe sent (observer: every subscribe)
-	csPublish                  // publish sent
-	csOpen                     // observer: subscribed, receiving
-	csClosing                  // close frame sent
-	csDraining                 // close frame received, waiting for the end of stream
-	csDone                     // no more cycles
+	csIdle      cstate = iota // between cycles
+	csOpening                 // connecting, or upgrade request sent
+	csWelcome                 // 101 received, waiting for the welcome
+	csSubscribe               // subscribe sent (observer: every subscribe)
+	csPublish                 // publish sent
+	csOpen                    // observer: subscribed, receiving
+	csClosing                 // close frame sent
+	csDraining                // close frame received, waiting for the end of stream
+	csDone                    // no more cycles
 )
 
-var csNames = [...]string{"idle", "connecting", "handshake", "welcome", "subscribe", "publish", "open", "closing", "draining", "done"}
+var csNames = [...]string{"idle", "opening", "welcome", "subscribe", "publish", "open", "closing", "draining", "done"}
 
 // The phases of a cycle, each with its own latency histogram.
 const (
@@ -121,21 +117,18 @@ var phaseNames = [nPhases]string{"open", "subscribe", "publish", "close"}
 
 // cconn is one worker (or the observer) and its current connection.
 type cconn struct {
+	wsConn
 	worker   int // global worker index; -1 for the observer
 	channel  string
-	fd       int
 	state    cstate
-	accept   string // expected Sec-WebSocket-Accept
-	pending  []byte // unparsed input
-	frag     []byte // fragmented message being assembled
-	out      []byte // output the socket did not take yet
-	pollOut  bool
 	id       string // connection id from the welcome
 	t0, mark int64  // start of the cycle and of its current phase (ns)
 	deadline int64  // the cycle fails after this (ns; 0: none)
 	next     int64  // idle: the next cycle may start at this time (ns)
 	acks     int    // observer: subscribe acks received
 }
+
+func (c *cconn) transport() *wsConn { return &c.wsConn }
 
 // churnStats are the counters of one churn (the warm-up has its own).
 type churnStats struct {
@@ -145,31 +138,32 @@ type churnStats struct {
 	hist                                        hist
 	phase                                       [nPhases]hist
 	firstStart, lastEnd                         int64
-	pollCalls, pollEvents                       int64
 }
 
+// churnLoop drives the churn workers of one process, and its observer, on
+// the epoll client (client.go).
 type churnLoop struct {
-	*loop   // epoll set, buffers, destination, source addresses, error notes
+	client[*cconn]
+	cfg     *config
 	workers []*cconn
 	obs     *cconn
 	obsErr  string
-	byFd    map[int]*cconn
 	chans   map[string]bool // this process's worker channels
 	st      *churnStats
-	end     int64 // no cycle starts at or after this time (ns)
-	srcN    int
+	end     int64  // no cycle starts at or after this time (ns)
+	body    []byte // the subscribe or publish being written
 	subs    []byte // the observer's subscribe frames
 }
 
 func newChurnLoop(cfg *config, idx, first, n int) (*churnLoop, error) {
-	base, err := newLoop(cfg, 0, 0, idx)
-	if err != nil {
+	l := &churnLoop{cfg: cfg, chans: make(map[string]bool, n), st: &churnStats{}}
+	if err := l.init(cfg, l, n+1, idx); err != nil {
 		return nil, err
 	}
-	l := &churnLoop{loop: base, byFd: make(map[int]*cconn, n+1), chans: make(map[string]bool, n), st: &churnStats{}}
+	l.counting = true
 	for i := range n {
 		ch := cfg.channel + "-" + strconv.Itoa(first+i)
-		l.workers = append(l.workers, &cconn{worker: first + i, channel: ch, fd: -1, state: csIdle})
+		l.workers = append(l.workers, &cconn{worker: first + i, channel: ch, wsConn: wsConn{fd: -1}, state: csIdle})
 		l.chans[ch] = true
 	}
 	return l, nil
@@ -182,26 +176,10 @@ func (l *churnLoop) close() {
 	if l.obs != nil {
 		l.closeFd(l.obs)
 	}
-	l.closeAll()
+	l.closeEpoll()
 }
 
-// closeFd closes with a reset (SO_LINGER 0): the server has already
-// closed its side when a cycle ends this way, so neither side keeps a
-// TIME_WAIT.
-func (l *churnLoop) closeFd(c *cconn) {
-	if c.fd < 0 {
-		return
-	}
-	// No EPOLL_CTL_DEL: closing the only descriptor of the socket removes
-	// it from the epoll set.
-	delete(l.byFd, c.fd)
-	_ = unix.SetsockoptLinger(c.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-	_ = unix.Close(c.fd)
-	c.fd = -1
-	c.pending, c.frag, c.out, c.pollOut = c.pending[:0], c.frag[:0], nil, false
-}
-
-func (l *churnLoop) cproto(kind, example string) {
+func (l *churnLoop) protoErr(kind, example string) {
 	l.st.protoErrors++
 	if len(example) > 200 {
 		example = example[:200] + "..."
@@ -265,159 +243,18 @@ func (l *churnLoop) phase(c *cconn, ph int, now int64) {
 	c.mark = now
 }
 
-// dial starts a cycle: a non-blocking connect.
-func (l *churnLoop) dial(c *cconn, now int64, timeout time.Duration) {
-	c.pending, c.frag, c.out, c.pollOut = c.pending[:0], c.frag[:0], nil, false
+// startCycle starts a cycle: a non-blocking connect.
+func (l *churnLoop) startCycle(c *cconn, now int64, timeout time.Duration) {
 	c.id, c.acks = "", 0
 	c.t0, c.mark, c.deadline = now, now, now+int64(timeout)
-	c.state = csConnecting
+	c.state = csOpening
 	if c.worker >= 0 {
 		l.st.started++
 		if l.st.firstStart == 0 {
 			l.st.firstStart = now
 		}
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		l.fail(c, now, "dial_socket", err.Error(), false)
-		return
-	}
-	c.fd = fd
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if len(l.srcs) > 0 {
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-		src := l.srcs[l.srcN%len(l.srcs)]
-		l.srcN++
-		if err := unix.Bind(fd, &src); err != nil {
-			l.fail(c, now, "dial_bind", err.Error(), false)
-			return
-		}
-	}
-	if err := unix.Connect(fd, &l.dst); err != nil && !errors.Is(err, unix.EINPROGRESS) {
-		l.fail(c, now, "dial_connect", err.Error(), false)
-		return
-	}
-	// On loopback the connection is usually established by now: send the
-	// upgrade request at once, and wait for EPOLLOUT only when the socket
-	// is still connecting (EAGAIN). That saves an epoll round, a
-	// getsockopt and an epoll_ctl per cycle.
-	events := uint32(unix.EPOLLIN | unix.EPOLLRDHUP)
-	req := l.upgradeRequest(c)
-	n, err := unix.Write(fd, req)
-	switch {
-	case err == nil:
-		c.state = csHandshake
-		if n < len(req) {
-			c.out = append(c.out[:0], req[n:]...)
-			c.pollOut = true
-			events |= unix.EPOLLOUT
-		}
-	case errors.Is(err, unix.EAGAIN):
-		events |= unix.EPOLLOUT
-	default:
-		l.fail(c, now, "dial_connect", err.Error(), false)
-		return
-	}
-	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		l.fail(c, now, "dial_epoll", err.Error(), false)
-		return
-	}
-	l.byFd[fd] = c
-}
-
-// upgradeRequest returns the HTTP upgrade request for c (in l.wbuf), with
-// a new key whose expected answer goes to c.accept.
-func (l *churnLoop) upgradeRequest(c *cconn) []byte {
-	var nonce [16]byte
-	for i := 0; i < 16; i += 4 {
-		binary.LittleEndian.PutUint32(nonce[i:], l.rand32())
-	}
-	key := base64.StdEncoding.EncodeToString(nonce[:])
-	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	c.accept = base64.StdEncoding.EncodeToString(h[:])
-	req := append(l.wbuf[:0], l.request...)
-	req = append(req, "Sec-WebSocket-Key: "...)
-	req = append(req, key...)
-	req = append(req, "\r\n\r\n"...)
-	l.wbuf = req
-	return req
-}
-
-func (l *churnLoop) onConnected(c *cconn, events uint32, now int64) {
-	soerr, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-	if err == nil && soerr != 0 {
-		err = unix.Errno(soerr)
-	}
-	if err != nil {
-		l.fail(c, now, "dial_connect", err.Error(), false)
-		return
-	}
-	if events&unix.EPOLLOUT == 0 {
-		return
-	}
-	req := l.upgradeRequest(c)
-	c.state = csHandshake
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev); err != nil {
-		l.fail(c, now, "dial_epoll", err.Error(), false)
-		return
-	}
-	l.write(c, req, now)
-}
-
-func (l *churnLoop) setPollOut(c *cconn, on bool) {
-	if c.pollOut == on || c.fd < 0 {
-		return
-	}
-	c.pollOut = on
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd)}
-	if on {
-		ev.Events |= unix.EPOLLOUT
-	}
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
-}
-
-func (l *churnLoop) write(c *cconn, b []byte, now int64) {
-	if c.fd < 0 {
-		return
-	}
-	if len(c.out) > 0 {
-		c.out = append(c.out, b...)
-		return
-	}
-	n, err := unix.Write(c.fd, b)
-	if err != nil {
-		if !errors.Is(err, unix.EAGAIN) {
-			l.fail(c, now, "write", err.Error(), false)
-			return
-		}
-		n = 0
-	}
-	if n < len(b) {
-		c.out = append(c.out, b[n:]...)
-		l.setPollOut(c, true)
-	}
-}
-
-func (l *churnLoop) flush(c *cconn, now int64) {
-	n, err := unix.Write(c.fd, c.out)
-	if err != nil {
-		if !errors.Is(err, unix.EAGAIN) {
-			l.fail(c, now, "write", err.Error(), false)
-		}
-		return
-	}
-	c.out = c.out[n:]
-	if len(c.out) == 0 {
-		c.out = nil
-		l.setPollOut(c, false)
-	}
-}
-
-func (l *churnLoop) send(c *cconn, op ws.OpCode, payload []byte, now int64) {
-	l.wbuf = l.appendFrame(l.wbuf[:0], op, payload)
-	l.write(c, l.wbuf, now)
+	l.dial(c)
 }
 
 var closeNormal = ws.NewCloseFrameBody(ws.StatusNormalClosure, "")
@@ -426,197 +263,49 @@ var closeNormal = ws.NewCloseFrameBody(ws.StatusNormalClosure, "")
 func (l *churnLoop) startClose(c *cconn, now int64) {
 	c.state = csClosing
 	c.mark = now
-	l.send(c, ws.OpClose, closeNormal, now)
+	l.send(c, ws.OpClose, closeNormal)
 }
 
-// poll waits up to timeout for events and handles them.
-func (l *churnLoop) poll(timeout time.Duration) error {
-	ms := int((timeout + time.Millisecond - 1) / time.Millisecond)
-	n, err := unix.EpollWait(l.epfd, l.events, ms)
-	if err != nil {
-		if errors.Is(err, unix.EINTR) {
-			return nil
-		}
-		return err
-	}
-	now := time.Now().UnixNano()
-	l.st.pollCalls++
-	l.st.pollEvents += int64(n)
-	for i := range n {
-		ev := l.events[i]
-		c := l.byFd[int(ev.Fd)]
-		if c == nil {
-			continue
-		}
-		if c.state == csConnecting {
-			l.onConnected(c, ev.Events, now)
-			continue
-		}
-		if ev.Events&unix.EPOLLOUT != 0 && len(c.out) > 0 {
-			l.flush(c, now)
-			if c.fd < 0 {
-				continue
-			}
-		}
-		if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 {
-			l.readConn(c, now)
-		}
-	}
-	return nil
-}
+func (l *churnLoop) onUpgrade(c *cconn, _ int64) { c.state = csWelcome }
 
-func (l *churnLoop) readConn(c *cconn, now int64) {
-	if len(c.pending) > len(l.rbuf)/2 {
-		l.rbuf = make([]byte, 2*len(l.rbuf)+len(c.pending))
-	}
-	n0 := copy(l.rbuf, c.pending)
-	n, err := unix.Read(c.fd, l.rbuf[n0:])
-	if err != nil {
-		switch {
-		case errors.Is(err, unix.EAGAIN):
-		case c.state == csDraining && errors.Is(err, unix.ECONNRESET):
-			// The close handshake is complete; a reset instead of a FIN
-			// is noted but the cycle counts.
-			l.note("reset_after_close", err.Error())
-			l.finish(c, now)
-		default:
-			l.fail(c, now, "read_error", fmt.Sprintf("%v (state %s)", err, csNames[c.state]), false)
-		}
-		return
-	}
-	if n == 0 {
-		switch c.state {
-		case csDraining:
-			l.finish(c, now)
-		case csClosing:
-			l.cproto("eof_without_close_frame", "the server closed the TCP connection without answering the close frame")
-			l.fail(c, now, "", "", true)
-		default:
-			l.fail(c, now, "closed_by_server", "EOF without close frame in state "+csNames[c.state], false)
-		}
-		return
-	}
-	data := l.rbuf[:n0+n]
-	used := 0
-	if c.state == csHandshake {
-		i := bytes.Index(data, []byte("\r\n\r\n"))
-		if i < 0 {
-			if len(data) > 16<<10 {
-				l.fail(c, now, "handshake", "response header too large", false)
-				return
-			}
-			c.pending = append(c.pending[:0], data...)
-			return
-		}
-		if msg := checkUpgrade(data[:i], c.accept); msg != "" {
-			l.fail(c, now, "handshake", msg, false)
-			return
-		}
-		used = i + 4
-		c.state = csWelcome
-	}
-	used += l.frames(c, data[used:], now)
-	if c.fd < 0 {
-		return
-	}
-	if rest := data[used:]; len(rest) > 0 {
-		c.pending = append(c.pending[:0], rest...)
-	} else {
-		c.pending = c.pending[:0]
-	}
-}
-
-// checkUpgrade checks the handshake response head: "" when it is a 101
-// with the expected accept key.
-func checkUpgrade(hdr []byte, accept string) string {
-	lines := bytes.Split(hdr, []byte("\r\n"))
-	if !bytes.HasPrefix(lines[0], []byte("HTTP/1.1 101")) {
-		return "status: " + string(lines[0])
-	}
-	var upgrade, acceptOK bool
-	for _, ln := range lines[1:] {
-		k, v, ok := bytes.Cut(ln, []byte(":"))
-		if !ok {
-			continue
-		}
-		k, v = bytes.TrimSpace(k), bytes.TrimSpace(v)
-		switch {
-		case bytes.EqualFold(k, []byte("Upgrade")):
-			upgrade = bytes.EqualFold(v, []byte("websocket"))
-		case bytes.EqualFold(k, []byte("Sec-WebSocket-Accept")):
-			acceptOK = string(v) == accept
-		}
-	}
-	if !upgrade || !acceptOK {
-		return fmt.Sprintf("upgrade=%v accept_ok=%v: %q", upgrade, acceptOK, hdr)
-	}
-	return ""
-}
-
-// frames handles every complete frame in d and returns the bytes used. It
-// stops when the connection was closed.
-func (l *churnLoop) frames(c *cconn, d []byte, now int64) int {
-	used := 0
-	for {
-		f, ok := nextFrame(d)
-		if !ok {
-			if f.length > maxServerFrame {
-				l.cproto("frame_too_large", strconv.FormatUint(f.length, 10))
-				l.fail(c, now, "", "", true)
-			}
-			return used
-		}
-		if f.masked {
-			l.cproto("masked_server_frame", "server frames must not be masked (RFC 6455 5.1)")
-		}
-		if f.rsv != 0 {
-			l.cproto("rsv_bits", fmt.Sprintf("first byte %#x", d[0]))
-		}
-		l.onFrame(c, f.op, f.fin, f.payload, now)
-		if c.fd < 0 {
-			return used
-		}
-		used += f.size
-		d = d[f.size:]
-	}
-}
-
-func (l *churnLoop) onFrame(c *cconn, op ws.OpCode, fin bool, p []byte, now int64) {
-	switch op {
-	case ws.OpClose:
-		code, reason := ws.ParseCloseFrameData(p)
-		if c.state != csClosing {
-			l.fail(c, now, "close_frame", fmt.Sprintf("code %d %q in state %s", code, reason, csNames[c.state]), false)
-			return
-		}
-		if code != ws.StatusNormalClosure {
-			l.cproto("close_code", fmt.Sprintf("sent 1000, got %d %q", code, reason))
-		}
-		c.state = csDraining
-	case ws.OpPing:
-		l.send(c, ws.OpPong, p, now)
-	case ws.OpPong:
-	case ws.OpText, ws.OpBinary:
-		if op == ws.OpBinary {
-			l.cproto("binary_frame", "binary frame on a JSON connection")
-			l.fail(c, now, "", "", true)
-			return
-		}
-		if !fin {
-			c.frag = append(c.frag[:0], p...)
-			return
-		}
-		l.onMessage(c, p, now)
-	case ws.OpContinuation:
-		c.frag = append(c.frag, p...)
-		if fin {
-			m := c.frag
-			c.frag = c.frag[:0]
-			l.onMessage(c, m, now)
-		}
+func (l *churnLoop) onEnd(c *cconn, err error, now int64) {
+	switch {
+	case err != nil && c.state == csDraining && errors.Is(err, unix.ECONNRESET):
+		// The close handshake is complete; a reset instead of a FIN is
+		// noted but the cycle counts.
+		l.note("reset_after_close", err.Error())
+		l.finish(c, now)
+	case err != nil:
+		l.fail(c, now, "read_error", fmt.Sprintf("%v (state %s)", err, csNames[c.state]), false)
+	case c.state == csDraining:
+		l.finish(c, now)
+	case c.state == csClosing:
+		l.protoErr("eof_without_close_frame", "the server closed the TCP connection without answering the close frame")
+		l.fail(c, now, "", "", true)
 	default:
-		l.cproto("bad_opcode", fmt.Sprintf("opcode %d", op))
+		l.fail(c, now, "closed_by_server", "EOF without close frame in state "+csNames[c.state], false)
 	}
+}
+
+func (l *churnLoop) onFail(c *cconn, kind, detail string) {
+	l.fail(c, time.Now().UnixNano(), kind, detail, false)
+}
+
+// onBadFrame counts a protocol error and ends c's cycle.
+func (l *churnLoop) onBadFrame(c *cconn, kind, example string, now int64) {
+	l.protoErr(kind, example)
+	l.fail(c, now, "", "", true)
+}
+
+func (l *churnLoop) onCloseFrame(c *cconn, code ws.StatusCode, reason string, now int64) {
+	if c.state != csClosing {
+		l.fail(c, now, "close_frame", fmt.Sprintf("code %d %q in state %s", code, reason, csNames[c.state]), false)
+		return
+	}
+	if code != ws.StatusNormalClosure {
+		l.protoErr("close_code", fmt.Sprintf("sent 1000, got %d %q", code, reason))
+	}
+	c.state = csDraining
 }
 
 var (
@@ -636,7 +325,7 @@ func isAck(p []byte, id int64) bool {
 
 // protoFail counts a protocol error and ends c's cycle.
 func (l *churnLoop) protoFail(c *cconn, kind string, p []byte, now int64) {
-	l.cproto(kind, fmt.Sprintf("%s (state %s)", p, csNames[c.state]))
+	l.protoErr(kind, fmt.Sprintf("%s (state %s)", p, csNames[c.state]))
 	l.fail(c, now, "", "", true)
 }
 
@@ -671,10 +360,11 @@ func (l *churnLoop) onMessage(c *cconn, p []byte, now int64) {
 		l.phase(c, phOpen, now)
 		c.state = csSubscribe
 		if c.worker < 0 {
-			l.write(c, l.subs, now)
+			l.write(c, l.subs)
 			return
 		}
-		l.send(c, ws.OpText, fmt.Appendf(l.pbody[:0], `{"id":1,"op":"subscribe","channel":%q}`, c.channel), now)
+		l.body = fmt.Appendf(l.body[:0], `{"id":1,"op":"subscribe","channel":%q}`, c.channel)
+		l.send(c, ws.OpText, l.body)
 	case csSubscribe:
 		if c.worker < 0 {
 			var m serverMsg
@@ -694,14 +384,14 @@ func (l *churnLoop) onMessage(c *cconn, p []byte, now int64) {
 		}
 		l.phase(c, phSubscribe, now)
 		c.state = csPublish
-		b := append(l.pbody[:0], `{"id":2,"op":"publish","channel":`...)
+		b := append(l.body[:0], `{"id":2,"op":"publish","channel":`...)
 		b = strconv.AppendQuote(b, c.channel)
 		b = append(b, `,"data":`...)
 		b = strconv.AppendQuote(b, c.id)
 		b = append(b, '}')
-		l.pbody = b
+		l.body = b
 		l.st.published++
-		l.send(c, ws.OpText, b, now)
+		l.send(c, ws.OpText, b)
 	case csPublish:
 		if !isAck(p, 2) {
 			l.protoFail(c, "publish_not_acked", p, now)
@@ -744,16 +434,16 @@ func (l *churnLoop) onDelivery(p []byte) {
 	if !ok1 || !ok2 || !ok3 {
 		var m serverMsg
 		if err := json.Unmarshal(p, &m); err != nil || m.Op != "message" || m.Channel == nil || json.Unmarshal(m.Data, &data) != nil {
-			l.cproto("bad_message", string(p))
+			l.protoErr("bad_message", string(p))
 			return
 		}
 		ch, from = *m.Channel, m.From
 	}
 	if !l.chans[ch] {
-		l.cproto("message_wrong_channel", string(p))
+		l.protoErr("message_wrong_channel", string(p))
 	}
 	if from != data {
-		l.cproto("message_wrong_from", string(p))
+		l.protoErr("message_wrong_from", string(p))
 	}
 	l.st.received++
 }
@@ -765,8 +455,8 @@ func (l *churnLoop) connectObserver(limit time.Duration) string {
 	for i, c := range l.workers {
 		l.subs = l.appendFrame(l.subs, ws.OpText, fmt.Appendf(nil, `{"id":%d,"op":"subscribe","channel":%q}`, i+1, c.channel))
 	}
-	l.obs = &cconn{worker: -1, fd: -1}
-	l.dial(l.obs, time.Now().UnixNano(), limit)
+	l.obs = &cconn{worker: -1, wsConn: wsConn{fd: -1}}
+	l.startCycle(l.obs, time.Now().UnixNano(), limit)
 	for l.obs.state != csOpen {
 		if l.obs.state == csDone {
 			return l.obsErr
@@ -848,7 +538,7 @@ func (l *churnLoop) churn(d time.Duration, observe bool) string {
 					continue
 				}
 				if now >= c.next {
-					l.dial(c, now, cfg.churn.cycleTimeout)
+					l.startCycle(c, now, cfg.churn.cycleTimeout)
 				} else {
 					wait = min(wait, c.next-now)
 				}
@@ -939,6 +629,7 @@ func runChurnWorker(cfg *config, idx int, send func(string), down <-chan string)
 		// Only the measured churn's errors are reported by kind.
 		l.errs = map[string]*errStat{}
 		l.st = &churnStats{}
+		l.polls = pollStats{}
 	}
 	send("READY")
 	timer := time.NewTimer(time.Until(cfg.deadline))
@@ -967,7 +658,7 @@ func runChurnWorker(cfg *config, idx int, send func(string), down <-chan string)
 		res.PhaseHist[i], res.PhaseMax[i] = st.phase[i].sparse(), st.phase[i].max
 	}
 	res.FirstStart, res.LastEnd = st.firstStart, st.lastEnd
-	res.PollCalls, res.PollEvents = st.pollCalls, st.pollEvents
+	res.PollCalls, res.PollEvents = l.polls.calls, l.polls.events
 	res.Error = e
 }
 

@@ -293,7 +293,7 @@ func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
 		res.FirstSend, res.LastRecv = l.firstSend, l.lastRecv
 		res.Hist, res.HistMax, res.FrameBytes = l.hist.sparse(), l.hist.max, l.frameBytes
 		res.AckHist, res.AckHistMax = l.ackHist.sparse(), l.ackHist.max
-		res.PollCalls, res.PollEvents, res.PollFull = l.pollCalls, l.pollEvents, l.pollFull
+		res.PollCalls, res.PollEvents, res.PollFull = l.polls.calls, l.polls.events, l.polls.full
 	}
 	defer fill()
 
@@ -370,7 +370,7 @@ func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
 	res.Error = l.runFanout(withPub, res.ReadySubs, send, down, res)
 	cpu1, _ := readCPUus(0)
 	res.CPUus = cpu1 - cpu0
-	l.measuring = false
+	l.measure(false)
 	if cfg.metricsURL != "" && res.Error == "" {
 		// Keep the connections open while the orchestrator reads the
 		// server's metrics, so that no disconnect is counted in them.
@@ -393,7 +393,7 @@ func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
 // ceiling, and what the server can deliver sets the real one.
 func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-chan string, res *workerResult) string {
 	cfg := l.cfg
-	l.measuring = true
+	l.measure(true)
 	start := time.Now()
 	pubEnd := start.Add(cfg.duration)
 	var interval time.Duration
@@ -410,7 +410,7 @@ func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-
 		return cfg.maxLag <= 0 || subs == 0 || l.published*subs-l.received <= int64(cfg.maxLag)*subs
 	}
 	canPublish := func(c *conn) bool {
-		return c.pubSent-c.pubAnswered < int64(cfg.window) && len(c.out) == 0 && c.state != stClosed
+		return c.pubSent-c.pubAnswered < int64(cfg.window) && len(c.out) == 0 && !c.closed()
 	}
 	rr := 0 // next publisher, round robin
 	// nextPublisher returns a publisher that may publish now, or nil.
@@ -429,7 +429,7 @@ func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-
 	}
 	allClosed := func() bool {
 		for _, c := range l.pubs {
-			if c.state != stClosed {
+			if !c.closed() {
 				return false
 			}
 		}
