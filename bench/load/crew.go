@@ -170,3 +170,49 @@ func (s *resultSink[R]) next() (workerLine, error) {
 		return workerLine{}, errors.New("timeout waiting for workers")
 	}
 }
+
+// crew is the workers of one run and the results they sent.
+type crew[R any] struct {
+	workers []*workerHandle
+	*resultSink[R]
+}
+
+// startCrew starts cfg.procs workers; missing makes the result of a worker
+// that exits without one. close the crew when done, after an error too.
+func startCrew[R any](cfg *config, missing func(int) *R) (*crew[R], error) {
+	workers, up, err := startWorkers(cfg)
+	c := &crew[R]{workers: workers}
+	if err != nil {
+		return c, err
+	}
+	c.resultSink = newResultSink(len(workers), up, cfg.deadline, missing)
+	return c, nil
+}
+
+// close stops the result timer and the workers.
+func (c *crew[R]) close() {
+	if c.resultSink != nil {
+		c.stop()
+	}
+	stopWorkers(c.workers)
+}
+
+// broadcast sends a line to every worker.
+func (c *crew[R]) broadcast(s string) {
+	for _, w := range c.workers {
+		w.down <- s
+	}
+}
+
+// done reports whether every worker sent its result.
+func (c *crew[R]) done() bool { return c.n >= len(c.workers) }
+
+// collect waits for every worker's result.
+func (c *crew[R]) collect() error {
+	for !c.done() {
+		if _, err := c.next(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
