@@ -184,37 +184,22 @@ func quantiles(h *hist) map[string]int64 {
 	}
 }
 
-// orchestrateChurn runs the churn mode: workers warm up and report READY;
-// the server is sampled; GO; every worker reports its RESULT once its
-// connections are all closed; the server's descriptors settle; the server
-// is sampled again.
+// orchestrateChurn runs the churn mode: the workers warm up, the server is
+// sampled, the workers churn (GO), and the server is sampled again once its
+// sockets settled.
 func orchestrateChurn(cfg *config) (map[string]any, error) {
-	out := map[string]any{
-		"mode": cfg.mode, "server": cfg.server, "url": cfg.url, "procs": cfg.procs,
-		"loadavg_start": loadavg(), "server_pids": cfg.serverPIDs,
-		"workers": cfg.conns, "duration_s": cfg.duration.Seconds(), "warmup_s": cfg.churn.warmup.Seconds(),
-	}
-	if cfg.label != "" {
-		out["test"] = cfg.label
-	}
-	workers, up, err := startWorkers(cfg)
-	defer stopWorkers(workers)
+	out := runHeader(cfg)
+	out["workers"], out["duration_s"], out["warmup_s"] = cfg.conns, cfg.duration.Seconds(), cfg.churn.warmup.Seconds()
+	cr, err := startCrew(cfg, func(i int) *churnResult {
+		return &churnResult{Index: i, Error: "worker exited without a result"}
+	})
+	defer cr.close()
 	if err != nil {
 		return out, err
 	}
-	sink := newResultSink(len(workers), up, cfg.deadline, func(i int) *churnResult {
-		return &churnResult{Index: i, Error: "worker exited without a result"}
-	})
-	defer sink.stop()
-	next := sink.next
-	broadcast := func(s string) {
-		for _, w := range workers {
-			w.down <- s
-		}
-	}
 	ready := 0
-	for ready+sink.n < len(workers) {
-		wl, err := next()
+	for ready+cr.n < len(cr.workers) {
+		wl, err := cr.next()
 		if err != nil {
 			return out, err
 		}
@@ -223,10 +208,9 @@ func orchestrateChurn(cfg *config) (map[string]any, error) {
 		}
 	}
 	var errs []string
-	var before, after map[string]float64
-	var cpu0, sys0, cpu1, sys1, busy0, busy1 int64
-	var cpuErr error
-	measured := sink.n == 0
+	var before map[string]float64
+	var cpu cpuWindow
+	measured := cr.n == 0
 	if measured {
 		if len(cfg.serverPIDs) > 0 {
 			// The warm-up's last connections may still be closing.
@@ -235,145 +219,33 @@ func orchestrateChurn(cfg *config) (map[string]any, error) {
 		var e []string
 		before, e = sampleServer(cfg)
 		errs = append(errs, e...)
-		if len(cfg.serverPIDs) > 0 {
-			cpu0, sys0, cpuErr = sumCPU(cfg.serverPIDs)
-		}
-		busy0, _ = machineBusyUs()
-		broadcast("GO")
+		cpu.start(cfg.serverPIDs)
+		cr.broadcast("GO")
 	} else {
-		broadcast("STOP")
+		cr.broadcast("STOP")
 	}
-	for sink.n < len(workers) {
-		if _, err := next(); err != nil {
-			return out, err
-		}
+	if err := cr.collect(); err != nil {
+		return out, err
 	}
 	if measured {
-		if len(cfg.serverPIDs) > 0 && cpuErr == nil {
-			cpu1, sys1, cpuErr = sumCPU(cfg.serverPIDs)
-		}
-		busy1, _ = machineBusyUs()
+		cpu.end()
 	}
-
-	var agg churnResult
-	var h hist
-	var ph [nPhases]hist
-	merged := map[string]*errStat{}
-	for _, r := range sink.results {
-		agg.Started += r.Started
-		agg.Cycles += r.Cycles
-		agg.Published += r.Published
-		agg.Acked += r.Acked
-		agg.Received += r.Received
-		agg.CycleErrors += r.CycleErrors
-		agg.DialErrors += r.DialErrors
-		agg.ProtoErrors += r.ProtoErrors
-		agg.Disconnects += r.Disconnects
-		agg.Timeouts += r.Timeouts
-		agg.CPUus += r.CPUus
-		agg.PollCalls += r.PollCalls
-		agg.PollEvents += r.PollEvents
-		agg.WarmupCycles += r.WarmupCycles
-		agg.WarmupErrors += r.WarmupErrors
-		if r.FirstStart > 0 && (agg.FirstStart == 0 || r.FirstStart < agg.FirstStart) {
-			agg.FirstStart = r.FirstStart
-		}
-		agg.LastEnd = max(agg.LastEnd, r.LastEnd)
-		h.merge(r.Hist, r.HistMax)
-		for i := range nPhases {
-			ph[i].merge(r.PhaseHist[i], r.PhaseMax[i])
-		}
-		mergeErrors(merged, r.Errors)
-		if r.Error != "" {
-			errs = append(errs, fmt.Sprintf("worker %d: %s", r.Index, r.Error))
-		}
-	}
-	out["cycles"] = agg.Cycles
-	out["cycles_started"] = agg.Started
-	out["cycle_errors"] = agg.CycleErrors
-	out["dial_errors"] = agg.DialErrors
-	out["protocol_errors"] = agg.ProtoErrors
-	out["disconnects"] = agg.Disconnects
-	out["timeouts"] = agg.Timeouts
-	out["published"] = agg.Published
-	out["acked"] = agg.Acked
-	out["observed"] = agg.Received
-	out["missing_deliveries"] = max(0, agg.Acked-agg.Received)
-	out["extra_deliveries"] = max(0, agg.Received-agg.Published)
-	if cfg.churn.warmup > 0 {
-		out["warmup_cycles"] = agg.WarmupCycles
-		out["warmup_errors"] = agg.WarmupErrors
-	}
-	if len(merged) > 0 {
-		out["errors"] = merged
-	}
-	var span float64 // µs
-	if agg.FirstStart > 0 && agg.LastEnd > agg.FirstStart {
-		span = float64(agg.LastEnd-agg.FirstStart) / 1e3
-		out["window_s"] = round3(span / 1e6)
-		out["cycles_per_sec"] = round3(float64(agg.Cycles) / (span / 1e6))
-	}
-	out["cycle_latency_us"] = quantiles(&h)
-	phases := map[string]any{}
-	for i := range nPhases {
-		phases[phaseNames[i]] = map[string]int64{"p50": ph[i].quantile(0.5), "p99": ph[i].quantile(0.99)}
-	}
-	out["phase_latency_us"] = phases
-	out["gen_cpu_us"] = agg.CPUus
-	out["gen_epoll"] = map[string]int64{"waits": agg.PollCalls, "events": agg.PollEvents}
-	if span > 0 {
-		out["gen_cpu_share"] = round3(float64(agg.CPUus) / span)
-	}
-	if agg.Cycles > 0 {
-		out["gen_cpu_us_per_cycle"] = round3(float64(agg.CPUus) / float64(agg.Cycles))
-	}
+	t := tallyChurn(cr.results)
+	errs = append(errs, t.errs...)
+	span := churnFigures(out, cfg, t)
 	if measured && len(cfg.serverPIDs) > 0 {
-		if cpuErr != nil {
-			errs = append(errs, "server cpu: "+cpuErr.Error())
+		if cpu.err != nil {
+			errs = append(errs, "server cpu: "+cpu.err.Error())
 		} else {
-			cpu, sys := (cpu1+sys1)-(cpu0+sys0), sys1-sys0
-			out["server_cpu_us"] = cpu
-			out["server_sys_cpu_us"] = sys
-			if span > 0 {
-				out["server_cpu_share"] = round3(float64(cpu) / span)
-				if busy0 > 0 && busy1 > 0 {
-					other := busy1 - busy0 - cpu - agg.CPUus
-					out["other_cpu_share"] = round3(max(0, float64(other)) / span)
-				}
-			}
-			if agg.Cycles > 0 {
-				out["server_cpu_us_per_cycle"] = round3(float64(cpu) / float64(agg.Cycles))
-				out["server_sys_us_per_cycle"] = round3(float64(sys) / float64(agg.Cycles))
+			cpu.addTo(out, span, t.CPUus)
+			if t.Cycles > 0 {
+				out["server_cpu_us_per_cycle"] = round3(float64(cpu.total()) / float64(t.Cycles))
+				out["server_sys_us_per_cycle"] = round3(float64(cpu.sys()) / float64(t.Cycles))
 			}
 		}
 	}
 	if before != nil {
-		// Every connection is closed: wait for the server to close its side.
-		if socks, ok := before["sockets"]; ok && len(cfg.serverPIDs) > 0 {
-			took, ok := settleSockets(cfg.serverPIDs, int64(socks)+int64(cfg.churn.socketSlack), cfg.churn.settle)
-			out["settle_s"] = round3(took.Seconds())
-			out["settled"] = ok
-		}
-		var e []string
-		after, e = sampleServer(cfg)
-		errs = append(errs, e...)
-		out["before"] = before
-		out["after"] = after
-		growth := map[string]float64{}
-		for k, b := range before {
-			if a, ok := after[k]; ok {
-				growth[k] = roundSigned(a - b)
-			}
-		}
-		if agg.Cycles > 0 {
-			if g, ok := growth["rss_kib"]; ok {
-				growth["rss_bytes_per_cycle"] = roundSigned(g * 1024 / float64(agg.Cycles))
-			}
-			if g, ok := growth["heap_inuse_kib"]; ok {
-				growth["heap_bytes_per_cycle"] = roundSigned(g * 1024 / float64(agg.Cycles))
-			}
-		}
-		out["growth"] = growth
+		errs = append(errs, growthFigures(out, cfg, before, t.Cycles)...)
 	}
 	out["loadavg_end"] = loadavg()
 	if len(errs) > 0 {
@@ -381,4 +253,124 @@ func orchestrateChurn(cfg *config) (map[string]any, error) {
 		return out, errors.New(strings.Join(errs, "; "))
 	}
 	return out, nil
+}
+
+// churnTally is the sum of the churn workers' results.
+type churnTally struct {
+	churnResult
+	h      hist
+	ph     [nPhases]hist
+	merged map[string]*errStat
+	errs   []string // the workers' errors
+}
+
+func tallyChurn(results []*churnResult) *churnTally {
+	t := &churnTally{merged: map[string]*errStat{}}
+	for _, r := range results {
+		t.Started += r.Started
+		t.Cycles += r.Cycles
+		t.Published += r.Published
+		t.Acked += r.Acked
+		t.Received += r.Received
+		t.CycleErrors += r.CycleErrors
+		t.DialErrors += r.DialErrors
+		t.ProtoErrors += r.ProtoErrors
+		t.Disconnects += r.Disconnects
+		t.Timeouts += r.Timeouts
+		t.CPUus += r.CPUus
+		t.PollCalls += r.PollCalls
+		t.PollEvents += r.PollEvents
+		t.WarmupCycles += r.WarmupCycles
+		t.WarmupErrors += r.WarmupErrors
+		if r.FirstStart > 0 && (t.FirstStart == 0 || r.FirstStart < t.FirstStart) {
+			t.FirstStart = r.FirstStart
+		}
+		t.LastEnd = max(t.LastEnd, r.LastEnd)
+		t.h.merge(r.Hist, r.HistMax)
+		for i := range nPhases {
+			t.ph[i].merge(r.PhaseHist[i], r.PhaseMax[i])
+		}
+		mergeErrors(t.merged, r.Errors)
+		if r.Error != "" {
+			t.errs = append(t.errs, fmt.Sprintf("worker %d: %s", r.Index, r.Error))
+		}
+	}
+	return t
+}
+
+// churnFigures adds the cycles, their errors, rate and latencies and the
+// generator's CPU to out, and returns the measuring window in µs (0 when
+// no cycle ended).
+func churnFigures(out map[string]any, cfg *config, t *churnTally) float64 {
+	out["cycles"] = t.Cycles
+	out["cycles_started"] = t.Started
+	out["cycle_errors"] = t.CycleErrors
+	out["dial_errors"] = t.DialErrors
+	out["protocol_errors"] = t.ProtoErrors
+	out["disconnects"] = t.Disconnects
+	out["timeouts"] = t.Timeouts
+	out["published"] = t.Published
+	out["acked"] = t.Acked
+	out["observed"] = t.Received
+	out["missing_deliveries"] = max(0, t.Acked-t.Received)
+	out["extra_deliveries"] = max(0, t.Received-t.Published)
+	if cfg.churn.warmup > 0 {
+		out["warmup_cycles"] = t.WarmupCycles
+		out["warmup_errors"] = t.WarmupErrors
+	}
+	if len(t.merged) > 0 {
+		out["errors"] = t.merged
+	}
+	var span float64 // µs
+	if t.FirstStart > 0 && t.LastEnd > t.FirstStart {
+		span = float64(t.LastEnd-t.FirstStart) / 1e3
+		out["window_s"] = round3(span / 1e6)
+		out["cycles_per_sec"] = round3(float64(t.Cycles) / (span / 1e6))
+	}
+	out["cycle_latency_us"] = quantiles(&t.h)
+	phases := map[string]any{}
+	for i := range nPhases {
+		phases[phaseNames[i]] = map[string]int64{"p50": t.ph[i].quantile(0.5), "p99": t.ph[i].quantile(0.99)}
+	}
+	out["phase_latency_us"] = phases
+	out["gen_cpu_us"] = t.CPUus
+	out["gen_epoll"] = map[string]int64{"waits": t.PollCalls, "events": t.PollEvents}
+	if span > 0 {
+		out["gen_cpu_share"] = round3(float64(t.CPUus) / span)
+	}
+	if t.Cycles > 0 {
+		out["gen_cpu_us_per_cycle"] = round3(float64(t.CPUus) / float64(t.Cycles))
+	}
+	return span
+}
+
+// growthFigures waits for the server to close its side of every
+// connection (at most --settle), samples it again, and adds before, after
+// and their difference (also per cycle for RSS and heap) to out. It
+// returns the sampling errors.
+func growthFigures(out map[string]any, cfg *config, before map[string]float64, cycles int64) []string {
+	if socks, ok := before["sockets"]; ok && len(cfg.serverPIDs) > 0 {
+		took, ok := settleSockets(cfg.serverPIDs, int64(socks)+int64(cfg.churn.socketSlack), cfg.churn.settle)
+		out["settle_s"] = round3(took.Seconds())
+		out["settled"] = ok
+	}
+	after, errs := sampleServer(cfg)
+	out["before"] = before
+	out["after"] = after
+	growth := map[string]float64{}
+	for k, b := range before {
+		if a, ok := after[k]; ok {
+			growth[k] = roundSigned(a - b)
+		}
+	}
+	if cycles > 0 {
+		if g, ok := growth["rss_kib"]; ok {
+			growth["rss_bytes_per_cycle"] = roundSigned(g * 1024 / float64(cycles))
+		}
+		if g, ok := growth["heap_inuse_kib"]; ok {
+			growth["heap_bytes_per_cycle"] = roundSigned(g * 1024 / float64(cycles))
+		}
+	}
+	out["growth"] = growth
+	return errs
 }
