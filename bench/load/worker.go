@@ -69,7 +69,6 @@ func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
 	case cfg.mode == "publish":
 		nPubs = cfg.pubs
 	}
-	withPub := nPubs > 0
 	res.Conns = nSubs + nPubs
 	l, err := newLoop(cfg, nSubs, nPubs, idx)
 	if err != nil {
@@ -77,33 +76,29 @@ func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
 		return
 	}
 	defer l.closeAll()
-	fill := func() {
-		res.DialErrors, res.ProtoErrors, res.Disconnects = l.dialErrors, l.protoErrors, l.disconnects
-		res.OutOfOrder, res.Errors, res.Ready = l.outOfOrder, l.errorsOut(), l.readyCount
-		res.Published, res.Acked, res.AckReorder, res.Received = l.published, l.acked, l.ackReorder, l.received
-		res.Refused, res.LastAck = l.refused, l.lastAck
-		res.FirstSend, res.LastRecv = l.firstSend, l.lastRecv
-		res.Hist, res.HistMax, res.FrameBytes = l.hist.sparse(), l.hist.max, l.frameBytes
-		res.AckHist, res.AckHistMax = l.ackHist.sparse(), l.ackHist.max
-		res.PollCalls, res.PollEvents, res.PollFull = l.polls.calls, l.polls.events, l.polls.full
-	}
-	defer fill()
+	defer l.fill(res)
+	res.Error = l.work(res, nSubs, send, down)
+}
 
-	t0 := time.Now()
-	for l.readyCount+l.failed < l.total {
-		if time.Now().After(cfg.deadline) {
-			res.Error = fmt.Sprintf("timeout while connecting: %d of %d ready", l.readyCount, l.total)
-			return
-		}
-		for l.inflight < cfg.dialConc && l.nextDial < l.total {
-			l.startDial()
-		}
-		if err := l.poll(20 * time.Millisecond); err != nil {
-			res.Error = err.Error()
-			return
-		}
+// fill copies the loop's counters to res.
+func (l *loop) fill(res *workerResult) {
+	res.DialErrors, res.ProtoErrors, res.Disconnects = l.dialErrors, l.protoErrors, l.disconnects
+	res.OutOfOrder, res.Errors, res.Ready = l.outOfOrder, l.errorsOut(), l.readyCount
+	res.Published, res.Acked, res.AckReorder, res.Received = l.published, l.acked, l.ackReorder, l.received
+	res.Refused, res.LastAck = l.refused, l.lastAck
+	res.FirstSend, res.LastRecv = l.firstSend, l.lastRecv
+	res.Hist, res.HistMax, res.FrameBytes = l.hist.sparse(), l.hist.max, l.frameBytes
+	res.AckHist, res.AckHistMax = l.ackHist.sparse(), l.ackHist.max
+	res.PollCalls, res.PollEvents, res.PollFull = l.polls.calls, l.polls.events, l.polls.full
+}
+
+// work connects, reports READY, then waits for END (idle) or runs the
+// fan-out from GO; it returns a description of what went wrong, if
+// anything.
+func (l *loop) work(res *workerResult, nSubs int, send func(string), down <-chan string) string {
+	if e := l.connectAll(res); e != "" {
+		return e
 	}
-	res.ConnectMs = float64(time.Since(t0).Microseconds()) / 1000
 	for _, c := range l.conns[:nSubs] {
 		if c.ready {
 			res.ReadySubs++
@@ -111,122 +106,96 @@ func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
 	}
 	for _, p := range l.pubs {
 		if !p.ready {
-			res.Error = "publisher connection failed"
-			return
+			return "publisher connection failed"
 		}
 	}
 	pubID := "-"
-	if withPub {
+	if l.pub != nil {
 		pubID = l.pub.id
 	}
 	send(fmt.Sprintf("READY %d %s", res.ReadySubs, pubID))
-
-	// wait keeps serving the connections (pings, late frames) until a line
-	// with prefix arrives.
-	wait := func(prefix string) (string, bool) {
-		for time.Now().Before(cfg.deadline) {
-			select {
-			case line, ok := <-down:
-				if !ok {
-					return "", false
-				}
-				if rest, found := strings.CutPrefix(line, prefix); found {
-					return strings.TrimSpace(rest), true
-				}
-			default:
-				if err := l.poll(20 * time.Millisecond); err != nil {
-					return "", false
-				}
-			}
+	if l.cfg.mode == "idle" {
+		if _, ok := l.waitLine(down, "END"); !ok {
+			return "timeout waiting for END"
 		}
-		return "", false
+		return ""
 	}
-	if cfg.mode == "idle" {
-		if _, ok := wait("END"); !ok {
-			res.Error = "timeout waiting for END"
-		}
-		return
-	}
-	id, ok := wait("GO")
+	id, ok := l.waitLine(down, "GO")
 	if !ok {
-		res.Error = "timeout waiting for GO"
-		return
+		return "timeout waiting for GO"
 	}
 	pid, epoch, _ := strings.Cut(id, " ")
 	l.pubID = pid
+	var err error
 	if l.epochNs, err = strconv.ParseInt(epoch, 10, 64); err != nil {
-		res.Error = "bad GO line"
-		return
+		return "bad GO line"
 	}
 	cpu0, _ := readCPUus(0)
-	res.Error = l.runFanout(withPub, res.ReadySubs, send, down, res)
+	e := l.runFanout(len(l.pubs) > 0, res.ReadySubs, send, down, res)
 	cpu1, _ := readCPUus(0)
 	res.CPUus = cpu1 - cpu0
 	l.measure(false)
-	if cfg.metricsURL != "" && res.Error == "" {
+	if l.cfg.metricsURL != "" && e == "" {
 		// Keep the connections open while the orchestrator reads the
 		// server's metrics, so that no disconnect is counted in them.
 		send(fmt.Sprintf("DONE %d", l.acked))
-		if _, ok := wait("CLOSE"); !ok {
-			res.Error = "timeout waiting for CLOSE"
+		if _, ok := l.waitLine(down, "CLOSE"); !ok {
+			return "timeout waiting for CLOSE"
 		}
 	}
+	return e
+}
+
+// connectAll opens every connection, --dial-concurrency at a time, until
+// each is ready or failed.
+func (l *loop) connectAll(res *workerResult) string {
+	t0 := time.Now()
+	for l.readyCount+l.failed < l.total {
+		if time.Now().After(l.cfg.deadline) {
+			return fmt.Sprintf("timeout while connecting: %d of %d ready", l.readyCount, l.total)
+		}
+		for l.inflight < l.cfg.dialConc && l.nextDial < l.total {
+			l.startDial()
+		}
+		if err := l.poll(20 * time.Millisecond); err != nil {
+			return err.Error()
+		}
+	}
+	res.ConnectMs = float64(time.Since(t0).Microseconds()) / 1000
+	return ""
+}
+
+// waitLine keeps serving the connections (pings, late frames) until a
+// line with prefix arrives; it returns the rest of that line.
+func (l *loop) waitLine(down <-chan string, prefix string) (string, bool) {
+	for time.Now().Before(l.cfg.deadline) {
+		select {
+		case line, ok := <-down:
+			if !ok {
+				return "", false
+			}
+			if rest, found := strings.CutPrefix(line, prefix); found {
+				return strings.TrimSpace(rest), true
+			}
+		default:
+			if err := l.poll(20 * time.Millisecond); err != nil {
+				return "", false
+			}
+		}
+	}
+	return "", false
 }
 
 // runFanout publishes (the process holding the publishers) and counts
 // deliveries and acks until every expected delivery and answer arrived, the
 // drain time ran out, or the deadline passed.
-//
-// Publishing waits while a publisher has --window unanswered publishes, or
-// while the subscribers of this process are on average more than --max-lag
-// messages behind (at any rate). At a fixed rate, publishes that fell due
-// while publishing waited are skipped, not made up later (counted in
-// res.Skipped; the waiting time in res.HeldNs): the offered rate is a
-// ceiling, and what the server can deliver sets the real one.
 func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-chan string, res *workerResult) string {
 	cfg := l.cfg
 	l.measure(true)
-	start := time.Now()
-	pubEnd := start.Add(cfg.duration)
-	var interval time.Duration
-	if cfg.rate > 0 {
-		interval = time.Duration(float64(time.Second) / cfg.rate)
-	}
-	nextPub := start
-	var heldSince time.Time
+	p := newPacer(l, readySubs, res)
 	publishing := withPub
 	endN := int64(-1)
 	var drainEnd time.Time
-	subs := int64(readySubs)
-	lagOK := func() bool {
-		return cfg.maxLag <= 0 || subs == 0 || l.published*subs-l.received <= int64(cfg.maxLag)*subs
-	}
-	canPublish := func(c *conn) bool {
-		return c.pubSent-c.pubAnswered < int64(cfg.window) && len(c.out) == 0 && !c.closed()
-	}
-	rr := 0 // next publisher, round robin
-	// nextPublisher returns a publisher that may publish now, or nil.
-	nextPublisher := func() *conn {
-		if !lagOK() {
-			return nil
-		}
-		for range l.pubs {
-			c := l.pubs[rr]
-			rr = (rr + 1) % len(l.pubs)
-			if canPublish(c) {
-				return c
-			}
-		}
-		return nil
-	}
-	allClosed := func() bool {
-		for _, c := range l.pubs {
-			if !c.closed() {
-				return false
-			}
-		}
-		return true
-	}
 	for {
 		now := time.Now()
 		if now.After(cfg.deadline) {
@@ -234,55 +203,12 @@ func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-
 		}
 		timeout := 20 * time.Millisecond
 		if publishing {
-			if !now.Before(pubEnd) || allClosed() {
+			if !now.Before(p.end) || p.allClosed() {
 				publishing = false
-				if !heldSince.IsZero() {
-					res.HeldNs += int64(now.Sub(heldSince))
-				}
-				res.PubEnd = now.UnixNano()
+				p.finish(now)
 				send(fmt.Sprintf("PUBLISHED %d", l.published))
-			} else if cfg.rate > 0 {
-				for !nextPub.After(now) {
-					c := nextPublisher()
-					if c == nil {
-						if heldSince.IsZero() {
-							heldSince = now
-						}
-						break
-					}
-					if !heldSince.IsZero() {
-						res.HeldNs += int64(now.Sub(heldSince))
-						heldSince = time.Time{}
-						if missed := now.Sub(nextPub) / interval; missed > 0 {
-							res.Skipped += int64(missed)
-							nextPub = nextPub.Add(missed * interval)
-						}
-					}
-					l.publish(c, time.Now().UnixNano())
-					nextPub = nextPub.Add(interval)
-				}
-				if heldSince.IsZero() {
-					timeout = min(max(time.Until(nextPub), 0), timeout)
-				}
-			} else if cfg.mode == "publish" {
-				// Every publisher fills its window; one write each.
-				for _, c := range l.pubs {
-					b := l.pframe[:0]
-					for canPublish(c) {
-						b = l.appendPublish(b, c, time.Now().UnixNano())
-						if len(b) >= 64<<10 {
-							break
-						}
-					}
-					l.pframe = b
-					if len(b) > 0 {
-						l.write(c, b)
-					}
-				}
 			} else {
-				for c := nextPublisher(); c != nil; c = nextPublisher() {
-					l.publish(c, time.Now().UnixNano())
-				}
+				timeout = p.publish(now, timeout)
 			}
 		}
 		select {
@@ -298,7 +224,7 @@ func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-
 		default:
 		}
 		if endN >= 0 {
-			done := l.received >= endN*subs && (!withPub || l.acked+l.refused >= l.published)
+			done := l.received >= endN*int64(readySubs) && (!withPub || l.acked+l.refused >= l.published)
 			if done || now.After(drainEnd) {
 				return ""
 			}
@@ -307,4 +233,132 @@ func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-
 			return err.Error()
 		}
 	}
+}
+
+// pacer decides when the publishers publish.
+//
+// Publishing waits while a publisher has --window unanswered publishes, or
+// while the subscribers of this process are on average more than --max-lag
+// messages behind (at any rate). At a fixed rate, publishes that fell due
+// while publishing waited are skipped, not made up later (counted in
+// res.Skipped; the waiting time in res.HeldNs): the offered rate is a
+// ceiling, and what the server can deliver sets the real one.
+type pacer struct {
+	l         *loop
+	res       *workerResult
+	subs      int64
+	end       time.Time     // publishing ends
+	interval  time.Duration // between publishes at a fixed rate
+	nextPub   time.Time     // the next publish is due
+	heldSince time.Time     // publishing waits since (zero: it does not)
+	rr        int           // next publisher, round robin
+}
+
+func newPacer(l *loop, readySubs int, res *workerResult) *pacer {
+	start := time.Now()
+	p := &pacer{l: l, res: res, subs: int64(readySubs), end: start.Add(l.cfg.duration), nextPub: start}
+	if l.cfg.rate > 0 {
+		p.interval = time.Duration(float64(time.Second) / l.cfg.rate)
+	}
+	return p
+}
+
+func (p *pacer) lagOK() bool {
+	l := p.l
+	return l.cfg.maxLag <= 0 || p.subs == 0 || l.published*p.subs-l.received <= int64(l.cfg.maxLag)*p.subs
+}
+
+func (p *pacer) canPublish(c *conn) bool {
+	return c.pubSent-c.pubAnswered < int64(p.l.cfg.window) && len(c.out) == 0 && !c.closed()
+}
+
+// nextPublisher returns a publisher that may publish now, or nil.
+func (p *pacer) nextPublisher() *conn {
+	if !p.lagOK() {
+		return nil
+	}
+	pubs := p.l.pubs
+	for range pubs {
+		c := pubs[p.rr]
+		p.rr = (p.rr + 1) % len(pubs)
+		if p.canPublish(c) {
+			return c
+		}
+	}
+	return nil
+}
+
+func (p *pacer) allClosed() bool {
+	for _, c := range p.l.pubs {
+		if !c.closed() {
+			return false
+		}
+	}
+	return true
+}
+
+// finish ends publishing at now.
+func (p *pacer) finish(now time.Time) {
+	if !p.heldSince.IsZero() {
+		p.res.HeldNs += int64(now.Sub(p.heldSince))
+	}
+	p.res.PubEnd = now.UnixNano()
+}
+
+// publish sends what is due at now and returns how long the loop may wait
+// for events (at most timeout).
+func (p *pacer) publish(now time.Time, timeout time.Duration) time.Duration {
+	l := p.l
+	switch {
+	case l.cfg.rate > 0:
+		return p.publishDue(now, timeout)
+	case l.cfg.mode == "publish":
+		// Every publisher fills its window; one write each.
+		for _, c := range l.pubs {
+			b := l.pframe[:0]
+			for p.canPublish(c) {
+				b = l.appendPublish(b, c, time.Now().UnixNano())
+				if len(b) >= 64<<10 {
+					break
+				}
+			}
+			l.pframe = b
+			if len(b) > 0 {
+				l.write(c, b)
+			}
+		}
+	default:
+		for c := p.nextPublisher(); c != nil; c = p.nextPublisher() {
+			l.publish(c, time.Now().UnixNano())
+		}
+	}
+	return timeout
+}
+
+// publishDue publishes at the fixed rate: every publish due by now, unless
+// publishing has to wait.
+func (p *pacer) publishDue(now time.Time, timeout time.Duration) time.Duration {
+	for !p.nextPub.After(now) {
+		c := p.nextPublisher()
+		if c == nil {
+			if p.heldSince.IsZero() {
+				p.heldSince = now
+			}
+			break
+		}
+		if !p.heldSince.IsZero() {
+			p.res.HeldNs += int64(now.Sub(p.heldSince))
+			p.heldSince = time.Time{}
+			if missed := now.Sub(p.nextPub) / p.interval; missed > 0 {
+				p.res.Skipped += int64(missed)
+				p.nextPub = p.nextPub.Add(missed * p.interval)
+			}
+		}
+		p.l.publish(c, time.Now().UnixNano())
+		p.nextPub = p.nextPub.Add(p.interval)
+	}
+	if p.heldSince.IsZero() {
+		timeout = min(max(time.Until(p.nextPub), 0), timeout)
+	}
+	return timeout
 }
