@@ -113,26 +113,14 @@ func parseFlags(mode string, args []string) (*config, error) {
 	}
 	fs.StringVar(&cfg.channel, "channel", chanDefault, "channel to subscribe to (churn: prefix of the workers' channels)")
 	fs.IntVar(&cfg.childIndex, "child-index", -1, "internal: index of a child process")
-	if mode == "churn" {
+	switch mode {
+	case "churn":
 		churnFlags(fs, cfg)
-	} else if mode == "idle" {
+	case "idle":
 		fs.IntVar(&cfg.conns, "conns", 1000, "connections to open")
 		fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "wait after the last ack before sampling RSS")
-	} else {
-		if mode == "fanout" {
-			fs.IntVar(&cfg.conns, "subs", 1000, "subscriber connections (the publisher is one more)")
-			fs.IntVar(&cfg.maxLag, "max-lag", 128, "maximum undelivered messages per subscriber (average) before publishing waits, at any --rate; 0 = no limit")
-			fs.IntVar(&cfg.window, "window", 64, "maximum unacknowledged publishes")
-		} else {
-			fs.IntVar(&cfg.pubs, "pubs", 8, "publisher connections (no subscribers)")
-			fs.IntVar(&cfg.window, "window", 64, "maximum unacknowledged publishes per publisher")
-		}
-		fs.IntVar(&cfg.size, "size", 64, "size in bytes of each published WebSocket frame, header and mask included")
-		fs.Float64Var(&cfg.rate, "rate", 0, "publishes per second (all publishers together); 0 = as fast as the window allows")
-		fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "publishing time")
-		fs.DurationVar(&cfg.drain, "drain", 5*time.Second, "time allowed after publishing for the last deliveries and acks")
-		fs.BoolVar(&cfg.busyPoll, "busy-poll", false, "spin on epoll instead of sleeping while measuring (uses a whole CPU; see README)")
-		fs.StringVar(&cfg.metricsURL, "metrics-url", "", "the server's Prometheus endpoint (http://127.0.0.1:PORT/metrics): audit-log figures are read from it before, at the end of publishing and after the run")
+	default:
+		trafficFlags(fs, cfg)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -141,35 +129,64 @@ func parseFlags(mode string, args []string) (*config, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	cfg.deadline = time.Now().Add(cfg.timeout)
-	if *pid > 0 {
-		cfg.serverPIDs = append(cfg.serverPIDs, *pid)
+	if err := cfg.resolve(*pid, *pids, *srcs); err != nil {
+		return nil, err
 	}
-	for f := range strings.SplitSeq(*pids, ",") {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// trafficFlags are the flags of the fanout and publish modes.
+func trafficFlags(fs *flag.FlagSet, cfg *config) {
+	if cfg.mode == "fanout" {
+		fs.IntVar(&cfg.conns, "subs", 1000, "subscriber connections (the publisher is one more)")
+		fs.IntVar(&cfg.maxLag, "max-lag", 128, "maximum undelivered messages per subscriber (average) before publishing waits, at any --rate; 0 = no limit")
+		fs.IntVar(&cfg.window, "window", 64, "maximum unacknowledged publishes")
+	} else {
+		fs.IntVar(&cfg.pubs, "pubs", 8, "publisher connections (no subscribers)")
+		fs.IntVar(&cfg.window, "window", 64, "maximum unacknowledged publishes per publisher")
+	}
+	fs.IntVar(&cfg.size, "size", 64, "size in bytes of each published WebSocket frame, header and mask included")
+	fs.Float64Var(&cfg.rate, "rate", 0, "publishes per second (all publishers together); 0 = as fast as the window allows")
+	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "publishing time")
+	fs.DurationVar(&cfg.drain, "drain", 5*time.Second, "time allowed after publishing for the last deliveries and acks")
+	fs.BoolVar(&cfg.busyPoll, "busy-poll", false, "spin on epoll instead of sleeping while measuring (uses a whole CPU; see README)")
+	fs.StringVar(&cfg.metricsURL, "metrics-url", "", "the server's Prometheus endpoint (http://127.0.0.1:PORT/metrics): audit-log figures are read from it before, at the end of publishing and after the run")
+}
+
+// resolve parses the server pids, the source addresses and the URL.
+func (cfg *config) resolve(pid int, pids, srcs string) error {
+	if pid > 0 {
+		cfg.serverPIDs = append(cfg.serverPIDs, pid)
+	}
+	for f := range strings.SplitSeq(pids, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
 		}
 		p, err := strconv.Atoi(f)
 		if err != nil || p <= 0 {
-			return nil, fmt.Errorf("bad pid %q", f)
+			return fmt.Errorf("bad pid %q", f)
 		}
 		cfg.serverPIDs = append(cfg.serverPIDs, p)
 	}
-	for f := range strings.SplitSeq(*srcs, ",") {
+	for f := range strings.SplitSeq(srcs, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
 		}
 		ip := net.ParseIP(f).To4()
 		if ip == nil {
-			return nil, fmt.Errorf("bad source ip %q (IPv4 only)", f)
+			return fmt.Errorf("bad source ip %q (IPv4 only)", f)
 		}
 		cfg.srcIPs = append(cfg.srcIPs, ip)
 	}
 	u, err := url.Parse(cfg.url)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if u.Scheme != "ws" {
-		return nil, fmt.Errorf("url scheme must be ws")
+		return fmt.Errorf("url scheme must be ws")
 	}
 	cfg.host = u.Host
 	cfg.path = u.RequestURI()
@@ -179,34 +196,38 @@ func parseFlags(mode string, args []string) (*config, error) {
 	}
 	ta, err := net.ResolveTCPAddr("tcp4", net.JoinHostPort(u.Hostname(), port))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	cfg.dstIP, cfg.dstPort = ta.IP.To4(), ta.Port
+	return nil
+}
+
+// check reports the first setting out of its range.
+func (cfg *config) check() error {
+	mode := cfg.mode
 	pubMode := mode == "fanout" || mode == "publish"
 	switch {
 	case cfg.conns < 0 || (mode == "idle" && cfg.conns == 0):
-		return nil, fmt.Errorf("connection count must be positive")
+		return fmt.Errorf("connection count must be positive")
 	case cfg.procs < 1 || cfg.procs > 64:
-		return nil, fmt.Errorf("--procs must be 1..64")
+		return fmt.Errorf("--procs must be 1..64")
 	case cfg.dialConc < 1:
-		return nil, fmt.Errorf("--dial-concurrency must be positive")
+		return fmt.Errorf("--dial-concurrency must be positive")
 	case pubMode && (cfg.size < 1 || cfg.size > 16<<20):
-		return nil, fmt.Errorf("--size must be 1..16MiB")
+		return fmt.Errorf("--size must be 1..16MiB")
 	case pubMode && (cfg.window < 1 || cfg.rate < 0 || cfg.duration <= 0):
-		return nil, fmt.Errorf("bad --window, --rate or --duration")
+		return fmt.Errorf("bad --window, --rate or --duration")
 	case mode == "publish" && (cfg.pubs < 1 || cfg.pubs > 10000):
-		return nil, fmt.Errorf("--pubs must be 1..10000")
+		return fmt.Errorf("--pubs must be 1..10000")
 	case mode == "publish" && cfg.procs != 1:
-		return nil, fmt.Errorf("publish mode runs in one process (--procs 1)")
+		return fmt.Errorf("publish mode runs in one process (--procs 1)")
 	case cfg.metricsURL != "" && !strings.HasPrefix(cfg.metricsURL, "http://"):
-		return nil, fmt.Errorf("--metrics-url must be an http:// URL")
+		return fmt.Errorf("--metrics-url must be an http:// URL")
 	}
 	if mode == "churn" {
-		if err := checkChurn(cfg); err != nil {
-			return nil, err
-		}
+		return checkChurn(cfg)
 	}
-	return cfg, nil
+	return nil
 }
 
 // share is the number of connections of worker i out of n.
