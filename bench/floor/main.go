@@ -423,6 +423,23 @@ func (s *server) serveConn(nc net.Conn) {
 	s.hub.events <- event{kind: evGone, c: c}
 }
 
+// badHeader is the close code and reason for a client frame header that
+// breaks RFC 6455 or the size limit (pending: bytes of the fragmented
+// message so far); "" when the header is fine.
+func badHeader(h ws.Header, pending int) (ws.StatusCode, string) {
+	switch {
+	case !h.Masked:
+		return ws.StatusProtocolError, "client frames must be masked"
+	case h.Rsv != 0:
+		return ws.StatusProtocolError, "no extension negotiated"
+	case h.Length > maxPayload || int64(pending)+h.Length > maxPayload:
+		return ws.StatusMessageTooBig, "message too big"
+	case h.OpCode.IsControl() && (!h.Fin || h.Length > 125):
+		return ws.StatusProtocolError, "bad control frame"
+	}
+	return 0, ""
+}
+
 func (s *server) readLoop(c *conn) {
 	br := bufio.NewReaderSize(c.nc, 1024)
 	hdr := make([]byte, 2, ws.MaxHeaderSize)
@@ -436,18 +453,8 @@ func (s *server) readLoop(c *conn) {
 		if err != nil {
 			return
 		}
-		switch {
-		case !h.Masked:
-			closeWith(ws.StatusProtocolError, "client frames must be masked")
-			return
-		case h.Rsv != 0:
-			closeWith(ws.StatusProtocolError, "no extension negotiated")
-			return
-		case h.Length > maxPayload || int64(len(msg))+h.Length > maxPayload:
-			closeWith(ws.StatusMessageTooBig, "message too big")
-			return
-		case h.OpCode.IsControl() && (!h.Fin || h.Length > 125):
-			closeWith(ws.StatusProtocolError, "bad control frame")
+		if code, reason := badHeader(h, len(msg)); reason != "" {
+			closeWith(code, reason)
 			return
 		}
 		if int64(cap(buf)) < h.Length {

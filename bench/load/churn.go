@@ -329,65 +329,22 @@ func (l *churnLoop) onMessage(c *cconn, p []byte, now int64) {
 		l.onDelivery(p)
 		return
 	}
-	switch c.state {
-	case csWelcome:
-		op, ok1 := jsonStr(p, "op")
-		conn, ok2 := jsonStr(p, "conn")
-		node, ok3 := jsonStr(p, "node")
-		proto, ok4 := jsonStr(p, "proto")
-		if !ok1 || !ok2 || !ok3 || !ok4 {
-			var m serverMsg
-			if json.Unmarshal(p, &m) != nil {
-				l.protoFail(c, "welcome_not_first", p, now)
-				return
-			}
-			op, conn, node, proto = m.Op, m.Conn, m.Node, m.Proto
-		}
-		if op != "welcome" {
-			l.protoFail(c, "welcome_not_first", p, now)
+	switch {
+	case c.state == csWelcome:
+		l.onWelcome(c, p, now)
+	case c.state == csSubscribe && c.worker < 0:
+		var m serverMsg
+		if json.Unmarshal(p, &m) != nil || m.Op != "ack" || m.ID == nil || *m.ID < 1 || *m.ID > int64(len(l.workers)) {
+			l.protoFail(c, "observer_unexpected", p, now)
 			return
 		}
-		if conn == "" || node == "" || proto != "json" {
-			l.protoFail(c, "bad_welcome", p, now)
-			return
+		if c.acks++; c.acks == len(l.workers) {
+			c.state = csOpen
+			c.deadline = 0
 		}
-		c.id = conn
-		l.phase(c, phOpen, now)
-		c.state = csSubscribe
-		if c.worker < 0 {
-			l.write(c, l.subs)
-			return
-		}
-		l.body = fmt.Appendf(l.body[:0], `{"id":1,"op":"subscribe","channel":%q}`, c.channel)
-		l.send(c, ws.OpText, l.body)
-	case csSubscribe:
-		if c.worker < 0 {
-			var m serverMsg
-			if json.Unmarshal(p, &m) != nil || m.Op != "ack" || m.ID == nil || *m.ID < 1 || *m.ID > int64(len(l.workers)) {
-				l.protoFail(c, "observer_unexpected", p, now)
-				return
-			}
-			if c.acks++; c.acks == len(l.workers) {
-				c.state = csOpen
-				c.deadline = 0
-			}
-			return
-		}
-		if !isAck(p, 1) {
-			l.protoFail(c, "subscribe_not_acked", p, now)
-			return
-		}
-		l.phase(c, phSubscribe, now)
-		c.state = csPublish
-		b := append(l.body[:0], `{"id":2,"op":"publish","channel":`...)
-		b = strconv.AppendQuote(b, c.channel)
-		b = append(b, `,"data":`...)
-		b = strconv.AppendQuote(b, c.id)
-		b = append(b, '}')
-		l.body = b
-		l.st.published++
-		l.send(c, ws.OpText, b)
-	case csPublish:
+	case c.state == csSubscribe:
+		l.onSubscribed(c, p, now)
+	case c.state == csPublish:
 		if !isAck(p, 2) {
 			l.protoFail(c, "publish_not_acked", p, now)
 			return
@@ -402,6 +359,59 @@ func (l *churnLoop) onMessage(c *cconn, p []byte, now int64) {
 		}
 		l.protoFail(c, "unexpected_message", p, now)
 	}
+}
+
+// onWelcome checks the welcome and subscribes: the worker to its channel,
+// the observer to every worker's.
+func (l *churnLoop) onWelcome(c *cconn, p []byte, now int64) {
+	op, ok1 := jsonStr(p, "op")
+	conn, ok2 := jsonStr(p, "conn")
+	node, ok3 := jsonStr(p, "node")
+	proto, ok4 := jsonStr(p, "proto")
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		var m serverMsg
+		if json.Unmarshal(p, &m) != nil {
+			l.protoFail(c, "welcome_not_first", p, now)
+			return
+		}
+		op, conn, node, proto = m.Op, m.Conn, m.Node, m.Proto
+	}
+	if op != "welcome" {
+		l.protoFail(c, "welcome_not_first", p, now)
+		return
+	}
+	if conn == "" || node == "" || proto != "json" {
+		l.protoFail(c, "bad_welcome", p, now)
+		return
+	}
+	c.id = conn
+	l.phase(c, phOpen, now)
+	c.state = csSubscribe
+	if c.worker < 0 {
+		l.write(c, l.subs)
+		return
+	}
+	l.body = fmt.Appendf(l.body[:0], `{"id":1,"op":"subscribe","channel":%q}`, c.channel)
+	l.send(c, ws.OpText, l.body)
+}
+
+// onSubscribed checks a worker's subscribe ack and publishes its welcome
+// id to its channel.
+func (l *churnLoop) onSubscribed(c *cconn, p []byte, now int64) {
+	if !isAck(p, 1) {
+		l.protoFail(c, "subscribe_not_acked", p, now)
+		return
+	}
+	l.phase(c, phSubscribe, now)
+	c.state = csPublish
+	b := append(l.body[:0], `{"id":2,"op":"publish","channel":`...)
+	b = strconv.AppendQuote(b, c.channel)
+	b = append(b, `,"data":`...)
+	b = strconv.AppendQuote(b, c.id)
+	b = append(b, '}')
+	l.body = b
+	l.st.published++
+	l.send(c, ws.OpText, b)
 }
 
 // jsonStr returns the string value of "key" in the flat JSON object p when

@@ -210,12 +210,9 @@ func (l *loop) onMessage(c *conn, p []byte, now int64) {
 		l.onDelivery(c, p, now)
 		return
 	}
-	if c.role == rolePub && c.welcome && bytes.HasPrefix(p, ackPrefix) {
-		// Publish acks without encoding/json: {"op":"ack","id":N}.
-		if id, n := parseUint(p[len(ackPrefix):]); n > 0 && len(p) == len(ackPrefix)+n+1 && p[len(p)-1] == '}' && id >= 2 {
-			l.onPublishAnswer(c, id, true, p, now)
-			return
-		}
+	if id, ok := fastAck(c, p); ok {
+		l.onPublishAnswer(c, id, true, p, now)
+		return
 	}
 	var m serverMsg
 	if err := json.Unmarshal(p, &m); err != nil {
@@ -224,32 +221,9 @@ func (l *loop) onMessage(c *conn, p []byte, now int64) {
 	}
 	switch m.Op {
 	case "welcome":
-		switch {
-		case c.welcome:
-			l.protoErr("duplicate_welcome", string(p))
-		case c.frames != 1:
-			l.protoErr("welcome_not_first", string(p))
-		case m.Conn == "" || m.Proto != "json" || m.Node == "":
-			l.protoErr("bad_welcome", string(p))
-		}
-		c.welcome = true
-		c.id = m.Conn
-		l.checkReady(c)
+		l.onWelcome(c, &m, p)
 	case "ack":
-		if !c.welcome {
-			l.protoErr("ack_before_welcome", string(p))
-		}
-		switch {
-		case m.ID == nil:
-			l.protoErr("ack_without_id", string(p))
-		case *m.ID == 1 && !c.subAck:
-			c.subAck = true
-			l.checkReady(c)
-		case c.role == rolePub && *m.ID >= 2:
-			l.onPublishAnswer(c, *m.ID, true, p, now)
-		default:
-			l.protoErr("unexpected_ack", string(p))
-		}
+		l.onAck(c, &m, p, now)
 	case "message":
 		if !c.welcome {
 			l.protoErr("message_before_welcome", string(p))
@@ -259,22 +233,69 @@ func (l *loop) onMessage(c *conn, p []byte, now int64) {
 		}
 		l.onDelivery(c, p, now)
 	case "error":
-		if c.role == rolePub && m.ID != nil && *m.ID >= 2 && *m.ID < 2+c.pubSent {
-			// A refused publish (e.g. "overloaded"): it is answered, so the
-			// window moves on.
-			l.onPublishAnswer(c, *m.ID, false, p, now)
-			kind := "publish_refused_" + m.Code
-			if l.cfg.mode == "publish" {
-				l.note(kind, string(p))
-			} else {
-				l.protoErr(kind, string(p))
-			}
-			return
-		}
-		l.protoErr("error_reply", string(p))
+		l.onErrorReply(c, &m, p, now)
 	case "pong":
 	default:
 		l.protoErr("unknown_op", string(p))
+	}
+}
+
+// fastAck reads a publish ack without encoding/json: {"op":"ack","id":N},
+// N >= 2, on a publisher after its welcome.
+func fastAck(c *conn, p []byte) (int64, bool) {
+	if c.role != rolePub || !c.welcome || !bytes.HasPrefix(p, ackPrefix) {
+		return 0, false
+	}
+	id, n := parseUint(p[len(ackPrefix):])
+	return id, n > 0 && len(p) == len(ackPrefix)+n+1 && p[len(p)-1] == '}' && id >= 2
+}
+
+// onWelcome checks the welcome: first, once, complete.
+func (l *loop) onWelcome(c *conn, m *serverMsg, p []byte) {
+	switch {
+	case c.welcome:
+		l.protoErr("duplicate_welcome", string(p))
+	case c.frames != 1:
+		l.protoErr("welcome_not_first", string(p))
+	case m.Conn == "" || m.Proto != "json" || m.Node == "":
+		l.protoErr("bad_welcome", string(p))
+	}
+	c.welcome = true
+	c.id = m.Conn
+	l.checkReady(c)
+}
+
+// onAck: the subscribe's ack (id 1) or a publish's (id 2 on).
+func (l *loop) onAck(c *conn, m *serverMsg, p []byte, now int64) {
+	if !c.welcome {
+		l.protoErr("ack_before_welcome", string(p))
+	}
+	switch {
+	case m.ID == nil:
+		l.protoErr("ack_without_id", string(p))
+	case *m.ID == 1 && !c.subAck:
+		c.subAck = true
+		l.checkReady(c)
+	case c.role == rolePub && *m.ID >= 2:
+		l.onPublishAnswer(c, *m.ID, true, p, now)
+	default:
+		l.protoErr("unexpected_ack", string(p))
+	}
+}
+
+// onErrorReply: a refused publish (e.g. "overloaded") is answered, so the
+// window moves on; any other error reply is a protocol error.
+func (l *loop) onErrorReply(c *conn, m *serverMsg, p []byte, now int64) {
+	if c.role != rolePub || m.ID == nil || *m.ID < 2 || *m.ID >= 2+c.pubSent {
+		l.protoErr("error_reply", string(p))
+		return
+	}
+	l.onPublishAnswer(c, *m.ID, false, p, now)
+	kind := "publish_refused_" + m.Code
+	if l.cfg.mode == "publish" {
+		l.note(kind, string(p))
+	} else {
+		l.protoErr(kind, string(p))
 	}
 }
 

@@ -204,28 +204,36 @@ func (cfg *config) resolve(pid int, pids, srcs string) error {
 
 // check reports the first setting out of its range.
 func (cfg *config) check() error {
-	mode := cfg.mode
-	pubMode := mode == "fanout" || mode == "publish"
 	switch {
-	case cfg.conns < 0 || (mode == "idle" && cfg.conns == 0):
+	case cfg.conns < 0 || (cfg.mode == "idle" && cfg.conns == 0):
 		return fmt.Errorf("connection count must be positive")
 	case cfg.procs < 1 || cfg.procs > 64:
 		return fmt.Errorf("--procs must be 1..64")
 	case cfg.dialConc < 1:
 		return fmt.Errorf("--dial-concurrency must be positive")
-	case pubMode && (cfg.size < 1 || cfg.size > 16<<20):
-		return fmt.Errorf("--size must be 1..16MiB")
-	case pubMode && (cfg.window < 1 || cfg.rate < 0 || cfg.duration <= 0):
-		return fmt.Errorf("bad --window, --rate or --duration")
-	case mode == "publish" && (cfg.pubs < 1 || cfg.pubs > 10000):
-		return fmt.Errorf("--pubs must be 1..10000")
-	case mode == "publish" && cfg.procs != 1:
-		return fmt.Errorf("publish mode runs in one process (--procs 1)")
 	case cfg.metricsURL != "" && !strings.HasPrefix(cfg.metricsURL, "http://"):
 		return fmt.Errorf("--metrics-url must be an http:// URL")
 	}
-	if mode == "churn" {
+	switch cfg.mode {
+	case "churn":
 		return checkChurn(cfg)
+	case "fanout", "publish":
+		return checkTraffic(cfg)
+	}
+	return nil
+}
+
+// checkTraffic checks the settings of the fanout and publish modes.
+func checkTraffic(cfg *config) error {
+	switch {
+	case cfg.size < 1 || cfg.size > 16<<20:
+		return fmt.Errorf("--size must be 1..16MiB")
+	case cfg.window < 1 || cfg.rate < 0 || cfg.duration <= 0:
+		return fmt.Errorf("bad --window, --rate or --duration")
+	case cfg.mode == "publish" && (cfg.pubs < 1 || cfg.pubs > 10000):
+		return fmt.Errorf("--pubs must be 1..10000")
+	case cfg.mode == "publish" && cfg.procs != 1:
+		return fmt.Errorf("publish mode runs in one process (--procs 1)")
 	}
 	return nil
 }
