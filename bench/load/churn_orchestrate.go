@@ -177,13 +177,6 @@ func stableSockets(pids []int, limit time.Duration) {
 // positive ones).
 func roundSigned(v float64) float64 { return math.Round(v*1000) / 1000 }
 
-func quantiles(h *hist) map[string]int64 {
-	return map[string]int64{
-		"p50": h.quantile(0.50), "p90": h.quantile(0.90), "p99": h.quantile(0.99),
-		"p999": h.quantile(0.999), "max": h.max, "samples": h.n,
-	}
-}
-
 // orchestrateChurn runs the churn mode: the workers warm up, the server is
 // sampled, the workers churn (GO), and the server is sampled again once its
 // sockets settled.
@@ -327,7 +320,7 @@ func churnFigures(out map[string]any, cfg *config, t *churnTally) float64 {
 		out["window_s"] = round3(span / 1e6)
 		out["cycles_per_sec"] = round3(float64(t.Cycles) / (span / 1e6))
 	}
-	out["cycle_latency_us"] = quantiles(&t.h)
+	out["cycle_latency_us"] = latencies(&t.h)
 	phases := map[string]any{}
 	for i := range nPhases {
 		phases[phaseNames[i]] = map[string]int64{"p50": t.ph[i].quantile(0.5), "p99": t.ph[i].quantile(0.99)}

@@ -403,6 +403,7 @@ func ackFigures(out map[string]any, t *tally) {
 	}
 }
 
+// latencies are the quantiles of h (µs), its maximum and its sample count.
 func latencies(h *hist) map[string]int64 {
 	return map[string]int64{
 		"p50": h.quantile(0.50), "p90": h.quantile(0.90), "p99": h.quantile(0.99),
