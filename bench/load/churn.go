@@ -22,9 +22,9 @@ package main
 // The "after" sample waits until every connection is closed and the
 // server's descriptors are back to the "before" count (at most --settle).
 //
-// Like the other modes, one goroutine drives all the connections of a
-// process through one epoll set on raw non-blocking sockets, and the
-// generator's CPU is reported next to the server's.
+// Like the other modes, the connections of a process run on the epoll
+// client (client.go), and the generator's CPU is reported next to the
+// server's. The orchestrator's side is in churn_orchestrate.go.
 
 import (
 	"bytes"

@@ -1,16 +1,3 @@
-// Command load is ZenConn's WebSocket load generator. Modes:
-//
-//	load idle     --url ws://127.0.0.1:8090/ws --conns 15000 --server-pid PID
-//	load fanout   --url ... --subs 5000 --size 64 --rate 0 --duration 10s --server-pid PID
-//	load publish  --url ... --pubs 8 --size 64 --window 64 --duration 10s --server-pid PID
-//	load churn    --url ... --conns 64 --duration 10s --server-pid PID [--metrics-url URL] [--gc-url URL]
-//	load summarize [--targets idle|fanout|audit] [--meta k=v ...] FILE...
-//	load summarize-churn [--min-ratio 2] [--meta k=v ...] FILE...
-//
-// idle, fanout, publish and churn print one JSON object on stdout;
-// summarize turns a file of such objects (JSON lines) into medians per test
-// and server (summarize-churn adds the churn targets). See bench/README.md
-// for what each figure means.
 package main
 
 import (
