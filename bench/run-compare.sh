@@ -9,7 +9,7 @@
 #
 # Usage: bash bench/run-compare.sh [-o FILE] BASE_REF [NEW_REF]
 #   env: OUT (the markdown file; default bench/notes/compare-<date>.md),
-#        CYCLES (2), SCENARIOS ("idle fanout churn"), IDLE_CONNS (15000),
+#        CYCLES (6), SCENARIOS ("idle fanout churn"), IDLE_CONNS (15000),
 #        FANOUT_SUBS (5000), FANOUT_DURATION (10s), CHURN_CONNS (64),
 #        CHURN_DURATION (10s), CHURN_WARMUP (3s), KEEP_WORK=1 (keep the
 #        binaries, every run's JSON and log)
@@ -34,7 +34,7 @@ shift $((OPTIND - 1))
 BASE_REF=$1
 NEW_REF=${2:-}
 : "${OUT:=bench/notes/compare-$(date -u +%Y%m%d-%H%M).md}"
-: "${CYCLES:=2}" "${SCENARIOS:=idle fanout churn}"
+: "${CYCLES:=6}" "${SCENARIOS:=idle fanout churn}"
 : "${IDLE_CONNS:=15000}" "${FANOUT_SUBS:=5000}" "${FANOUT_DURATION:=10s}"
 : "${CHURN_CONNS:=64}" "${CHURN_DURATION:=10s}" "${CHURN_WARMUP:=3s}"
 : "${SERVER_CPU:=1}" "${LOAD_CPU:=0}"
@@ -98,8 +98,8 @@ scenario() {
 # figures NAME: the rows of the table, "jq path|label|better".
 figures() {
 	case $1 in
-	idle) echo '.medians.idle.zenconn.kib_per_conn|RSS per connection (KiB)|lower'
-		echo '.medians.idle.zenconn.rss_after_kib|RSS with the connections (KiB)|lower' ;;
+	idle) echo '.medians.idle.zenconn.kib_per_conn|RSS per connection, KiB|lower'
+		echo '.medians.idle.zenconn.rss_after_kib|RSS with the connections, KiB|lower' ;;
 	fanout) echo '.medians.max.zenconn.deliveries_per_sec|max deliveries/s|higher'
 		echo '.medians.max.zenconn.server_cpu_us_per_delivery|server CPU µs per delivery|lower' ;;
 	churn) echo '.medians.churn.zenconn.cycles_per_sec|cycles/s|higher'
@@ -126,7 +126,7 @@ SECONDS_TOTAL=$(($(date +%s) - START))
 
 # NUM: awk's num(v), a figure as the table prints it.
 NUM='function num(v, a) { a = (v < 0) ? -v : v
-	if (a >= 1000) return sprintf("%.0f", v); if (a >= 1) return sprintf("%.3f", v); return sprintf("%.4g", v) }'
+	if (a >= 1000) return sprintf("%.0f", v); return sprintf("%.4g", v) }'
 
 # stats V...: median, spread (max - min) and spread in % of the median.
 stats() {
