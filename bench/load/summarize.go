@@ -10,19 +10,12 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/zenconn/server/bench/internal/kvflag"
 )
 
-type metaFlag map[string]string
-
-func (m metaFlag) String() string { return "" }
-func (m metaFlag) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok {
-		return fmt.Errorf("want key=value, got %q", s)
-	}
-	m[k] = v
-	return nil
-}
+// metaFlag is a repeatable key=value flag.
+type metaFlag = kvflag.Map
 
 // summarize reads result objects (JSON lines), groups them by test and
 // server, and prints medians, ratios and the targets as one JSON object.

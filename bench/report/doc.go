@@ -28,5 +28,5 @@
 // them; machine.go the machine's description; micro.go the
 // micro-benchmarks' text.
 //
-// Standard library only.
+// Standard library only, apart from bench/internal/kvflag.
 package main

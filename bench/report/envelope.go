@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/zenconn/server/bench/internal/kvflag"
 )
 
 // Envelope is what bench/run-all.sh saves as bench/results/NAME.json: the
@@ -137,17 +139,8 @@ func readEnvelope(path string) (*Envelope, error) {
 	return e, nil
 }
 
-type kvFlag map[string]string
-
-func (m kvFlag) String() string { return "" }
-func (m kvFlag) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok || k == "" {
-		return fmt.Errorf("want KEY=VALUE, got %q", s)
-	}
-	m[k] = v
-	return nil
-}
+// kvFlag is a repeatable key=value flag.
+type kvFlag = kvflag.Map
 
 // wrapCmd is "report wrap": it builds the envelope of one scenario run and
 // prints it. Used by bench/run-all.sh after each script.

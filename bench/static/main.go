@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/zenconn/server/bench/internal/kvflag"
 )
 
 // rawRun is one line written by run-static.sh.
@@ -247,17 +249,8 @@ type Summary struct {
 	RawRunsLen int                    `json:"runs_total"`
 }
 
-type kvFlag map[string]string
-
-func (m kvFlag) String() string { return "" }
-func (m kvFlag) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok {
-		return fmt.Errorf("want key=value, got %q", s)
-	}
-	m[k] = v
-	return nil
-}
+// kvFlag is a repeatable key=value flag.
+type kvFlag = kvflag.Map
 
 // summarize reads raw runs from in and builds the summary.
 func summarize(in io.Reader, cand, base string, targets map[string]float64, maxOther float64, meta map[string]string) (*Summary, error) {
