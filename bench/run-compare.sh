@@ -3,16 +3,17 @@
 # NEW_REF (default: the working tree), in one run, in ABBA order (BASE,
 # NEW, NEW, BASE; CYCLES times), on the idle-memory, maximum fan-out and
 # churn scenarios. Each run is one call of the scenario's own script
-# (run-idle.sh, run-fanout.sh, run-churn.sh) with ROUNDS=1, SERVERS=zenconn
-# and ZENCONN_BIN set to the binary of that side, so pinning, load and
-# settings are those of the scripts.
+# (run-idle.sh, run-fanout.sh, run-churn.sh) with ROUNDS=1, ZenConn alone
+# (IDLE_SERVERS, FANOUT_SCRIPT_SERVERS, SERVERS=zenconn) and ZENCONN_BIN set
+# to the binary of that side, so pinning, load and settings are those of
+# the scripts.
 #
 # Usage: bash bench/run-compare.sh [-o FILE] BASE_REF [NEW_REF]
 #   env: OUT (the markdown file; default bench/notes/compare-<date>.md),
 #        CYCLES (6), SCENARIOS ("idle fanout churn"), IDLE_CONNS (15000),
 #        FANOUT_SUBS (5000), FANOUT_DURATION (10s), CHURN_CONNS (64),
 #        CHURN_DURATION (10s), CHURN_WARMUP (3s), KEEP_WORK=1 (keep the
-#        binaries, every run's JSON and log)
+#        binaries, every run's JSON and log, and the scripts' work folders)
 #   and every setting of the scripts (SERVER_CPU, LOAD_CPU, ZENCONN_EXTRA...).
 # Prints the markdown table on stdout (and writes it to OUT); progress on
 # stderr.
@@ -84,12 +85,12 @@ fi
 mkdir -p "$CMP/tools"
 for t in baseline floor load; do go build -o "$CMP/tools/$t" "./bench/$t"; done
 
-# scenario NAME: runs its script once (ROUNDS=1, SERVERS=zenconn) with the
+# scenario NAME: runs its script once (ROUNDS=1, ZenConn alone) with the
 # environment for the binary in ZENCONN_BIN; JSON on stdout.
 scenario() {
 	case $1 in
-	idle) CONNS=$IDLE_CONNS ROUNDS=1 SERVERS=zenconn bash bench/run-idle.sh ;;
-	fanout) SUBS=$FANOUT_SUBS DURATION=$FANOUT_DURATION ROUNDS=1 SERVERS=zenconn TESTS=max bash bench/run-fanout.sh ;;
+	idle) CONNS=$IDLE_CONNS ROUNDS=1 IDLE_SERVERS=zenconn bash bench/run-idle.sh ;;
+	fanout) SUBS=$FANOUT_SUBS DURATION=$FANOUT_DURATION ROUNDS=1 FANOUT_SCRIPT_SERVERS=zenconn FANOUT_TESTS=max bash bench/run-fanout.sh ;;
 	churn) CONNS=$CHURN_CONNS DURATION=$CHURN_DURATION WARMUP=$CHURN_WARMUP ROUNDS=1 SERVERS=zenconn bash bench/run-churn.sh ;;
 	*) log "unknown scenario $1"; exit 2 ;;
 	esac
@@ -144,7 +145,7 @@ table() {
 	echo
 	echo "BASE: \`$BASE_REF\` ($BASE_ID); NEW: $NEW_NAME ($NEW_ID). $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), server on CPU $SERVER_CPU, generator on CPU $LOAD_CPU; load average $LOADAVG_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end; $((SECONDS_TOTAL / 60)) min $((SECONDS_TOTAL % 60)) s in all."
 	echo
-	echo "\`bash bench/run-compare.sh $BASE_REF${NEW_REF:+ $NEW_REF}\` with CYCLES=$CYCLES, IDLE_CONNS=$IDLE_CONNS, FANOUT_SUBS=$FANOUT_SUBS, FANOUT_DURATION=$FANOUT_DURATION, CHURN_CONNS=$CHURN_CONNS, CHURN_DURATION=$CHURN_DURATION, CHURN_WARMUP=$CHURN_WARMUP${ZENCONN_EXTRA:+, ZENCONN_EXTRA=$ZENCONN_EXTRA}. Each run is one call of the scenario's script with ROUNDS=1 and SERVERS=zenconn, in this order: ${ORDER[*]}. Spread: the largest minus the smallest run of one binary (and in % of its median); **within** when the medians differ by no more than the larger spread."
+	echo "\`bash bench/run-compare.sh $BASE_REF${NEW_REF:+ $NEW_REF}\` with CYCLES=$CYCLES, IDLE_CONNS=$IDLE_CONNS, FANOUT_SUBS=$FANOUT_SUBS, FANOUT_DURATION=$FANOUT_DURATION, CHURN_CONNS=$CHURN_CONNS, CHURN_DURATION=$CHURN_DURATION, CHURN_WARMUP=$CHURN_WARMUP${ZENCONN_EXTRA:+, ZENCONN_EXTRA=$ZENCONN_EXTRA}. Each run is one call of the scenario's script with ROUNDS=1 and ZenConn alone, in this order: ${ORDER[*]}. Spread: the largest minus the smallest run of one binary (and in % of its median); **within** when the medians differ by no more than the larger spread."
 	echo
 	head="| scenario | figure |"
 	sep="| --- | --- |"
