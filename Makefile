@@ -18,6 +18,7 @@ help:
 	@echo "  make bench-audit  audit log: fan-out with it on and off, audit records per second (bench/)"
 	@echo "  make bench-static static files (1 KiB, 100 KiB) vs nginx with wrk; installs wrk and nginx if missing (bench/)"
 	@echo "  make bench-churn  connection churn (connect, subscribe, publish, close) vs the baseline: cycles/s, growth (bench/)"
+	@echo "  make bench-compare BASE=ref [NEW=ref]  zenconn of two commits (NEW: the working tree) on idle, max fan-out and churn, ABBA (~15 min)"
 	@echo "  make fuzz         run each fuzz target for a short while"
 
 build:
@@ -67,6 +68,11 @@ bench-static:
 
 bench-churn:
 	bash bench/run-churn.sh
+
+.PHONY: bench-compare
+bench-compare:
+	@test -n "$(BASE)" || { echo "usage: make bench-compare BASE=ref [NEW=ref]"; exit 2; }
+	bash bench/run-compare.sh $(BASE) $(NEW)
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime 20s ./proto/

@@ -31,12 +31,26 @@ check_machine() {
 	command -v taskset >/dev/null || { log "taskset (util-linux) is required"; exit 1; }
 }
 
+# build_all: zenconn, baseline, floor and load into $WORK. ZENCONN_BIN, when
+# set, is a zenconn binary used instead of building ./cmd/zenconn (the one
+# bench/run-compare.sh built from a commit); BENCH_TOOLS, when set, is a
+# folder holding baseline, floor and load already built.
 build_all() {
-	log "building zenconn, baseline, floor and load into $WORK"
-	go build -o "$WORK/zenconn" ./cmd/zenconn
-	go build -o "$WORK/baseline" ./bench/baseline
-	go build -o "$WORK/floor" ./bench/floor
-	go build -o "$WORK/load" ./bench/load
+	if [ -n "${ZENCONN_BIN:-}" ]; then
+		log "zenconn: $ZENCONN_BIN"
+		cp "$ZENCONN_BIN" "$WORK/zenconn"
+	else
+		log "building zenconn into $WORK"
+		go build -o "$WORK/zenconn" ./cmd/zenconn
+	fi
+	local t
+	for t in baseline floor load; do
+		if [ -n "${BENCH_TOOLS:-}" ]; then
+			cp "$BENCH_TOOLS/$t" "$WORK/$t"
+		else
+			go build -o "$WORK/$t" "./bench/$t"
+		fi
+	done
 	mkdir -p "$WORK/public"
 	echo '<!doctype html><title>bench</title>' >"$WORK/public/index.html"
 }

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Idle-connection memory: ZenConn vs the baseline, alternately, medians.
-# Usage: bash bench/run-idle.sh        (env: CONNS ROUNDS PROCS SOURCE_IPS SETTLE)
+# Usage: bash bench/run-idle.sh        (env: CONNS ROUNDS PROCS SOURCE_IPS SETTLE IDLE_SERVERS)
 # Prints one JSON object on stdout; progress on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${CONNS:=15000}" "${ROUNDS:=2}" "${PROCS:=1}" "${SOURCE_IPS:=127.0.0.1}" "${SETTLE:=2s}"
+: "${CONNS:=15000}" "${ROUNDS:=2}" "${PROCS:=1}" "${SOURCE_IPS:=127.0.0.1}" "${SETTLE:=2s}" "${IDLE_SERVERS:=zenconn baseline}"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 check_machine
@@ -13,7 +13,8 @@ log "loadavg: $LOADAVG_START"
 build_all
 port=20100
 for round in $(seq "$ROUNDS"); do
-	for srv in $(order "$round"); do
+	# shellcheck disable=SC2086 # IDLE_SERVERS is a list of words
+	for srv in $(order "$round" $IDLE_SERVERS); do
 		port=$((port + 1))
 		start_server "$srv" "$port"
 		log "round $round: $srv (pid $SERVER_PID, port $port): $CONNS idle connections"

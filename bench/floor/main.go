@@ -1,39 +1,3 @@
-// Command floor is the cheapest server for the fixed-rate fan-out test of
-// bench/run-fanout.sh: it measures the floor that any server delivering one
-// small frame per subscriber socket pays on this machine, so that ZenConn and
-// the baseline can be read against it.
-//
-// It speaks the same JSON subset as bench/baseline (welcome, subscribe,
-// unsubscribe, publish, ping) over plain WebSocket. Requests are rare in that
-// test, so they are read the ordinary way: a goroutine per connection
-// (net.Conn, gobwas/ws for the upgrade and the frame headers, encoding/json).
-// The fan-out is the floor:
-//
-//   - one hub goroutine owns every channel's subscriber list, a plain slice of
-//     raw socket fds, and performs every write to every socket after the
-//     WebSocket upgrade (so frames never interleave and no per-socket lock
-//     exists);
-//   - a publish is JSON-encoded and framed once, by the publisher's reader
-//     goroutine, and handed to the hub as one event;
-//   - the hub then runs one loop of write(fd, frame) over the slice: one
-//     write(2) per subscriber, no allocation, no channel, no lock, no
-//     goroutine wake-up per subscriber.
-//
-// The write is unix.RawSyscall(SYS_WRITE) by default (--write raw), as
-// ZenConn's own write path does, rather than unix.Write (--write syscall):
-// with GOMAXPROCS=1 and back-to-back writes, the runtime's syscall
-// bookkeeping lets sysmon keep retaking the P from the writing thread and
-// handing it to another thread, which here cost about 3-5 µs of kernel time
-// per delivery in futex wake-ups and context switches; that is not part of
-// the floor.
-//
-// The sockets are the non-blocking ones Go's net package created. A write
-// that does not take the whole frame (EAGAIN or a short write) falls back to
-// poll(2) on that one fd, from the hub goroutine, until the rest is written
-// or --slow-timeout passes; the subscriber is then dropped as a slow consumer.
-// The whole fan-out waits meanwhile: that is the price of the simplest
-// possible loop, and it never happens in the benchmark, whose subscribers
-// read everything (the counters printed on exit say whether it did).
 package main
 
 import (
@@ -423,6 +387,23 @@ func (s *server) serveConn(nc net.Conn) {
 	s.hub.events <- event{kind: evGone, c: c}
 }
 
+// badHeader is the close code and reason for a client frame header that
+// breaks RFC 6455 or the size limit (pending: bytes of the fragmented
+// message so far); "" when the header is fine.
+func badHeader(h ws.Header, pending int) (ws.StatusCode, string) {
+	switch {
+	case !h.Masked:
+		return ws.StatusProtocolError, "client frames must be masked"
+	case h.Rsv != 0:
+		return ws.StatusProtocolError, "no extension negotiated"
+	case h.Length > maxPayload || int64(pending)+h.Length > maxPayload:
+		return ws.StatusMessageTooBig, "message too big"
+	case h.OpCode.IsControl() && (!h.Fin || h.Length > 125):
+		return ws.StatusProtocolError, "bad control frame"
+	}
+	return 0, ""
+}
+
 func (s *server) readLoop(c *conn) {
 	br := bufio.NewReaderSize(c.nc, 1024)
 	hdr := make([]byte, 2, ws.MaxHeaderSize)
@@ -436,18 +417,8 @@ func (s *server) readLoop(c *conn) {
 		if err != nil {
 			return
 		}
-		switch {
-		case !h.Masked:
-			closeWith(ws.StatusProtocolError, "client frames must be masked")
-			return
-		case h.Rsv != 0:
-			closeWith(ws.StatusProtocolError, "no extension negotiated")
-			return
-		case h.Length > maxPayload || int64(len(msg))+h.Length > maxPayload:
-			closeWith(ws.StatusMessageTooBig, "message too big")
-			return
-		case h.OpCode.IsControl() && (!h.Fin || h.Length > 125):
-			closeWith(ws.StatusProtocolError, "bad control frame")
+		if code, reason := badHeader(h, len(msg)); reason != "" {
+			closeWith(code, reason)
 			return
 		}
 		if int64(cap(buf)) < h.Length {

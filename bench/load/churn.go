@@ -22,24 +22,16 @@ package main
 // The "after" sample waits until every connection is closed and the
 // server's descriptors are back to the "before" count (at most --settle).
 //
-// Like the other modes, one goroutine drives all the connections of a
-// process through one epoll set on raw non-blocking sockets, and the
-// generator's CPU is reported next to the server's.
+// Like the other modes, the connections of a process run on the epoll
+// client (client.go), and the generator's CPU is reported next to the
+// server's. The orchestrator's side is in churn_orchestrate.go.
 
 import (
 	"bytes"
-	"crypto/sha1"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"math"
-	"net/http"
-	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -94,19 +86,18 @@ func checkChurn(cfg *config) error {
 type cstate uint8
 
 const (
-	csIdle       cstate = iota // between cycles
-	csConnecting               // non-blocking connect in progress
-	csHandshake                // upgrade request sent
-	csWelcome                  // 101 received, waiting for the welcome
-	csSubscribe                // subscribe sent (observer: every subscribe)
-	csPublish                  // publish sent
-	csOpen                     // observer: subscribed, receiving
-	csClosing                  // close frame sent
-	csDraining                 // close frame received, waiting for the end of stream
-	csDone                     // no more cycles
+	csIdle      cstate = iota // between cycles
+	csOpening                 // connecting, or upgrade request sent
+	csWelcome                 // 101 received, waiting for the welcome
+	csSubscribe               // subscribe sent (observer: every subscribe)
+	csPublish                 // publish sent
+	csOpen                    // observer: subscribed, receiving
+	csClosing                 // close frame sent
+	csDraining                // close frame received, waiting for the end of stream
+	csDone                    // no more cycles
 )
 
-var csNames = [...]string{"idle", "connecting", "handshake", "welcome", "subscribe", "publish", "open", "closing", "draining", "done"}
+var csNames = [...]string{"idle", "opening", "welcome", "subscribe", "publish", "open", "closing", "draining", "done"}
 
 // The phases of a cycle, each with its own latency histogram.
 const (
@@ -121,21 +112,18 @@ var phaseNames = [nPhases]string{"open", "subscribe", "publish", "close"}
 
 // cconn is one worker (or the observer) and its current connection.
 type cconn struct {
+	wsConn
 	worker   int // global worker index; -1 for the observer
 	channel  string
-	fd       int
 	state    cstate
-	accept   string // expected Sec-WebSocket-Accept
-	pending  []byte // unparsed input
-	frag     []byte // fragmented message being assembled
-	out      []byte // output the socket did not take yet
-	pollOut  bool
 	id       string // connection id from the welcome
 	t0, mark int64  // start of the cycle and of its current phase (ns)
 	deadline int64  // the cycle fails after this (ns; 0: none)
 	next     int64  // idle: the next cycle may start at this time (ns)
 	acks     int    // observer: subscribe acks received
 }
+
+func (c *cconn) transport() *wsConn { return &c.wsConn }
 
 // churnStats are the counters of one churn (the warm-up has its own).
 type churnStats struct {
@@ -145,31 +133,32 @@ type churnStats struct {
 	hist                                        hist
 	phase                                       [nPhases]hist
 	firstStart, lastEnd                         int64
-	pollCalls, pollEvents                       int64
 }
 
+// churnLoop drives the churn workers of one process, and its observer, on
+// the epoll client (client.go).
 type churnLoop struct {
-	*loop   // epoll set, buffers, destination, source addresses, error notes
+	client[*cconn]
+	cfg     *config
 	workers []*cconn
 	obs     *cconn
 	obsErr  string
-	byFd    map[int]*cconn
 	chans   map[string]bool // this process's worker channels
 	st      *churnStats
-	end     int64 // no cycle starts at or after this time (ns)
-	srcN    int
+	end     int64  // no cycle starts at or after this time (ns)
+	body    []byte // the subscribe or publish being written
 	subs    []byte // the observer's subscribe frames
 }
 
 func newChurnLoop(cfg *config, idx, first, n int) (*churnLoop, error) {
-	base, err := newLoop(cfg, 0, 0, idx)
-	if err != nil {
+	l := &churnLoop{cfg: cfg, chans: make(map[string]bool, n), st: &churnStats{}}
+	if err := l.init(cfg, l, n+1, idx); err != nil {
 		return nil, err
 	}
-	l := &churnLoop{loop: base, byFd: make(map[int]*cconn, n+1), chans: make(map[string]bool, n), st: &churnStats{}}
+	l.counting = true
 	for i := range n {
 		ch := cfg.channel + "-" + strconv.Itoa(first+i)
-		l.workers = append(l.workers, &cconn{worker: first + i, channel: ch, fd: -1, state: csIdle})
+		l.workers = append(l.workers, &cconn{worker: first + i, channel: ch, wsConn: wsConn{fd: -1}, state: csIdle})
 		l.chans[ch] = true
 	}
 	return l, nil
@@ -182,26 +171,10 @@ func (l *churnLoop) close() {
 	if l.obs != nil {
 		l.closeFd(l.obs)
 	}
-	l.closeAll()
+	l.closeEpoll()
 }
 
-// closeFd closes with a reset (SO_LINGER 0): the server has already
-// closed its side when a cycle ends this way, so neither side keeps a
-// TIME_WAIT.
-func (l *churnLoop) closeFd(c *cconn) {
-	if c.fd < 0 {
-		return
-	}
-	// No EPOLL_CTL_DEL: closing the only descriptor of the socket removes
-	// it from the epoll set.
-	delete(l.byFd, c.fd)
-	_ = unix.SetsockoptLinger(c.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-	_ = unix.Close(c.fd)
-	c.fd = -1
-	c.pending, c.frag, c.out, c.pollOut = c.pending[:0], c.frag[:0], nil, false
-}
-
-func (l *churnLoop) cproto(kind, example string) {
+func (l *churnLoop) protoErr(kind, example string) {
 	l.st.protoErrors++
 	if len(example) > 200 {
 		example = example[:200] + "..."
@@ -265,159 +238,18 @@ func (l *churnLoop) phase(c *cconn, ph int, now int64) {
 	c.mark = now
 }
 
-// dial starts a cycle: a non-blocking connect.
-func (l *churnLoop) dial(c *cconn, now int64, timeout time.Duration) {
-	c.pending, c.frag, c.out, c.pollOut = c.pending[:0], c.frag[:0], nil, false
+// startCycle starts a cycle: a non-blocking connect.
+func (l *churnLoop) startCycle(c *cconn, now int64, timeout time.Duration) {
 	c.id, c.acks = "", 0
 	c.t0, c.mark, c.deadline = now, now, now+int64(timeout)
-	c.state = csConnecting
+	c.state = csOpening
 	if c.worker >= 0 {
 		l.st.started++
 		if l.st.firstStart == 0 {
 			l.st.firstStart = now
 		}
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		l.fail(c, now, "dial_socket", err.Error(), false)
-		return
-	}
-	c.fd = fd
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if len(l.srcs) > 0 {
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-		src := l.srcs[l.srcN%len(l.srcs)]
-		l.srcN++
-		if err := unix.Bind(fd, &src); err != nil {
-			l.fail(c, now, "dial_bind", err.Error(), false)
-			return
-		}
-	}
-	if err := unix.Connect(fd, &l.dst); err != nil && !errors.Is(err, unix.EINPROGRESS) {
-		l.fail(c, now, "dial_connect", err.Error(), false)
-		return
-	}
-	// On loopback the connection is usually established by now: send the
-	// upgrade request at once, and wait for EPOLLOUT only when the socket
-	// is still connecting (EAGAIN). That saves an epoll round, a
-	// getsockopt and an epoll_ctl per cycle.
-	events := uint32(unix.EPOLLIN | unix.EPOLLRDHUP)
-	req := l.upgradeRequest(c)
-	n, err := unix.Write(fd, req)
-	switch {
-	case err == nil:
-		c.state = csHandshake
-		if n < len(req) {
-			c.out = append(c.out[:0], req[n:]...)
-			c.pollOut = true
-			events |= unix.EPOLLOUT
-		}
-	case errors.Is(err, unix.EAGAIN):
-		events |= unix.EPOLLOUT
-	default:
-		l.fail(c, now, "dial_connect", err.Error(), false)
-		return
-	}
-	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		l.fail(c, now, "dial_epoll", err.Error(), false)
-		return
-	}
-	l.byFd[fd] = c
-}
-
-// upgradeRequest returns the HTTP upgrade request for c (in l.wbuf), with
-// a new key whose expected answer goes to c.accept.
-func (l *churnLoop) upgradeRequest(c *cconn) []byte {
-	var nonce [16]byte
-	for i := 0; i < 16; i += 4 {
-		binary.LittleEndian.PutUint32(nonce[i:], l.rand32())
-	}
-	key := base64.StdEncoding.EncodeToString(nonce[:])
-	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	c.accept = base64.StdEncoding.EncodeToString(h[:])
-	req := append(l.wbuf[:0], l.request...)
-	req = append(req, "Sec-WebSocket-Key: "...)
-	req = append(req, key...)
-	req = append(req, "\r\n\r\n"...)
-	l.wbuf = req
-	return req
-}
-
-func (l *churnLoop) onConnected(c *cconn, events uint32, now int64) {
-	soerr, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-	if err == nil && soerr != 0 {
-		err = unix.Errno(soerr)
-	}
-	if err != nil {
-		l.fail(c, now, "dial_connect", err.Error(), false)
-		return
-	}
-	if events&unix.EPOLLOUT == 0 {
-		return
-	}
-	req := l.upgradeRequest(c)
-	c.state = csHandshake
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev); err != nil {
-		l.fail(c, now, "dial_epoll", err.Error(), false)
-		return
-	}
-	l.write(c, req, now)
-}
-
-func (l *churnLoop) setPollOut(c *cconn, on bool) {
-	if c.pollOut == on || c.fd < 0 {
-		return
-	}
-	c.pollOut = on
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd)}
-	if on {
-		ev.Events |= unix.EPOLLOUT
-	}
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
-}
-
-func (l *churnLoop) write(c *cconn, b []byte, now int64) {
-	if c.fd < 0 {
-		return
-	}
-	if len(c.out) > 0 {
-		c.out = append(c.out, b...)
-		return
-	}
-	n, err := unix.Write(c.fd, b)
-	if err != nil {
-		if !errors.Is(err, unix.EAGAIN) {
-			l.fail(c, now, "write", err.Error(), false)
-			return
-		}
-		n = 0
-	}
-	if n < len(b) {
-		c.out = append(c.out, b[n:]...)
-		l.setPollOut(c, true)
-	}
-}
-
-func (l *churnLoop) flush(c *cconn, now int64) {
-	n, err := unix.Write(c.fd, c.out)
-	if err != nil {
-		if !errors.Is(err, unix.EAGAIN) {
-			l.fail(c, now, "write", err.Error(), false)
-		}
-		return
-	}
-	c.out = c.out[n:]
-	if len(c.out) == 0 {
-		c.out = nil
-		l.setPollOut(c, false)
-	}
-}
-
-func (l *churnLoop) send(c *cconn, op ws.OpCode, payload []byte, now int64) {
-	l.wbuf = l.appendFrame(l.wbuf[:0], op, payload)
-	l.write(c, l.wbuf, now)
+	l.dial(c)
 }
 
 var closeNormal = ws.NewCloseFrameBody(ws.StatusNormalClosure, "")
@@ -426,197 +258,49 @@ var closeNormal = ws.NewCloseFrameBody(ws.StatusNormalClosure, "")
 func (l *churnLoop) startClose(c *cconn, now int64) {
 	c.state = csClosing
 	c.mark = now
-	l.send(c, ws.OpClose, closeNormal, now)
+	l.send(c, ws.OpClose, closeNormal)
 }
 
-// poll waits up to timeout for events and handles them.
-func (l *churnLoop) poll(timeout time.Duration) error {
-	ms := int((timeout + time.Millisecond - 1) / time.Millisecond)
-	n, err := unix.EpollWait(l.epfd, l.events, ms)
-	if err != nil {
-		if errors.Is(err, unix.EINTR) {
-			return nil
-		}
-		return err
-	}
-	now := time.Now().UnixNano()
-	l.st.pollCalls++
-	l.st.pollEvents += int64(n)
-	for i := range n {
-		ev := l.events[i]
-		c := l.byFd[int(ev.Fd)]
-		if c == nil {
-			continue
-		}
-		if c.state == csConnecting {
-			l.onConnected(c, ev.Events, now)
-			continue
-		}
-		if ev.Events&unix.EPOLLOUT != 0 && len(c.out) > 0 {
-			l.flush(c, now)
-			if c.fd < 0 {
-				continue
-			}
-		}
-		if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 {
-			l.readConn(c, now)
-		}
-	}
-	return nil
-}
+func (l *churnLoop) onUpgrade(c *cconn, _ int64) { c.state = csWelcome }
 
-func (l *churnLoop) readConn(c *cconn, now int64) {
-	if len(c.pending) > len(l.rbuf)/2 {
-		l.rbuf = make([]byte, 2*len(l.rbuf)+len(c.pending))
-	}
-	n0 := copy(l.rbuf, c.pending)
-	n, err := unix.Read(c.fd, l.rbuf[n0:])
-	if err != nil {
-		switch {
-		case errors.Is(err, unix.EAGAIN):
-		case c.state == csDraining && errors.Is(err, unix.ECONNRESET):
-			// The close handshake is complete; a reset instead of a FIN
-			// is noted but the cycle counts.
-			l.note("reset_after_close", err.Error())
-			l.finish(c, now)
-		default:
-			l.fail(c, now, "read_error", fmt.Sprintf("%v (state %s)", err, csNames[c.state]), false)
-		}
-		return
-	}
-	if n == 0 {
-		switch c.state {
-		case csDraining:
-			l.finish(c, now)
-		case csClosing:
-			l.cproto("eof_without_close_frame", "the server closed the TCP connection without answering the close frame")
-			l.fail(c, now, "", "", true)
-		default:
-			l.fail(c, now, "closed_by_server", "EOF without close frame in state "+csNames[c.state], false)
-		}
-		return
-	}
-	data := l.rbuf[:n0+n]
-	used := 0
-	if c.state == csHandshake {
-		i := bytes.Index(data, []byte("\r\n\r\n"))
-		if i < 0 {
-			if len(data) > 16<<10 {
-				l.fail(c, now, "handshake", "response header too large", false)
-				return
-			}
-			c.pending = append(c.pending[:0], data...)
-			return
-		}
-		if msg := checkUpgrade(data[:i], c.accept); msg != "" {
-			l.fail(c, now, "handshake", msg, false)
-			return
-		}
-		used = i + 4
-		c.state = csWelcome
-	}
-	used += l.frames(c, data[used:], now)
-	if c.fd < 0 {
-		return
-	}
-	if rest := data[used:]; len(rest) > 0 {
-		c.pending = append(c.pending[:0], rest...)
-	} else {
-		c.pending = c.pending[:0]
-	}
-}
-
-// checkUpgrade checks the handshake response head: "" when it is a 101
-// with the expected accept key.
-func checkUpgrade(hdr []byte, accept string) string {
-	lines := bytes.Split(hdr, []byte("\r\n"))
-	if !bytes.HasPrefix(lines[0], []byte("HTTP/1.1 101")) {
-		return "status: " + string(lines[0])
-	}
-	var upgrade, acceptOK bool
-	for _, ln := range lines[1:] {
-		k, v, ok := bytes.Cut(ln, []byte(":"))
-		if !ok {
-			continue
-		}
-		k, v = bytes.TrimSpace(k), bytes.TrimSpace(v)
-		switch {
-		case bytes.EqualFold(k, []byte("Upgrade")):
-			upgrade = bytes.EqualFold(v, []byte("websocket"))
-		case bytes.EqualFold(k, []byte("Sec-WebSocket-Accept")):
-			acceptOK = string(v) == accept
-		}
-	}
-	if !upgrade || !acceptOK {
-		return fmt.Sprintf("upgrade=%v accept_ok=%v: %q", upgrade, acceptOK, hdr)
-	}
-	return ""
-}
-
-// frames handles every complete frame in d and returns the bytes used. It
-// stops when the connection was closed.
-func (l *churnLoop) frames(c *cconn, d []byte, now int64) int {
-	used := 0
-	for {
-		f, ok := nextFrame(d)
-		if !ok {
-			if f.length > maxServerFrame {
-				l.cproto("frame_too_large", strconv.FormatUint(f.length, 10))
-				l.fail(c, now, "", "", true)
-			}
-			return used
-		}
-		if f.masked {
-			l.cproto("masked_server_frame", "server frames must not be masked (RFC 6455 5.1)")
-		}
-		if f.rsv != 0 {
-			l.cproto("rsv_bits", fmt.Sprintf("first byte %#x", d[0]))
-		}
-		l.onFrame(c, f.op, f.fin, f.payload, now)
-		if c.fd < 0 {
-			return used
-		}
-		used += f.size
-		d = d[f.size:]
-	}
-}
-
-func (l *churnLoop) onFrame(c *cconn, op ws.OpCode, fin bool, p []byte, now int64) {
-	switch op {
-	case ws.OpClose:
-		code, reason := ws.ParseCloseFrameData(p)
-		if c.state != csClosing {
-			l.fail(c, now, "close_frame", fmt.Sprintf("code %d %q in state %s", code, reason, csNames[c.state]), false)
-			return
-		}
-		if code != ws.StatusNormalClosure {
-			l.cproto("close_code", fmt.Sprintf("sent 1000, got %d %q", code, reason))
-		}
-		c.state = csDraining
-	case ws.OpPing:
-		l.send(c, ws.OpPong, p, now)
-	case ws.OpPong:
-	case ws.OpText, ws.OpBinary:
-		if op == ws.OpBinary {
-			l.cproto("binary_frame", "binary frame on a JSON connection")
-			l.fail(c, now, "", "", true)
-			return
-		}
-		if !fin {
-			c.frag = append(c.frag[:0], p...)
-			return
-		}
-		l.onMessage(c, p, now)
-	case ws.OpContinuation:
-		c.frag = append(c.frag, p...)
-		if fin {
-			m := c.frag
-			c.frag = c.frag[:0]
-			l.onMessage(c, m, now)
-		}
+func (l *churnLoop) onEnd(c *cconn, err error, now int64) {
+	switch {
+	case err != nil && c.state == csDraining && errors.Is(err, unix.ECONNRESET):
+		// The close handshake is complete; a reset instead of a FIN is
+		// noted but the cycle counts.
+		l.note("reset_after_close", err.Error())
+		l.finish(c, now)
+	case err != nil:
+		l.fail(c, now, "read_error", fmt.Sprintf("%v (state %s)", err, csNames[c.state]), false)
+	case c.state == csDraining:
+		l.finish(c, now)
+	case c.state == csClosing:
+		l.protoErr("eof_without_close_frame", "the server closed the TCP connection without answering the close frame")
+		l.fail(c, now, "", "", true)
 	default:
-		l.cproto("bad_opcode", fmt.Sprintf("opcode %d", op))
+		l.fail(c, now, "closed_by_server", "EOF without close frame in state "+csNames[c.state], false)
 	}
+}
+
+func (l *churnLoop) onFail(c *cconn, kind, detail string) {
+	l.fail(c, time.Now().UnixNano(), kind, detail, false)
+}
+
+// onBadFrame counts a protocol error and ends c's cycle.
+func (l *churnLoop) onBadFrame(c *cconn, kind, example string, now int64) {
+	l.protoErr(kind, example)
+	l.fail(c, now, "", "", true)
+}
+
+func (l *churnLoop) onCloseFrame(c *cconn, code ws.StatusCode, reason string, now int64) {
+	if c.state != csClosing {
+		l.fail(c, now, "close_frame", fmt.Sprintf("code %d %q in state %s", code, reason, csNames[c.state]), false)
+		return
+	}
+	if code != ws.StatusNormalClosure {
+		l.protoErr("close_code", fmt.Sprintf("sent 1000, got %d %q", code, reason))
+	}
+	c.state = csDraining
 }
 
 var (
@@ -636,7 +320,7 @@ func isAck(p []byte, id int64) bool {
 
 // protoFail counts a protocol error and ends c's cycle.
 func (l *churnLoop) protoFail(c *cconn, kind string, p []byte, now int64) {
-	l.cproto(kind, fmt.Sprintf("%s (state %s)", p, csNames[c.state]))
+	l.protoErr(kind, fmt.Sprintf("%s (state %s)", p, csNames[c.state]))
 	l.fail(c, now, "", "", true)
 }
 
@@ -645,64 +329,22 @@ func (l *churnLoop) onMessage(c *cconn, p []byte, now int64) {
 		l.onDelivery(p)
 		return
 	}
-	switch c.state {
-	case csWelcome:
-		op, ok1 := jsonStr(p, "op")
-		conn, ok2 := jsonStr(p, "conn")
-		node, ok3 := jsonStr(p, "node")
-		proto, ok4 := jsonStr(p, "proto")
-		if !ok1 || !ok2 || !ok3 || !ok4 {
-			var m serverMsg
-			if json.Unmarshal(p, &m) != nil {
-				l.protoFail(c, "welcome_not_first", p, now)
-				return
-			}
-			op, conn, node, proto = m.Op, m.Conn, m.Node, m.Proto
-		}
-		if op != "welcome" {
-			l.protoFail(c, "welcome_not_first", p, now)
+	switch {
+	case c.state == csWelcome:
+		l.onWelcome(c, p, now)
+	case c.state == csSubscribe && c.worker < 0:
+		var m serverMsg
+		if json.Unmarshal(p, &m) != nil || m.Op != "ack" || m.ID == nil || *m.ID < 1 || *m.ID > int64(len(l.workers)) {
+			l.protoFail(c, "observer_unexpected", p, now)
 			return
 		}
-		if conn == "" || node == "" || proto != "json" {
-			l.protoFail(c, "bad_welcome", p, now)
-			return
+		if c.acks++; c.acks == len(l.workers) {
+			c.state = csOpen
+			c.deadline = 0
 		}
-		c.id = conn
-		l.phase(c, phOpen, now)
-		c.state = csSubscribe
-		if c.worker < 0 {
-			l.write(c, l.subs, now)
-			return
-		}
-		l.send(c, ws.OpText, fmt.Appendf(l.pbody[:0], `{"id":1,"op":"subscribe","channel":%q}`, c.channel), now)
-	case csSubscribe:
-		if c.worker < 0 {
-			var m serverMsg
-			if json.Unmarshal(p, &m) != nil || m.Op != "ack" || m.ID == nil || *m.ID < 1 || *m.ID > int64(len(l.workers)) {
-				l.protoFail(c, "observer_unexpected", p, now)
-				return
-			}
-			if c.acks++; c.acks == len(l.workers) {
-				c.state = csOpen
-				c.deadline = 0
-			}
-			return
-		}
-		if !isAck(p, 1) {
-			l.protoFail(c, "subscribe_not_acked", p, now)
-			return
-		}
-		l.phase(c, phSubscribe, now)
-		c.state = csPublish
-		b := append(l.pbody[:0], `{"id":2,"op":"publish","channel":`...)
-		b = strconv.AppendQuote(b, c.channel)
-		b = append(b, `,"data":`...)
-		b = strconv.AppendQuote(b, c.id)
-		b = append(b, '}')
-		l.pbody = b
-		l.st.published++
-		l.send(c, ws.OpText, b, now)
-	case csPublish:
+	case c.state == csSubscribe:
+		l.onSubscribed(c, p, now)
+	case c.state == csPublish:
 		if !isAck(p, 2) {
 			l.protoFail(c, "publish_not_acked", p, now)
 			return
@@ -717,6 +359,59 @@ func (l *churnLoop) onMessage(c *cconn, p []byte, now int64) {
 		}
 		l.protoFail(c, "unexpected_message", p, now)
 	}
+}
+
+// onWelcome checks the welcome and subscribes: the worker to its channel,
+// the observer to every worker's.
+func (l *churnLoop) onWelcome(c *cconn, p []byte, now int64) {
+	op, ok1 := jsonStr(p, "op")
+	conn, ok2 := jsonStr(p, "conn")
+	node, ok3 := jsonStr(p, "node")
+	proto, ok4 := jsonStr(p, "proto")
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		var m serverMsg
+		if json.Unmarshal(p, &m) != nil {
+			l.protoFail(c, "welcome_not_first", p, now)
+			return
+		}
+		op, conn, node, proto = m.Op, m.Conn, m.Node, m.Proto
+	}
+	if op != "welcome" {
+		l.protoFail(c, "welcome_not_first", p, now)
+		return
+	}
+	if conn == "" || node == "" || proto != "json" {
+		l.protoFail(c, "bad_welcome", p, now)
+		return
+	}
+	c.id = conn
+	l.phase(c, phOpen, now)
+	c.state = csSubscribe
+	if c.worker < 0 {
+		l.write(c, l.subs)
+		return
+	}
+	l.body = fmt.Appendf(l.body[:0], `{"id":1,"op":"subscribe","channel":%q}`, c.channel)
+	l.send(c, ws.OpText, l.body)
+}
+
+// onSubscribed checks a worker's subscribe ack and publishes its welcome
+// id to its channel.
+func (l *churnLoop) onSubscribed(c *cconn, p []byte, now int64) {
+	if !isAck(p, 1) {
+		l.protoFail(c, "subscribe_not_acked", p, now)
+		return
+	}
+	l.phase(c, phSubscribe, now)
+	c.state = csPublish
+	b := append(l.body[:0], `{"id":2,"op":"publish","channel":`...)
+	b = strconv.AppendQuote(b, c.channel)
+	b = append(b, `,"data":`...)
+	b = strconv.AppendQuote(b, c.id)
+	b = append(b, '}')
+	l.body = b
+	l.st.published++
+	l.send(c, ws.OpText, b)
 }
 
 // jsonStr returns the string value of "key" in the flat JSON object p when
@@ -744,16 +439,16 @@ func (l *churnLoop) onDelivery(p []byte) {
 	if !ok1 || !ok2 || !ok3 {
 		var m serverMsg
 		if err := json.Unmarshal(p, &m); err != nil || m.Op != "message" || m.Channel == nil || json.Unmarshal(m.Data, &data) != nil {
-			l.cproto("bad_message", string(p))
+			l.protoErr("bad_message", string(p))
 			return
 		}
 		ch, from = *m.Channel, m.From
 	}
 	if !l.chans[ch] {
-		l.cproto("message_wrong_channel", string(p))
+		l.protoErr("message_wrong_channel", string(p))
 	}
 	if from != data {
-		l.cproto("message_wrong_from", string(p))
+		l.protoErr("message_wrong_from", string(p))
 	}
 	l.st.received++
 }
@@ -765,8 +460,8 @@ func (l *churnLoop) connectObserver(limit time.Duration) string {
 	for i, c := range l.workers {
 		l.subs = l.appendFrame(l.subs, ws.OpText, fmt.Appendf(nil, `{"id":%d,"op":"subscribe","channel":%q}`, i+1, c.channel))
 	}
-	l.obs = &cconn{worker: -1, fd: -1}
-	l.dial(l.obs, time.Now().UnixNano(), limit)
+	l.obs = &cconn{worker: -1, wsConn: wsConn{fd: -1}}
+	l.startCycle(l.obs, time.Now().UnixNano(), limit)
 	for l.obs.state != csOpen {
 		if l.obs.state == csDone {
 			return l.obsErr
@@ -848,7 +543,7 @@ func (l *churnLoop) churn(d time.Duration, observe bool) string {
 					continue
 				}
 				if now >= c.next {
-					l.dial(c, now, cfg.churn.cycleTimeout)
+					l.startCycle(c, now, cfg.churn.cycleTimeout)
 				} else {
 					wait = min(wait, c.next-now)
 				}
@@ -939,6 +634,7 @@ func runChurnWorker(cfg *config, idx int, send func(string), down <-chan string)
 		// Only the measured churn's errors are reported by kind.
 		l.errs = map[string]*errStat{}
 		l.st = &churnStats{}
+		l.polls = pollStats{}
 	}
 	send("READY")
 	timer := time.NewTimer(time.Until(cfg.deadline))
@@ -967,513 +663,10 @@ func runChurnWorker(cfg *config, idx int, send func(string), down <-chan string)
 		res.PhaseHist[i], res.PhaseMax[i] = st.phase[i].sparse(), st.phase[i].max
 	}
 	res.FirstStart, res.LastEnd = st.firstStart, st.lastEnd
-	res.PollCalls, res.PollEvents = st.pollCalls, st.pollEvents
+	res.PollCalls, res.PollEvents = l.polls.calls, l.polls.events
 	res.Error = e
-}
-
-// fdCount is what a process has open: descriptors other than files on
-// disk (sockets, pipes, eventfds, memfds: what connections use), the
-// sockets among them, and files on disk (a store's tables and logs, which
-// come and go as it flushes and compacts, up to its own bound).
-type fdCount struct{ fds, sockets, files int64 }
-
-// countFDs counts the open descriptors of pid.
-func countFDs(pid int) (fdCount, error) {
-	var n fdCount
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	d, err := os.ReadDir(dir)
-	if err != nil {
-		return n, err
-	}
-	for _, e := range d {
-		// A descriptor closed meanwhile has no link any more: not counted.
-		t, err := os.Readlink(dir + "/" + e.Name())
-		switch {
-		case err != nil:
-		case strings.HasPrefix(t, "/") && !strings.HasPrefix(t, "/memfd:") && !strings.HasPrefix(t, "/dev/"):
-			n.files++
-		default:
-			n.fds++
-			if strings.HasPrefix(t, "socket:") {
-				n.sockets++
-			}
-		}
-	}
-	return n, nil
-}
-
-func sumFDs(pids []int) (fdCount, error) {
-	var sum fdCount
-	for _, p := range pids {
-		n, err := countFDs(p)
-		if err != nil {
-			return fdCount{}, err
-		}
-		sum.fds += n.fds
-		sum.sockets += n.sockets
-		sum.files += n.files
-	}
-	return sum, nil
-}
-
-func httpGetDiscard(url string) error {
-	resp, err := metricsClient.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: status %d", url, resp.StatusCode)
-	}
-	return nil
 }
 
 // goroutineSamples is how many scrapes of --metrics-url sampleServer takes
 // the goroutine count from.
 const goroutineSamples = 5
-
-// sampleServer reads the server's figures: a forced GC (--gc-url), then
-// goroutines and heap in use (--metrics-url), then RSS and descriptors from
-// /proc (the metrics' process figures without --server-pid). The pauses let
-// the server close the HTTP connections of the first two, so that they are
-// not counted.
-func sampleServer(cfg *config) (map[string]float64, []string) {
-	m := map[string]float64{}
-	var errs []string
-	if cfg.churn.gcURL != "" {
-		if err := httpGetDiscard(cfg.churn.gcURL); err != nil {
-			errs = append(errs, "gc: "+err.Error())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	var prom promSample
-	if cfg.metricsURL != "" {
-		// Goroutines: the fewest of goroutineSamples scrapes, so that a
-		// background task running at one instant (a store flush or
-		// compaction) is not counted as growth; a leak, which grows with
-		// the cycles, stays in every sample.
-		for i := range goroutineSamples {
-			if i > 0 {
-				time.Sleep(100 * time.Millisecond)
-			}
-			s, err := scrape(cfg.metricsURL)
-			if err != nil {
-				errs = append(errs, "metrics: "+err.Error())
-				break
-			}
-			if v, ok := s["go_goroutines"]; ok {
-				if cur, seen := m["goroutines"]; !seen || v < cur {
-					m["goroutines"] = v
-				}
-			}
-			if prom == nil {
-				prom = s
-				if v, ok := s["go_memstats_heap_inuse_bytes"]; ok {
-					m["heap_inuse_kib"] = round3(v / 1024)
-				}
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if len(cfg.serverPIDs) > 0 {
-		if v, err := sumRSS(cfg.serverPIDs); err == nil {
-			m["rss_kib"] = float64(v)
-		} else {
-			errs = append(errs, "rss: "+err.Error())
-		}
-		if n, err := sumFDs(cfg.serverPIDs); err == nil {
-			m["fds"] = float64(n.fds)
-			m["sockets"] = float64(n.sockets)
-			m["files"] = float64(n.files)
-		} else {
-			errs = append(errs, "fds: "+err.Error())
-		}
-	} else if prom != nil {
-		if v, ok := prom["process_resident_memory_bytes"]; ok {
-			m["rss_kib"] = round3(v / 1024)
-		}
-		if v, ok := prom["process_open_fds"]; ok {
-			m["fds"] = v
-		}
-	}
-	return m, errs
-}
-
-// settleSockets polls the server's open sockets every 50 ms until there
-// are at most want, or limit passed. It returns the time it took and
-// whether the count got there. (Sockets, not every descriptor: the audit
-// log's store opens and closes files of its own as it writes.)
-func settleSockets(pids []int, want int64, limit time.Duration) (time.Duration, bool) {
-	t0 := time.Now()
-	for {
-		n, err := sumFDs(pids)
-		if err == nil && n.sockets <= want {
-			return time.Since(t0), true
-		}
-		if err != nil || time.Since(t0) >= limit {
-			return time.Since(t0), false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stableSockets waits (at most limit) until two reads of the server's
-// socket count 100 ms apart agree.
-func stableSockets(pids []int, limit time.Duration) {
-	end := time.Now().Add(limit)
-	prev := int64(-1)
-	for time.Now().Before(end) {
-		n, err := sumFDs(pids)
-		if err != nil || n.sockets == prev {
-			return
-		}
-		prev = n.sockets
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// roundSigned rounds to 3 decimals, negative values too (round3 is for
-// positive ones).
-func roundSigned(v float64) float64 { return math.Round(v*1000) / 1000 }
-
-func quantiles(h *hist) map[string]int64 {
-	return map[string]int64{
-		"p50": h.quantile(0.50), "p90": h.quantile(0.90), "p99": h.quantile(0.99),
-		"p999": h.quantile(0.999), "max": h.max, "samples": h.n,
-	}
-}
-
-// orchestrateChurn runs the churn mode: workers warm up and report READY;
-// the server is sampled; GO; every worker reports its RESULT once its
-// connections are all closed; the server's descriptors settle; the server
-// is sampled again.
-func orchestrateChurn(cfg *config) (map[string]any, error) {
-	out := map[string]any{
-		"mode": cfg.mode, "server": cfg.server, "url": cfg.url, "procs": cfg.procs,
-		"loadavg_start": loadavg(), "server_pids": cfg.serverPIDs,
-		"workers": cfg.conns, "duration_s": cfg.duration.Seconds(), "warmup_s": cfg.churn.warmup.Seconds(),
-	}
-	if cfg.label != "" {
-		out["test"] = cfg.label
-	}
-	workers, up, err := startWorkers(cfg)
-	defer stopWorkers(workers)
-	if err != nil {
-		return out, err
-	}
-	sink := newResultSink(len(workers), up, cfg.deadline, func(i int) *churnResult {
-		return &churnResult{Index: i, Error: "worker exited without a result"}
-	})
-	defer sink.stop()
-	next := sink.next
-	broadcast := func(s string) {
-		for _, w := range workers {
-			w.down <- s
-		}
-	}
-	ready := 0
-	for ready+sink.n < len(workers) {
-		wl, err := next()
-		if err != nil {
-			return out, err
-		}
-		if wl.line == "READY" {
-			ready++
-		}
-	}
-	var errs []string
-	var before, after map[string]float64
-	var cpu0, sys0, cpu1, sys1, busy0, busy1 int64
-	var cpuErr error
-	measured := sink.n == 0
-	if measured {
-		if len(cfg.serverPIDs) > 0 {
-			// The warm-up's last connections may still be closing.
-			stableSockets(cfg.serverPIDs, 2*time.Second)
-		}
-		var e []string
-		before, e = sampleServer(cfg)
-		errs = append(errs, e...)
-		if len(cfg.serverPIDs) > 0 {
-			cpu0, sys0, cpuErr = sumCPU(cfg.serverPIDs)
-		}
-		busy0, _ = machineBusyUs()
-		broadcast("GO")
-	} else {
-		broadcast("STOP")
-	}
-	for sink.n < len(workers) {
-		if _, err := next(); err != nil {
-			return out, err
-		}
-	}
-	if measured {
-		if len(cfg.serverPIDs) > 0 && cpuErr == nil {
-			cpu1, sys1, cpuErr = sumCPU(cfg.serverPIDs)
-		}
-		busy1, _ = machineBusyUs()
-	}
-
-	var agg churnResult
-	var h hist
-	var ph [nPhases]hist
-	merged := map[string]*errStat{}
-	for _, r := range sink.results {
-		agg.Started += r.Started
-		agg.Cycles += r.Cycles
-		agg.Published += r.Published
-		agg.Acked += r.Acked
-		agg.Received += r.Received
-		agg.CycleErrors += r.CycleErrors
-		agg.DialErrors += r.DialErrors
-		agg.ProtoErrors += r.ProtoErrors
-		agg.Disconnects += r.Disconnects
-		agg.Timeouts += r.Timeouts
-		agg.CPUus += r.CPUus
-		agg.PollCalls += r.PollCalls
-		agg.PollEvents += r.PollEvents
-		agg.WarmupCycles += r.WarmupCycles
-		agg.WarmupErrors += r.WarmupErrors
-		if r.FirstStart > 0 && (agg.FirstStart == 0 || r.FirstStart < agg.FirstStart) {
-			agg.FirstStart = r.FirstStart
-		}
-		agg.LastEnd = max(agg.LastEnd, r.LastEnd)
-		h.merge(r.Hist, r.HistMax)
-		for i := range nPhases {
-			ph[i].merge(r.PhaseHist[i], r.PhaseMax[i])
-		}
-		mergeErrors(merged, r.Errors)
-		if r.Error != "" {
-			errs = append(errs, fmt.Sprintf("worker %d: %s", r.Index, r.Error))
-		}
-	}
-	out["cycles"] = agg.Cycles
-	out["cycles_started"] = agg.Started
-	out["cycle_errors"] = agg.CycleErrors
-	out["dial_errors"] = agg.DialErrors
-	out["protocol_errors"] = agg.ProtoErrors
-	out["disconnects"] = agg.Disconnects
-	out["timeouts"] = agg.Timeouts
-	out["published"] = agg.Published
-	out["acked"] = agg.Acked
-	out["observed"] = agg.Received
-	out["missing_deliveries"] = max(0, agg.Acked-agg.Received)
-	out["extra_deliveries"] = max(0, agg.Received-agg.Published)
-	if cfg.churn.warmup > 0 {
-		out["warmup_cycles"] = agg.WarmupCycles
-		out["warmup_errors"] = agg.WarmupErrors
-	}
-	if len(merged) > 0 {
-		out["errors"] = merged
-	}
-	var span float64 // µs
-	if agg.FirstStart > 0 && agg.LastEnd > agg.FirstStart {
-		span = float64(agg.LastEnd-agg.FirstStart) / 1e3
-		out["window_s"] = round3(span / 1e6)
-		out["cycles_per_sec"] = round3(float64(agg.Cycles) / (span / 1e6))
-	}
-	out["cycle_latency_us"] = quantiles(&h)
-	phases := map[string]any{}
-	for i := range nPhases {
-		phases[phaseNames[i]] = map[string]int64{"p50": ph[i].quantile(0.5), "p99": ph[i].quantile(0.99)}
-	}
-	out["phase_latency_us"] = phases
-	out["gen_cpu_us"] = agg.CPUus
-	out["gen_epoll"] = map[string]int64{"waits": agg.PollCalls, "events": agg.PollEvents}
-	if span > 0 {
-		out["gen_cpu_share"] = round3(float64(agg.CPUus) / span)
-	}
-	if agg.Cycles > 0 {
-		out["gen_cpu_us_per_cycle"] = round3(float64(agg.CPUus) / float64(agg.Cycles))
-	}
-	if measured && len(cfg.serverPIDs) > 0 {
-		if cpuErr != nil {
-			errs = append(errs, "server cpu: "+cpuErr.Error())
-		} else {
-			cpu, sys := (cpu1+sys1)-(cpu0+sys0), sys1-sys0
-			out["server_cpu_us"] = cpu
-			out["server_sys_cpu_us"] = sys
-			if span > 0 {
-				out["server_cpu_share"] = round3(float64(cpu) / span)
-				if busy0 > 0 && busy1 > 0 {
-					other := busy1 - busy0 - cpu - agg.CPUus
-					out["other_cpu_share"] = round3(max(0, float64(other)) / span)
-				}
-			}
-			if agg.Cycles > 0 {
-				out["server_cpu_us_per_cycle"] = round3(float64(cpu) / float64(agg.Cycles))
-				out["server_sys_us_per_cycle"] = round3(float64(sys) / float64(agg.Cycles))
-			}
-		}
-	}
-	if before != nil {
-		// Every connection is closed: wait for the server to close its side.
-		if socks, ok := before["sockets"]; ok && len(cfg.serverPIDs) > 0 {
-			took, ok := settleSockets(cfg.serverPIDs, int64(socks)+int64(cfg.churn.socketSlack), cfg.churn.settle)
-			out["settle_s"] = round3(took.Seconds())
-			out["settled"] = ok
-		}
-		var e []string
-		after, e = sampleServer(cfg)
-		errs = append(errs, e...)
-		out["before"] = before
-		out["after"] = after
-		growth := map[string]float64{}
-		for k, b := range before {
-			if a, ok := after[k]; ok {
-				growth[k] = roundSigned(a - b)
-			}
-		}
-		if agg.Cycles > 0 {
-			if g, ok := growth["rss_kib"]; ok {
-				growth["rss_bytes_per_cycle"] = roundSigned(g * 1024 / float64(agg.Cycles))
-			}
-			if g, ok := growth["heap_inuse_kib"]; ok {
-				growth["heap_bytes_per_cycle"] = roundSigned(g * 1024 / float64(agg.Cycles))
-			}
-		}
-		out["growth"] = growth
-	}
-	out["loadavg_end"] = loadavg()
-	if len(errs) > 0 {
-		out["worker_errors"] = errs
-		return out, errors.New(strings.Join(errs, "; "))
-	}
-	return out, nil
-}
-
-// summarizeChurn is `load summarize` for churn results plus the churn
-// targets: the candidate's median cycles/s at least --min-ratio times the
-// baseline's, and no growth of the candidate (descriptors, goroutines,
-// heap in use and RSS, before and after, within the limits given).
-func summarizeChurn(args []string) int { return summarizeChurnTo(os.Stdout, args) }
-
-func summarizeChurnTo(w io.Writer, args []string) int {
-	fs := flag.NewFlagSet("load summarize-churn", flag.ContinueOnError)
-	test := fs.String("test", "churn", "test label of the churn runs")
-	cand := fs.String("candidate", "zenconn", "server label of the candidate")
-	base := fs.String("baseline", "baseline", "server label of the baseline")
-	minRatio := fs.Float64("min-ratio", 2, "target: candidate cycles/s >= this × the baseline's")
-	maxOther := fs.String("max-other", "0", "passed to summarize: leave noisy runs out of the medians")
-	// The limits tell a leak (growth in proportion to the cycles: tens
-	// of thousands per run) from a bounded first use (runtime goroutines
-	// started lazily, the audit log's files, memtable and cache filling
-	// up): see bench/README.md.
-	maxSock := fs.Float64("max-socket-growth", 0, "no growth: at most this many more open sockets after than before")
-	maxFDs := fs.Float64("max-fd-growth", 4, "no growth: at most this many more open descriptors other than files on disk after than before")
-	maxFiles := fs.Float64("max-file-growth", 256, "no growth: at most this many more open files on disk after than before (ZenConn's store keeps at most 2 x 128)")
-	maxGor := fs.Float64("max-goroutine-growth", 4, "no growth: at most this many more goroutines")
-	maxHeap := fs.Float64("max-heap-bytes-per-cycle", 32, "no growth: heap in use (after a forced GC) grew by at most this many bytes per cycle")
-	maxRSS := fs.Float64("max-rss-bytes-per-cycle", 256, "no growth: RSS grew by at most this many bytes per cycle")
-	meta := metaFlag{}
-	fs.Var(meta, "meta", "key=value copied to the output (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	sargs := []string{"--candidate", *cand, "--baseline", *base, "--max-other", *maxOther}
-	keys := make([]string, 0, len(meta))
-	for k := range meta {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		sargs = append(sargs, "--meta", k+"="+meta[k])
-	}
-	var buf bytes.Buffer
-	if rc := summarizeTo(&buf, append(sargs, fs.Args()...)); rc != 0 {
-		return rc
-	}
-	var out map[string]any
-	if err := json.Unmarshal(buf.Bytes(), &out); err != nil {
-		fmt.Fprintln(os.Stderr, "load summarize-churn:", err)
-		return 1
-	}
-	problems, _ := out["problems"].([]any)
-	medians, _ := out["medians"].(map[string]any)
-	byServer, _ := medians[*test].(map[string]any)
-	get := func(srv, field string) (float64, bool) {
-		m, _ := byServer[srv].(map[string]any)
-		v, ok := m[field].(float64)
-		return v, ok
-	}
-	// The figures that matter, per server, from the medians.
-	fields := []string{"cycles_per_sec", "cycle_latency_us.p50", "cycle_latency_us.p99", "cycle_errors",
-		"server_cpu_us_per_cycle", "gen_cpu_share", "other_cpu_share",
-		"before.rss_kib", "after.rss_kib", "growth.rss_kib", "growth.rss_bytes_per_cycle",
-		"before.heap_inuse_kib", "after.heap_inuse_kib", "growth.heap_inuse_kib", "growth.heap_bytes_per_cycle",
-		"before.goroutines", "after.goroutines", "growth.goroutines",
-		"before.fds", "after.fds", "growth.fds", "before.files", "after.files", "growth.files",
-		"before.sockets", "after.sockets", "growth.sockets", "settle_s"}
-	servers := map[string]any{}
-	srvNames := make([]string, 0, len(byServer))
-	for srv := range byServer {
-		srvNames = append(srvNames, srv)
-	}
-	sort.Strings(srvNames)
-	growthOK := map[string]bool{}
-	for _, srv := range srvNames {
-		m := map[string]any{}
-		for _, f := range fields {
-			if v, ok := get(srv, f); ok {
-				m[f] = v
-			}
-		}
-		var over []string
-		check := func(field string, limit float64) {
-			if v, ok := get(srv, field); ok && v > limit {
-				over = append(over, fmt.Sprintf("%s = %v > %v", field, v, limit))
-			}
-		}
-		check("growth.sockets", *maxSock)
-		check("growth.fds", *maxFDs)
-		check("growth.files", *maxFiles)
-		check("growth.goroutines", *maxGor)
-		check("growth.heap_bytes_per_cycle", *maxHeap)
-		check("growth.rss_bytes_per_cycle", *maxRSS)
-		_, has := get(srv, "growth.fds")
-		growthOK[srv] = has && len(over) == 0
-		m["no_growth"] = growthOK[srv]
-		if len(over) > 0 {
-			m["growth_over_limits"] = over
-		}
-		if !has {
-			m["growth_over_limits"] = []string{"no before/after figures"}
-		}
-		servers[srv] = m
-	}
-	c, ok1 := get(*cand, "cycles_per_sec")
-	b, ok2 := get(*base, "cycles_per_sec")
-	ratio := 0.0
-	if ok1 && ok2 && b > 0 {
-		ratio = round3(c / b)
-	} else {
-		problems = append(problems, fmt.Sprintf("no median cycles_per_sec for %s and %s in test %q", *cand, *base, *test))
-	}
-	ratioMet := ok1 && ok2 && b > 0 && c >= *minRatio*b
-	out["churn"] = servers
-	out["ratio"] = ratio
-	out["target"] = *minRatio
-	out["ratio_met"] = ratioMet
-	out["no_growth_met"] = growthOK[*cand]
-	out["met"] = ratioMet && growthOK[*cand]
-	out["growth_limits"] = map[string]float64{
-		"sockets": *maxSock, "fds": *maxFDs, "files": *maxFiles, "goroutines": *maxGor, "heap_bytes_per_cycle": *maxHeap, "rss_bytes_per_cycle": *maxRSS,
-	}
-	out["targets"] = []map[string]any{{
-		"name": "churn cycles/s", "candidate": c, "baseline": b, "ratio_candidate_to_baseline": ratio,
-		"goal": fmt.Sprintf("candidate >= %gx baseline", *minRatio), "met": ratioMet,
-	}, {
-		"name": "no growth after churn (" + *cand + ")", "goal": "growth within growth_limits", "met": growthOK[*cand],
-	}}
-	if !growthOK[*cand] {
-		m, _ := servers[*cand].(map[string]any)
-		problems = append(problems, fmt.Sprintf("%s: growth over the limits: %v", *cand, m["growth_over_limits"]))
-	}
-	if problems != nil {
-		out["problems"] = problems
-	}
-	enc, _ := json.MarshalIndent(out, "", "  ")
-	_, _ = fmt.Fprintln(w, string(enc))
-	return 0
-}

@@ -97,7 +97,8 @@ func unmask(t *testing.T, f []byte) []byte {
 func TestPublishFrameSize(t *testing.T) {
 	for _, size := range []int{64, 200, 1000, 70000} {
 		cfg := &config{size: size, channel: "c"}
-		l := &loop{cfg: cfg, rnd: 1, pub: &conn{fd: -1, state: stClosed}}
+		l := &loop{cfg: cfg, pub: &conn{wsConn: wsConn{fd: -1, phase: wsClosed}}}
+		l.rnd = 1
 		l.publish(l.pub, 12345)
 		f := l.pframe
 		if len(f) != size {
@@ -143,8 +144,9 @@ func TestParseFramesSplit(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for trial := range 20 {
 		cfg := &config{channel: "c"}
-		l := &loop{cfg: cfg, errs: map[string]*errStat{}}
-		c := &conn{state: stOpen, welcome: true, lastOff: -1, fd: -1}
+		l := &loop{cfg: cfg}
+		l.h, l.errs = l, map[string]*errStat{}
+		c := &conn{wsConn: wsConn{fd: -1, phase: wsOpen}, welcome: true, lastOff: -1}
 		var pending []byte
 		for rest := stream; len(rest) > 0; {
 			k := min(len(rest), 1+r.IntN(120))

@@ -1,27 +1,17 @@
 package main
 
-// The client side of the load generator: one goroutine drives every
-// connection of this process through a single level-triggered epoll set on
-// raw non-blocking sockets. A goroutine per connection would cost a wake-up
-// and a scheduler round trip per delivered frame; here a delivery costs one
-// read(2) at most (several frames when they queue up), no allocation, and
-// the generator's CPU is measured and reported next to the server's.
-// gobwas/ws supplies the masking (ws.Cipher) and the frame header layout.
+// The fan-out, publish and idle modes: subscribers and publishers on the
+// epoll client (client.go), the protocol checks of every message they
+// receive, the publish frames and the delivery latencies.
 
 import (
 	"bytes"
-	"crypto/sha1"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/gobwas/ws"
-	"golang.org/x/sys/unix"
 )
 
 type connRole uint8
@@ -31,24 +21,10 @@ const (
 	rolePub
 )
 
-type connState uint8
-
-const (
-	stConnecting connState = iota
-	stHandshake
-	stOpen
-	stClosed
-)
-
+// conn is a subscriber or a publisher of the fan-out, publish or idle mode.
 type conn struct {
-	fd      int
+	wsConn
 	role    connRole
-	state   connState
-	accept  string // expected Sec-WebSocket-Accept
-	pending []byte // unparsed input (partial frame or handshake)
-	frag    []byte // fragmented message being assembled
-	out     []byte // output the socket did not take yet
-	pollOut bool
 	id      string // connection id from the welcome
 	frames  int    // data messages received
 	welcome bool
@@ -63,28 +39,18 @@ type conn struct {
 	sentAt                        []int64
 }
 
-type errStat struct {
-	Count   int64  `json:"count"`
-	Example string `json:"example"`
-}
+func (c *conn) transport() *wsConn { return &c.wsConn }
 
+// loop drives the connections of one process in the fan-out, publish and
+// idle modes.
 type loop struct {
-	cfg     *config
-	epfd    int
-	fdTab   map[int]*conn
-	conns   []*conn
-	rbuf    []byte
-	wbuf    []byte
-	events  []unix.EpollEvent
-	dst     unix.SockaddrInet4
-	srcs    []unix.SockaddrInet4
-	request []byte // handshake request without key line
-	rnd     uint64
+	client[*conn]
+	cfg   *config
+	conns []*conn
 
 	total, nextDial, inflight int
 	readyCount, failed        int
 	dialErrors                int64
-	errs                      map[string]*errStat
 	protoErrors               int64
 	disconnects               int64
 	outOfOrder                int64
@@ -97,7 +63,6 @@ type loop struct {
 	pubID      string
 	epochNs    int64 // publish timestamps are µs offsets from this
 	lastPubOff int64
-	measuring  bool
 	published  int64
 	acked      int64
 	refused    int64 // publishes answered with an error
@@ -109,45 +74,20 @@ type loop struct {
 	lastRecv   int64
 	hist       hist
 	frameBytes int
-	// epoll statistics during the measured phase: a large share of full
-	// batches means the generator, not the server, was the bottleneck.
-	pollCalls, pollEvents, pollFull int64
-	pbody                           []byte
-	pframe                          []byte
-	channelBytes                    []byte
+	pbody      []byte
+	pframe     []byte
 }
 
 func newLoop(cfg *config, nSubs, nPubs int, srcOffset int) (*loop, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
+	l := &loop{cfg: cfg, localSubs: nSubs}
+	if err := l.init(cfg, l, nSubs+nPubs, srcOffset); err != nil {
 		return nil, err
 	}
-	l := &loop{
-		cfg:          cfg,
-		epfd:         epfd,
-		fdTab:        make(map[int]*conn, nSubs+1),
-		rbuf:         make([]byte, max(64<<10, 4*cfg.size+4096)),
-		wbuf:         make([]byte, 0, cfg.size+256),
-		events:       make([]unix.EpollEvent, 1024),
-		errs:         make(map[string]*errStat),
-		rnd:          uint64(time.Now().UnixNano()) | 1,
-		localSubs:    nSubs,
-		channelBytes: []byte(cfg.channel),
-	}
-	copy(l.dst.Addr[:], cfg.dstIP.To4())
-	l.dst.Port = cfg.dstPort
-	for i := range cfg.srcIPs {
-		ip := cfg.srcIPs[(i+srcOffset)%len(cfg.srcIPs)]
-		var sa unix.SockaddrInet4
-		copy(sa.Addr[:], ip.To4())
-		l.srcs = append(l.srcs, sa)
-	}
-	l.request = fmt.Appendf(nil, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n", cfg.path, cfg.host)
 	for range nSubs {
-		l.conns = append(l.conns, &conn{role: roleSub, lastOff: -1, fd: -1})
+		l.conns = append(l.conns, &conn{role: roleSub, lastOff: -1, wsConn: wsConn{fd: -1}})
 	}
 	for range nPubs {
-		c := &conn{role: rolePub, lastOff: -1, fd: -1, nextAck: 2, sentAt: make([]int64, max(cfg.window, 1))}
+		c := &conn{role: rolePub, lastOff: -1, wsConn: wsConn{fd: -1}, nextAck: 2, sentAt: make([]int64, max(cfg.window, 1))}
 		// In publish mode publishers do not subscribe: they are ready at
 		// their welcome.
 		c.subAck = cfg.mode == "publish"
@@ -164,28 +104,11 @@ func newLoop(cfg *config, nSubs, nPubs int, srcOffset int) (*loop, error) {
 	return l, nil
 }
 
-func (l *loop) rand32() uint32 {
-	l.rnd ^= l.rnd << 13
-	l.rnd ^= l.rnd >> 7
-	l.rnd ^= l.rnd << 17
-	return uint32(l.rnd >> 16)
-}
-
-func (l *loop) note(kind, example string) {
-	e := l.errs[kind]
-	if e == nil {
-		if len(l.errs) >= 32 {
-			kind = "other"
-			if e = l.errs[kind]; e == nil {
-				e = &errStat{Example: example}
-				l.errs[kind] = e
-			}
-		} else {
-			e = &errStat{Example: example}
-			l.errs[kind] = e
-		}
-	}
-	e.Count++
+// measure starts (on) or ends the measured phase: epoll waits are counted,
+// and with --busy-poll they never sleep.
+func (l *loop) measure(on bool) {
+	l.counting = on
+	l.busy = on && l.cfg.busyPoll
 }
 
 func (l *loop) protoErr(kind, example string) {
@@ -201,60 +124,17 @@ func (l *loop) startDial() {
 	c := l.conns[l.nextDial]
 	l.nextDial++
 	l.inflight++
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		l.dialFailed(c, "socket", err)
-		return
-	}
-	c.fd = fd
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if len(l.srcs) > 0 {
-		// Choose the port at connect time (4-tuple unique), not at bind
-		// time, so one source address serves many destinations.
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-		src := l.srcs[(l.nextDial-1)%len(l.srcs)]
-		if err := unix.Bind(fd, &src); err != nil {
-			l.dialFailed(c, "bind", err)
-			return
-		}
-	}
-	err = unix.Connect(fd, &l.dst)
-	if err != nil && !errors.Is(err, unix.EINPROGRESS) {
-		l.dialFailed(c, "connect", err)
-		return
-	}
-	l.fdTab[fd] = c
-	ev := unix.EpollEvent{Events: unix.EPOLLOUT | unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		delete(l.fdTab, fd)
-		l.dialFailed(c, "epoll", err)
-		return
-	}
+	l.dial(c)
 }
 
-func (l *loop) dialFailed(c *conn, what string, err error) {
-	l.dialErrors++
-	l.note("dial_"+what, err.Error())
-	l.closeConn(c)
-}
-
-// closeConn closes with a reset (SO_LINGER 0) so that no TIME_WAIT is left
-// behind to exhaust ports across rounds.
+// closeConn closes c for good; a connection that was not ready yet counts
+// as failed.
 func (l *loop) closeConn(c *conn) {
-	if c.state == stClosed {
+	if c.closed() {
 		return
 	}
-	wasReady := c.ready
-	c.state = stClosed
-	if c.fd >= 0 {
-		delete(l.fdTab, c.fd)
-		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
-		_ = unix.SetsockoptLinger(c.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-		_ = unix.Close(c.fd)
-		c.fd = -1
-	}
-	c.pending, c.frag, c.out = nil, nil, nil
-	if !wasReady {
+	l.closeFd(c)
+	if !c.ready {
 		l.inflight--
 		l.failed++
 	}
@@ -262,7 +142,7 @@ func (l *loop) closeConn(c *conn) {
 
 // lost is a connection closed by the peer or by an error.
 func (l *loop) lost(c *conn, kind, detail string) {
-	if c.state == stClosed {
+	if c.closed() {
 		return
 	}
 	if c.ready {
@@ -278,301 +158,32 @@ func (l *loop) closeAll() {
 	for _, c := range l.conns {
 		l.closeConn(c)
 	}
-	_ = unix.Close(l.epfd)
+	l.closeEpoll()
 }
 
-// poll waits up to timeout for events and handles them.
-func (l *loop) poll(timeout time.Duration) error {
-	ms := int((timeout + time.Millisecond - 1) / time.Millisecond)
-	if timeout < 0 {
-		ms = -1
+// onUpgrade subscribes at once; the welcome must still come first.
+func (l *loop) onUpgrade(c *conn, _ int64) {
+	if !c.subAck {
+		l.send(c, ws.OpText, fmt.Appendf(nil, `{"id":1,"op":"subscribe","channel":%q}`, l.cfg.channel))
 	}
-	if l.cfg.busyPoll && l.measuring {
-		// Never sleep: the server's writes then find no sleeping reader to
-		// wake, which on loopback it would otherwise pay for.
-		ms = 0
-	}
-	n, err := unix.EpollWait(l.epfd, l.events, ms)
+}
+
+func (l *loop) onCloseFrame(c *conn, code ws.StatusCode, reason string, _ int64) {
+	l.lost(c, "close_frame", fmt.Sprintf("code %d %q", code, reason))
+}
+
+func (l *loop) onEnd(c *conn, err error, _ int64) {
 	if err != nil {
-		if errors.Is(err, unix.EINTR) {
-			return nil
-		}
-		return err
-	}
-	now := time.Now().UnixNano()
-	if l.measuring {
-		l.pollCalls++
-		l.pollEvents += int64(n)
-		if n == len(l.events) {
-			l.pollFull++
-		}
-	}
-	for i := range n {
-		ev := l.events[i]
-		c := l.fdTab[int(ev.Fd)]
-		if c == nil {
-			continue
-		}
-		if c.state == stConnecting {
-			l.onConnected(c, ev.Events)
-			continue
-		}
-		if ev.Events&unix.EPOLLOUT != 0 && len(c.out) > 0 {
-			l.flush(c)
-			if c.state == stClosed {
-				continue
-			}
-		}
-		if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 {
-			l.readConn(c, now)
-		}
-	}
-	return nil
-}
-
-func (l *loop) onConnected(c *conn, events uint32) {
-	soerr, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-	if err == nil && soerr != 0 {
-		err = unix.Errno(soerr)
-	}
-	if err != nil {
-		l.lost(c, "dial_connect", err.Error())
-		return
-	}
-	if events&unix.EPOLLOUT == 0 {
-		return
-	}
-	var nonce [16]byte
-	for i := 0; i < 16; i += 4 {
-		binary.LittleEndian.PutUint32(nonce[i:], l.rand32())
-	}
-	key := base64.StdEncoding.EncodeToString(nonce[:])
-	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	c.accept = base64.StdEncoding.EncodeToString(h[:])
-	req := append(l.wbuf[:0], l.request...)
-	req = append(req, "Sec-WebSocket-Key: "...)
-	req = append(req, key...)
-	req = append(req, "\r\n\r\n"...)
-	c.state = stHandshake
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev); err != nil {
-		l.lost(c, "dial_epoll", err.Error())
-		return
-	}
-	l.write(c, req)
-}
-
-func (l *loop) setPollOut(c *conn, on bool) {
-	if c.pollOut == on {
-		return
-	}
-	c.pollOut = on
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd)}
-	if on {
-		ev.Events |= unix.EPOLLOUT
-	}
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
-}
-
-func (l *loop) write(c *conn, b []byte) {
-	if c.state == stClosed {
-		return
-	}
-	if len(c.out) > 0 {
-		c.out = append(c.out, b...)
-		return
-	}
-	n, err := unix.Write(c.fd, b)
-	if err != nil {
-		if !errors.Is(err, unix.EAGAIN) {
-			l.lost(c, "write", err.Error())
-			return
-		}
-		n = 0
-	}
-	if n < len(b) {
-		c.out = append(c.out, b[n:]...)
-		l.setPollOut(c, true)
-	}
-}
-
-func (l *loop) flush(c *conn) {
-	n, err := unix.Write(c.fd, c.out)
-	if err != nil {
-		if !errors.Is(err, unix.EAGAIN) {
-			l.lost(c, "write", err.Error())
-		}
-		return
-	}
-	c.out = c.out[n:]
-	if len(c.out) == 0 {
-		c.out = nil
-		l.setPollOut(c, false)
-	}
-}
-
-// appendFrame appends a masked client frame carrying payload.
-func (l *loop) appendFrame(dst []byte, op ws.OpCode, payload []byte) []byte {
-	n := len(payload)
-	dst = append(dst, 0x80|byte(op))
-	switch {
-	case n < 126:
-		dst = append(dst, 0x80|byte(n))
-	case n <= 0xffff:
-		dst = append(dst, 0x80|126, byte(n>>8), byte(n))
-	default:
-		dst = append(dst, 0x80|127)
-		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
-	}
-	var mask [4]byte
-	binary.LittleEndian.PutUint32(mask[:], l.rand32())
-	dst = append(dst, mask[:]...)
-	start := len(dst)
-	dst = append(dst, payload...)
-	ws.Cipher(dst[start:], mask, 0)
-	return dst
-}
-
-func (l *loop) sendFrame(c *conn, op ws.OpCode, payload []byte) {
-	l.wbuf = l.appendFrame(l.wbuf[:0], op, payload)
-	l.write(c, l.wbuf)
-}
-
-func (l *loop) readConn(c *conn, now int64) {
-	if len(c.pending) > len(l.rbuf)/2 {
-		l.rbuf = make([]byte, 2*len(l.rbuf)+len(c.pending))
-	}
-	n0 := copy(l.rbuf, c.pending)
-	n, err := unix.Read(c.fd, l.rbuf[n0:])
-	if err != nil {
-		if errors.Is(err, unix.EAGAIN) {
-			return
-		}
 		l.lost(c, "read_error", err.Error())
 		return
 	}
-	if n == 0 {
-		l.lost(c, "closed_by_server", "EOF without close frame")
-		return
-	}
-	data := l.rbuf[:n0+n]
-	used := 0
-	if c.state == stHandshake {
-		i := bytes.Index(data, []byte("\r\n\r\n"))
-		if i < 0 {
-			if len(data) > 16<<10 {
-				l.lost(c, "handshake", "response header too large")
-				return
-			}
-			c.pending = append(c.pending[:0], data...)
-			return
-		}
-		if !l.checkHandshake(c, data[:i]) {
-			return
-		}
-		used = i + 4
-		c.state = stOpen
-		// Subscribe at once; the welcome must still come first.
-		if !c.subAck {
-			l.sendFrame(c, ws.OpText, fmt.Appendf(nil, `{"id":1,"op":"subscribe","channel":%q}`, l.cfg.channel))
-			if c.state == stClosed {
-				return
-			}
-		}
-	}
-	used += l.parseFrames(c, data[used:], now)
-	if c.state == stClosed {
-		return
-	}
-	if rest := data[used:]; len(rest) > 0 {
-		c.pending = append(c.pending[:0], rest...)
-	} else if c.pending != nil {
-		c.pending = c.pending[:0]
-	}
+	l.lost(c, "closed_by_server", "EOF without close frame")
 }
 
-func (l *loop) checkHandshake(c *conn, hdr []byte) bool {
-	lines := bytes.Split(hdr, []byte("\r\n"))
-	if !bytes.HasPrefix(lines[0], []byte("HTTP/1.1 101")) {
-		l.lost(c, "handshake_status", string(lines[0]))
-		return false
-	}
-	var upgrade, accept bool
-	for _, ln := range lines[1:] {
-		k, v, ok := bytes.Cut(ln, []byte(":"))
-		if !ok {
-			continue
-		}
-		k, v = bytes.TrimSpace(k), bytes.TrimSpace(v)
-		switch {
-		case bytes.EqualFold(k, []byte("Upgrade")):
-			upgrade = bytes.EqualFold(v, []byte("websocket"))
-		case bytes.EqualFold(k, []byte("Sec-WebSocket-Accept")):
-			accept = string(v) == c.accept
-		}
-	}
-	if !upgrade || !accept {
-		l.lost(c, "handshake_headers", fmt.Sprintf("upgrade=%v accept_ok=%v: %q", upgrade, accept, hdr))
-		return false
-	}
-	return true
-}
+func (l *loop) onFail(c *conn, kind, detail string) { l.lost(c, kind, detail) }
 
-// parseFrames handles every complete frame in d and returns the bytes used.
-func (l *loop) parseFrames(c *conn, d []byte, now int64) int {
-	used := 0
-	for {
-		f, ok := nextFrame(d)
-		if !ok {
-			if f.length > maxServerFrame {
-				l.protoErr("frame_too_large", strconv.FormatUint(f.length, 10))
-				l.lost(c, "protocol", "frame too large")
-			}
-			return used
-		}
-		if f.masked {
-			l.protoErr("masked_server_frame", "server frames must not be masked (RFC 6455 5.1)")
-		}
-		if f.rsv != 0 {
-			l.protoErr("rsv_bits", fmt.Sprintf("first byte %#x", d[0]))
-		}
-		l.onFrame(c, f.op, f.fin, f.payload, now)
-		if c.state == stClosed {
-			return used
-		}
-		used += f.size
-		d = d[f.size:]
-	}
-}
-
-func (l *loop) onFrame(c *conn, op ws.OpCode, fin bool, p []byte, now int64) {
-	switch op {
-	case ws.OpClose:
-		code, reason := ws.ParseCloseFrameData(p)
-		l.lost(c, "close_frame", fmt.Sprintf("code %d %q", code, reason))
-	case ws.OpPing:
-		l.sendFrame(c, ws.OpPong, p)
-	case ws.OpPong:
-	case ws.OpText, ws.OpBinary:
-		if op == ws.OpBinary {
-			l.protoErr("binary_frame", "binary frame on a JSON connection")
-		}
-		if !fin {
-			c.frag = append(c.frag[:0], p...)
-			return
-		}
-		l.onMessage(c, p, now)
-	case ws.OpContinuation:
-		c.frag = append(c.frag, p...)
-		if fin {
-			m := c.frag
-			c.frag = nil
-			l.onMessage(c, m, now)
-		}
-	default:
-		l.protoErr("bad_opcode", fmt.Sprintf("opcode %d", op))
-	}
-}
+// onBadFrame counts the frame; a binary message is then read as text.
+func (l *loop) onBadFrame(_ *conn, kind, example string, _ int64) { l.protoErr(kind, example) }
 
 var (
 	opMessage = []byte(`"op":"message"`)
@@ -599,12 +210,9 @@ func (l *loop) onMessage(c *conn, p []byte, now int64) {
 		l.onDelivery(c, p, now)
 		return
 	}
-	if c.role == rolePub && c.welcome && bytes.HasPrefix(p, ackPrefix) {
-		// Publish acks without encoding/json: {"op":"ack","id":N}.
-		if id, n := parseUint(p[len(ackPrefix):]); n > 0 && len(p) == len(ackPrefix)+n+1 && p[len(p)-1] == '}' && id >= 2 {
-			l.onPublishAnswer(c, id, true, p, now)
-			return
-		}
+	if id, ok := fastAck(c, p); ok {
+		l.onPublishAnswer(c, id, true, p, now)
+		return
 	}
 	var m serverMsg
 	if err := json.Unmarshal(p, &m); err != nil {
@@ -613,32 +221,9 @@ func (l *loop) onMessage(c *conn, p []byte, now int64) {
 	}
 	switch m.Op {
 	case "welcome":
-		switch {
-		case c.welcome:
-			l.protoErr("duplicate_welcome", string(p))
-		case c.frames != 1:
-			l.protoErr("welcome_not_first", string(p))
-		case m.Conn == "" || m.Proto != "json" || m.Node == "":
-			l.protoErr("bad_welcome", string(p))
-		}
-		c.welcome = true
-		c.id = m.Conn
-		l.checkReady(c)
+		l.onWelcome(c, &m, p)
 	case "ack":
-		if !c.welcome {
-			l.protoErr("ack_before_welcome", string(p))
-		}
-		switch {
-		case m.ID == nil:
-			l.protoErr("ack_without_id", string(p))
-		case *m.ID == 1 && !c.subAck:
-			c.subAck = true
-			l.checkReady(c)
-		case c.role == rolePub && *m.ID >= 2:
-			l.onPublishAnswer(c, *m.ID, true, p, now)
-		default:
-			l.protoErr("unexpected_ack", string(p))
-		}
+		l.onAck(c, &m, p, now)
 	case "message":
 		if !c.welcome {
 			l.protoErr("message_before_welcome", string(p))
@@ -648,22 +233,69 @@ func (l *loop) onMessage(c *conn, p []byte, now int64) {
 		}
 		l.onDelivery(c, p, now)
 	case "error":
-		if c.role == rolePub && m.ID != nil && *m.ID >= 2 && *m.ID < 2+c.pubSent {
-			// A refused publish (e.g. "overloaded"): it is answered, so the
-			// window moves on.
-			l.onPublishAnswer(c, *m.ID, false, p, now)
-			kind := "publish_refused_" + m.Code
-			if l.cfg.mode == "publish" {
-				l.note(kind, string(p))
-			} else {
-				l.protoErr(kind, string(p))
-			}
-			return
-		}
-		l.protoErr("error_reply", string(p))
+		l.onErrorReply(c, &m, p, now)
 	case "pong":
 	default:
 		l.protoErr("unknown_op", string(p))
+	}
+}
+
+// fastAck reads a publish ack without encoding/json: {"op":"ack","id":N},
+// N >= 2, on a publisher after its welcome.
+func fastAck(c *conn, p []byte) (int64, bool) {
+	if c.role != rolePub || !c.welcome || !bytes.HasPrefix(p, ackPrefix) {
+		return 0, false
+	}
+	id, n := parseUint(p[len(ackPrefix):])
+	return id, n > 0 && len(p) == len(ackPrefix)+n+1 && p[len(p)-1] == '}' && id >= 2
+}
+
+// onWelcome checks the welcome: first, once, complete.
+func (l *loop) onWelcome(c *conn, m *serverMsg, p []byte) {
+	switch {
+	case c.welcome:
+		l.protoErr("duplicate_welcome", string(p))
+	case c.frames != 1:
+		l.protoErr("welcome_not_first", string(p))
+	case m.Conn == "" || m.Proto != "json" || m.Node == "":
+		l.protoErr("bad_welcome", string(p))
+	}
+	c.welcome = true
+	c.id = m.Conn
+	l.checkReady(c)
+}
+
+// onAck: the subscribe's ack (id 1) or a publish's (id 2 on).
+func (l *loop) onAck(c *conn, m *serverMsg, p []byte, now int64) {
+	if !c.welcome {
+		l.protoErr("ack_before_welcome", string(p))
+	}
+	switch {
+	case m.ID == nil:
+		l.protoErr("ack_without_id", string(p))
+	case *m.ID == 1 && !c.subAck:
+		c.subAck = true
+		l.checkReady(c)
+	case c.role == rolePub && *m.ID >= 2:
+		l.onPublishAnswer(c, *m.ID, true, p, now)
+	default:
+		l.protoErr("unexpected_ack", string(p))
+	}
+}
+
+// onErrorReply: a refused publish (e.g. "overloaded") is answered, so the
+// window moves on; any other error reply is a protocol error.
+func (l *loop) onErrorReply(c *conn, m *serverMsg, p []byte, now int64) {
+	if c.role != rolePub || m.ID == nil || *m.ID < 2 || *m.ID >= 2+c.pubSent {
+		l.protoErr("error_reply", string(p))
+		return
+	}
+	l.onPublishAnswer(c, *m.ID, false, p, now)
+	kind := "publish_refused_" + m.Code
+	if l.cfg.mode == "publish" {
+		l.note(kind, string(p))
+	} else {
+		l.protoErr(kind, string(p))
 	}
 }
 
@@ -811,12 +443,4 @@ func (l *loop) appendPublish(dst []byte, c *conn, now int64) []byte {
 	c.pubSent++
 	l.published++
 	return dst
-}
-
-// errorsOut returns the noted errors.
-func (l *loop) errorsOut() map[string]*errStat {
-	if len(l.errs) == 0 {
-		return nil
-	}
-	return l.errs
 }

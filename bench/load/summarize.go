@@ -10,19 +10,12 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/zenconn/server/bench/internal/kvflag"
 )
 
-type metaFlag map[string]string
-
-func (m metaFlag) String() string { return "" }
-func (m metaFlag) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok {
-		return fmt.Errorf("want key=value, got %q", s)
-	}
-	m[k] = v
-	return nil
-}
+// metaFlag is a repeatable key=value flag.
+type metaFlag = kvflag.Map
 
 // summarize reads result objects (JSON lines), groups them by test and
 // server, and prints medians, ratios and the targets as one JSON object.
@@ -40,12 +33,46 @@ func summarizeTo(w io.Writer, args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	runs, err := readRuns(fs.Args())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "load summarize:", err)
+		return 1
+	}
+	sm := summarizeRuns(runs, *maxOther)
+	tgs, ok := sm.targets(*targets, *cand, *base)
+	if !ok {
+		fmt.Fprintf(os.Stderr, "load summarize: unknown --targets %q\n", *targets)
+		return 2
+	}
+	var vsFloor []floorCmp
+	if _, ok := sm.medians["fixed"][*floor]; ok && *targets == "fanout" {
+		vsFloor = sm.vsFloor(*cand, *base, *floor)
+	}
+	out := map[string]any{"meta": map[string]string(meta), "medians": sm.medians, "runs": runs}
+	if tgs != nil {
+		out["targets"] = tgs
+	}
+	if vsFloor != nil {
+		out["vs_floor"] = vsFloor
+	}
+	if sm.problems != nil {
+		out["problems"] = sm.problems
+	}
+	if sm.excluded != nil {
+		out["excluded_from_medians"] = sm.excluded
+	}
+	b, _ := json.MarshalIndent(out, "", "  ")
+	_, _ = fmt.Fprintln(w, string(b))
+	return 0
+}
+
+// readRuns reads the runs of the files given, one JSON object a line.
+func readRuns(names []string) ([]map[string]any, error) {
 	var runs []map[string]any
-	for _, name := range fs.Args() {
+	for _, name := range names {
 		f, err := os.Open(name)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "load summarize:", err)
-			return 1
+			return nil, err
 		}
 		sc := bufio.NewScanner(f)
 		sc.Buffer(make([]byte, 1<<20), 64<<20)
@@ -56,30 +83,44 @@ func summarizeTo(w io.Writer, args []string) int {
 			}
 			var m map[string]any
 			if err := json.Unmarshal([]byte(line), &m); err != nil {
-				fmt.Fprintf(os.Stderr, "load summarize: %s: %v\n", name, err)
 				_ = f.Close()
-				return 1
+				return nil, fmt.Errorf("%s: %v", name, err)
 			}
 			runs = append(runs, m)
 		}
 		_ = f.Close()
 	}
+	return runs, nil
+}
 
-	// test -> server -> field -> values
-	vals := map[string]map[string]map[string][]float64{}
-	counts := map[string]map[string]int{}
-	var problems []string
-	testOf := func(r map[string]any) (test, srv string) {
-		test, _ = r["test"].(string)
-		if test == "" {
-			test, _ = r["mode"].(string)
-		}
-		srv, _ = r["server"].(string)
-		return test, srv
+// summary is the medians of the runs per test and server (every numeric
+// field, nested ones as "a.b"), and what was wrong with the runs.
+type summary struct {
+	medians  map[string]map[string]map[string]any // test -> server -> field -> median
+	problems []string
+	excluded []string // noisy runs left out of the medians
+}
+
+// testOf is the test (or else the mode) and the server of run r.
+func testOf(r map[string]any) (test, srv string) {
+	test, _ = r["test"].(string)
+	if test == "" {
+		test, _ = r["mode"].(string)
 	}
+	srv, _ = r["server"].(string)
+	return test, srv
+}
+
+// summarizeRuns takes the medians of runs; with maxOther > 0, a run where
+// other processes used more than maxOther of a CPU is left out when its
+// test and server have a quieter run.
+func summarizeRuns(runs []map[string]any, maxOther float64) *summary {
+	sm := &summary{}
+	vals := map[string]map[string]map[string][]float64{} // test -> server -> field -> values
+	counts := map[string]map[string]int{}
 	noisy := func(r map[string]any) bool {
 		v, ok := r["other_cpu_share"].(float64)
-		return *maxOther > 0 && ok && v > *maxOther
+		return maxOther > 0 && ok && v > maxOther
 	}
 	quiet := map[[2]string]int{} // quiet runs per test and server
 	for _, r := range runs {
@@ -87,7 +128,6 @@ func summarizeTo(w io.Writer, args []string) int {
 			quiet[[2]string{test, srv}]++
 		}
 	}
-	var excluded []string
 	for i, r := range runs {
 		test, srv := testOf(r)
 		if vals[test] == nil {
@@ -99,66 +139,83 @@ func summarizeTo(w io.Writer, args []string) int {
 		}
 		switch {
 		case noisy(r) && quiet[[2]string{test, srv}] > 0:
-			excluded = append(excluded, fmt.Sprintf("run %d (%s, %s): other processes used %.2f CPU", i+1, test, srv, r["other_cpu_share"]))
+			sm.excluded = append(sm.excluded, fmt.Sprintf("run %d (%s, %s): other processes used %.2f CPU", i+1, test, srv, r["other_cpu_share"]))
 		case noisy(r):
-			problems = append(problems, fmt.Sprintf("run %d (%s, %s): kept in the medians although noisy: no quieter run", i+1, test, srv))
+			sm.problems = append(sm.problems, fmt.Sprintf("run %d (%s, %s): kept in the medians although noisy: no quieter run", i+1, test, srv))
 			fallthrough
 		default:
 			counts[test][srv]++
 			flatten("", r, vals[test][srv])
 		}
-		for _, k := range []string{"protocol_errors", "dial_errors", "disconnects", "missing_deliveries", "gaps_or_reorders"} {
-			if v, ok := r[k].(float64); ok && v != 0 {
-				problems = append(problems, fmt.Sprintf("run %d (%s, %s): %s=%v", i+1, test, srv, k, v))
-			}
-		}
-		if a, ok := r["audit"].(map[string]any); ok {
-			// Every acknowledged publish must have its audit record, and
-			// nothing else may be recorded during the run.
-			if v, ok := a["records_minus_acked"].(float64); ok && v != 0 {
-				problems = append(problems, fmt.Sprintf("run %d (%s, %s): audit records - acked publishes = %v", i+1, test, srv, v))
-			}
-		}
-		if v, ok := r["other_cpu_share"].(float64); ok && v > 0.15 {
-			problems = append(problems, fmt.Sprintf("run %d (%s, %s): other processes used %.2f CPU during the window (noisy)", i+1, test, srv, v))
-		}
-		if e, ok := r["worker_errors"]; ok {
-			problems = append(problems, fmt.Sprintf("run %d (%s, %s): %v", i+1, test, srv, e))
-		}
-		if e, ok := r["errors"]; ok {
-			b, _ := json.Marshal(e)
-			problems = append(problems, fmt.Sprintf("run %d (%s, %s): errors %s", i+1, test, srv, b))
-		}
+		sm.problems = append(sm.problems, runProblems(fmt.Sprintf("run %d (%s, %s)", i+1, test, srv), r)...)
 	}
-	medians := map[string]map[string]map[string]any{}
+	sm.medians = map[string]map[string]map[string]any{}
 	for test, bySrv := range vals {
-		medians[test] = map[string]map[string]any{}
+		sm.medians[test] = map[string]map[string]any{}
 		for srv, fields := range bySrv {
 			m := map[string]any{"runs": counts[test][srv]}
 			for k, v := range fields {
 				m[k] = round3(median(v))
 			}
-			medians[test][srv] = m
+			sm.medians[test][srv] = m
 		}
 	}
-	get := func(test, srv, field string) (float64, bool) {
-		v, ok := medians[test][srv][field].(float64)
-		return v, ok
+	return sm
+}
+
+// runProblems lists what is wrong with run r (named run).
+func runProblems(run string, r map[string]any) []string {
+	var problems []string
+	for _, k := range []string{"protocol_errors", "dial_errors", "disconnects", "missing_deliveries", "gaps_or_reorders"} {
+		if v, ok := r[k].(float64); ok && v != 0 {
+			problems = append(problems, fmt.Sprintf("%s: %s=%v", run, k, v))
+		}
 	}
-	type target struct {
-		Name      string  `json:"name"`
-		Candidate float64 `json:"candidate"`
-		Baseline  float64 `json:"baseline"`
-		Ratio     float64 `json:"ratio_candidate_to_baseline"`
-		Goal      string  `json:"goal"`
-		Met       bool    `json:"met"`
+	if a, ok := r["audit"].(map[string]any); ok {
+		// Every acknowledged publish must have its audit record, and
+		// nothing else may be recorded during the run.
+		if v, ok := a["records_minus_acked"].(float64); ok && v != 0 {
+			problems = append(problems, fmt.Sprintf("%s: audit records - acked publishes = %v", run, v))
+		}
 	}
+	if v, ok := r["other_cpu_share"].(float64); ok && v > 0.15 {
+		problems = append(problems, fmt.Sprintf("%s: other processes used %.2f CPU during the window (noisy)", run, v))
+	}
+	if e, ok := r["worker_errors"]; ok {
+		problems = append(problems, fmt.Sprintf("%s: %v", run, e))
+	}
+	if e, ok := r["errors"]; ok {
+		b, _ := json.Marshal(e)
+		problems = append(problems, fmt.Sprintf("%s: errors %s", run, b))
+	}
+	return problems
+}
+
+func (sm *summary) get(test, srv, field string) (float64, bool) {
+	v, ok := sm.medians[test][srv][field].(float64)
+	return v, ok
+}
+
+// target is one goal checked on the medians of the candidate and the
+// baseline.
+type target struct {
+	Name      string  `json:"name"`
+	Candidate float64 `json:"candidate"`
+	Baseline  float64 `json:"baseline"`
+	Ratio     float64 `json:"ratio_candidate_to_baseline"`
+	Goal      string  `json:"goal"`
+	Met       bool    `json:"met"`
+}
+
+// targets checks the targets of kind (idle, fanout, audit or none); false
+// when kind is unknown. A target without both medians is a problem.
+func (sm *summary) targets(kind, cand, base string) ([]target, bool) {
 	var tgs []target
 	add := func(name, test, field, goal string, check func(c, b float64) bool) {
-		c, ok1 := get(test, *cand, field)
-		b, ok2 := get(test, *base, field)
+		c, ok1 := sm.get(test, cand, field)
+		b, ok2 := sm.get(test, base, field)
 		if !ok1 || !ok2 {
-			problems = append(problems, fmt.Sprintf("target %q: no median for %s/%s", name, test, field))
+			sm.problems = append(sm.problems, fmt.Sprintf("target %q: no median for %s/%s", name, test, field))
 			return
 		}
 		t := target{Name: name, Candidate: c, Baseline: b, Goal: goal, Met: check(c, b)}
@@ -167,7 +224,7 @@ func summarizeTo(w io.Writer, args []string) int {
 		}
 		tgs = append(tgs, t)
 	}
-	switch *targets {
+	switch kind {
 	case "idle":
 		add("idle RSS per connection", "idle", "kib_per_conn", "candidate <= 3 KiB", func(c, _ float64) bool { return c <= 3 })
 	case "fanout":
@@ -178,61 +235,50 @@ func summarizeTo(w io.Writer, args []string) int {
 		add("fan-out deliveries/s, audit log on vs off", "fanout", "deliveries_per_sec", "candidate >= 0.9 x baseline", func(c, b float64) bool { return c >= 0.9*b })
 	case "":
 	default:
-		fmt.Fprintf(os.Stderr, "load summarize: unknown --targets %q\n", *targets)
-		return 2
+		return nil, false
 	}
-	// The floor: one write(2) per subscriber socket and nothing else
-	// (bench/floor), measured in the fixed-rate test only.
-	type floorCmp struct {
-		Name          string  `json:"name"`
-		Candidate     float64 `json:"candidate"`
-		Baseline      float64 `json:"baseline"`
-		Floor         float64 `json:"floor"`
-		Ratio         float64 `json:"ratio_candidate_to_floor"`
-		BaselineRatio float64 `json:"ratio_baseline_to_floor"`
-		FloorRatio    float64 `json:"ratio_floor_to_baseline"`
-	}
-	var vsFloor []floorCmp
-	if _, ok := medians["fixed"][*floor]; ok && *targets == "fanout" {
-		for _, f := range []struct{ name, field string }{
-			{"server CPU per delivery at fixed rate", "server_cpu_us_per_delivery"},
-			{"server kernel CPU per delivery at fixed rate", "server_sys_us_per_delivery"},
-			{"server user CPU per delivery at fixed rate", "server_user_us_per_delivery"},
-			{"p99 latency at fixed rate", "latency_us.p99"},
-		} {
-			fl, ok := get("fixed", *floor, f.field)
-			if !ok {
-				problems = append(problems, fmt.Sprintf("floor comparison %q: no median for fixed/%s/%s", f.name, *floor, f.field))
-				continue
-			}
-			fc := floorCmp{Name: f.name, Floor: fl}
-			fc.Candidate, _ = get("fixed", *cand, f.field)
-			fc.Baseline, _ = get("fixed", *base, f.field)
-			if fl != 0 {
-				fc.Ratio, fc.BaselineRatio = round3(fc.Candidate/fl), round3(fc.Baseline/fl)
-			}
-			if fc.Baseline != 0 {
-				fc.FloorRatio = round3(fl / fc.Baseline)
-			}
-			vsFloor = append(vsFloor, fc)
+	return tgs, true
+}
+
+// floorCmp is one figure of the fixed-rate test against the floor server:
+// one write(2) per subscriber socket and nothing else (bench/floor).
+type floorCmp struct {
+	Name          string  `json:"name"`
+	Candidate     float64 `json:"candidate"`
+	Baseline      float64 `json:"baseline"`
+	Floor         float64 `json:"floor"`
+	Ratio         float64 `json:"ratio_candidate_to_floor"`
+	BaselineRatio float64 `json:"ratio_baseline_to_floor"`
+	FloorRatio    float64 `json:"ratio_floor_to_baseline"`
+}
+
+// vsFloor compares the candidate and the baseline with the floor in the
+// fixed-rate test.
+func (sm *summary) vsFloor(cand, base, floor string) []floorCmp {
+	var out []floorCmp
+	for _, f := range []struct{ name, field string }{
+		{"server CPU per delivery at fixed rate", "server_cpu_us_per_delivery"},
+		{"server kernel CPU per delivery at fixed rate", "server_sys_us_per_delivery"},
+		{"server user CPU per delivery at fixed rate", "server_user_us_per_delivery"},
+		{"p99 latency at fixed rate", "latency_us.p99"},
+	} {
+		fl, ok := sm.get("fixed", floor, f.field)
+		if !ok {
+			sm.problems = append(sm.problems, fmt.Sprintf("floor comparison %q: no median for fixed/%s/%s", f.name, floor, f.field))
+			continue
 		}
+		fc := floorCmp{Name: f.name, Floor: fl}
+		fc.Candidate, _ = sm.get("fixed", cand, f.field)
+		fc.Baseline, _ = sm.get("fixed", base, f.field)
+		if fl != 0 {
+			fc.Ratio, fc.BaselineRatio = round3(fc.Candidate/fl), round3(fc.Baseline/fl)
+		}
+		if fc.Baseline != 0 {
+			fc.FloorRatio = round3(fl / fc.Baseline)
+		}
+		out = append(out, fc)
 	}
-	out := map[string]any{"meta": map[string]string(meta), "medians": medians, "runs": runs}
-	if tgs != nil {
-		out["targets"] = tgs
-	}
-	if vsFloor != nil {
-		out["vs_floor"] = vsFloor
-	}
-	if problems != nil {
-		out["problems"] = problems
-	}
-	if excluded != nil {
-		out["excluded_from_medians"] = excluded
-	}
-	b, _ := json.MarshalIndent(out, "", "  ")
-	_, _ = fmt.Fprintln(w, string(b))
-	return 0
+	return out
 }
 
 // flatten collects numeric fields, nested objects as "a.b".

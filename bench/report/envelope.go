@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/zenconn/server/bench/internal/kvflag"
 )
 
 // Envelope is what bench/run-all.sh saves as bench/results/NAME.json: the
@@ -137,17 +139,8 @@ func readEnvelope(path string) (*Envelope, error) {
 	return e, nil
 }
 
-type kvFlag map[string]string
-
-func (m kvFlag) String() string { return "" }
-func (m kvFlag) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok || k == "" {
-		return fmt.Errorf("want KEY=VALUE, got %q", s)
-	}
-	m[k] = v
-	return nil
-}
+// kvFlag is a repeatable key=value flag.
+type kvFlag = kvflag.Map
 
 // wrapCmd is "report wrap": it builds the envelope of one scenario run and
 // prints it. Used by bench/run-all.sh after each script.
@@ -187,61 +180,14 @@ func wrapCmd(args []string, stdout io.Writer, now func() time.Time) int {
 	}
 	switch {
 	case *benchText != "":
-		b, err := os.ReadFile(*benchText)
-		if err != nil {
-			e.Error = err.Error()
-			break
-		}
-		m := parseBench(string(b))
-		res := map[string]any{"text": filepath.Base(*benchText), "benchmarks": m.Benchmarks}
-		if len(m.Failures) > 0 {
-			res["failures"] = m.Failures
-			e.Error = "go test reported: " + strings.Join(m.Failures, "; ")
-		}
-		e.Result, _ = json.Marshal(res)
-		if len(m.Benchmarks) == 0 && e.Error == "" {
-			e.Error = "no benchmark results in the output"
-		}
+		e.wrapBench(*benchText)
 	case *stdoutFile != "":
-		b, err := os.ReadFile(*stdoutFile)
-		if err != nil {
-			e.Error = err.Error()
-			break
-		}
-		vals, err := decodeAll(b)
-		e.Result = joinResults(vals)
-		switch {
-		case err != nil:
-			e.Error = "its stdout is not JSON: " + err.Error()
-		case len(vals) == 0:
-			e.Error = "it printed no JSON"
-		default:
-			var probe map[string]any
-			if json.Unmarshal(e.Result, &probe) != nil {
-				e.Error = "its stdout is not a JSON object"
-			}
-		}
+		e.wrapJSON(*stdoutFile)
 	default:
 		e.Error = "nothing to wrap: give --stdout or --bench-text"
 	}
 	if *exit != 0 || e.Error != "" {
-		e.Status = statusFailed
-		if *logFile != "" {
-			e.LogTail = tailLines(*logFile, *tail)
-		}
-		if *previous != "" {
-			prev, err := readEnvelope(*previous)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "report wrap: previous results unreadable, not kept:", err)
-			}
-			switch {
-			case prev.OK():
-				prev.LastGood = nil
-				e.LastGood = prev
-			case prev != nil:
-				e.LastGood = prev.LastGood
-			}
-		}
+		e.failed(*logFile, *tail, *previous)
 	}
 	b, err := json.MarshalIndent(e, "", "  ")
 	if err != nil {
@@ -306,4 +252,70 @@ func loadResults(dir string) (map[string]*Envelope, []string, error) {
 		out[name] = e
 	}
 	return out, warnings, nil
+}
+
+// wrapBench makes the result of go test -bench output (file): its
+// benchmarks and any failure it reported.
+func (e *Envelope) wrapBench(file string) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		e.Error = err.Error()
+		return
+	}
+	m := parseBench(string(b))
+	res := map[string]any{"text": filepath.Base(file), "benchmarks": m.Benchmarks}
+	if len(m.Failures) > 0 {
+		res["failures"] = m.Failures
+		e.Error = "go test reported: " + strings.Join(m.Failures, "; ")
+	}
+	e.Result, _ = json.Marshal(res)
+	if len(m.Benchmarks) == 0 && e.Error == "" {
+		e.Error = "no benchmark results in the output"
+	}
+}
+
+// wrapJSON makes the result of a script's stdout (file): its JSON object,
+// or its objects joined (see joinResults).
+func (e *Envelope) wrapJSON(file string) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		e.Error = err.Error()
+		return
+	}
+	vals, err := decodeAll(b)
+	e.Result = joinResults(vals)
+	switch {
+	case err != nil:
+		e.Error = "its stdout is not JSON: " + err.Error()
+	case len(vals) == 0:
+		e.Error = "it printed no JSON"
+	default:
+		var probe map[string]any
+		if json.Unmarshal(e.Result, &probe) != nil {
+			e.Error = "its stdout is not a JSON object"
+		}
+	}
+}
+
+// failed marks a failed run: it keeps the last tail lines of its log and
+// the last successful run of the previous results file.
+func (e *Envelope) failed(logFile string, tail int, previous string) {
+	e.Status = statusFailed
+	if logFile != "" {
+		e.LogTail = tailLines(logFile, tail)
+	}
+	if previous == "" {
+		return
+	}
+	prev, err := readEnvelope(previous)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report wrap: previous results unreadable, not kept:", err)
+	}
+	switch {
+	case prev.OK():
+		prev.LastGood = nil
+		e.LastGood = prev
+	case prev != nil:
+		e.LastGood = prev.LastGood
+	}
 }

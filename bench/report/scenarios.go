@@ -447,7 +447,32 @@ func renderChurn(r *renderer, res map[string]any, e *Envelope) (string, []target
 	if len(cols) > 1 && cols[1].key == base {
 		refs = []int{1}
 	}
-	b.WriteString(figTable(cols, refs, []fig{
+	b.WriteString(figTable(cols, refs, churnFigs(res, test, m)))
+	b.WriteString("\n" + growthTable(servers, cols))
+	if lim := objAt(res, "growth_limits"); lim != nil {
+		var parts []string
+		for _, k := range sortedKeys(lim) {
+			parts = append(parts, k+" "+strAt(lim, k))
+		}
+		fmt.Fprintf(&b, "\nGrowth limits: %s.\n", strings.Join(parts, ", "))
+	}
+	ts := jsonTargets(res, base)
+	if len(ts) == 0 {
+		t := minRatio(goal, numAt(servers, cand, "cycles_per_sec"), numAt(servers, base, "cycles_per_sec"), base, 2, num)
+		if met, ok := res["met"].(bool); ok {
+			t.met = boolp(met)
+		}
+		ts = append(ts, t)
+	}
+	b.WriteString("\n" + targetsTable(ts) + "\n")
+	b.WriteString(problemsBlock(res))
+	return b.String(), ts
+}
+
+// churnFigs are the rows of the churn table; m(field) reads a server's
+// median of field.
+func churnFigs(res map[string]any, test string, m func(string) func(string) val) []fig {
+	return []fig{
 		{label: "cycles/s", get: m("cycles_per_sec"), f: num},
 		{label: "cycle latency p50", get: m("cycle_latency_us.p50"), f: micros},
 		{label: "cycle latency p99", get: m("cycle_latency_us.p99"), f: micros},
@@ -469,7 +494,11 @@ func renderChurn(r *renderer, res map[string]any, e *Envelope) (string, []target
 		{label: "open files on disk after", get: m("after.files"), f: num},
 		{label: "time for the descriptors to settle", get: m("settle_s"), f: seconds, noRatio: true},
 		{label: "other processes' CPU (share)", get: m("other_cpu_share"), f: share, noRatio: true},
-	}))
+	}
+}
+
+// growthTable says, per server, whether it grew within the limits.
+func growthTable(servers map[string]any, cols []column) string {
 	t := newTable(append([]string{"no growth (within the limits)"}, labels(cols)...)...)
 	row := []string{"after − before"}
 	for _, c := range cols {
@@ -487,25 +516,7 @@ func renderChurn(r *renderer, res map[string]any, e *Envelope) (string, []target
 	for i := range t.right {
 		t.right[i] = false
 	}
-	b.WriteString("\n" + t.String())
-	if lim := objAt(res, "growth_limits"); lim != nil {
-		var parts []string
-		for _, k := range sortedKeys(lim) {
-			parts = append(parts, k+" "+strAt(lim, k))
-		}
-		fmt.Fprintf(&b, "\nGrowth limits: %s.\n", strings.Join(parts, ", "))
-	}
-	ts := jsonTargets(res, base)
-	if len(ts) == 0 {
-		t := minRatio(goal, numAt(servers, cand, "cycles_per_sec"), numAt(servers, base, "cycles_per_sec"), base, 2, num)
-		if met, ok := res["met"].(bool); ok {
-			t.met = boolp(met)
-		}
-		ts = append(ts, t)
-	}
-	b.WriteString("\n" + targetsTable(ts) + "\n")
-	b.WriteString(problemsBlock(res))
-	return b.String(), ts
+	return t.String()
 }
 
 func labels(cols []column) []string {
@@ -535,70 +546,12 @@ func renderWith(res map[string]any, goalName string, minRatioGoal float64) (stri
 		base = "baseline"
 	}
 	meds := objAt(res, "medians")
-	groups := map[string]map[string]any{} // test ("" when by server) -> server -> figures
-	byTest := false
-	for _, v := range meds {
-		if m, ok := v.(map[string]any); ok {
-			for _, w := range m {
-				if inner, ok := w.(map[string]any); ok && len(numericFields(inner)) > 0 {
-					byTest = true
-				}
-			}
-		}
-	}
-	if byTest {
-		for k, v := range meds {
-			if m, ok := v.(map[string]any); ok {
-				groups[k] = m
-			}
-		}
-	} else if meds != nil {
-		groups[""] = meds
-	}
+	groups := medianGroups(meds)
 	var firstCycles string
 	for _, test := range sortedKeysAny(groups) {
-		servers := groups[test]
-		cols := orderServers(servers, cand, base)
-		if len(cols) == 0 {
-			continue
+		if f := groupTable(&b, test, groups[test], cand, base); firstCycles == "" && f != "" {
+			firstCycles = test + "\x00" + f
 		}
-		fields := map[string]bool{}
-		for _, c := range cols {
-			for _, f := range numericFields(objAt(servers, c.key)) {
-				fields[f] = true
-			}
-		}
-		names := orderFields(fields)
-		if firstCycles == "" {
-			for _, f := range names {
-				if strings.Contains(f, "cycles") {
-					firstCycles = test + "\x00" + f
-					break
-				}
-			}
-		}
-		const maxRows = 40
-		more := 0
-		if len(names) > maxRows {
-			names, more = names[:maxRows], len(names)-maxRows
-		}
-		var figs []fig
-		for _, f := range names {
-			f := f
-			figs = append(figs, fig{label: f, get: func(srv string) val { return numAt(servers, srv, f) }, f: formatFor(f)})
-		}
-		if test != "" {
-			fmt.Fprintf(&b, "%s:\n\n", code(test))
-		}
-		var refs []int
-		if len(cols) > 1 && cols[1].key == base {
-			refs = []int{1}
-		}
-		b.WriteString(figTable(cols, refs, figs))
-		if more > 0 {
-			fmt.Fprintf(&b, "\n… and %d more figures in the JSON.\n", more)
-		}
-		b.WriteString("\n")
 	}
 	if meds == nil && res != nil {
 		b.WriteString("*No `medians` in the JSON.*\n\n")
@@ -626,6 +579,85 @@ func renderWith(res map[string]any, goalName string, minRatioGoal float64) (stri
 	if len(ts) > 0 {
 		b.WriteString(targetsTable(ts) + "\n")
 	}
+	b.WriteString(otherFields(res))
+	b.WriteString(problemsBlock(res))
+	return b.String(), ts
+}
+
+// medianGroups is "medians" by test ("" when the medians are by server
+// only): test -> server -> figures.
+func medianGroups(meds map[string]any) map[string]map[string]any {
+	groups := map[string]map[string]any{}
+	byTest := false
+	for _, v := range meds {
+		if m, ok := v.(map[string]any); ok {
+			for _, w := range m {
+				if inner, ok := w.(map[string]any); ok && len(numericFields(inner)) > 0 {
+					byTest = true
+				}
+			}
+		}
+	}
+	if byTest {
+		for k, v := range meds {
+			if m, ok := v.(map[string]any); ok {
+				groups[k] = m
+			}
+		}
+	} else if meds != nil {
+		groups[""] = meds
+	}
+	return groups
+}
+
+// groupTable writes the table of one test's medians (at most 40 figures)
+// and returns its first figure about cycles ("" when none, or when no
+// server has figures).
+func groupTable(b *strings.Builder, test string, servers map[string]any, cand, base string) string {
+	cols := orderServers(servers, cand, base)
+	if len(cols) == 0 {
+		return ""
+	}
+	fields := map[string]bool{}
+	for _, c := range cols {
+		for _, f := range numericFields(objAt(servers, c.key)) {
+			fields[f] = true
+		}
+	}
+	names := orderFields(fields)
+	var firstCycles string
+	for _, f := range names {
+		if strings.Contains(f, "cycles") {
+			firstCycles = f
+			break
+		}
+	}
+	const maxRows = 40
+	more := 0
+	if len(names) > maxRows {
+		names, more = names[:maxRows], len(names)-maxRows
+	}
+	var figs []fig
+	for _, f := range names {
+		figs = append(figs, fig{label: f, get: func(srv string) val { return numAt(servers, srv, f) }, f: formatFor(f)})
+	}
+	if test != "" {
+		fmt.Fprintf(b, "%s:\n\n", code(test))
+	}
+	var refs []int
+	if len(cols) > 1 && cols[1].key == base {
+		refs = []int{1}
+	}
+	b.WriteString(figTable(cols, refs, figs))
+	if more > 0 {
+		fmt.Fprintf(b, "\n… and %d more figures in the JSON.\n", more)
+	}
+	b.WriteString("\n")
+	return firstCycles
+}
+
+// otherFields lists the top-level scalars of res that no table shows.
+func otherFields(res map[string]any) string {
 	var scalars []string
 	for _, k := range sortedKeys(res) {
 		switch k {
@@ -637,11 +669,10 @@ func renderWith(res map[string]any, goalName string, minRatioGoal float64) (stri
 			scalars = append(scalars, fmt.Sprintf("%s: %v", code(k), v))
 		}
 	}
-	if len(scalars) > 0 {
-		b.WriteString("Other fields: " + strings.Join(scalars, "; ") + ".\n\n")
+	if len(scalars) == 0 {
+		return ""
 	}
-	b.WriteString(problemsBlock(res))
-	return b.String(), ts
+	return "Other fields: " + strings.Join(scalars, "; ") + ".\n\n"
 }
 
 func sortedKeysAny[V any](m map[string]V) []string {

@@ -1,13 +1,3 @@
-// Command static turns the raw runs of bench/run-static.sh (one JSON line
-// per wrk run, with wrk's totals from bench/static/report.lua and the CPU
-// counters the script read around the run) into one JSON object: per file,
-// every run's figures, the medians per server, the ratio of the
-// candidate's requests/s to the baseline's, the target and whether it is
-// met.
-//
-//	go run ./bench/static [--candidate zenconn] [--baseline nginx]
-//	    [--target 1k=1.0 --target 100k=0.9] [--max-other 0]
-//	    [--meta key=value ...] runs.jsonl
 package main
 
 import (
@@ -21,6 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/zenconn/server/bench/internal/kvflag"
 )
 
 // rawRun is one line written by run-static.sh.
@@ -257,20 +249,34 @@ type Summary struct {
 	RawRunsLen int                    `json:"runs_total"`
 }
 
-type kvFlag map[string]string
-
-func (m kvFlag) String() string { return "" }
-func (m kvFlag) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok {
-		return fmt.Errorf("want key=value, got %q", s)
-	}
-	m[k] = v
-	return nil
-}
+// kvFlag is a repeatable key=value flag.
+type kvFlag = kvflag.Map
 
 // summarize reads raw runs from in and builds the summary.
 func summarize(in io.Reader, cand, base string, targets map[string]float64, maxOther float64, meta map[string]string) (*Summary, error) {
+	runs, err := readRuns(in)
+	if err != nil {
+		return nil, err
+	}
+	s := &Summary{
+		Meta: meta, Candidate: cand, Baseline: base, Files: map[string]*FileResult{},
+		Problems: []string{}, Excluded: []string{}, Targets: []Target{}, RawRunsLen: len(runs), AllMet: true,
+	}
+	s.medians(runs, maxOther)
+	for _, file := range s.FileOrder {
+		s.checkFile(file, targets)
+	}
+	for file := range targets {
+		if _, ok := s.Files[file]; !ok {
+			s.Problems = append(s.Problems, fmt.Sprintf("%s: target given but no run", file))
+			s.AllMet = false
+		}
+	}
+	return s, nil
+}
+
+// readRuns reads the raw runs, one JSON object a line.
+func readRuns(in io.Reader) ([]Run, error) {
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	var runs []Run
@@ -285,13 +291,13 @@ func summarize(in io.Reader, cand, base string, targets map[string]float64, maxO
 		}
 		runs = append(runs, derive(r))
 	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	s := &Summary{
-		Meta: meta, Candidate: cand, Baseline: base, Files: map[string]*FileResult{},
-		Problems: []string{}, Excluded: []string{}, Targets: []Target{}, RawRunsLen: len(runs), AllMet: true,
-	}
+	return runs, sc.Err()
+}
+
+// medians files the runs by file and takes the medians per server. With
+// maxOther > 0, a run where other processes used more than maxOther of a
+// CPU is left out when its file and server have a quieter run.
+func (s *Summary) medians(runs []Run, maxOther float64) {
 	noisy := func(r Run) bool { return maxOther > 0 && r.OtherShare > maxOther }
 	quiet := map[[2]string]int{}
 	for _, r := range runs {
@@ -321,18 +327,7 @@ func summarize(in io.Reader, cand, base string, targets map[string]float64, maxO
 			s.Problems = append(s.Problems, fmt.Sprintf("%s: kept in the medians although other processes used %.2f CPU: no quieter run", id, r.OtherShare))
 		}
 		if r.OK {
-			if r.ErrorsTotal > 0 {
-				s.Problems = append(s.Problems, fmt.Sprintf("%s: wrk errors %v", id, r.Errors))
-			}
-			if r.Requests > 0 && r.RespBytes < float64(r.SizeBytes) {
-				s.Problems = append(s.Problems, fmt.Sprintf("%s: %.0f bytes per response, less than the file's %d (compressed or cut short?)", id, r.RespBytes, r.SizeBytes))
-			}
-			if r.OtherShare > noiseWarn && r.ExcludedNote == "" && !noisy(r) {
-				s.Problems = append(s.Problems, fmt.Sprintf("%s: other processes used %.2f CPU during the run (noisy)", id, r.OtherShare))
-			}
-			if r.WrkShare >= 0.9 {
-				s.Problems = append(s.Problems, fmt.Sprintf("%s: wrk used %.2f of its CPU: the load generator may have been the limit", id, r.WrkShare))
-			}
+			s.Problems = append(s.Problems, runProblems(id, r, noisy(r))...)
 		}
 		fr.Runs = append(fr.Runs, r)
 		if !use {
@@ -358,51 +353,66 @@ func summarize(in io.Reader, cand, base string, targets map[string]float64, maxO
 			fr.Medians[srv] = med
 		}
 	}
-	for _, file := range s.FileOrder {
-		fr := s.Files[file]
-		var c, b *float64
-		if m, ok := fr.Medians[cand]; ok {
-			v := m["requests_per_sec"]
-			c = &v
-		}
-		if m, ok := fr.Medians[base]; ok {
-			v := m["requests_per_sec"]
-			b = &v
-		}
-		if c != nil && b != nil && *b > 0 {
-			r := round(*c / *b, 3)
-			fr.Ratio = &r
-		}
-		if mc, ok := fr.Medians[cand]; ok {
-			if mb, ok := fr.Medians[base]; ok && mc["server_cpu_us_per_request"] > 0 {
-				r := round(mb["server_cpu_us_per_request"]/mc["server_cpu_us_per_request"], 3)
-				fr.CPURatio = &r
-			}
-		}
-		minRatio, ok := targets[file]
-		if !ok {
-			continue
-		}
-		t := Target{
-			Name:      fmt.Sprintf("static %s (%d bytes): %s requests/s >= %s x %s's", file, fr.SizeBytes, cand, strconv.FormatFloat(minRatio, 'f', -1, 64), base),
-			Metric:    "requests_per_sec",
-			Candidate: c, Baseline: b, Ratio: fr.Ratio, MinRatio: minRatio,
-		}
-		t.Met = fr.Ratio != nil && *fr.Ratio >= minRatio
-		if fr.Ratio == nil {
-			s.Problems = append(s.Problems, fmt.Sprintf("%s: no ratio (a server has no usable run)", file))
-		}
-		fr.Target = &t
-		s.Targets = append(s.Targets, t)
-		s.AllMet = s.AllMet && t.Met
+}
+
+// runProblems lists what is wrong with a run that gave a result.
+func runProblems(id string, r Run, noisy bool) []string {
+	var problems []string
+	if r.ErrorsTotal > 0 {
+		problems = append(problems, fmt.Sprintf("%s: wrk errors %v", id, r.Errors))
 	}
-	for file := range targets {
-		if _, ok := s.Files[file]; !ok {
-			s.Problems = append(s.Problems, fmt.Sprintf("%s: target given but no run", file))
-			s.AllMet = false
+	if r.Requests > 0 && r.RespBytes < float64(r.SizeBytes) {
+		problems = append(problems, fmt.Sprintf("%s: %.0f bytes per response, less than the file's %d (compressed or cut short?)", id, r.RespBytes, r.SizeBytes))
+	}
+	if r.OtherShare > noiseWarn && r.ExcludedNote == "" && !noisy {
+		problems = append(problems, fmt.Sprintf("%s: other processes used %.2f CPU during the run (noisy)", id, r.OtherShare))
+	}
+	if r.WrkShare >= 0.9 {
+		problems = append(problems, fmt.Sprintf("%s: wrk used %.2f of its CPU: the load generator may have been the limit", id, r.WrkShare))
+	}
+	return problems
+}
+
+// checkFile sets file's ratios (requests/s and CPU per request, candidate
+// to baseline) and checks its target, if one was given.
+func (s *Summary) checkFile(file string, targets map[string]float64) {
+	cand, base := s.Candidate, s.Baseline
+	fr := s.Files[file]
+	var c, b *float64
+	if m, ok := fr.Medians[cand]; ok {
+		v := m["requests_per_sec"]
+		c = &v
+	}
+	if m, ok := fr.Medians[base]; ok {
+		v := m["requests_per_sec"]
+		b = &v
+	}
+	if c != nil && b != nil && *b > 0 {
+		r := round(*c / *b, 3)
+		fr.Ratio = &r
+	}
+	if mc, ok := fr.Medians[cand]; ok {
+		if mb, ok := fr.Medians[base]; ok && mc["server_cpu_us_per_request"] > 0 {
+			r := round(mb["server_cpu_us_per_request"]/mc["server_cpu_us_per_request"], 3)
+			fr.CPURatio = &r
 		}
 	}
-	return s, nil
+	minRatio, ok := targets[file]
+	if !ok {
+		return
+	}
+	t := Target{
+		Name:      fmt.Sprintf("static %s (%d bytes): %s requests/s >= %s x %s's", file, fr.SizeBytes, cand, strconv.FormatFloat(minRatio, 'f', -1, 64), base),
+		Metric:    "requests_per_sec",
+		Candidate: c, Baseline: b, Ratio: fr.Ratio, MinRatio: minRatio,
+	}
+	t.Met = fr.Ratio != nil && *fr.Ratio >= minRatio
+	if fr.Ratio == nil {
+		s.Problems = append(s.Problems, fmt.Sprintf("%s: no ratio (a server has no usable run)", file))
+	}
+	fr.Target = &t
+	s.Targets = append(s.Targets, t)
+	s.AllMet = s.AllMet && t.Met
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout)) }
