@@ -139,6 +139,7 @@ func (o *outbox) drain() bool {
 		}
 		if len(o.queue) == 0 {
 			o.draining = false
+			o.shrinkLocked()
 			o.mu.Unlock()
 			return true
 		}
@@ -151,6 +152,22 @@ func (o *outbox) drain() bool {
 		if !ok {
 			return false
 		}
+	}
+}
+
+// keepBytes is the capacity the queue and the batch keep once drained: a
+// burst that found the ring full does not pin its peak for the life of
+// the worker.
+const keepBytes = 64 << 10
+
+// shrinkLocked lets go of buffers grown by a burst; o.mu is held and the
+// queue is empty.
+func (o *outbox) shrinkLocked() {
+	if cap(o.queue) > keepBytes {
+		o.queue = nil
+	}
+	if cap(o.batch) > keepBytes {
+		o.batch = nil
 	}
 }
 

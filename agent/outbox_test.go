@@ -255,3 +255,34 @@ func TestInProcessWorkerStallStopsTheAgent(t *testing.T) {
 		t.Errorf("failures by reason %v, want one %s", f, reasonStalled)
 	}
 }
+
+// TestOutboxLetsGoOfABurst: once a burst larger than keepBytes has been
+// drained, the outbox keeps no buffer of that size.
+func TestOutboxLetsGoOfABurst(t *testing.T) {
+	to := newTestOutbox(t, 1<<20, time.Minute)
+	const n = 2000 // 2000 × 100 bytes: three times keepBytes
+	for i := range n {
+		if err := to.enqueue(numbered(i, 100)); err != nil {
+			t.Fatalf("enqueue %d: %v", i, err)
+		}
+	}
+	if got := to.readAll(t, n); len(got) != n {
+		t.Fatalf("read %d records, want %d", len(got), n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		to.mu.Lock()
+		to.outbox.mu.Lock()
+		idle := !to.draining
+		held := cap(to.queue) + cap(to.batch)
+		to.outbox.mu.Unlock()
+		to.mu.Unlock()
+		if idle && held <= 2*keepBytes {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("drained outbox still holds %d bytes of buffers (draining %v)", held, !idle)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
