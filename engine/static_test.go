@@ -2,7 +2,6 @@ package engine
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zenconn/server/internal/httpresp"
 )
 
 // The static server's own behaviour (cache, revalidation, conditional
@@ -101,34 +102,6 @@ func (fx *fileEnv) do(d *connDriver, req string) ([]byte, bool) {
 	return d.t.takeOut(), onLoop
 }
 
-type parsedResp struct {
-	resp *http.Response
-	body []byte
-}
-
-// readResponses parses one response per method from out, and nothing
-// more.
-func readResponses(t *testing.T, out []byte, methods ...string) []parsedResp {
-	t.Helper()
-	br := bufio.NewReader(bytes.NewReader(out))
-	var rs []parsedResp
-	for i, m := range methods {
-		resp, err := http.ReadResponse(br, &http.Request{Method: m})
-		if err != nil {
-			t.Fatalf("response %d: %v in %q", i, err, out)
-		}
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatalf("response %d body: %v", i, err)
-		}
-		rs = append(rs, parsedResp{resp, body})
-	}
-	if n := br.Buffered(); n > 0 {
-		t.Fatalf("%d bytes after %d responses: %q", n, len(methods), out[len(out)-n:])
-	}
-	return rs
-}
-
 // Responses from memory and from a worker are logged and counted alike:
 // status and body bytes (0 for HEAD and 304), for small and streamed
 // files.
@@ -173,17 +146,17 @@ func TestFileCacheConnectionAndPipelining(t *testing.T) {
 		"GET /app.css HTTP/1.1\r\nHost: x\r\nRange: bytes=1-2\r\n\r\n" +
 		"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" +
 		"GET /app.css HTTP/1.1\r\nHost: x\r\n\r\n"))
-	rs := readResponses(t, d.t.takeOut(), "GET", "GET", "GET", "HEAD", "GET", "GET", "GET")
+	rs := httpresp.Read(t, d.t.takeOut(), "GET", "GET", "GET", "HEAD", "GET", "GET", "GET")
 	want := []struct {
 		status int
 		body   string
 	}{{200, string(fx.css)}, {200, string(fx.css)}, {200, "ok"}, {200, ""}, {200, fileSubIndex}, {206, string(fx.css[1:3])}, {200, fileIndex}}
 	for i, w := range want {
-		if rs[i].resp.StatusCode != w.status || string(rs[i].body) != w.body {
-			t.Errorf("response %d: %d %.40q, want %d %.40q", i, rs[i].resp.StatusCode, rs[i].body, w.status, w.body)
+		if rs[i].Resp.StatusCode != w.status || string(rs[i].Body) != w.body {
+			t.Errorf("response %d: %d %.40q, want %d %.40q", i, rs[i].Resp.StatusCode, rs[i].Body, w.status, w.body)
 		}
 	}
-	if !rs[6].resp.Close {
+	if !rs[6].Resp.Close {
 		t.Errorf("Connection: close not echoed")
 	}
 	if d.c.state != stateClosing {
@@ -194,8 +167,8 @@ func TestFileCacheConnectionAndPipelining(t *testing.T) {
 	// Connection: close on a hit.
 	d = newConnDriver(t, fx.s, fx.l, fx.e)
 	out, onLoop := fx.do(d, "GET /app.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-	if r := readResponses(t, out, "GET"); !onLoop || !r[0].resp.Close || d.c.state != stateClosing {
-		t.Errorf("hit with Connection: close: on the loop %v, close %v, state %d", onLoop, r[0].resp.Close, d.c.state)
+	if r := httpresp.Read(t, out, "GET"); !onLoop || !r[0].Resp.Close || d.c.state != stateClosing {
+		t.Errorf("hit with Connection: close: on the loop %v, close %v, state %d", onLoop, r[0].Resp.Close, d.c.state)
 	}
 	d.close()
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/andybalholm/brotli"
+	"github.com/zenconn/server/internal/httpresp"
 )
 
 func TestCachePath(t *testing.T) {
@@ -209,12 +210,12 @@ func TestFileCacheOneCheckAtATime(t *testing.T) {
 	if fx.s.Pending() != 1 {
 		t.Fatalf("a second request went to a worker while the check was pending")
 	}
-	if r := readResponses(t, d2.takeOut(), "GET"); r[0].resp.StatusCode != 200 || !bytes.Equal(r[0].body, fx.css) {
-		t.Fatalf("second request: %d", r[0].resp.StatusCode)
+	if r := httpresp.Read(t, d2.takeOut(), "GET"); r[0].Resp.StatusCode != 200 || !bytes.Equal(r[0].Body, fx.css) {
+		t.Fatalf("second request: %d", r[0].Resp.StatusCode)
 	}
 	fx.s.RunPending()
-	if r := readResponses(t, d1.takeOut(), "GET"); r[0].resp.StatusCode != 200 || !bytes.Equal(r[0].body, fx.css) {
-		t.Fatalf("checking request: %d", r[0].resp.StatusCode)
+	if r := httpresp.Read(t, d1.takeOut(), "GET"); r[0].Resp.StatusCode != 200 || !bytes.Equal(r[0].Body, fx.css) {
+		t.Fatalf("checking request: %d", r[0].Resp.StatusCode)
 	}
 }
 
@@ -400,8 +401,8 @@ func TestFileCacheBackpressure(t *testing.T) {
 	}
 	d.unsent = 0 // the peer reads
 	fx.s.RunPending()
-	if r := readResponses(t, d.takeOut(), "GET"); !bytes.Equal(r[0].body, fx.css) {
-		t.Fatalf("paced response: %d-byte body", len(r[0].body))
+	if r := httpresp.Read(t, d.takeOut(), "GET"); !bytes.Equal(r[0].Body, fx.css) {
+		t.Fatalf("paced response: %d-byte body", len(r[0].Body))
 	}
 }
 

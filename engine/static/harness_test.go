@@ -2,9 +2,7 @@ package static
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"github.com/zenconn/server/internal/httpresp"
 )
 
 // memConn is an in-memory Conn: it records (or only counts) what the
@@ -198,36 +197,8 @@ func (fx *fileEnv) get(c *memConn, method, target string, headers ...string) (*h
 		req += h + "\r\n"
 	}
 	out, onLoop := fx.do(c, req+"\r\n")
-	resps := readResponses(fx.t, out, method)
-	return resps[0].resp, resps[0].body, onLoop
-}
-
-type parsedResp struct {
-	resp *http.Response
-	body []byte
-}
-
-// readResponses parses one response per method from out, and nothing
-// more.
-func readResponses(t *testing.T, out []byte, methods ...string) []parsedResp {
-	t.Helper()
-	br := bufio.NewReader(bytes.NewReader(out))
-	var rs []parsedResp
-	for i, m := range methods {
-		resp, err := http.ReadResponse(br, &http.Request{Method: m})
-		if err != nil {
-			t.Fatalf("response %d: %v in %q", i, err, out)
-		}
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatalf("response %d body: %v", i, err)
-		}
-		rs = append(rs, parsedResp{resp, body})
-	}
-	if n := br.Buffered(); n > 0 {
-		t.Fatalf("%d bytes after %d responses: %q", n, len(methods), out[len(out)-n:])
-	}
-	return rs
+	resps := httpresp.Read(fx.t, out, method)
+	return resps[0].Resp, resps[0].Body, onLoop
 }
 
 // setFile replaces a file's content and gives it an mtime that no earlier
