@@ -16,7 +16,7 @@ import (
 // its client already saw acknowledged: there every message goes to that
 // worker, which delivers it to its local subscribers, if any.
 func (a *Agent) forward(origin int, channel, from string, data []byte, opaque bool) {
-	var buf [64]int
+	var buf [nodemsg.MaxWorkers]int
 	all := a.cfg.InProcess != nil && !a.cfg.DurableAcks
 	a.mu.Lock()
 	targets := a.tab.targets(buf[:0], origin, channel, all)
