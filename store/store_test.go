@@ -291,13 +291,13 @@ func TestSessionCoalescing(t *testing.T) {
 	release := holdWriter(t, s)
 	s.PutSession(&Session{Conn: "other", Connected: start})
 	waitFor(t, "the writer to take the first group", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return len(s.order) == 0
+		s.q.mu.Lock()
+		defer s.q.mu.Unlock()
+		return s.q.held.len() == 0
 	})
-	s.mu.Lock()
-	queued := s.queued
-	s.mu.Unlock()
+	s.q.mu.Lock()
+	queued := s.q.queued
+	s.q.mu.Unlock()
 
 	se := Session{Conn: "c1", User: "alice", Connected: start.Add(time.Minute)}
 	for i := range 100 {
@@ -312,9 +312,9 @@ func TestSessionCoalescing(t *testing.T) {
 	se.Disconnected, se.CloseCode = start.Add(time.Hour), 1000
 	s.PutSession(&se)
 
-	s.mu.Lock()
-	pending, added := len(s.order), s.queued-queued
-	s.mu.Unlock()
+	s.q.mu.Lock()
+	pending, added := s.q.held.len(), s.q.queued-queued
+	s.q.mu.Unlock()
 	if pending != 1 || added != 1 {
 		t.Fatalf("102 updates of one session queued %d items (%d pending), want 1", added, pending)
 	}
@@ -750,9 +750,9 @@ func TestCloseUnblocksAppend(t *testing.T) {
 	results := make(chan string, 3)
 	s.Append(&Record{Op: "first"}, func(err error) { results <- fmt.Sprint("first ", err) })
 	waitFor(t, "the writer to take the first record", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return len(s.queue) == 0
+		s.q.mu.Lock()
+		defer s.q.mu.Unlock()
+		return len(s.q.records) == 0
 	})
 	s.Append(&Record{Op: "second"}, func(err error) { results <- fmt.Sprint("second ", err) })
 	go s.Append(&Record{Op: "third"}, func(err error) { results <- fmt.Sprint("third ", err) })
