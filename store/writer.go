@@ -47,6 +47,8 @@ func (w *writer) loadSeq() error {
 	return it.Error()
 }
 
+// run is the writer goroutine: groups through the pipeline until the
+// queue is closed and empty, then the index marker of a clean stop.
 func (w *writer) run() {
 	defer close(w.s.writerDone)
 	for w.s.q.take(&w.g) {
