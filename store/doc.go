@@ -7,17 +7,16 @@
 // Append and PutSession hand records to a single writer goroutine that
 // commits them in groups (group commit): whatever arrived while the
 // previous group was being written goes into the next one, and in the
-// batch and none modes the writer lets a group grow for 1 ms first
-// (unless producers are waiting for room). In those two modes a session's
-// changes are also held for Options.SyncInterval after the first one (a
-// Barrier, a full queue or Close writes them at once): a connection that
-// opens, subscribes and closes within it is written once, already closed,
-// and never gets an active-session marker that a later write deletes.
-// Records are never held that way. Records are
-// never dropped: when the queue holds Options.QueueLimit records, Append
-// blocks until the writer catches up, which pushes back on the workers and
-// from them on publishing clients. What a commit guarantees depends on
-// Options.Sync:
+// batch and none modes the writer lets a group grow for 1 ms first (unless
+// producers are waiting for room). In those two modes a session's changes
+// are also held for Options.SyncInterval after the first one (a Barrier, a
+// full queue or Close writes them at once): a connection that opens,
+// subscribes and closes within it is written once, already closed, and
+// never gets an active-session marker that a later write deletes. Records
+// are never held that way. Records are never dropped: when the queue holds
+// Options.QueueLimit records, Append blocks until the writer catches up,
+// which pushes back on the workers and from them on publishing clients.
+// What a commit guarantees depends on Options.Sync:
 //
 //	SyncAlways  every group is fsynced before its records' done callbacks
 //	            run; a client acknowledged after done survives a power loss.
@@ -27,21 +26,41 @@
 //	SyncNone    never fsynced by the store; the operating system writes the
 //	            log back when it chooses.
 //
+// # The writer's pipeline
+//
+// What Append and PutSession hand over waits in the queue (queue.go): one
+// lock, the records, the held sessions (hold.go), the backpressure on
+// producers and the Barrier of queries. The writer goroutine (writer.go)
+// runs one group at a time through four steps:
+//
+//	take     the queue hands over the waiting records (at most
+//	         Options.MaxGroup) and the held sessions that are due
+//	build    each record gets its time and sequence number (its key); the
+//	         group becomes a batch of the log database and one of the
+//	         index database (index entries, sessions, the index marker)
+//	commit   both batches are committed (commit.go), fsynced with
+//	         SyncAlways; syncLoop fsyncs the batch mode's commits
+//	settle   the records' done callbacks run with the commit's result, and
+//	         Barrier calls waiting for the group return
+//
+// Queries (query.go) read the databases directly; retention (retain.go)
+// trims them with range deletions, ordered with the writer's commits by
+// one lock.
+//
 // # Databases
 //
 // The folder holds two Pebble databases. log/ holds the audit records
 // only: their keys grow with time, so every flushed table lies after the
 // tables already there and Pebble's compactions move tables instead of
 // rewriting them. index/ holds everything else. In one database every
-// flushed table spanned all the spaces, and each compaction rewrote the
-// sessions and index entries it overlapped: BenchmarkChurnCycle (one
-// connection's life: a session and four records) went from 29 to about
-// 16 µs of CPU per cycle with the split. A group commit writes the log's
-// batch, then the index's (with SyncAlways, both fsyncs at once); the
-// index database keeps the key of the last record it indexed (spaceMeta),
-// and Open indexes again the records after it, which a power cut between
-// the two syncs can leave unindexed. Index entries whose record is gone
-// are skipped by queries.
+// flushed table would span all the spaces, and each compaction would
+// rewrite the sessions and index entries it overlapped
+// (BenchmarkChurnCycle; figures in bench/notes/churn.md). A group commit
+// writes the log's batch, then the index's (with SyncAlways, both fsyncs
+// at once); the index database keeps the key of the last record it indexed
+// (spaceMeta), and Open indexes again the records after it, which a power
+// cut between the two syncs can leave unindexed. Index entries whose
+// record is gone are skipped by queries.
 //
 // # Keys
 //

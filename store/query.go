@@ -55,72 +55,91 @@ func (s *Store) Audit(q AuditQuery) ([]Record, string, error) {
 		return nil, "", ErrClosed
 	}
 	defer s.dbMu.RUnlock()
-	limit := clampLimit(q.Limit)
-	lo := int64(0)
-	if !q.Since.IsZero() {
-		lo = max(q.Since.UnixNano(), 0)
-	}
-	hi := int64(1<<63 - 1)
-	if !q.Until.IsZero() {
-		hi = q.Until.UnixNano()
-	}
-	// after is the key of the last record already returned.
-	var after []byte
-	if q.Cursor != "" {
-		c, err := base64.RawURLEncoding.DecodeString(q.Cursor)
-		if err != nil || len(c) != 16 {
-			return nil, "", ErrBadCursor
-		}
-		after = append([]byte{spaceAudit}, c...)
-		lo = max(lo, int64(beU64(c[:8])))
+	lo, hi, after, err := q.bounds()
+	if err != nil {
+		return nil, "", err
 	}
 	if lo >= hi {
 		return []Record{}, "", nil
 	}
-	match := func(r *Record) bool {
-		return (q.Channel == "" || r.Channel == q.Channel) &&
-			(q.User == "" || r.User == q.User) &&
-			(q.Op == "" || r.Op == q.Op)
-	}
-	out := make([]Record, 0, min(limit, 64))
-	more := false
-	var lastKey []byte
-	take := func(k, v []byte) (stop bool, err error) {
-		if after != nil && bytes.Compare(k, after) <= 0 {
-			return false, nil
-		}
-		var r Record
-		if err := decodeRecord(k, v, &r); err != nil {
-			return false, err
-		}
-		if !match(&r) {
-			return false, nil
-		}
-		if len(out) == limit {
-			more = true
-			return true, nil
-		}
-		out = append(out, r)
-		lastKey = append(lastKey[:0], k...)
-		return false, nil
-	}
-	var err error
+	p := auditPage{q: &q, limit: clampLimit(q.Limit), after: after}
+	p.out = make([]Record, 0, min(p.limit, 64))
 	switch {
 	case q.Channel != "":
-		err = s.scanIndex(spaceChanIndex, q.Channel, lo, hi, take)
+		err = s.scanIndex(spaceChanIndex, q.Channel, lo, hi, p.take)
 	case q.User != "":
-		err = s.scanIndex(spaceUserIndex, q.User, lo, hi, take)
+		err = s.scanIndex(spaceUserIndex, q.User, lo, hi, p.take)
 	default:
-		err = s.scanRange(auditKey(nil, lo, 0), auditKey(nil, hi, 0), take)
+		err = s.scanRange(auditKey(nil, lo, 0), auditKey(nil, hi, 0), p.take)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("store: audit query: %w", err)
 	}
 	next := ""
-	if more {
-		next = base64.RawURLEncoding.EncodeToString(lastKey[1:])
+	if p.more {
+		next = base64.RawURLEncoding.EncodeToString(p.lastKey[1:])
 	}
-	return out, next, nil
+	return p.out, next, nil
+}
+
+// bounds returns the query's time range [lo, hi) in Unix ns, and the key
+// of the last record already returned (from the cursor; nil without one).
+func (q *AuditQuery) bounds() (lo, hi int64, after []byte, err error) {
+	if !q.Since.IsZero() {
+		lo = max(q.Since.UnixNano(), 0)
+	}
+	hi = int64(1<<63 - 1)
+	if !q.Until.IsZero() {
+		hi = q.Until.UnixNano()
+	}
+	if q.Cursor != "" {
+		c, err := base64.RawURLEncoding.DecodeString(q.Cursor)
+		if err != nil || len(c) != 16 {
+			return 0, 0, nil, ErrBadCursor
+		}
+		after = append([]byte{spaceAudit}, c...)
+		lo = max(lo, int64(beU64(c[:8])))
+	}
+	return lo, hi, after, nil
+}
+
+// matches reports whether r passes the query's filters.
+func (q *AuditQuery) matches(r *Record) bool {
+	return (q.Channel == "" || r.Channel == q.Channel) &&
+		(q.User == "" || r.User == q.User) &&
+		(q.Op == "" || r.Op == q.Op)
+}
+
+// auditPage collects one page of an audit query from a scan of the log or
+// of an index.
+type auditPage struct {
+	q       *AuditQuery
+	limit   int
+	after   []byte // key of the last record of the previous page
+	out     []Record
+	more    bool   // a match past the page was seen
+	lastKey []byte // key of the last record in out
+}
+
+// take is the scan's callback for audit key k and value v.
+func (p *auditPage) take(k, v []byte) (stop bool, err error) {
+	if p.after != nil && bytes.Compare(k, p.after) <= 0 {
+		return false, nil
+	}
+	var r Record
+	if err := decodeRecord(k, v, &r); err != nil {
+		return false, err
+	}
+	if !p.q.matches(&r) {
+		return false, nil
+	}
+	if len(p.out) == p.limit {
+		p.more = true
+		return true, nil
+	}
+	p.out = append(p.out, r)
+	p.lastKey = append(p.lastKey[:0], k...)
+	return false, nil
 }
 
 // dbFor returns the database holding the keys of space sp.

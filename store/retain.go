@@ -68,7 +68,7 @@ func (s *Store) Trim(cutoff time.Time) error {
 	_ = b.DeleteRange([]byte{spaceActive}, sessionKey(nil, spaceActive, c, ""), nil)
 	var key, val []byte
 	for i := range keep {
-		s.writeSession(b, &keep[i], &key, &val)
+		writeSession(b, &keep[i], &key, &val)
 	}
 	// The log first (commitBoth): index entries left without their record
 	// are skipped by queries.
