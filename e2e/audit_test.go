@@ -533,8 +533,10 @@ func TestAuditProbe(t *testing.T) {
 	}
 
 	// Stop the node; its clients get 1001.
-	s.Signal(syscall.SIGTERM)
+	// Read the clock before the signal: read after it, the test may run
+	// only once the node has already closed its sessions.
 	stopped := time.Now()
+	s.Signal(syscall.SIGTERM)
 	for _, c := range clients {
 		c.expectCloseCode(1001, defaultTimeout)
 	}
