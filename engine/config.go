@@ -89,6 +89,16 @@ type Config struct {
 	// APIKey enables the server API under /api/ ("--api-key"). Empty: the
 	// API answers 404.
 	APIKey string
+	// APIRefused, when set, is told the peer address ("ip:port") of every
+	// request refused for a missing or wrong API key (a worker has its
+	// agent audit it). It runs on a file worker, not on a loop.
+	APIRefused func(remote string)
+	// Metrics says who may read /metrics ("--metrics"): MetricsOpen (the
+	// default, ""), MetricsKey (the API key, like /api/) or MetricsOff.
+	Metrics string
+	// NoStatic answers 404 to every path that is not /ws, /healthz,
+	// /metrics or /api/ ("--public off"): no static files at all.
+	NoStatic bool
 }
 
 // LineWriter takes access-log lines. WriteLine must not block for long and
@@ -117,7 +127,7 @@ func (c *Config) Validate() error {
 	if c.WorkerID < 0 || c.WorkerID >= nodemsg.MaxWorkers {
 		errWorker = fmt.Errorf("worker id %d is outside 0..%d", c.WorkerID, nodemsg.MaxWorkers-1)
 	}
-	return errors.Join(c.checkLimits(), c.checkAccess(), errWorker)
+	return errors.Join(c.checkLimits(), c.checkAccess(), c.checkMetrics(), errWorker)
 }
 
 // fillDefaults replaces every zero field that has a default by it.

@@ -45,6 +45,8 @@ type Server struct {
 	transport *gnetTransportServer
 	stopOnce  sync.Once
 
+	keys keyGuard // failed API-key attempts per address (apiauth.go)
+
 	openConns atomic.Int64  // open transport connections, all loops
 	refused   atomic.Uint64 // connections refused at MaxConnections
 	fatal     chan error    // receives the error if serving stops by itself
@@ -276,7 +278,7 @@ func (s *Server) appendAccess(b []byte, remote net.Addr, req *requestInfo, statu
 	} else {
 		b = appendLogEscaped(b, req.method)
 		b = append(b, ' ')
-		b = appendLogEscaped(b, req.uri)
+		b = appendURIRedacted(b, req.uri)
 		b = append(b, ' ')
 		b = appendLogEscaped(b, req.protocol)
 	}

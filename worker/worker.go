@@ -179,6 +179,11 @@ func (b *bridge) settle(tok uint64, err error) {
 	}
 }
 
+// ErrStart wraps the errors of a worker that could not start serving (its
+// configuration refused, its port not bound): restarting it would fail
+// the same way.
+var ErrStart = errors.New("worker: not started")
+
 // Run serves until ctx ends (then drains the engine) and returns.
 func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	if cfg.Rings == nil {
@@ -190,17 +195,17 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	b.alone = cfg.Alone && !ecfg.DurableAcks
 	ecfg.Bridge = b
 	if cfg.AgentSocket != "" {
-		proxyToAgent(&ecfg, cfg.AgentSocket)
+		proxyToAgent(&ecfg, cfg.AgentSocket, cfg.ID)
 	}
 	srv, err := engine.New(ecfg)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	if cfg.OnStart != nil {
 		cfg.OnStart(srv)
 	}
 	if err := srv.Start(); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	house := cfg.Rings.Housekeeping().Producer()
 	if err := house.Write(nodemsg.AppendReady(nil, cfg.ID, os.Getpid()), 5*time.Second); err != nil {
@@ -231,14 +236,26 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 }
 
 // proxyToAgent makes the engine hand server-API requests to the agent's
-// socket and append the agent's node-wide families to GET /metrics.
-func proxyToAgent(ecfg *engine.Config, socket string) {
+// socket, report refused API keys to it (POST /internal/refused, which
+// the agent audits), and append the agent's node-wide families to GET
+// /metrics.
+func proxyToAgent(ecfg *engine.Config, socket string, id int) {
 	hc := &fasthttp.HostClient{
 		Addr: "agent",
 		Dial: func(string) (net.Conn, error) { return net.Dial("unix", socket) },
 	}
 	ecfg.APIProxy = func(req *fasthttp.Request, resp *fasthttp.Response) error {
 		return hc.DoTimeout(req, resp, 5*time.Second)
+	}
+	ecfg.APIRefused = func(remote string) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI("http://agent/internal/refused")
+		req.Header.SetMethod(fasthttp.MethodPost)
+		req.URI().QueryArgs().Set("remote", remote)
+		req.URI().QueryArgs().SetUint("worker", id)
+		_ = hc.DoTimeout(req, resp, 2*time.Second)
 	}
 	ecfg.MetricsExtra = func() []byte {
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
