@@ -390,8 +390,7 @@ func TestAttackStartupAPIKeyFailures(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, "--api-key", ibAPIKey)
 	// The attacker comes from 127.0.0.2; the test's own queries from 127.0.0.1.
-	attacker := &http.Client{Timeout: defaultTimeout, Transport: &http.Transport{
-		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}}
+	attacker := clientFrom(net.IPv4(127, 0, 0, 2))
 	try := func(key string) int {
 		req, _ := http.NewRequest("GET", s.URL("/api/workers"), nil)
 		req.Header.Set("X-API-Key", key)
