@@ -384,11 +384,19 @@ func TestAttackStartupMetricsAccess(t *testing.T) {
 
 // TestAttackStartupAPIKeyFailures: wrong keys from one address are audited
 // (refused, attempt api, error unauthorized, the remote address) up to the
-// limit, then that address gets 429, even with the right key; another address
-// is not affected.
+// limit, then that address gets 429 on every worker, even with the right key;
+// another address is not affected.
 func TestAttackStartupAPIKeyFailures(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, "--api-key", ibAPIKey)
+	for _, w := range suModes {
+		t.Run("workers="+w, func(t *testing.T) {
+			t.Parallel()
+			suKeyFailures(t, startServer(t, "--api-key", ibAPIKey, "--workers", w))
+		})
+	}
+}
+
+func suKeyFailures(t *testing.T, s *serverProc) {
 	// The attacker comes from 127.0.0.2; the test's own queries from 127.0.0.1.
 	attacker := clientFrom(net.IPv4(127, 0, 0, 2))
 	try := func(key string) int {
@@ -402,13 +410,14 @@ func TestAttackStartupAPIKeyFailures(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	const limit = 10 // engine.MaxKeyFailures, documented in README
+	const limit = 10 // keyguard.MaxFailures, documented in README
 	for i := 0; i < limit; i++ {
 		if got := try(fmt.Sprintf("wrong-key-%02d-xxxxxxxx", i)); got != 401 {
 			t.Fatalf("wrong key %d: %d, want 401", i, got)
 		}
 	}
-	for _, key := range []string{"wrong-key-again-xxxxxxxx", ibAPIKey} {
+	// Several tries each: with workers, they land on either.
+	for _, key := range []string{"wrong-key-again-xxxxxxxx", ibAPIKey, ibAPIKey, ibAPIKey, ibAPIKey} {
 		if got := try(key); got != 429 {
 			t.Fatalf("after %d failures, key %q: %d, want 429", limit, key, got)
 		}

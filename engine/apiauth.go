@@ -3,15 +3,16 @@ package engine
 import (
 	"crypto/subtle"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"github.com/zenconn/server/internal/keyguard"
 )
 
 // Who may read /metrics ("--metrics"), Config.Metrics.
@@ -21,19 +22,38 @@ const (
 	MetricsOff  = "off"  // nobody: 404
 )
 
-// MaxKeyFailures is how many failed API-key attempts one remote address
-// may make in KeyFailureWindow (a fixed bound): past it every request of
-// that address to /api/ (and to /metrics under --metrics=key) gets 429
-// until the window that started with its first failure ends.
-const (
-	MaxKeyFailures   = 10
-	KeyFailureWindow = time.Minute
-)
+// KeyAttempts keeps the failed API-key attempts of a node
+// (Config.KeyAttempts); the engine consults it before it checks a key and
+// tells it every failure. Its methods run on file workers, never on a
+// loop, and must be safe for concurrent use.
+type KeyAttempts interface {
+	// Blocked reports how long the address stays refused with 429 (0:
+	// it is not).
+	Blocked(addr netip.Addr) time.Duration
+	// Failed records one failed attempt from remote ("ip:port"): it is
+	// counted against its address and audited.
+	Failed(remote string)
+}
 
-// keyGuardMaxAddrs bounds the addresses the guard remembers; past it the
-// entries whose window ended are dropped, and if none has, the new address
-// is not remembered (its failures are still refused and audited).
-const keyGuardMaxAddrs = 1 << 16
+// localAttempts is the engine's own KeyAttempts when Config.KeyAttempts
+// is nil: counted in this process, not audited.
+type localAttempts struct {
+	g   keyguard.Guard
+	log *slog.Logger
+}
+
+func (l *localAttempts) Blocked(addr netip.Addr) time.Duration {
+	return l.g.Blocked(addr, time.Now())
+}
+
+func (l *localAttempts) Failed(remote string) {
+	now := time.Now()
+	addr := keyguard.Addr(remote)
+	if l.g.Fail(addr, now) && l.g.ShouldLog(now) {
+		l.log.Warn("too many failed API-key attempts; address refused with 429", "remote", addr.String(),
+			"failures", keyguard.MaxFailures, "window", keyguard.Window)
+	}
+}
 
 var (
 	apiLimited = []byte(`{"error":"too many failed API-key attempts from this address; retry later"}` + "\n")
@@ -41,74 +61,28 @@ var (
 	errMetricsKey = errors.New("--metrics=key: needs --api-key")
 )
 
-// keyGuard counts failed API-key attempts per remote address. It is used
-// by the file workers (never on a loop), under its mutex.
-type keyGuard struct {
-	mu    sync.Mutex
-	addrs map[netip.Addr]keyFailures
-
-	failures atomic.Uint64 // failed attempts, all addresses
+// keyCounters count what checkKey refused, for /metrics.
+type keyCounters struct {
+	failures atomic.Uint64 // failed attempts (401)
 	limited  atomic.Uint64 // requests answered 429
-	lastLog  atomic.Int64  // unix ns of the last "address limited" log line
 }
 
-type keyFailures struct {
-	start time.Time // the window's start: the first failure in it
-	n     int
-}
-
-// blockedFor reports how long addr stays refused (0: it is not).
-func (g *keyGuard) blockedFor(addr netip.Addr, now time.Time) time.Duration {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	f, ok := g.addrs[addr]
-	if !ok || f.n < MaxKeyFailures {
-		return 0
+// keyAttempts is Config.KeyAttempts, or the engine's own.
+func (s *Server) keyAttempts() KeyAttempts {
+	if s.cfg.KeyAttempts != nil {
+		return s.cfg.KeyAttempts
 	}
-	left := f.start.Add(KeyFailureWindow).Sub(now)
-	if left <= 0 {
-		delete(g.addrs, addr)
-		return 0
-	}
-	return left
-}
-
-// fail counts one failed attempt of addr and reports whether it reached
-// the limit with it.
-func (g *keyGuard) fail(addr netip.Addr, now time.Time) bool {
-	g.failures.Add(1)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.addrs == nil {
-		g.addrs = map[netip.Addr]keyFailures{}
-	}
-	f, ok := g.addrs[addr]
-	if !ok && len(g.addrs) >= keyGuardMaxAddrs {
-		for a, e := range g.addrs {
-			if now.Sub(e.start) >= KeyFailureWindow {
-				delete(g.addrs, a)
-			}
-		}
-		if len(g.addrs) >= keyGuardMaxAddrs {
-			return false
-		}
-	}
-	if !ok || now.Sub(f.start) >= KeyFailureWindow {
-		f = keyFailures{start: now}
-	}
-	f.n++
-	g.addrs[addr] = f
-	return f.n == MaxKeyFailures
+	return &s.localKeys
 }
 
 // checkKey answers a request to a keyed endpoint that must not go on: 429
-// for an address past MaxKeyFailures, 401 for a missing or wrong key (a
-// refusal reported to Config.APIRefused). It reports whether the request
-// may go on.
+// for an address past keyguard.MaxFailures failures (asked before the key
+// is looked at, so that a refused address learns nothing about its
+// guesses), 401 for a missing or wrong key (a failure told to
+// KeyAttempts). It reports whether the request may go on.
 func (s *Server) checkKey(ctx *fasthttp.RequestCtx) bool {
-	now := time.Now()
-	addr := remoteAddr(ctx.RemoteAddr())
-	if left := s.keys.blockedFor(addr, now); left > 0 {
+	ka := s.keyAttempts()
+	if left := ka.Blocked(remoteAddr(ctx.RemoteAddr())); left > 0 {
 		s.keys.limited.Add(1)
 		ctx.SetContentType("application/json")
 		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(left/time.Second)+1))
@@ -119,29 +93,13 @@ func (s *Server) checkKey(ctx *fasthttp.RequestCtx) bool {
 	if s.apiAuthorized(ctx) {
 		return true
 	}
-	if s.keys.fail(addr, now) {
-		s.logLimited(addr)
-	}
-	if s.cfg.APIRefused != nil {
-		s.cfg.APIRefused(ctx.RemoteAddr().String())
-	}
+	s.keys.failures.Add(1)
+	ka.Failed(ctx.RemoteAddr().String())
 	ctx.SetContentType("application/json")
 	ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="zenconn-api"`)
 	ctx.SetStatusCode(fasthttp.StatusUnauthorized)
 	ctx.SetBody(apiUnauthorized)
 	return false
-}
-
-// logLimited logs that addr reached the failure limit, at most once a
-// second for the whole server.
-func (s *Server) logLimited(addr netip.Addr) {
-	now := time.Now().UnixNano()
-	last := s.keys.lastLog.Load()
-	if now-last < int64(time.Second) || !s.keys.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	s.log.Warn("too many failed API-key attempts; address refused with 429", "remote", addr.String(),
-		"failures", MaxKeyFailures, "window", KeyFailureWindow)
 }
 
 // remoteAddr is the IP of a peer address (the zero Addr when it has none).

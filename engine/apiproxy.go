@@ -16,10 +16,9 @@ var (
 	apiNoAgent      = []byte(`{"error":"the node agent did not answer"}` + "\n")
 )
 
-// serveAPI answers one server-API request: 401 without the right key
-// (audited through Config.APIRefused), 429 from an address past
-// MaxKeyFailures (apiauth.go), else whatever the agent answers (502 when
-// it does not).
+// serveAPI answers one server-API request: 429 from an address past the
+// failed-key limit, 401 without the right key (told to KeyAttempts; see
+// apiauth.go), else whatever the agent answers (502 when it does not).
 func (s *Server) serveAPI(ctx *fasthttp.RequestCtx) {
 	if !s.checkKey(ctx) {
 		return

@@ -89,10 +89,10 @@ type Config struct {
 	// APIKey enables the server API under /api/ ("--api-key"). Empty: the
 	// API answers 404.
 	APIKey string
-	// APIRefused, when set, is told the peer address ("ip:port") of every
-	// request refused for a missing or wrong API key (a worker has its
-	// agent audit it). It runs on a file worker, not on a loop.
-	APIRefused func(remote string)
+	// KeyAttempts keeps the failed API-key attempts per address for the
+	// whole node and audits them (a worker passes its agent's). Nil: this
+	// engine counts them alone and audits nothing.
+	KeyAttempts KeyAttempts
 	// Metrics says who may read /metrics ("--metrics"): MetricsOpen (the
 	// default, ""), MetricsKey (the API key, like /api/) or MetricsOff.
 	Metrics string

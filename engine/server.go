@@ -45,7 +45,8 @@ type Server struct {
 	transport *gnetTransportServer
 	stopOnce  sync.Once
 
-	keys keyGuard // failed API-key attempts per address (apiauth.go)
+	keys      keyCounters   // API keys refused (apiauth.go)
+	localKeys localAttempts // failed API-key attempts without Config.KeyAttempts
 
 	openConns atomic.Int64  // open transport connections, all loops
 	refused   atomic.Uint64 // connections refused at MaxConnections

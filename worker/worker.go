@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -236,9 +238,8 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 }
 
 // proxyToAgent makes the engine hand server-API requests to the agent's
-// socket, report refused API keys to it (POST /internal/refused, which
-// the agent audits), and append the agent's node-wide families to GET
-// /metrics.
+// socket, keep failed API keys with the agent (node-wide; agentKeys), and
+// append the agent's node-wide families to GET /metrics.
 func proxyToAgent(ecfg *engine.Config, socket string, id int) {
 	hc := &fasthttp.HostClient{
 		Addr: "agent",
@@ -247,16 +248,7 @@ func proxyToAgent(ecfg *engine.Config, socket string, id int) {
 	ecfg.APIProxy = func(req *fasthttp.Request, resp *fasthttp.Response) error {
 		return hc.DoTimeout(req, resp, 5*time.Second)
 	}
-	ecfg.APIRefused = func(remote string) {
-		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-		defer fasthttp.ReleaseRequest(req)
-		defer fasthttp.ReleaseResponse(resp)
-		req.SetRequestURI("http://agent/internal/refused")
-		req.Header.SetMethod(fasthttp.MethodPost)
-		req.URI().QueryArgs().Set("remote", remote)
-		req.URI().QueryArgs().SetUint("worker", id)
-		_ = hc.DoTimeout(req, resp, 2*time.Second)
-	}
+	ecfg.KeyAttempts = agentKeys{hc: hc, worker: id}
 	ecfg.MetricsExtra = func() []byte {
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 		defer fasthttp.ReleaseRequest(req)
@@ -323,4 +315,43 @@ func readAgent(r *shm.Ring, srv *engine.Server, b *bridge, done <-chan struct{},
 			return
 		}
 	}
+}
+
+// agentKeys is the engine's KeyAttempts in a worker: the agent counts the
+// failed API-key attempts of the whole node and audits them, so that an
+// address is refused on every worker at once.
+type agentKeys struct {
+	hc     *fasthttp.HostClient
+	worker int
+}
+
+// Blocked asks the agent (GET /internal/blocked?addr=IP, answered in
+// milliseconds); an agent that does not answer refuses no one (the API
+// request would fail anyway).
+func (k agentKeys) Blocked(addr netip.Addr) time.Duration {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://agent/internal/blocked")
+	req.URI().QueryArgs().Set("addr", addr.String())
+	if err := k.hc.DoTimeout(req, resp, 2*time.Second); err != nil || resp.StatusCode() != fasthttp.StatusOK {
+		return 0
+	}
+	ms, err := strconv.ParseInt(string(resp.Body()), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// Failed tells the agent (POST /internal/refused?worker=W&remote=ADDR).
+func (k agentKeys) Failed(remote string) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://agent/internal/refused")
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.URI().QueryArgs().Set("remote", remote)
+	req.URI().QueryArgs().SetUint("worker", k.worker)
+	_ = k.hc.DoTimeout(req, resp, 2*time.Second)
 }
