@@ -442,8 +442,9 @@ func TestAPIDisconnect(t *testing.T) {
 }
 
 // clientFrom is an HTTP client whose connections come from the loopback
-// address ip.
+// address ip, a new connection per request (with worker processes, each
+// lands on any worker).
 func clientFrom(ip net.IP) *http.Client {
-	return &http.Client{Timeout: defaultTimeout, Transport: &http.Transport{
+	return &http.Client{Timeout: defaultTimeout, Transport: &http.Transport{DisableKeepAlives: true,
 		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}).DialContext}}
 }
