@@ -22,7 +22,8 @@ type Config struct {
 	// port, reported by Server.Addr. Default ":8080".
 	Addr string
 	// PublicDir is the folder served as static files ("--public"). Default
-	// "./public". A missing folder serves 404s.
+	// "./public". A missing folder serves 404s (zenconn serve refuses one
+	// at start; NoStatic serves no files).
 	PublicDir string
 	// CompressDir holds the compressed copies of static files that the file
 	// server makes on first use. Default: a temporary folder.
