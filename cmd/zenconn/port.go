@@ -40,13 +40,11 @@ var errPortServed = errors.New("another process is already listening on this por
 // reserves it: it returns the address with its port resolved (port 0
 // picks a free one) and the placeholder to close once the workers listen.
 func claimPort(addr string) (string, io.Closer, error) {
-	host, port, err := net.SplitHostPort(addr)
+	host, p, err := parseAddr(addr)
 	if err != nil {
-		return "", nil, fmt.Errorf("--addr: %w", err)
+		return "", nil, err
 	}
-	if p, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return "", nil, fmt.Errorf("--addr: invalid port %q", port)
-	} else if p != 0 {
+	if p != 0 {
 		probe, err := net.Listen("tcp", addr)
 		if err != nil {
 			return "", nil, fmt.Errorf("--addr %s: %w", addr, portErr(err))
@@ -63,6 +61,18 @@ func claimPort(addr string) (string, io.Closer, error) {
 		return "", nil, fmt.Errorf("--addr %s: %w", addr, err)
 	}
 	return net.JoinHostPort(host, strconv.Itoa(tcp.Port)), ln, nil
+}
+
+// parseAddr checks the form of --addr: host:port with a port number.
+func parseAddr(addr string) (host string, port uint64, err error) {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("--addr: %w", err)
+	}
+	if port, err = strconv.ParseUint(ps, 10, 16); err != nil {
+		return "", 0, fmt.Errorf("--addr: invalid port %q", ps)
+	}
+	return host, port, nil
 }
 
 // portErr words an address-in-use error for the user.

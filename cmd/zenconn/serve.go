@@ -164,6 +164,9 @@ func checkServeFlags(fs *flag.FlagSet, o *serveOptions) (slog.Level, error) {
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return level, fmt.Errorf("--log-level: %w", err)
 	}
+	if _, _, err := parseAddr(o.addr); err != nil {
+		return level, err
+	}
 	if o.workers < 0 || o.workers > nodemsg.MaxWorkers {
 		return level, fmt.Errorf("--workers: %d is outside 0..%d", o.workers, nodemsg.MaxWorkers)
 	}
