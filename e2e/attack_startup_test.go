@@ -447,7 +447,16 @@ func suKeyFailures(t *testing.T, s *serverProc) {
 // is closed with 1006 at the next start, with its disconnect audit record.
 func TestAttackStartupDisconnectAfterAgentKill(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, "--api-key", ibAPIKey, "--audit-sync", "always")
+	for _, w := range suModes {
+		t.Run("workers="+w, func(t *testing.T) {
+			t.Parallel()
+			suDisconnectAfterKill(t, w)
+		})
+	}
+}
+
+func suDisconnectAfterKill(t *testing.T, workers string) {
+	s := startServer(t, "--api-key", ibAPIKey, "--audit-sync", "always", "--workers", workers)
 	c := auDial(t, s, "e2e-crash", "")
 	// A subscribe in always mode is answered once the session is on disk.
 	c.send(`{"id":1,"op":"subscribe","channel":"crash"}`)
