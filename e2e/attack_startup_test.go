@@ -236,7 +236,9 @@ func TestAttackStartupTokenRedacted(t *testing.T) {
 	c := ibDial(t, s, ibDialOpts{Query: "token=" + tok})
 	c.c.Close()
 	for _, path := range []string{"/index.html?a=1&token=" + tok + "&b=2", "/index.html?tok%65n=" + tok} {
-		resp, err := s.HTTP.Get(s.URL(path))
+		req, _ := http.NewRequest("GET", s.URL(path), nil)
+		req.Header.Set("Referer", "http://example.com/page?token="+tok)
+		resp, err := s.HTTP.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -255,7 +257,7 @@ func TestAttackStartupTokenRedacted(t *testing.T) {
 	if strings.Contains(log, sig) || strings.Contains(log, tok[:strings.IndexByte(tok, '.')+10]) {
 		t.Fatalf("the access log holds the token:\n%s", log)
 	}
-	for _, want := range []string{"/ws?token=REDACTED", "a=1&token=REDACTED&b=2", "tok%65n=REDACTED"} {
+	for _, want := range []string{"/ws?token=REDACTED", "a=1&token=REDACTED&b=2", "tok%65n=REDACTED", "page?token=REDACTED"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("access log lacks %q:\n%s", want, log)
 		}

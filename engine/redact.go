@@ -4,7 +4,7 @@ import "bytes"
 
 // The access log never holds a client token: the value of a "token"
 // query parameter (the WebSocket handshake's ?token=, grants included) is
-// written as REDACTED.
+// written as REDACTED, in the request line and in the Referer.
 
 // redactedParam replaces the value of a secret query parameter.
 const redactedParam = "REDACTED"

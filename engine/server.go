@@ -288,7 +288,11 @@ func (s *Server) appendAccess(b []byte, remote net.Addr, req *requestInfo, statu
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, int64(sent), 10)
 	b = append(b, ` "`...)
-	b = appendLogField(b, req.referer)
+	if len(req.referer) == 0 {
+		b = append(b, '-')
+	} else {
+		b = appendURIRedacted(b, req.referer) // a page's own ?token= too
+	}
 	b = append(b, `" "`...)
 	b = appendLogField(b, req.userAgent)
 	b = append(b, "\"\n"...)
