@@ -43,8 +43,9 @@ type Writer struct {
 	done chan struct{}
 }
 
-// Open opens path for appending ("-" means standard output) and starts the
-// flusher.
+// Open opens path for appending ("-" means standard output), creating it
+// with mode 0600 (it holds clients' addresses and requests), and starts
+// the flusher.
 func Open(path string) (*Writer, error) {
 	w := &Writer{stop: make(chan struct{}), done: make(chan struct{})}
 	if path == "-" {
@@ -60,7 +61,7 @@ func Open(path string) (*Writer, error) {
 }
 
 func (w *Writer) openFile() error {
-	f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("accesslog: %w", err)
 	}

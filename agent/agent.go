@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/zenconn/server/internal/keyguard"
 	"github.com/zenconn/server/link"
 	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/store"
@@ -73,8 +74,9 @@ type Agent struct {
 	cfg   Config
 	log   *slog.Logger
 	slots []*slot
-	st    *store.Store // nil: no sessions, no audit log
-	fatal chan error   // errors that stop the agent (in-process worker)
+	st    *store.Store   // nil: no sessions, no audit log
+	fatal chan error     // errors that stop the agent (in-process worker)
+	keys  keyguard.Guard // failed API-key attempts of the node (refused.go)
 
 	mu     sync.Mutex
 	tab    *table // under mu

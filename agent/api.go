@@ -34,6 +34,8 @@ func (a *Agent) apiHandler() http.Handler {
 	mux.HandleFunc("GET /api/sessions", a.apiSessions)
 	mux.HandleFunc("GET /api/audit", a.apiAudit)
 	mux.HandleFunc("GET /metrics", a.metrics)
+	mux.HandleFunc("POST /internal/refused", a.apiRefused)
+	mux.HandleFunc("GET /internal/blocked", a.apiBlocked)
 	methods := map[string]string{"publish": "POST", "broadcast": "POST", "disconnect": "POST", "connections": "GET",
 		"channels": "GET", "workers": "GET", "sessions": "GET", "audit": "GET"}
 	mux.HandleFunc("/api/{name}", func(w http.ResponseWriter, r *http.Request) {

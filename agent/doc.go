@@ -26,13 +26,17 @@
 //     and the answers to durable publishes and subscriptions once the
 //     store has committed them.
 //   - The server API (api.go, query.go, metrics.go), read from the table
-//     and the store.
+//     and the store, and the workers' own endpoints for failed API keys
+//     (refused.go): the agent counts them for the whole node and audits
+//     them.
 //
 // # Supervision policy
 //
 // The policy lives in fields of Config. A worker that exits is restarted
 // after a backoff that starts at MinBackoff and doubles up to MaxBackoff,
-// reset once a worker has stayed up for StableAfter; its connections leave
+// reset once a worker has stayed up for StableAfter (but a worker that
+// exits with ExitConfig could not start with its configuration: it is not
+// restarted, the agent stops with an error); its connections leave
 // the table at once and their sessions end with 1006. On shutdown the
 // workers get SIGTERM and ShutdownGrace to drain, then SIGKILL. Workers die
 // with the agent (PR_SET_PDEATHSIG).

@@ -53,6 +53,10 @@ func (a *Agent) supervise(ctx context.Context, s *slot) {
 			a.stopWith(err)
 			return
 		}
+		if configExit(err) {
+			a.stopWith(fmt.Errorf("worker %d could not start with this configuration (exit status %d; its message is above)", s.id, ExitConfig))
+			return
+		}
 		a.log.Error("worker exited; restarting", "worker", s.id, "err", err, "backoff", backoff)
 		if time.Since(start) > a.cfg.StableAfter {
 			backoff = a.cfg.MinBackoff
@@ -222,4 +226,10 @@ func (a *Agent) Workers() []WorkerInfo {
 		s.mu.Unlock()
 	}
 	return out
+}
+
+// configExit reports whether a worker process ended with ExitConfig.
+func configExit(err error) bool {
+	var ee *exec.ExitError
+	return errors.As(err, &ee) && ee.ExitCode() == ExitConfig
 }

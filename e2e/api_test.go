@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"reflect"
@@ -170,7 +171,13 @@ func TestAPIKeyTooShort(t *testing.T) {
 func TestAPIAuth(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, "--api-key", ibAPIKey)
-	for _, r := range []struct{ method, path, body string }{
+	// Six wrong keys per endpoint, each endpoint tried from an address of its
+	// own (127.0.0.10, .11, …): one address gets 429 after 10 failures
+	// (TestAttackStartupAPIKeyFailures), and the key must still work from
+	// 127.0.0.1 below.
+	ownClient := s.HTTP
+	defer func() { s.HTTP = ownClient }()
+	for i, r := range []struct{ method, path, body string }{
 		{"GET", "/api/connections", ""},
 		{"GET", "/api/channels", ""},
 		{"POST", "/api/publish", `{"channel":"news","data":1}`},
@@ -178,6 +185,7 @@ func TestAPIAuth(t *testing.T) {
 		{"POST", "/api/disconnect", `{"conn":"x"}`},
 		{"GET", "/api/unknown", ""},
 	} {
+		s.HTTP = clientFrom(net.IPv4(127, 0, 0, byte(10+i)))
 		apiFails(t, s, r.method, r.path, "", r.body, http.StatusUnauthorized)
 		apiFails(t, s, r.method, r.path, ibAPIKey+"x", r.body, http.StatusUnauthorized)
 		apiFails(t, s, r.method, r.path, ibAPIKey[:len(ibAPIKey)-1], r.body, http.StatusUnauthorized)
@@ -185,6 +193,7 @@ func TestAPIAuth(t *testing.T) {
 		apiFails(t, s, r.method, r.path, "", r.body, http.StatusUnauthorized, "Authorization", "Basic "+ibAPIKey)
 		apiFails(t, s, r.method, r.path, "", r.body, http.StatusUnauthorized, "Authorization", ibAPIKey)
 	}
+	s.HTTP = ownClient
 	// Both ways of giving the key work.
 	for _, h := range [][]string{{"Authorization", "Bearer " + ibAPIKey}, {"X-API-Key", ibAPIKey}} {
 		status, _, b := apiCall(t, s, "GET", "/api/connections", "", "", h...)
@@ -430,4 +439,12 @@ func TestAPIDisconnect(t *testing.T) {
 	apiOK(t, s, "POST", "/api/publish", `{"channel":"news","data":"still here"}`, nil)
 	bystander.expectMsg("news", "api", `"still here"`)
 	bystander.pingPong()
+}
+
+// clientFrom is an HTTP client whose connections come from the loopback
+// address ip, a new connection per request (with worker processes, each
+// lands on any worker).
+func clientFrom(ip net.IP) *http.Client {
+	return &http.Client{Timeout: defaultTimeout, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}).DialContext}}
 }

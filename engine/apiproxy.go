@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"crypto/subtle"
-
 	"github.com/valyala/fasthttp"
 )
 
@@ -18,29 +16,17 @@ var (
 	apiNoAgent      = []byte(`{"error":"the node agent did not answer"}` + "\n")
 )
 
-// serveAPI answers one server-API request: 401 without the right key, else
-// whatever the agent answers (502 when it does not).
+// serveAPI answers one server-API request: 429 from an address past the
+// failed-key limit, 401 without the right key (told to KeyAttempts; see
+// apiauth.go), else whatever the agent answers (502 when it does not).
 func (s *Server) serveAPI(ctx *fasthttp.RequestCtx) {
-	ctx.SetContentType("application/json")
-	if !s.apiAuthorized(ctx) {
-		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="zenconn-api"`)
-		ctx.SetStatusCode(fasthttp.StatusUnauthorized)
-		ctx.SetBody(apiUnauthorized)
+	if !s.checkKey(ctx) {
 		return
 	}
+	ctx.SetContentType("application/json")
 	if err := s.cfg.APIProxy(&ctx.Request, &ctx.Response); err != nil {
 		s.log.Warn("server API proxy", "err", err)
 		ctx.SetStatusCode(fasthttp.StatusBadGateway)
 		ctx.SetBody(apiNoAgent)
 	}
-}
-
-// apiAuthorized compares the key from "Authorization: Bearer" or
-// "X-API-Key" with the configured one in constant time.
-func (s *Server) apiAuthorized(ctx *fasthttp.RequestCtx) bool {
-	key := bearerToken(ctx.Request.Header.Peek("Authorization"))
-	if key == "" {
-		key = string(ctx.Request.Header.Peek("X-API-Key"))
-	}
-	return subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.APIKey)) == 1
 }

@@ -22,7 +22,8 @@ type Config struct {
 	// port, reported by Server.Addr. Default ":8080".
 	Addr string
 	// PublicDir is the folder served as static files ("--public"). Default
-	// "./public". A missing folder serves 404s.
+	// "./public". A missing folder serves 404s (zenconn serve refuses one
+	// at start; NoStatic serves no files).
 	PublicDir string
 	// CompressDir holds the compressed copies of static files that the file
 	// server makes on first use. Default: a temporary folder.
@@ -89,6 +90,16 @@ type Config struct {
 	// APIKey enables the server API under /api/ ("--api-key"). Empty: the
 	// API answers 404.
 	APIKey string
+	// KeyAttempts keeps the failed API-key attempts per address for the
+	// whole node and audits them (a worker passes its agent's). Nil: this
+	// engine counts them alone and audits nothing.
+	KeyAttempts KeyAttempts
+	// Metrics says who may read /metrics ("--metrics"): MetricsOpen (the
+	// default, ""), MetricsKey (the API key, like /api/) or MetricsOff.
+	Metrics string
+	// NoStatic answers 404 to every path that is not /ws, /healthz,
+	// /metrics or /api/ ("--public off"): no static files at all.
+	NoStatic bool
 }
 
 // LineWriter takes access-log lines. WriteLine must not block for long and
@@ -117,7 +128,7 @@ func (c *Config) Validate() error {
 	if c.WorkerID < 0 || c.WorkerID >= nodemsg.MaxWorkers {
 		errWorker = fmt.Errorf("worker id %d is outside 0..%d", c.WorkerID, nodemsg.MaxWorkers-1)
 	}
-	return errors.Join(c.checkLimits(), c.checkAccess(), errWorker)
+	return errors.Join(c.checkLimits(), c.checkAccess(), c.checkMetrics(), errWorker)
 }
 
 // fillDefaults replaces every zero field that has a default by it.

@@ -166,6 +166,10 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 		c.respondSimple(req, 200, "ok", keepAlive, hdr.IsHead(), nil)
 		return
 	case "/metrics":
+		if c.srv.cfg.Metrics == MetricsOff {
+			c.respondSimple(req, 404, "not found\n", keepAlive, hdr.IsHead(), nil)
+			return
+		}
 		if !hdr.IsGet() && !hdr.IsHead() {
 			c.respondSimple(req, 405, "method not allowed\n", keepAlive, hdr.IsHead(), allowGetHead)
 			return
@@ -183,6 +187,10 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 	}
 	if !hdr.IsGet() && !hdr.IsHead() {
 		c.respondSimple(req, 405, "method not allowed\n", keepAlive, false, allowGetHead)
+		return
+	}
+	if c.srv.cfg.NoStatic {
+		c.respondSimple(req, 404, "not found\n", keepAlive, hdr.IsHead(), nil)
 		return
 	}
 	if c.serveFile(req, keepAlive) {

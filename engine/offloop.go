@@ -17,7 +17,8 @@ import (
 // newFiles prepares the static server over the public folder and the
 // handlers of the requests that its workers run for the engine.
 func (s *Server) newFiles() (*static.Server, error) {
-	s.serveMetricsFn, s.serveAPIFn = s.serveMetrics, s.serveAPI
+	s.serveMetricsFn, s.serveAPIFn = s.metricsHandler(), s.serveAPI
+	s.localKeys.log = s.log
 	return static.New(static.Options{
 		Root:        s.publicAbs,
 		CompressDir: s.cfg.CompressDir,

@@ -45,6 +45,9 @@ type Server struct {
 	transport *gnetTransportServer
 	stopOnce  sync.Once
 
+	keys      keyCounters   // API keys refused (apiauth.go)
+	localKeys localAttempts // failed API-key attempts without Config.KeyAttempts
+
 	openConns atomic.Int64  // open transport connections, all loops
 	refused   atomic.Uint64 // connections refused at MaxConnections
 	fatal     chan error    // receives the error if serving stops by itself
@@ -276,7 +279,7 @@ func (s *Server) appendAccess(b []byte, remote net.Addr, req *requestInfo, statu
 	} else {
 		b = appendLogEscaped(b, req.method)
 		b = append(b, ' ')
-		b = appendLogEscaped(b, req.uri)
+		b = appendURIRedacted(b, req.uri)
 		b = append(b, ' ')
 		b = appendLogEscaped(b, req.protocol)
 	}
@@ -285,7 +288,11 @@ func (s *Server) appendAccess(b []byte, remote net.Addr, req *requestInfo, statu
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, int64(sent), 10)
 	b = append(b, ` "`...)
-	b = appendLogField(b, req.referer)
+	if len(req.referer) == 0 {
+		b = append(b, '-')
+	} else {
+		b = appendURIRedacted(b, req.referer) // a page's own ?token= too
+	}
 	b = append(b, `" "`...)
 	b = appendLogField(b, req.userAgent)
 	b = append(b, "\"\n"...)

@@ -236,7 +236,8 @@ func (s *Store) Barrier() error {
 }
 
 // CloseActive marks every session still recorded as active as ended at
-// `at` with close code code, and returns how many there were. The agent
+// `at` with close code code, audits its disconnect (a record like the
+// one a live session's end gets), and returns how many there were. The agent
 // calls it at start: sessions left active belong to a previous run that
 // did not stop cleanly.
 func (s *Store) CloseActive(at time.Time, code int) (int, error) {
@@ -270,6 +271,7 @@ func (s *Store) CloseActive(at time.Time, code int) (int, error) {
 		}
 		se.Disconnected, se.CloseCode = at.UTC(), code
 		s.PutSession(&se)
+		s.Append(&Record{Time: at, Node: se.Node, Worker: se.Worker, Conn: se.Conn, User: se.User, Op: OpDisconnect, Code: code}, nil)
 		n++
 	}
 	return n, s.Barrier()

@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -179,6 +181,11 @@ func (b *bridge) settle(tok uint64, err error) {
 	}
 }
 
+// ErrStart wraps the errors of a worker that could not start serving (its
+// configuration refused, its port not bound): restarting it would fail
+// the same way.
+var ErrStart = errors.New("worker: not started")
+
 // Run serves until ctx ends (then drains the engine) and returns.
 func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	if cfg.Rings == nil {
@@ -190,17 +197,17 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	b.alone = cfg.Alone && !ecfg.DurableAcks
 	ecfg.Bridge = b
 	if cfg.AgentSocket != "" {
-		proxyToAgent(&ecfg, cfg.AgentSocket)
+		proxyToAgent(&ecfg, cfg.AgentSocket, cfg.ID)
 	}
 	srv, err := engine.New(ecfg)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	if cfg.OnStart != nil {
 		cfg.OnStart(srv)
 	}
 	if err := srv.Start(); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	house := cfg.Rings.Housekeeping().Producer()
 	if err := house.Write(nodemsg.AppendReady(nil, cfg.ID, os.Getpid()), 5*time.Second); err != nil {
@@ -231,8 +238,9 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 }
 
 // proxyToAgent makes the engine hand server-API requests to the agent's
-// socket and append the agent's node-wide families to GET /metrics.
-func proxyToAgent(ecfg *engine.Config, socket string) {
+// socket, keep failed API keys with the agent (node-wide; agentKeys), and
+// append the agent's node-wide families to GET /metrics.
+func proxyToAgent(ecfg *engine.Config, socket string, id int) {
 	hc := &fasthttp.HostClient{
 		Addr: "agent",
 		Dial: func(string) (net.Conn, error) { return net.Dial("unix", socket) },
@@ -240,6 +248,7 @@ func proxyToAgent(ecfg *engine.Config, socket string) {
 	ecfg.APIProxy = func(req *fasthttp.Request, resp *fasthttp.Response) error {
 		return hc.DoTimeout(req, resp, 5*time.Second)
 	}
+	ecfg.KeyAttempts = agentKeys{hc: hc, worker: id}
 	ecfg.MetricsExtra = func() []byte {
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 		defer fasthttp.ReleaseRequest(req)
@@ -306,4 +315,43 @@ func readAgent(r *shm.Ring, srv *engine.Server, b *bridge, done <-chan struct{},
 			return
 		}
 	}
+}
+
+// agentKeys is the engine's KeyAttempts in a worker: the agent counts the
+// failed API-key attempts of the whole node and audits them, so that an
+// address is refused on every worker at once.
+type agentKeys struct {
+	hc     *fasthttp.HostClient
+	worker int
+}
+
+// Blocked asks the agent (GET /internal/blocked?addr=IP, answered in
+// milliseconds); an agent that does not answer refuses no one (the API
+// request would fail anyway).
+func (k agentKeys) Blocked(addr netip.Addr) time.Duration {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://agent/internal/blocked")
+	req.URI().QueryArgs().Set("addr", addr.String())
+	if err := k.hc.DoTimeout(req, resp, 2*time.Second); err != nil || resp.StatusCode() != fasthttp.StatusOK {
+		return 0
+	}
+	ms, err := strconv.ParseInt(string(resp.Body()), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// Failed tells the agent (POST /internal/refused?worker=W&remote=ADDR).
+func (k agentKeys) Failed(remote string) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://agent/internal/refused")
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.URI().QueryArgs().Set("remote", remote)
+	req.URI().QueryArgs().SetUint("worker", k.worker)
+	_ = k.hc.DoTimeout(req, resp, 2*time.Second)
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,8 +50,11 @@ func auditCmd(args []string, stdout, stderr io.Writer) int {
 	op := fs.String("op", "", "only this op: publish, broadcast, subscribe, unsubscribe, auth, connect, disconnect, refused")
 	since := fs.String("since", "", "from this time on (RFC 3339 or Unix milliseconds)")
 	until := fs.String("until", "", "before this time (RFC 3339 or Unix milliseconds)")
-	if code, ok := parseQueryFlags(fs, args, &q, "audit", stderr); !ok {
+	if code, ok := parseQueryFlags(fs, args, &q, "audit", stdout, stderr); !ok {
 		return code
+	}
+	if err := checkOp(*op); err != nil {
+		return usageError(stderr, "audit", err)
 	}
 	params := url.Values{}
 	for k, v := range map[string]string{"channel": *channel, "user": *user, "op": *op, "since": *since, "until": *until} {
@@ -58,18 +62,16 @@ func auditCmd(args []string, stdout, stderr io.Writer) int {
 			params.Set(k, v)
 		}
 	}
-	if q.url != "" {
-		return pageAPI(&q, "/api/audit", "records", params, stdout, stderr, "audit")
-	}
 	aq := store.AuditQuery{Channel: *channel, User: *user, Op: *op, Limit: q.limit, Cursor: q.cursor}
 	var err error
 	if aq.Since, err = store.ParseTime(*since); err != nil {
-		fmt.Fprintf(stderr, "zenconn audit: --since: %v\n", err)
-		return 2
+		return usageError(stderr, "audit", fmt.Errorf("--since: %w", err))
 	}
 	if aq.Until, err = store.ParseTime(*until); err != nil {
-		fmt.Fprintf(stderr, "zenconn audit: --until: %v\n", err)
-		return 2
+		return usageError(stderr, "audit", fmt.Errorf("--until: %w", err))
+	}
+	if q.url != "" {
+		return pageAPI(&q, "/api/audit", "records", params, stdout, stderr, "audit")
 	}
 	return pageStore(&q, stdout, stderr, "audit", func(st *store.Store, cursor string) ([]any, string, error) {
 		aq.Cursor = cursor
@@ -90,7 +92,7 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) int {
 	q.register(fs)
 	user := fs.String("user", "", "only this user's sessions")
 	active := fs.String("active", "", "true: only open sessions; false: only ended ones")
-	if code, ok := parseQueryFlags(fs, args, &q, "sessions", stderr); !ok {
+	if code, ok := parseQueryFlags(fs, args, &q, "sessions", stdout, stderr); !ok {
 		return code
 	}
 	sq := store.SessionQuery{User: *user, Limit: q.limit}
@@ -105,8 +107,7 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) int {
 		sq.Active = &b
 		params.Set("active", *active)
 	default:
-		fmt.Fprintln(stderr, "zenconn sessions: --active must be true or false")
-		return 2
+		return usageError(stderr, "sessions", fmt.Errorf("--active: %q is neither true nor false", *active))
 	}
 	if q.url != "" {
 		return pageAPI(&q, "/api/sessions", "sessions", params, stdout, stderr, "sessions")
@@ -122,29 +123,32 @@ func sessionsCmd(args []string, stdout, stderr io.Writer) int {
 	})
 }
 
-func parseQueryFlags(fs *flag.FlagSet, args []string, q *queryOptions, name string, stderr io.Writer) (int, bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0, false
-		}
-		return 2, false
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "zenconn %s: unexpected argument %q\n", name, fs.Arg(0))
-		return 2, false
+func parseQueryFlags(fs *flag.FlagSet, args []string, q *queryOptions, name string, stdout, stderr io.Writer) (int, bool) {
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code, false
 	}
 	if q.apiKey == "" {
 		q.apiKey = os.Getenv("ZENCONN_API_KEY")
 	}
 	switch {
 	case (q.url == "") == (q.data == ""):
-		fmt.Fprintf(stderr, "zenconn %s: give either --url (a running node) or --data (a stopped node's folder)\n", name)
-		return 2, false
+		return usageError(stderr, name, errors.New("give either --url (a running node) or --data (a stopped node's folder)")), false
 	case q.limit < 1 || q.limit > store.MaxLimit:
-		fmt.Fprintf(stderr, "zenconn %s: --limit must be 1-%d\n", name, store.MaxLimit)
-		return 2, false
+		return usageError(stderr, name, fmt.Errorf("--limit: must be 1-%d", store.MaxLimit)), false
 	}
 	return 0, true
+}
+
+// auditOps are the values of zenconn audit --op.
+var auditOps = []string{store.OpPublish, store.OpBroadcast, store.OpSubscribe, store.OpUnsubscribe,
+	store.OpAuth, store.OpConnect, store.OpDisconnect, store.OpRefused}
+
+// checkOp refuses an --op that no record can have.
+func checkOp(op string) error {
+	if op == "" || slices.Contains(auditOps, op) {
+		return nil
+	}
+	return fmt.Errorf("--op: %q is not one of %s", op, strings.Join(auditOps, ", "))
 }
 
 // pageFunc fetches the page after cursor: its items and the next cursor

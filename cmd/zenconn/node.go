@@ -46,22 +46,28 @@ func agentSocket(data string) (string, error) {
 // --workers 0 the agent and a single worker share this process, talking
 // through the same rings.
 //
-// The steps: check the configuration once (not in a crash loop of
-// workers), reserve the port and the agent's socket, open the store, then
-// run the agent until a signal or its failure.
+// The steps: lock the data folder, check the configuration once (not in
+// a crash loop of workers), claim the port and the agent's socket, open
+// the store, then run the agent until a signal or its failure. An error
+// before the node serves is a startError.
 func runNode(o *serveOptions, args []string, log *slog.Logger) error {
+	unlock, err := claimData(o.data)
+	if err != nil {
+		return startError{err}
+	}
+	defer unlock()
 	n, err := planNode(o, args, log)
 	if err != nil {
-		return err
+		return startError{err}
 	}
 	// The placeholder goes once the workers listen, or when serving ends.
 	defer n.release()
 	if err := n.reserve(); err != nil {
-		return err
+		return startError{err}
 	}
 	st, reg, err := openStore(o, log)
 	if err != nil {
-		return err
+		return startError{err}
 	}
 	if st != nil {
 		defer func() {
@@ -74,7 +80,7 @@ func runNode(o *serveOptions, args []string, log *slog.Logger) error {
 		"tokens", n.verifier != nil, "anonymous", o.anonymous, "api", o.apiKey != "", "audit", st != nil, "audit_sync", o.auditSync)
 	cfg, err := n.agentConfig(st, reg)
 	if err != nil {
-		return err
+		return startError{err}
 	}
 	return n.run(cfg)
 }
@@ -110,6 +116,9 @@ func planNode(o *serveOptions, args []string, log *slog.Logger) (*nodePlan, erro
 	if n.verifier, err = newVerifier(o); err != nil {
 		return nil, err
 	}
+	if err := errors.Join(checkPublic(o.public), checkAccessLog(o.accessLog)); err != nil {
+		return nil, err
+	}
 	check := *o
 	check.accessLog = "off"
 	ecfg, _, _, err := engineConfig(&check, n.verifier, log, node, n.compressDir())
@@ -123,14 +132,15 @@ func planNode(o *serveOptions, args []string, log *slog.Logger) (*nodePlan, erro
 // compressDir is the folder of the static files' compressed copies.
 func (n *nodePlan) compressDir() string { return filepath.Join(n.o.data, "cache", "compressed") }
 
-// reserve takes the listening port (held by a placeholder until the
-// workers listen on it with SO_REUSEPORT), picks the agent's socket and
-// starts the agent's pprof server.
+// reserve claims the listening port (refused if another process serves
+// it; held by a placeholder until the workers listen on it with
+// SO_REUSEPORT), picks the agent's socket and starts the agent's pprof
+// server.
 func (n *nodePlan) reserve() error {
 	var err error
-	n.addr, n.placeholder, err = engine.ReservePort(n.o.addr)
+	n.addr, n.placeholder, err = claimPort(n.o.addr)
 	if err != nil {
-		return fmt.Errorf("--addr: %w", err)
+		return err
 	}
 	if n.sock, err = agentSocket(n.o.data); err != nil {
 		return err
@@ -155,7 +165,7 @@ func (n *nodePlan) agentConfig(st *store.Store, reg *prometheus.Registry) (agent
 	cfg := agent.Config{
 		Workers: n.workers,
 		Loops:   n.loops,
-		Env:     os.Environ(),
+		Env:     workerEnv(n.o),
 		Socket:  n.sock,
 		Node:    n.node,
 		Log:     n.log,
@@ -177,7 +187,7 @@ func (n *nodePlan) agentConfig(st *store.Store, reg *prometheus.Registry) (agent
 		return cfg, err
 	}
 	cfg.Command = func(id int) (string, []string) {
-		wargs := append([]string{"worker"}, n.args...)
+		wargs := append([]string{"worker"}, withoutSecrets(n.args)...)
 		wargs = append(wargs,
 			"--addr", n.addr, "--loops", strconv.Itoa(n.loops),
 			"--worker-id", strconv.Itoa(id), "--node-id", n.node, "--agent-socket", n.sock)
@@ -236,6 +246,9 @@ func (n *nodePlan) run(cfg agent.Config) error {
 			n.log.Info("stopped")
 			return err
 		case err := <-done:
+			if err != nil && ready != nil {
+				return startError{err} // never served: a worker could not start
+			}
 			if err != nil {
 				n.log.Error("serving stopped; exiting so that a supervisor restarts the node", "err", err)
 			}
@@ -320,17 +333,25 @@ func workerMain(args []string) int {
 	sock := fs.String("agent-socket", "", "agent's API socket (set by the agent)")
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
-		fmt.Fprintf(os.Stderr, "zenconn worker: %v\n", err)
-		return 2
+		usageError(os.Stderr, "serve", err)
+		return agent.ExitConfig
 	}
-	if err := applyEnv(fs); err != nil {
-		fmt.Fprintf(os.Stderr, "zenconn worker: %v\n", err)
-		return 2
+	err := applyEnv(fs)
+	clearSecretEnv()
+	if err != nil {
+		usageError(os.Stderr, "serve", err)
+		return agent.ExitConfig
 	}
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(o.logLevel))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("worker", *id)
 	if err := runWorker(&o, *id, *node, *sock, log); err != nil {
+		var se startError
+		if errors.As(err, &se) || errors.Is(err, worker.ErrStart) {
+			// The agent stops the node rather than restart this worker.
+			usageError(os.Stderr, "serve", err)
+			return agent.ExitConfig
+		}
 		log.Error("worker failed", "err", err)
 		return 1
 	}
@@ -357,12 +378,12 @@ func runWorker(o *serveOptions, id int, node, sock string, log *slog.Logger) err
 	}
 	verifier, err := newVerifier(o)
 	if err != nil {
-		return err
+		return startError{err}
 	}
 	cfg, alog, closeLog, err := engineConfig(o, verifier, log, node,
 		filepath.Join(o.data, "cache", "compressed", "w"+strconv.Itoa(id)))
 	if err != nil {
-		return err
+		return startError{err}
 	}
 	defer closeLog()
 	ctx, stop := workerSignals(alog, log)

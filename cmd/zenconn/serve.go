@@ -52,13 +52,14 @@ type serveOptions struct {
 	auditSyncInterval time.Duration
 	auditRetention    time.Duration
 	pprof             string
+	metrics           string
 }
 
 func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&o.addr, "addr", ":8080", "TCP address to listen on; port 0 picks a free port (logged)")
-	fs.StringVar(&o.public, "public", "./public", "folder served as static files")
-	fs.StringVar(&o.data, "data", "./data", "data folder (node id, compressed file cache); created if missing")
+	fs.StringVar(&o.public, "public", "./public", `folder served as static files; it must exist and be readable ("off": no static files)`)
+	fs.StringVar(&o.data, "data", "./data", "data folder (node id, store, compressed file cache), locked by the running node; created if missing (files 0600, folders 0700)")
 	fs.StringVar(&o.accessLog, "access-log", "-", `access log in combined format: a file path, "-" for stdout, or "off"`)
 	fs.IntVar(&o.workers, "workers", defaultWorkers(), "worker processes under an agent process; 0 serves in this process")
 	fs.IntVar(&o.loops, "loops", 0, "event loops per process; 0 means one per CPU (divided among the workers)")
@@ -82,6 +83,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.auditSync, "audit-sync", "batch", `when the audit log reaches the disk: "always" (acks wait for fsync), "batch" (fsync every --audit-sync-interval) or "none" (left to the OS); see README`)
 	fs.DurationVar(&o.auditSyncInterval, "audit-sync-interval", 100*time.Millisecond, "fsync period of --audit-sync=batch: the most a power loss can take")
 	fs.DurationVar(&o.auditRetention, "audit-retention", 0, "trim audit records and ended sessions older than this (0: keep everything)")
+	fs.StringVar(&o.metrics, "metrics", "open", `who may read /metrics on --addr: "open" (anyone), "key" (requests with the --api-key, like /api/) or "off" (404)`)
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (the agent; worker i on the port after it plus i)")
 	return fs
 }
@@ -129,60 +131,76 @@ func serve(args []string) int {
 			printServeFlags(os.Stdout)
 			return 0
 		}
-		fmt.Fprintf(os.Stderr, "zenconn serve: %v (see zenconn serve --help)\n", err)
-		return 2
+		return usageError(os.Stderr, "serve", fmt.Errorf("%v (see zenconn serve --help)", err))
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "zenconn serve: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if err := applyEnv(fs); err != nil {
-		fmt.Fprintf(os.Stderr, "zenconn serve: %v\n", err)
-		return 2
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "zenconn serve: --log-level: %v\n", err)
-		return 2
-	}
-	if o.workers < 0 || o.workers > nodemsg.MaxWorkers {
-		fmt.Fprintf(os.Stderr, "zenconn serve: --workers %d is outside 0..%d\n", o.workers, nodemsg.MaxWorkers)
-		return 2
-	}
-	if o.publicPublish != "open" && o.publicPublish != "granted" {
-		fmt.Fprintf(os.Stderr, "zenconn serve: --public-publish: %q is neither open nor granted\n", o.publicPublish)
-		return 2
-	}
-	if _, err := store.ParseSyncMode(o.auditSync); err != nil {
-		fmt.Fprintf(os.Stderr, "zenconn serve: --audit-sync: %q is not always, batch or none\n", o.auditSync)
-		return 2
-	}
-	if o.pprof != "" {
-		if err := checkPprofAddr(o.pprof); err != nil {
-			fmt.Fprintf(os.Stderr, "zenconn serve: %v\n", err)
-			return 2
-		}
-	}
-	if o.stallTimeout <= 0 {
-		fmt.Fprintln(os.Stderr, "zenconn serve: --worker-stall-timeout must be positive")
-		return 2
-	}
-	if o.auditSyncInterval <= 0 || o.auditRetention < 0 {
-		fmt.Fprintln(os.Stderr, "zenconn serve: --audit-sync-interval must be positive and --audit-retention not negative")
-		return 2
-	}
-	verifier, err := newVerifier(&o)
+	level, err := checkServeFlags(fs, &o)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "zenconn serve: %v\n", err)
-		return 2
+		return usageError(os.Stderr, "serve", err)
 	}
-	_ = verifier
+	restrictFiles()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := runNode(&o, args, log); err != nil {
+		var se startError
+		if errors.As(err, &se) {
+			return usageError(os.Stderr, "serve", se.err)
+		}
 		log.Error("serve failed", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// checkServeFlags applies the environment to the flags not given and
+// checks the values that need no file or socket; it returns the log level.
+func checkServeFlags(fs *flag.FlagSet, o *serveOptions) (slog.Level, error) {
+	var level slog.Level
+	if fs.NArg() > 0 {
+		return level, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := applyEnv(fs); err != nil {
+		return level, err
+	}
+	clearSecretEnv()
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return level, fmt.Errorf("--log-level: %w", err)
+	}
+	if _, _, err := parseAddr(o.addr); err != nil {
+		return level, err
+	}
+	if o.workers < 0 || o.workers > nodemsg.MaxWorkers {
+		return level, fmt.Errorf("--workers: %d is outside 0..%d", o.workers, nodemsg.MaxWorkers)
+	}
+	if o.publicPublish != "open" && o.publicPublish != "granted" {
+		return level, fmt.Errorf("--public-publish: %q is neither open nor granted", o.publicPublish)
+	}
+	if _, err := store.ParseSyncMode(o.auditSync); err != nil {
+		return level, fmt.Errorf("--audit-sync: %q is not always, batch or none", o.auditSync)
+	}
+	if o.pprof != "" {
+		if err := checkPprofAddr(o.pprof); err != nil {
+			return level, err
+		}
+	}
+	switch {
+	case o.stallTimeout <= 0:
+		return level, errors.New("--worker-stall-timeout: must be positive")
+	case o.auditSyncInterval <= 0:
+		return level, errors.New("--audit-sync-interval: must be positive")
+	case o.auditRetention < 0:
+		return level, errors.New("--audit-retention: must not be negative")
+	}
+	verifier, err := newVerifier(o)
+	if err != nil {
+		return level, err
+	}
+	// The engine's own checks, before anything touches the disk.
+	check := *o
+	check.accessLog = "off"
+	ecfg, _, _, err := engineConfig(&check, verifier, nil, "", "")
+	if err != nil {
+		return level, err
+	}
+	return level, ecfg.Validate()
 }
 
 // newVerifier builds the token verifier from the --jwt-* flags, nil when no
@@ -212,11 +230,8 @@ func newVerifier(o *serveOptions) (*auth.Verifier, error) {
 	return v, nil
 }
 
-// prepare creates the data folder and loads the node id.
+// prepare loads the node id from the data folder (claimData made it).
 func prepare(o *serveOptions, log *slog.Logger) (string, error) {
-	if err := os.MkdirAll(o.data, 0o755); err != nil {
-		return "", fmt.Errorf("--data: %w", err)
-	}
 	if err := proto.Pretouch(); err != nil {
 		log.Warn("json codec pretouch failed", "err", err)
 	}
@@ -229,6 +244,8 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 	cfg = engine.Config{
 		Addr:           o.addr,
 		PublicDir:      o.public,
+		NoStatic:       noStatic(o.public),
+		Metrics:        o.metrics,
 		CompressDir:    compressDir,
 		Loops:          o.loops,
 		MaxConnections: o.maxConns,
@@ -281,7 +298,7 @@ func loadNodeID(dir string) (string, error) {
 		return "", err
 	}
 	id := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw[:]))
-	if err := os.WriteFile(path, []byte(id+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(id+"\n"), fileMode); err != nil {
 		return "", fmt.Errorf("writing node id: %w", err)
 	}
 	return id, nil

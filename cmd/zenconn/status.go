@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,19 +21,15 @@ func status(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	url := fs.String("url", "http://127.0.0.1:8080", "the node's base URL")
 	key := fs.String("api-key", "", "the node's --api-key (env ZENCONN_API_KEY when not given)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if *key == "" {
 		*key = os.Getenv("ZENCONN_API_KEY")
 	}
 	req, err := http.NewRequest("GET", strings.TrimSuffix(*url, "/")+"/api/workers", nil)
 	if err != nil {
-		fmt.Fprintf(stderr, "zenconn status: %v\n", err)
-		return 2
+		return usageError(stderr, "status", fmt.Errorf("--url: %w", err))
 	}
 	req.Header.Set("X-API-Key", *key)
 	client := &http.Client{Timeout: 10 * time.Second}

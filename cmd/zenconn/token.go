@@ -43,18 +43,14 @@ func token(args []string, stdout, stderr io.Writer) int {
 	ttl := fs.Duration("ttl", time.Hour, "lifetime of the token")
 	issuer := fs.String("issuer", "", "iss claim")
 	audience := fs.String("audience", "", "aud claim")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if *secret == "" {
 		*secret = os.Getenv("ZENCONN_JWT_SECRET")
 	}
 	if *secret == "" || *sub == "" || *ttl <= 0 {
-		fmt.Fprintln(stderr, "zenconn token: --secret (or ZENCONN_JWT_SECRET), --sub and a positive --ttl are required")
-		return 2
+		return usageError(stderr, "token", errors.New("--secret (or ZENCONN_JWT_SECRET), --sub and a positive --ttl are required"))
 	}
 	now := time.Now()
 	c := auth.Claims{
@@ -71,8 +67,7 @@ func token(args []string, stdout, stderr io.Writer) int {
 	}
 	tok, err := auth.SignHMAC([]byte(*secret), *alg, c)
 	if err != nil {
-		fmt.Fprintf(stderr, "zenconn token: %v\n", err)
-		return 2
+		return usageError(stderr, "token", err)
 	}
 	fmt.Fprintln(stdout, tok)
 	return 0

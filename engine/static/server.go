@@ -103,7 +103,7 @@ func New(opts Options) (*Server, error) {
 	if compress == "" {
 		compress = filepath.Join(os.TempDir(), "zenconn-compressed")
 	}
-	if err := os.MkdirAll(compress, 0o750); err != nil {
+	if err := os.MkdirAll(compress, 0o700); err != nil {
 		return nil, fmt.Errorf("static: compressed file cache: %w", err)
 	}
 	log := opts.Logger
