@@ -125,7 +125,12 @@ func (c *Conn) queueFrame(frame []byte) {
 	if c.state != stateWS {
 		return
 	}
-	if c.outPending()+len(frame) > c.srv.cfg.MaxOutbound {
+	// outPending, written out: this runs per delivery.
+	pending := len(c.out) + len(frame) + c.t.Buffered()
+	if q := c.wq; q != nil {
+		pending += q.refBytes - q.outHead
+	}
+	if pending > c.srv.cfg.MaxOutbound {
 		c.closeSlow()
 		return
 	}

@@ -21,7 +21,9 @@ import (
 // have subscribers of a channel; each loop keeps its own subscriber lists
 // (subList) and delivers on its own goroutine, by writing the frame at once
 // to an idle subscriber (writeOrQueue) or by queueing it for the loop's
-// end-of-pass flush, one write per connection.
+// end-of-pass flush, one write per connection. A queue holds a large frame
+// by reference (queueShared, outqueue.go): every subscriber's queue shares
+// the outMsg's bytes.
 
 // outMsg is one published message on its way to subscribers: a channel
 // message, or a broadcast when channel is empty. It is shared by every loop

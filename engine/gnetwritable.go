@@ -146,6 +146,9 @@ func (t *gnetConn) Writev(iov [][]byte) (int, error) {
 	if t.c.OutboundBuffered() > 0 {
 		return 0, nil
 	}
+	if len(iov) == 1 {
+		return t.write(iov[0])
+	}
 	var vecs [maxIov]unix.Iovec
 	n := 0
 	for _, p := range iov {
@@ -169,6 +172,23 @@ func (t *gnetConn) Writev(iov [][]byte) (int, error) {
 	default:
 		r, _, errno = unix.RawSyscall(unix.SYS_WRITEV, uintptr(t.c.Fd()), uintptr(unsafe.Pointer(&vecs[0])), uintptr(n))
 	}
+	switch errno {
+	case 0:
+		return int(r), nil
+	case unix.EAGAIN:
+		return 0, nil
+	default:
+		t.Close()
+		return 0, errno
+	}
+}
+
+// write is Writev for one piece: one raw write(2).
+func (t *gnetConn) write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(t.c.Fd()), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	switch errno {
 	case 0:
 		return int(r), nil

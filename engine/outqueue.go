@@ -96,20 +96,25 @@ func (c *Conn) outPending() int {
 // copied like queueFrame. frame must stay unchanged for as long as any
 // queue holds it (an outMsg's frames do).
 func (c *Conn) queueShared(frame []byte) {
-	if len(frame) < sharedMin {
-		c.queueFrame(frame)
-		return
-	}
 	if c.state != stateWS {
 		return
 	}
-	if c.outPending()+len(frame) > c.srv.cfg.MaxOutbound {
+	// outPending, written out: this runs per delivery.
+	pending := len(c.out) + len(frame) + c.t.Buffered()
+	if q := c.wq; q != nil {
+		pending += q.refBytes - q.outHead
+	}
+	if pending > c.srv.cfg.MaxOutbound {
 		c.closeSlow()
 		return
 	}
-	q := c.queue()
-	q.refs = append(q.refs, outRef{frame: frame, at: len(c.out)})
-	q.refBytes += len(frame)
+	if len(frame) < sharedMin {
+		c.out = append(c.outBuf(), frame...)
+	} else {
+		q := c.queue()
+		q.refs = append(q.refs, outRef{frame: frame, at: len(c.out)})
+		q.refBytes += len(frame)
+	}
 	c.loop.stats.messagesOut.Add(1)
 	c.loop.markDirty(c)
 }
