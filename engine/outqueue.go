@@ -45,11 +45,13 @@ type writeQueue struct {
 	blocked  bool // the kernel did not take everything: wait for Writable
 }
 
-// Spare write queues: the loop keeps at most maxSpareQueues, each with at
-// most maxSpareRefs references of capacity.
+// Spare write queues: a pass that queues a large frame for every
+// subscriber lends each a queue, so the loop keeps as many as it lent
+// (at most maxSpareQueues, like outbound buffers), each with at most
+// maxSpareRefs references of capacity.
 const (
-	maxSpareQueues = 1024
-	maxSpareRefs   = 256
+	maxSpareQueues = 1 << 16
+	maxSpareRefs   = 64
 )
 
 func (l *loop) takeQueue() *writeQueue {
