@@ -14,9 +14,10 @@
 // /metrics and Server.Stats).
 //
 // Conn (conn.go). One client connection, owned by its loop: Serve is called
-// with input bytes, Closed when the transport is gone; every method runs on
-// the loop. A Conn reads HTTP requests (http.go), then after the handshake
-// (handshake.go) WebSocket frames (ws.go) carrying protocol ops (ops.go).
+// with input bytes, Writable when a full socket takes bytes again, Closed
+// when the transport is gone; every method runs on the loop. A Conn reads
+// HTTP requests (http.go), then after the handshake (handshake.go)
+// WebSocket frames (ws.go) carrying protocol ops (ops.go).
 //
 // hub (fanout.go). Shared by the loops: it knows which loops have
 // subscribers of each channel (a bitmask per channel, under a RWMutex) and
