@@ -34,9 +34,12 @@ type Config struct {
 	// MaxMessage is the largest WebSocket message accepted, in bytes
 	// ("--max-message"). Default 1 MiB.
 	MaxMessage int
-	// MaxOutbound is the per-connection outbound buffer limit in bytes
+	// MaxOutbound is the per-connection outbound limit in bytes
 	// ("--max-outbound"); a connection whose unsent bytes exceed it is closed
-	// with 4001. Default 4 MiB.
+	// with 4001. Unsent bytes are those the connection holds back from the
+	// kernel: copies of small frames, and large fan-out frames it references
+	// (held once for all subscribers, counted in full by each). Default
+	// 4 MiB.
 	MaxOutbound int
 	// MaxConnections bounds open TCP connections ("--max-connections");
 	// past it a new connection gets a 503 and is closed. Default: the

@@ -59,7 +59,10 @@ type Conn struct {
 	frag      []byte
 	chans     []string
 	subPos    []int32 // subPos[i]: c's index in the subscriber list of chans[i]
-	out       []byte  // frames queued for the next flush
+	out       []byte  // frames queued for the next flush (copies; outqueue.go)
+	// wq holds shared frames queued by reference and the progress of a
+	// write the kernel did not take whole; nil otherwise (outqueue.go).
+	wq *writeQueue
 }
 
 // Serve consumes input: HTTP requests or WebSocket frames, according to the
@@ -103,8 +106,7 @@ func (c *Conn) Closed() {
 		l.unsubscribe(c, c.chans[len(c.chans)-1])
 	}
 	c.chans, c.subPos = nil, nil
-	l.giveOut(c.out)
-	c.out = nil
+	c.dropQueue()
 	c.frag = nil
 	delete(l.conns, c)
 	l.stats.connections.Add(-1)
@@ -123,7 +125,12 @@ func (c *Conn) queueFrame(frame []byte) {
 	if c.state != stateWS {
 		return
 	}
-	if len(c.out)+len(frame)+c.t.Buffered() > c.srv.cfg.MaxOutbound {
+	// outPending, written out: this runs per delivery.
+	pending := len(c.out) + len(frame) + c.t.Buffered()
+	if q := c.wq; q != nil {
+		pending += q.refBytes - q.outHead
+	}
+	if pending > c.srv.cfg.MaxOutbound {
 		c.closeSlow()
 		return
 	}
@@ -142,18 +149,39 @@ func (c *Conn) outBuf() []byte {
 	return c.out
 }
 
-// flush writes the queued frames now, in one write.
+// flush writes the queued frames now, in one write (a writev when shared
+// frames are queued). What the kernel does not take stays queued and goes
+// out when the transport reports the socket writable (Conn.Writable).
 func (c *Conn) flush() {
-	if len(c.out) > 0 && c.state != stateClosed {
-		c.t.Write(c.out)
-		c.loop.stats.bytesOut.Add(uint64(len(c.out)))
-	}
-	c.loop.giveOut(c.out)
-	c.out = nil
 	// c stays on loop.dirty until that list is flushed; clearing dirty here
 	// lets a later queueFrame in the same pass requeue it, which is
 	// harmless.
 	c.dirty = false
+	if c.state == stateClosed {
+		c.dropQueue()
+		return
+	}
+	if c.wq != nil {
+		c.flushQueue()
+		return
+	}
+	if len(c.out) > 0 {
+		l := c.loop
+		iov := append(l.iov[:0], c.out)
+		n, err := c.t.Writev(iov)
+		iov[0] = nil
+		l.iov = iov[:0]
+		if err == nil {
+			l.stats.bytesOut.Add(uint64(n))
+			if n < len(c.out) {
+				c.queue().outHead = n
+				c.block()
+				return
+			}
+		}
+	}
+	c.loop.giveOut(c.out)
+	c.out = nil
 }
 
 // writeNow writes bytes that are not frames (HTTP responses) now, after
@@ -161,6 +189,11 @@ func (c *Conn) flush() {
 func (c *Conn) writeNow(b []byte) {
 	if c.dirty {
 		c.flush()
+	}
+	if c.wq != nil {
+		// The socket is full: b waits behind the queue.
+		c.out = append(c.outBuf(), b...)
+		return
 	}
 	c.t.Write(b)
 	c.loop.stats.bytesOut.Add(uint64(len(b)))
@@ -181,15 +214,21 @@ func (c *Conn) reportClosed() {
 	c.srv.cfg.Bridge.Closed(c.loop.idx, c.id, code)
 }
 
-// closeSlow disconnects a consumer whose outbound buffer is over the limit.
+// closeSlow disconnects a consumer whose outbound queue is over the limit.
 func (c *Conn) closeSlow() {
 	c.loop.stats.slowClosed.Add(1)
-	c.srv.log.Debug("slow consumer disconnected", "conn", c.id, "buffered", c.t.Buffered()+len(c.out))
-	c.out = c.out[:0]
+	c.srv.log.Debug("slow consumer disconnected", "conn", c.id, "pending", c.outPending())
 	c.closeCode = proto.CloseSlowConsumer
-	// Best effort: the peer is not reading, so the close frame may never
-	// arrive; the connection is cut now.
-	c.t.Write(appendCloseFrame(nil, proto.CloseSlowConsumer, "slow consumer"))
+	// Best effort: what is queued goes out now if the kernel takes it, and
+	// the close frame after it; a peer that is not reading gets neither,
+	// and the connection is cut now.
+	if c.wq == nil || !c.wq.blocked {
+		c.flush()
+	}
+	if c.wq == nil {
+		c.t.Write(appendCloseFrame(nil, proto.CloseSlowConsumer, "slow consumer"))
+	}
+	c.dropQueue()
 	c.state = stateClosing
 	c.reportClosed()
 	c.t.Close()
@@ -214,7 +253,10 @@ func (c *Conn) linger() {
 	c.flush()
 	c.state = stateClosing
 	c.closeDeadline = time.Now().UnixNano() + closeGrace
-	c.t.CloseWrite()
+	if c.wq == nil {
+		// Else Writable half-closes once the queue is written.
+		c.t.CloseWrite()
+	}
 	c.reportClosed()
 }
 
@@ -227,7 +269,7 @@ func (c *Conn) linger() {
 // what is queued is not thrown away with the socket.
 func (c *Conn) closeAfterFlush() {
 	c.flush()
-	if c.t.Buffered() > 0 {
+	if c.t.Buffered() > 0 || c.wq != nil {
 		c.linger()
 		return
 	}

@@ -483,9 +483,10 @@ func TestConnCrossProtocolFanout(t *testing.T) {
 }
 
 // A client's close handshake closes the connection at once, unless the
-// kernel still holds back part of what was written to it: then the
-// connection half-closes and lingers, so the queued frames are not lost
-// with the socket.
+// kernel still holds back part of what was written to it: then the close
+// frame waits behind it, the connection lingers, and it half-closes once
+// the socket took everything, so the queued frames are not lost with the
+// socket.
 func TestConnClientCloseWithBacklog(t *testing.T) {
 	for _, backlog := range []int{0, 100} {
 		s := newTestServer(t, Config{})
@@ -494,6 +495,14 @@ func TestConnClientCloseWithBacklog(t *testing.T) {
 		upgrade(t, d)
 		d.t.buffered = backlog
 		d.feed(clientFrame(true, ws.OpClose, []byte{0x03, 0xe8}))
+		if backlog > 0 {
+			if d.t.closed.Load() || d.t.halfClosed || d.c.state != stateClosing || d.t.waits != 1 {
+				t.Errorf("backlog: closed %v, half-closed %v, state %d, waits %d; want lingering, waiting for the socket",
+					d.t.closed.Load(), d.t.halfClosed, d.c.state, d.t.waits)
+			}
+			d.t.buffered = 0 // the kernel took the backlog
+			d.c.Writable()
+		}
 		if code, _ := closeCode(t, d.t.takeOut()); code != proto.CloseNormal {
 			t.Errorf("backlog %d: close code %d, want 1000", backlog, code)
 		}

@@ -14,9 +14,10 @@
 // /metrics and Server.Stats).
 //
 // Conn (conn.go). One client connection, owned by its loop: Serve is called
-// with input bytes, Closed when the transport is gone; every method runs on
-// the loop. A Conn reads HTTP requests (http.go), then after the handshake
-// (handshake.go) WebSocket frames (ws.go) carrying protocol ops (ops.go).
+// with input bytes, Writable when a full socket takes bytes again, Closed
+// when the transport is gone; every method runs on the loop. A Conn reads
+// HTTP requests (http.go), then after the handshake (handshake.go)
+// WebSocket frames (ws.go) carrying protocol ops (ops.go).
 //
 // hub (fanout.go). Shared by the loops: it knows which loops have
 // subscribers of each channel (a bitmask per channel, under a RWMutex) and
@@ -44,30 +45,43 @@
 //
 // # Write paths of a connection
 //
-// A connection writes in as few syscalls as it can: frames are queued in
-// Conn.out and go out together, one write per connection per read or loop
-// pass. The verbs, all on the loop:
+// A connection writes in as few syscalls as it can: frames are queued and
+// go out together, one write (or writev) per connection per read or loop
+// pass. Small frames are copied into Conn.out; a large fan-out frame is
+// queued by reference to the outMsg's bytes, shared by every subscriber
+// (outqueue.go). The verbs, all on the loop:
 //
 //   - queueFrame (and queueReply, which frames a reply built in the loop's
-//     scratch first): append a frame to the queue. The queue is flushed at
+//     scratch first): copy a frame into the queue. The queue is flushed at
 //     the end of the read being served (Conn.Serve), or by the loop's
 //     end-of-pass flush task for connections marked dirty by others.
+//   - queueShared: queue a fan-out frame, by reference when it is large.
 //   - writeOrQueue: fan-out delivery to an idle subscriber. The frame is
 //     written at once when nothing is queued for the connection and it is
-//     not the one being served; else it is queued like queueFrame. The
+//     not the one being served; else it is queued like queueShared. The
 //     loop chooses per message: an isolated message is written at once, a
 //     burst is queued and coalesced (loop.burst).
 //   - writeNow: bytes that are not frames (HTTP responses), written at
 //     once after anything queued.
 //   - flush: write the queue now, in one write.
 //
-// Past Config.MaxOutbound unsent bytes, queueFrame and writeOrQueue close
-// the connection as a slow consumer (4001) instead.
+// What the kernel does not take stays in the connection's queue, never in
+// the transport's own buffer (Transport.Writev keeps nothing): the
+// connection waits (Transport.WaitWritable; for gnet, the write watcher in
+// gnetwritable.go) and Conn.Writable writes on. So a subscriber that stops
+// reading pins references to shared frames, not copies of them.
+//
+// Past Config.MaxOutbound unsent bytes (copied, referenced and buffered by
+// the transport: Conn.outPending), queueFrame, queueShared and
+// writeOrQueue close the connection as a slow consumer (4001) instead:
+// what is queued and the close frame go out if the kernel takes them now,
+// and the connection is cut.
 //
 // Ending a connection:
 //
-//   - linger: flush, half-close, and drain input in the closing state until
-//     the peer closes or a grace period ends. It follows a close frame the
+//   - linger: flush, half-close (once the queue is written), and drain
+//     input in the closing state until the peer closes or a grace period
+//     ends. It follows a close frame the
 //     server sends (Conn.fail) and a final HTTP response.
 //   - closeAfterFlush: the server's side of a close handshake the client
 //     started: the echoed close frame goes out behind what is queued, then

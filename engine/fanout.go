@@ -21,7 +21,9 @@ import (
 // have subscribers of a channel; each loop keeps its own subscriber lists
 // (subList) and delivers on its own goroutine, by writing the frame at once
 // to an idle subscriber (writeOrQueue) or by queueing it for the loop's
-// end-of-pass flush, one write per connection.
+// end-of-pass flush, one write per connection. A queue holds a large frame
+// by reference (queueShared, outqueue.go): every subscriber's queue shares
+// the outMsg's bytes.
 
 // outMsg is one published message on its way to subscribers: a channel
 // message, or a broadcast when channel is empty. It is shared by every loop
@@ -224,7 +226,7 @@ type delivery struct {
 // reached (one walk, the first subscriber served at once); else every
 // frame is queued for the end-of-pass flush.
 func (l *loop) deliver(m *outMsg, skip *Conn, direct bool) {
-	send := (*Conn).queueFrame
+	send := (*Conn).queueShared
 	if direct {
 		send = (*Conn).writeOrQueue
 		defer func() { l.lastDeliver = time.Now().UnixNano() }()
@@ -242,7 +244,7 @@ func (l *loop) deliver(m *outMsg, skip *Conn, direct bool) {
 		return
 	}
 	// Nothing below removes a subscriber: a connection is closed (and
-	// unsubscribed) by a later task, never inside queueFrame or writeOrQueue.
+	// unsubscribed) by a later task, never inside queueShared or writeOrQueue.
 	for _, c := range sl.conns {
 		if c != skip {
 			send(c, m.frame(c.bin))
@@ -306,23 +308,32 @@ func (l *loop) drainInbox() {
 }
 
 // writeOrQueue writes a delivered frame at once when nothing is queued for
-// this connection, else queues it behind what is (queueFrame). The
-// connection being
-// served queues too: its replies and frames go out together at the end of
-// its read.
+// this connection, else queues it behind what is (queueShared). The
+// connection being served queues too: its replies and frames go out
+// together at the end of its read. What the kernel does not take of the
+// frame is kept by reference (keepRest), never copied whole.
 func (c *Conn) writeOrQueue(frame []byte) {
 	l := c.loop
-	if c.dirty || len(c.out) > 0 || c == l.current || c.state != stateWS {
-		c.queueFrame(frame)
+	if c.dirty || len(c.out) > 0 || c.wq != nil || c == l.current || c.state != stateWS {
+		c.queueShared(frame)
 		return
 	}
 	if len(frame)+c.t.Buffered() > c.srv.cfg.MaxOutbound {
 		c.closeSlow()
 		return
 	}
-	c.t.Write(frame)
+	iov := append(l.iov[:0], frame)
+	n, err := c.t.Writev(iov)
+	iov[0] = nil
+	l.iov = iov[:0]
 	l.stats.messagesOut.Add(1)
-	l.stats.bytesOut.Add(uint64(len(frame)))
+	if err != nil {
+		return
+	}
+	l.stats.bytesOut.Add(uint64(n))
+	if n < len(frame) {
+		c.keepRest(frame, n)
+	}
 }
 
 // subList is a channel's local subscribers, in a slice rather than a set:

@@ -27,6 +27,8 @@ type gnetTransportServer struct {
 
 	mu    sync.Mutex
 	loops map[gnet.EventLoop]*loop
+
+	writes *writeWatcher // gnetwritable.go
 }
 
 func startGnet(s *Server) (*gnetTransportServer, error) {
@@ -51,6 +53,9 @@ func startGnet(s *Server) (*gnetTransportServer, error) {
 	if g.addr, err = net.ResolveTCPAddr("tcp", resolved); err != nil {
 		return nil, fmt.Errorf("engine: listen on %s: %w", s.cfg.Addr, err)
 	}
+	if g.writes, err = newWriteWatcher(); err != nil {
+		return nil, fmt.Errorf("engine: write watcher: %w", err)
+	}
 	go func() {
 		g.runErr <- gnet.Run(g, "tcp://"+resolved,
 			gnet.WithMulticore(true),
@@ -67,11 +72,13 @@ func startGnet(s *Server) (*gnetTransportServer, error) {
 	case <-g.booted:
 		return g, nil
 	case err := <-g.runErr:
+		g.writes.stop()
 		return nil, fmt.Errorf("engine: listen on %s: %w", s.cfg.Addr, err)
 	}
 }
 
 func (g *gnetTransportServer) stop(ctx context.Context) error {
+	defer g.writes.stop()
 	if err := g.eng.Stop(ctx); err != nil {
 		return err
 	}
@@ -141,7 +148,7 @@ func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if l == nil {
 		return nil, gnet.Close
 	}
-	c.SetContext(g.s.open(l, &gnetConn{c: c}))
+	c.SetContext(g.s.open(l, &gnetConn{c: c, w: g.writes}))
 	return nil, gnet.None
 }
 
@@ -173,6 +180,12 @@ func (g *gnetTransportServer) OnTraffic(c gnet.Conn) gnet.Action {
 
 func (g *gnetTransportServer) OnClose(c gnet.Conn, _ error) gnet.Action {
 	if conn, ok := c.Context().(*Conn); ok {
+		if gc, _ := conn.t.(*gnetConn); gc != nil {
+			gc.gone = true
+			if gc.waited {
+				g.writes.forget(gc)
+			}
+		}
 		conn.Closed()
 	}
 	return gnet.None
@@ -185,6 +198,10 @@ type gnetConn struct {
 	// meanwhile sets closeNow and OnTraffic closes it on return, in the
 	// same pass (gnet's Close from the loop is a queued task).
 	serving, closeNow bool
+	// gone is set once gnet closed the connection; w tells it when its
+	// socket is writable again (gnetwritable.go).
+	gone, waited bool
+	w            *writeWatcher
 }
 
 // Write writes straight to the socket with a raw write(2) when nothing is

@@ -34,6 +34,10 @@ type loop struct {
 	// spareOut are outbound buffers given back by flushed connections,
 	// lent to the next ones that queue a frame (see Conn.outBuf).
 	spareOut [][]byte
+	// spareQueues are write queues given back by connections whose queue
+	// emptied (outqueue.go); iov is the pieces of one writev, reused.
+	spareQueues []*writeQueue
+	iov         [][]byte
 
 	http    *httpParser // request-head parser, reused
 	scratch []byte      // reply frame scratch, reused

@@ -31,6 +31,12 @@ type memTransport struct {
 	// buffered is what Buffered reports: bytes "not yet accepted by the
 	// kernel". Tests set it to simulate a slow reader.
 	buffered int
+	// limited makes Writev take at most room bytes in all (a kernel
+	// buffer that fills); waits counts WaitWritable calls.
+	limited bool
+	room    int
+	waits   int
+	vec     []byte // Writev's pieces joined for check, reused
 
 	halfClosed bool
 	closed     atomic.Bool
@@ -55,6 +61,41 @@ func (t *memTransport) Write(p []byte) {
 		t.out = append(t.out, p...)
 	}
 }
+
+// Writev takes the bytes of iov in order, up to room when limited, and
+// none while Buffered reports bytes.
+func (t *memTransport) Writev(iov [][]byte) (int, error) {
+	if t.buffered > 0 {
+		return 0, nil
+	}
+	if len(iov) == 1 && !t.limited {
+		t.Write(iov[0])
+		return len(iov[0]), nil
+	}
+	n := 0
+	for _, p := range iov {
+		n += len(p)
+	}
+	if t.limited {
+		n = min(n, t.room)
+		t.room -= n
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if len(iov) == 1 {
+		t.Write(iov[0][:n])
+		return n, nil
+	}
+	t.vec = t.vec[:0]
+	for _, p := range iov {
+		t.vec = append(t.vec, p[:min(len(p), n-len(t.vec))]...)
+	}
+	t.Write(t.vec)
+	return n, nil
+}
+
+func (t *memTransport) WaitWritable() { t.waits++ }
 
 func (t *memTransport) Buffered() int { return t.buffered }
 

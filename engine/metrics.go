@@ -48,7 +48,7 @@ func (s *Server) registerMetrics() {
 			sumUint(func(st *loopStats) uint64 { return st.bytesIn.Load() })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zenconn_bytes_out_total", Help: "Bytes written to client sockets."},
 			sumUint(func(st *loopStats) uint64 { return st.bytesOut.Load() })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zenconn_slow_consumer_disconnects_total", Help: "Connections closed (4001) because their outbound buffer exceeded --max-outbound."},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zenconn_slow_consumer_disconnects_total", Help: "Connections closed (4001) because the bytes waiting to be sent to them exceeded --max-outbound."},
 			sumUint(func(st *loopStats) uint64 { return st.slowClosed.Load() })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zenconn_connections_refused_total", Help: "Connections refused with 503 because --max-connections was reached."},
 			func() float64 { return float64(s.refused.Load()) }),

@@ -13,6 +13,17 @@ type Transport interface {
 	// Write queues p after everything written before and never blocks. p
 	// may be reused as soon as Write returns.
 	Write(p []byte)
+	// Writev writes what the kernel takes now of the bytes of iov, in
+	// order, and returns how many. Unlike Write it keeps nothing: the
+	// caller holds the rest, calls WaitWritable and writes it on when
+	// Conn.Writable runs. While bytes given to Write are still buffered it
+	// writes nothing (their order is kept). An error means the connection
+	// is broken; it is being closed.
+	Writev(iov [][]byte) (int, error)
+	// WaitWritable asks the transport to call Conn.Writable on the loop
+	// once the socket can take more bytes and the bytes given to Write are
+	// written. It is called after a Writev that wrote less than offered.
+	WaitWritable()
 	// Buffered returns the number of bytes written but not yet accepted by
 	// the kernel.
 	Buffered() int
