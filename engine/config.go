@@ -89,6 +89,9 @@ type Config struct {
 	// APIKey enables the server API under /api/ ("--api-key"). Empty: the
 	// API answers 404.
 	APIKey string
+
+	// Limits bound each client address, connection and user (limits.go).
+	Limits
 }
 
 // LineWriter takes access-log lines. WriteLine must not block for long and
@@ -117,7 +120,7 @@ func (c *Config) Validate() error {
 	if c.WorkerID < 0 || c.WorkerID >= nodemsg.MaxWorkers {
 		errWorker = fmt.Errorf("worker id %d is outside 0..%d", c.WorkerID, nodemsg.MaxWorkers-1)
 	}
-	return errors.Join(c.checkLimits(), c.checkAccess(), errWorker)
+	return errors.Join(c.checkLimits(), c.Limits.check(), c.checkAccess(), errWorker)
 }
 
 // fillDefaults replaces every zero field that has a default by it.
@@ -155,6 +158,7 @@ func (c *Config) fillDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	c.Limits.fillDefaults()
 }
 
 // defaultMaxConnections is the process's open-file limit less the

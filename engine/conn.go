@@ -60,6 +60,7 @@ type Conn struct {
 	chans     []string
 	subPos    []int32 // subPos[i]: c's index in the subscriber list of chans[i]
 	out       []byte  // frames queued for the next flush
+	lim       connLimits
 }
 
 // Serve consumes input: HTTP requests or WebSocket frames, according to the
@@ -74,11 +75,16 @@ func (c *Conn) Serve(in []byte) int {
 	c.lastRead = time.Now().UnixNano()
 	l.current = c
 	var n int
-	switch c.state {
-	case stateHTTP:
-		n = c.serveHTTP(in)
-	case stateWS:
-		n = c.serveWS(in)
+	if f := c.lim.fwd; f != nil && f.awaitHeader {
+		n = c.readProxyHeader(in) // proxy.go
+	}
+	switch {
+	case c.lim.fwd != nil && c.lim.fwd.awaitHeader:
+		// an incomplete PROXY header: wait for the rest
+	case c.state == stateHTTP:
+		n += c.serveHTTP(in[n:])
+	case c.state == stateWS:
+		n += c.serveWS(in[n:])
 	default:
 		n = len(in) // closing: drain
 	}
@@ -107,6 +113,7 @@ func (c *Conn) Closed() {
 	c.out = nil
 	c.frag = nil
 	delete(l.conns, c)
+	c.releaseLimits()
 	l.stats.connections.Add(-1)
 	c.srv.openConns.Add(-1)
 	if wasWS {

@@ -63,6 +63,7 @@ func (s *Server) registerMetrics() {
 		Name: "zenconn_http_requests_total", Help: "HTTP requests answered, by status code (101 for WebSocket upgrades).",
 	}, []string{"code"})
 	r.MustRegister(s.httpByCode)
+	s.registerLimitMetrics(r)
 	s.registry = r
 }
 

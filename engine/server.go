@@ -45,6 +45,8 @@ type Server struct {
 	transport *gnetTransportServer
 	stopOnce  sync.Once
 
+	lim limiter // client limits (limits.go)
+
 	openConns atomic.Int64  // open transport connections, all loops
 	refused   atomic.Uint64 // connections refused at MaxConnections
 	fatal     chan error    // receives the error if serving stops by itself
@@ -75,6 +77,7 @@ func New(cfg Config) (*Server, error) {
 	if s.files, err = s.newFiles(); err != nil {
 		return nil, err
 	}
+	s.initLimits()
 	s.registerMetrics()
 	s.clock.Store(time.Now().UnixNano())
 	// Ids advance by nodemsg.MaxWorkers from a start unique to this
@@ -216,6 +219,7 @@ func (s *Server) tick() {
 			if n++; n%4 != 0 {
 				continue
 			}
+			s.lim.ips.sweep(ns)
 			for _, l := range s.hub.allLoops() {
 				l := l
 				_ = l.exec.Execute(func() { l.scan(ns) })
@@ -248,7 +252,7 @@ func (s *Server) accessLog(c *Conn, req *requestInfo, status, sent int) {
 		return
 	}
 	l := c.loop
-	l.logBuf = s.appendAccess(l.logBuf[:0], c.t.RemoteAddr(), req, status, sent)
+	l.logBuf = s.appendAccess(l.logBuf[:0], c.clientAddr(), req, status, sent)
 	s.cfg.AccessLog.WriteLine(l.logBuf)
 	if cap(l.logBuf) > 16<<10 {
 		l.logBuf = nil

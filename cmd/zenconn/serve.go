@@ -52,6 +52,8 @@ type serveOptions struct {
 	auditSyncInterval time.Duration
 	auditRetention    time.Duration
 	pprof             string
+
+	limits limitOptions // limits.go
 }
 
 func newServeFlags(o *serveOptions) *flag.FlagSet {
@@ -83,6 +85,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.DurationVar(&o.auditSyncInterval, "audit-sync-interval", 100*time.Millisecond, "fsync period of --audit-sync=batch: the most a power loss can take")
 	fs.DurationVar(&o.auditRetention, "audit-retention", 0, "trim audit records and ended sessions older than this (0: keep everything)")
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (the agent; worker i on the port after it plus i)")
+	registerLimitFlags(fs, &o.limits)
 	return fs
 }
 
@@ -244,6 +247,9 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 		PublicPublishGranted: o.publicPublish == "granted",
 		APIKey:               o.apiKey,
 		DurableAcks:          o.audit && o.auditSync == "always",
+	}
+	if err = applyLimits(&cfg, o); err != nil {
+		return cfg, nil, nil, err
 	}
 	if o.accessLog != "off" {
 		if alog, err = accesslog.Open(o.accessLog); err != nil {
