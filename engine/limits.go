@@ -65,11 +65,14 @@ const (
 )
 
 // Strikes: a connection answered rate_limited more than strikeBurst times
-// beyond strikeRate per second is closed with 4008. A client that backs
-// off on rate_limited never gets near it.
+// beyond strikeRate per second is closed with 4008, and its address may
+// then open no new connection for strikePenalty (so that reconnecting
+// does not refill the buckets). A client that backs off on rate_limited
+// never gets near it.
 const (
-	strikeRate  = 10
-	strikeBurst = 100
+	strikeRate    = 10
+	strikeBurst   = 100
+	strikePenalty = time.Second
 )
 
 func (lm *Limits) fillDefaults() {
@@ -135,7 +138,8 @@ func (b *bucket) take(now int64, r rate) bool {
 	return true
 }
 
-// connLimits is a connection's share of the limits: 40 bytes.
+// connLimits is a connection's share of the limits: 56 bytes (a
+// forwarded record is added only for connections from trusted proxies).
 type connLimits struct {
 	publish, subscribe, auth, strikes bucket
 	// peer is the connection's entry in the per-address table while it
@@ -212,6 +216,9 @@ func (c *Conn) allowOp(m *proto.ClientMsg) bool {
 	s.lim.rateLimited[kind].Add(1)
 	if !c.lim.strikes.take(now, s.lim.strikes) {
 		s.lim.rateClosed.Add(1)
+		if c.lim.peer != nil {
+			s.lim.ips.penalize(c.lim.peer, now)
+		}
 		s.logLimit("connection closed for exceeding its rate limits", "conn", c.id, "remote", c.remoteIP())
 		c.fail(proto.CloseRateLimited, "rate limit exceeded")
 		return false
@@ -290,6 +297,14 @@ func (t *ipTable) admit(a netip.Addr, now int64) (*ipEntry, error) {
 	}
 	e.conns++
 	return e, nil
+}
+
+// penalize refuses new connections from e's address for strikePenalty.
+func (t *ipTable) penalize(e *ipEntry, now int64) {
+	sh := t.shard(e.key)
+	sh.mu.Lock()
+	e.pace.tat = max(e.pace.tat, now+t.pace.tolerance+int64(strikePenalty))
+	sh.mu.Unlock()
 }
 
 // release uncounts a connection admitted on e.
