@@ -27,6 +27,8 @@
 //     store has committed them.
 //   - The server API (api.go, query.go, metrics.go), read from the table
 //     and the store.
+//   - Limits (limits.go): connections per user on the whole node; a
+//     connection past it is evicted (4009) through its worker.
 //
 // # Supervision policy
 //
