@@ -535,3 +535,10 @@ func lmMetric(t *testing.T, s *serverProc, sample string) float64 {
 	}
 	return -1
 }
+
+// testLimitFlags lift the client limits for the tests of everything else
+// (the harness passes them before a test's own flags).
+var testLimitFlags = []string{
+	"--max-conns-per-ip", "1000000", "--conn-rate-per-ip", "1000000", "--max-conns-per-user", "1000000",
+	"--publish-rate", "1000000", "--subscribe-rate", "1000000", "--auth-rate", "1000000",
+}
