@@ -23,7 +23,9 @@ import (
 // processes, client addresses from trusted proxies, and the Origin list.
 // Clients take distinct loopback source addresses (127.0.0.0/8 all
 // reaches the server), so one test's "attacker" and "healthy client" are
-// different addresses.
+// different addresses. The per-address tests count exactly, so they run
+// in one process (with worker processes each enforces its share, which
+// TestAttackMaxConnectionsPerNode shows for --max-connections).
 
 // lmDialer dials from source address src (a loopback address).
 func lmDialer(src string) *net.Dialer {
@@ -71,7 +73,7 @@ func lmAlive(c *websocket.Conn) (bool, int) {
 // connections and then 429, another address is not affected, and a slot
 // freed by a close is served again.
 func TestAttackPerIPConnectionCap(t *testing.T) {
-	s := startServer(t, "--max-conns-per-ip", "5", "--conn-rate-per-ip", "1000")
+	s := startServer(t, "--workers", "0", "--max-conns-per-ip", "5", "--conn-rate-per-ip", "1000")
 	var open []*websocket.Conn
 	defer func() {
 		for _, c := range open {
@@ -117,7 +119,7 @@ func TestAttackPerIPConnectionCap(t *testing.T) {
 // per second (a burst of that many), one address gets 429 even though it
 // holds no connection, and another address is not affected.
 func TestAttackPerIPConnectionRate(t *testing.T) {
-	s := startServer(t, "--conn-rate-per-ip", "5", "--max-conns-per-ip", "1000")
+	s := startServer(t, "--workers", "0", "--conn-rate-per-ip", "5", "--max-conns-per-ip", "1000")
 	accepted, refused := 0, 0
 	start := time.Now()
 	for i := 0; i < 30; i++ {
@@ -390,7 +392,7 @@ func lmAccessLog(t *testing.T, s *serverProc, want ...string) {
 // the per-address cap and the access log only when the peer is in
 // --trusted-proxies; from anyone else it is ignored.
 func TestAttackForwardedForTrustedOnly(t *testing.T) {
-	s := startServer(t, "--trusted-proxies", "127.0.0.10/32", "--max-conns-per-ip", "2", "--conn-rate-per-ip", "1000")
+	s := startServer(t, "--workers", "0", "--trusted-proxies", "127.0.0.10/32", "--max-conns-per-ip", "2", "--conn-rate-per-ip", "1000")
 	xff := func(a string) http.Header { return http.Header{"X-Forwarded-For": {"192.0.2.77, " + a}} }
 	// Through the trusted proxy: counted per forwarded client.
 	for i, want := range []int{101, 101, 429} {
@@ -427,7 +429,7 @@ func TestAttackForwardedForTrustedOnly(t *testing.T) {
 // names the client for the per-address cap and the access log; from an
 // untrusted peer it is not a valid request.
 func TestAttackProxyProtocol(t *testing.T) {
-	s := startServer(t, "--trusted-proxies", "127.0.0.12", "--max-conns-per-ip", "1", "--conn-rate-per-ip", "1000")
+	s := startServer(t, "--workers", "0", "--trusted-proxies", "127.0.0.12", "--max-conns-per-ip", "1", "--conn-rate-per-ip", "1000")
 	v1 := func(src string) []byte {
 		return []byte("PROXY TCP4 " + src + " 127.0.0.1 40000 80\r\n" + lmHandshake())
 	}

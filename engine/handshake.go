@@ -197,7 +197,7 @@ func (c *Conn) openWS(resp []byte, bin bool, ident *auth.Identity, userAgent []b
 	c.lastPing = time.Now().UnixNano()
 	c.setIdentity(ident)
 	l.stats.websockets.Add(1)
-	si := SessionInfo{Conn: c.id, User: c.user(), Remote: c.clientAddr().String(),
+	si := SessionInfo{Conn: c.id, User: c.user(), Remote: c.clientString(),
 		UserAgent: string(userAgent), Protocol: "json"}
 	if c.bin {
 		si.Protocol = "bin"
@@ -219,7 +219,7 @@ func (c *Conn) refuseHandshake(req *requestInfo, code, msg string) {
 // refuseHandshakeStatus answers a refused handshake with status and
 // reports the attempt to the bridge.
 func (c *Conn) refuseHandshakeStatus(req *requestInfo, status int, code, msg string) {
-	c.srv.cfg.Bridge.Refused(c.loop.idx, Refusal{Op: "connect", Code: code, Remote: c.clientAddr().String()})
+	c.srv.cfg.Bridge.Refused(c.loop.idx, Refusal{Op: "connect", Code: code, Remote: c.clientString()})
 	c.httpFail(req, status, msg)
 }
 

@@ -228,11 +228,20 @@ func (c *Conn) admitForwarded() bool {
 	return c.admitClient(a.Unmap())
 }
 
-// clientAddr is the connection's client: the one a trusted proxy named,
-// else the TCP peer.
+// clientAddr is the connection's client: the one a trusted proxy named
+// (port 0 when X-Forwarded-For named it), else the TCP peer.
 func (c *Conn) clientAddr() net.Addr {
 	if f := c.lim.fwd; f != nil && f.client != nil {
 		return f.client
 	}
 	return c.t.RemoteAddr()
+}
+
+// clientString is clientAddr as text: host:port, or the bare address
+// when X-Forwarded-For named the client (no port is known).
+func (c *Conn) clientString() string {
+	if f := c.lim.fwd; f != nil && f.client != nil && f.client.Port == 0 {
+		return f.client.IP.String()
+	}
+	return c.clientAddr().String()
 }
