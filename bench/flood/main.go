@@ -12,7 +12,9 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -30,7 +32,12 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "length of the run")
 	interval := flag.Duration("interval", 10*time.Millisecond, "healthy probe interval")
 	redial := flag.Duration("redial", 50*time.Millisecond, "a flooder's pause after a refused dial (0: none)")
+	churn := flag.Bool("churn", false, "flooders alternate subscribe and unsubscribe instead of publishing")
 	flag.Parse()
+	if *churn {
+		floodMsgs = [][]byte{[]byte(`{"op":"subscribe","channel":"churn"}`), []byte(`{"op":"unsubscribe","channel":"churn"}`)}
+	}
+	audited := auditRecords(*addr)
 
 	var st floodStats
 	stop := make(chan struct{})
@@ -59,9 +66,31 @@ func main() {
 		*flooders, *duration, len(lat), lost, pct(.5), pct(.9), pct(.99), pct(1))
 	fmt.Printf("flooders sent=%d acks=%d rate_limited=%d closes=%d refused_dials=%d\n",
 		st.sent.Load(), st.acks.Load(), st.limited.Load(), st.closes.Load(), st.refused.Load())
+	fmt.Printf("audit records written during the run: %d\n", auditRecords(*addr)-audited)
 	if err != nil {
 		os.Exit(1)
 	}
+}
+
+// floodMsgs are what a flooder sends, in turn.
+var floodMsgs = [][]byte{[]byte(`{"id":1,"op":"publish","channel":"flood","data":"0123456789012345678901234567890123456789"}`)}
+
+// auditRecords reads zenconn_audit_records_total from /metrics (-1 when
+// it cannot).
+func auditRecords(addr string) int64 {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "zenconn_audit_records_total "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return int64(f)
+		}
+	}
+	return -1
 }
 
 type floodStats struct{ sent, acks, limited, closes, refused atomic.Int64 }
@@ -83,7 +112,6 @@ func dial(addr, src string) (*websocket.Conn, error) {
 // flood publishes as fast as it can from src until stop, reconnecting
 // when closed, and after redial when refused.
 func flood(addr, src string, redial time.Duration, stop <-chan struct{}, st *floodStats) {
-	msg := []byte(`{"id":1,"op":"publish","channel":"flood","data":"0123456789012345678901234567890123456789"}`)
 	for {
 		select {
 		case <-stop:
@@ -123,7 +151,7 @@ func flood(addr, src string, redial time.Duration, stop <-chan struct{}, st *flo
 			default:
 			}
 			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-			if c.WriteMessage(websocket.TextMessage, msg) != nil {
+			if c.WriteMessage(websocket.TextMessage, floodMsgs[st.sent.Load()%int64(len(floodMsgs))]) != nil {
 				break
 			}
 			st.sent.Add(1)
