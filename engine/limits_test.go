@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/valyala/fasthttp"
 )
 
 // TestBucket: a bucket allows its burst at once, then one op per
@@ -184,5 +186,36 @@ func TestIPPenalty(t *testing.T) {
 	}
 	if _, err := tab.admit(a, now+int64(1100*time.Millisecond)); err != nil {
 		t.Fatalf("1.1 s after a penalty: %v", err)
+	}
+}
+
+// TestForwardedFor: the client is the rightmost X-Forwarded-For address
+// that is not a trusted proxy; a malformed entry stops the walk.
+func TestForwardedFor(t *testing.T) {
+	s := &Server{cfg: Config{Limits: Limits{TrustedProxies: []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")}}}}
+	for xff, want := range map[string]string{
+		"":                                    "",
+		"203.0.113.9":                         "203.0.113.9",
+		"198.51.100.1, 203.0.113.9":           "203.0.113.9",
+		"198.51.100.1, 203.0.113.9, 10.1.1.1": "203.0.113.9",
+		"10.2.2.2, 10.1.1.1":                  "10.2.2.2",
+		"198.51.100.1, garbage, 10.1.1.1":     "",
+		"::ffff:192.0.2.5":                    "192.0.2.5",
+		"2001:db9::1, 2001:db8::5":            "2001:db9::1",
+	} {
+		c := &Conn{srv: s, lim: connLimits{fwd: &forwarded{}}}
+		var hdr fasthttp.RequestHeader
+		if xff != "" {
+			hdr.Set("X-Forwarded-For", xff)
+		}
+		c.noteForwarded(&hdr)
+		got := ""
+		if cl := c.lim.fwd.client; cl != nil {
+			got = cl.IP.String()
+		}
+		if got != want {
+			t.Errorf("X-Forwarded-For %q: client %q, want %q", xff, got, want)
+		}
 	}
 }
