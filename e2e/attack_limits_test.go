@@ -379,6 +379,7 @@ func lmAccessLog(t *testing.T, s *serverProc, want ...string) {
 	t.Helper()
 	eventually(t, 5*time.Second, func() string {
 		b, _ := os.ReadFile(s.AccessLog)
+		b = append([]byte("\n"), b...) // the first line starts a line too
 		for _, w := range want {
 			if !strings.Contains(string(b), w) {
 				return fmt.Sprintf("access log without %q:\n%s", w, b)
