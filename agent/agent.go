@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +44,10 @@ type Config struct {
 	// StallTimeout is how long the ring to a worker may accept nothing
 	// while records wait for it before that worker has failed. Default 5 s.
 	StallTimeout time.Duration
+	// MaxConnsPerUser bounds the WebSocket connections of one user (a
+	// token's sub) on the node ("--max-conns-per-user"): a connection
+	// that opens or authenticates past it is closed with 4009. 0: no bound.
+	MaxConnsPerUser int
 	// MinBackoff, MaxBackoff, StableAfter and ShutdownGrace: see the
 	// package doc. Defaults 100 ms, 5 s, 30 s, 5 s.
 	MinBackoff, MaxBackoff, StableAfter, ShutdownGrace time.Duration
@@ -83,6 +88,8 @@ type Agent struct {
 	readyN int    // under mu
 
 	readyOnce sync.Once
+
+	userEvictions atomic.Uint64 // connections closed with 4009 (limits.go)
 }
 
 // New validates cfg and fills in its defaults.

@@ -29,6 +29,8 @@
 //     and the store, and the workers' own endpoints for failed API keys
 //     (refused.go): the agent counts them for the whole node and audits
 //     them.
+//   - Limits (limits.go): connections per user on the whole node; a
+//     connection past it is evicted (4009) through its worker.
 //
 // # Supervision policy
 //

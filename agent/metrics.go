@@ -36,6 +36,7 @@ func (a *Agent) metrics(w http.ResponseWriter, _ *http.Request) {
 	family("zenconn_node_subscriptions", "gauge", "Subscriptions per worker, from the agent's table.", func(wi WorkerInfo) float64 { return float64(wi.Subscriptions) })
 	family("zenconn_node_messages_in_total", "counter", "Client messages received, per worker (reported every second).", func(wi WorkerInfo) float64 { return float64(wi.MessagesIn) })
 	family("zenconn_node_messages_out_total", "counter", "Messages queued to clients, per worker (reported every second).", func(wi WorkerInfo) float64 { return float64(wi.MessagesOut) })
+	fmt.Fprintf(&b, "# HELP zenconn_node_user_limit_closed_total Connections closed with 4009: their user held more than --max-conns-per-user on the node.\n# TYPE zenconn_node_user_limit_closed_total counter\nzenconn_node_user_limit_closed_total %d\n", a.userEvictions.Load())
 	fmt.Fprintf(&b, "# HELP zenconn_node_channels Channels with subscribers on the node.\n# TYPE zenconn_node_channels gauge\nzenconn_node_channels %d\n", channels)
 	if a.cfg.Registry != nil {
 		if mfs, err := a.cfg.Registry.Gather(); err == nil {

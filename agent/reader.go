@@ -119,7 +119,11 @@ func (a *Agent) onOpened(s *slot, m *nodemsg.Msg) {
 	}
 	a.mu.Lock()
 	a.tab.open(m.Conn, c)
+	over := a.overUserLimitLocked(m.User)
 	a.mu.Unlock()
+	if over {
+		a.evictForUser(s, m.Conn, m.User)
+	}
 	if a.st != nil {
 		a.putSession(m.Conn, c, time.Time{}, 0)
 		a.audit(&store.Record{Worker: s.id, Conn: m.Conn, User: m.User, Op: store.OpConnect, Remote: m.Remote}, nil)
@@ -138,10 +142,15 @@ func (a *Agent) onClosed(_ *slot, m *nodemsg.Msg) {
 func (a *Agent) onUser(s *slot, m *nodemsg.Msg) {
 	a.mu.Lock()
 	c := a.tab.conn(m.Conn)
+	over := false
 	if c != nil {
-		c.user = m.User
+		a.tab.setUser(c, m.User)
+		over = a.overUserLimitLocked(m.User)
 	}
 	a.mu.Unlock()
+	if over {
+		a.evictForUser(s, m.Conn, m.User)
+	}
 	if c != nil && a.st != nil {
 		a.putSession(m.Conn, c, time.Time{}, 0)
 		a.audit(&store.Record{Worker: s.id, Conn: m.Conn, User: m.User, Op: store.OpAuth}, nil)

@@ -13,6 +13,7 @@ type table struct {
 	workers  int
 	conns    map[string]*connRec
 	interest map[string][]int // channel → subscriber count per worker
+	users    map[string]int   // user → open connections (limits.go)
 }
 
 // connRec is one connection in the table.
@@ -27,7 +28,7 @@ type connRec struct {
 }
 
 func newTable(workers int) *table {
-	return &table{workers: workers, conns: map[string]*connRec{}, interest: map[string][]int{}}
+	return &table{workers: workers, conns: map[string]*connRec{}, interest: map[string][]int{}, users: map[string]int{}}
 }
 
 // open adds connection id (replacing any entry of that id).
@@ -35,7 +36,11 @@ func (t *table) open(id string, c *connRec) {
 	if c.chans == nil {
 		c.chans = map[string]struct{}{}
 	}
+	if old := t.conns[id]; old != nil {
+		t.countUser(old.user, -1)
+	}
 	t.conns[id] = c
+	t.countUser(c.user, 1)
 }
 
 // conn returns connection id, or nil.
@@ -52,6 +57,7 @@ func (t *table) close(id string) *connRec {
 		t.dropInterest(ch, c.worker)
 	}
 	delete(t.conns, id)
+	t.countUser(c.user, -1)
 	return c
 }
 
@@ -124,6 +130,7 @@ func (t *table) dropWorker(w int) map[string]*connRec {
 	for id, c := range t.conns {
 		if c.worker == w {
 			delete(t.conns, id)
+			t.countUser(c.user, -1)
 			gone[id] = c
 		}
 	}

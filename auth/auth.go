@@ -118,11 +118,13 @@ type Verifier struct {
 	pubAlg  string
 	methods []string
 	parser  *jwt.Parser
+	// issuer and audience are the required iss and aud, "" when unchecked.
+	issuer, audience string
 }
 
 // NewVerifier validates cfg and builds a Verifier.
 func NewVerifier(cfg Config) (*Verifier, error) {
-	v := &Verifier{}
+	v := &Verifier{issuer: cfg.Issuer, audience: cfg.Audience}
 	if len(cfg.Secret) == 0 && len(cfg.PublicKey) == 0 {
 		return nil, errors.New("auth: a secret or a public key is required")
 	}
@@ -197,14 +199,15 @@ func (v *Verifier) Verify(token string) (*Identity, error) {
 	}
 	var claims Claims
 	_, err := v.parser.ParseWithClaims(token, &claims, v.key)
+	if cerr, ok := v.claimError(err, &claims); ok {
+		return nil, cerr
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return nil, ErrTokenExpired
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
 		return nil, ErrTokenNotYetValid
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return nil, fmt.Errorf("%w: exp claim required", ErrTokenInvalid)
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return nil, fmt.Errorf("%w: signature does not verify", ErrTokenInvalid)
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):

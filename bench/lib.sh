@@ -4,6 +4,11 @@
 : "${SERVER_CPU:=1}"   # CPU the server under test is pinned to
 : "${LOAD_CPU:=0}"     # CPU the load generator is pinned to
 
+# A load generator is one client address opening thousands of connections
+# and publishing without pause: ZenConn's client limits are lifted for it.
+BENCH_LIMIT_FLAGS=(--max-conns-per-ip 1000000 --conn-rate-per-ip 1000000 --max-conns-per-user 1000000
+	--publish-rate 1000000 --subscribe-rate 1000000 --auth-rate 1000000)
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/zenconn-bench.XXXXXX")
 STARTED_PIDS=()
 
@@ -80,7 +85,7 @@ start_server() {
 		local gmp=()
 		[ -z "${ZENCONN_GOMAXPROCS:-}" ] || gmp=("GOMAXPROCS=$ZENCONN_GOMAXPROCS")
 		env -u GOMAXPROCS ${gmp[@]+"${gmp[@]}"} taskset -c "$SERVER_CPU" "$WORK/zenconn" serve --addr "127.0.0.1:$port" --workers 0 \
-			--access-log off --public "$WORK/public" --data "$WORK/data-$port" ${extra[@]+"${extra[@]}"} 2>"$logf" >/dev/null &
+			--access-log off --public "$WORK/public" --data "$WORK/data-$port" "${BENCH_LIMIT_FLAGS[@]}" ${extra[@]+"${extra[@]}"} 2>"$logf" >/dev/null &
 		;;
 	baseline)
 		GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$WORK/baseline" --addr "127.0.0.1:$port" 2>"$logf" >/dev/null &

@@ -29,7 +29,8 @@ go build -o "$work/load" ./bench/load
 mkdir -p "$work/public" "$work/data"
 port=$((20400 + RANDOM % 500))
 "$work/zenconn" serve --addr "127.0.0.1:$port" --workers "$WORKERS" --access-log off \
-	--public "$work/public" --data "$work/data" --max-outbound 64MiB 2>"$work/server.log" &
+	--public "$work/public" --data "$work/data" --max-outbound 64MiB \
+	--max-conns-per-ip 1000000 --conn-rate-per-ip 1000000 2>"$work/server.log" &
 agent=$!
 for _ in $(seq 100); do grep -q 'msg=listening' "$work/server.log" && break; sleep 0.1; done
 grep -q 'msg=listening' "$work/server.log" || { cat "$work/server.log" >&2; exit 1; }

@@ -150,7 +150,7 @@ start_zenconn() {
 	fi
 	env -u GOMAXPROCS taskset -c "$SERVER_CPU" "$WORK/zenconn" serve --addr "127.0.0.1:$port" --workers 0 \
 		--loops "$LOOPS" --access-log off --public "$PUBLIC" --data "$WORK/data-$port" \
-		${extra[@]+"${extra[@]}"} >/dev/null 2>"$logf" &
+		"${BENCH_LIMIT_FLAGS[@]}" ${extra[@]+"${extra[@]}"} >/dev/null 2>"$logf" &
 	SERVER_PID=$!
 	STARTED_PIDS+=("$SERVER_PID")
 	for _ in $(seq 150); do

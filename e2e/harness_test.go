@@ -125,6 +125,10 @@ func startServerIn(t *testing.T, root string, prefix, env []string, extra ...str
 	if w := os.Getenv("ZENCONN_E2E_WORKERS"); w != "" {
 		args = append(args, "--workers", w)
 	}
+	// Tests dial hundreds of clients from 127.0.0.1 and send ops in
+	// bursts: the client limits are lifted unless a test sets them
+	// (attack_limits_test.go does; a later flag wins).
+	args = append(args, testLimitFlags...)
 	args = append(args, extra...)
 
 	argv := append(append(append([]string(nil), prefix...), zenconnBin), args...)

@@ -103,6 +103,9 @@ type Config struct {
 	// NoStatic answers 404 to every path that is not /ws, /healthz,
 	// /metrics or /api/ ("--public off"): no static files at all.
 	NoStatic bool
+
+	// Limits bound each client address, connection and user (limits.go).
+	Limits
 }
 
 // LineWriter takes access-log lines. WriteLine must not block for long and
@@ -131,7 +134,7 @@ func (c *Config) Validate() error {
 	if c.WorkerID < 0 || c.WorkerID >= nodemsg.MaxWorkers {
 		errWorker = fmt.Errorf("worker id %d is outside 0..%d", c.WorkerID, nodemsg.MaxWorkers-1)
 	}
-	return errors.Join(c.checkLimits(), c.checkAccess(), c.checkMetrics(), errWorker)
+	return errors.Join(c.checkLimits(), c.Limits.check(), c.checkAccess(), c.checkMetrics(), errWorker)
 }
 
 // fillDefaults replaces every zero field that has a default by it.
@@ -169,6 +172,7 @@ func (c *Config) fillDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	c.Limits.fillDefaults()
 }
 
 // defaultMaxConnections is the process's open-file limit less the

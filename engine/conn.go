@@ -62,7 +62,8 @@ type Conn struct {
 	out       []byte  // frames queued for the next flush (copies; outqueue.go)
 	// wq holds shared frames queued by reference and the progress of a
 	// write the kernel did not take whole; nil otherwise (outqueue.go).
-	wq *writeQueue
+	wq  *writeQueue
+	lim connLimits // limits.go
 }
 
 // Serve consumes input: HTTP requests or WebSocket frames, according to the
@@ -77,11 +78,16 @@ func (c *Conn) Serve(in []byte) int {
 	c.lastRead = time.Now().UnixNano()
 	l.current = c
 	var n int
-	switch c.state {
-	case stateHTTP:
-		n = c.serveHTTP(in)
-	case stateWS:
-		n = c.serveWS(in)
+	if f := c.lim.fwd; f != nil && f.awaitHeader {
+		n = c.readProxyHeader(in) // proxy.go
+	}
+	switch {
+	case c.lim.fwd != nil && c.lim.fwd.awaitHeader:
+		// an incomplete PROXY header: wait for the rest
+	case c.state == stateHTTP:
+		n += c.serveHTTP(in[n:])
+	case c.state == stateWS:
+		n += c.serveWS(in[n:])
 	default:
 		n = len(in) // closing: drain
 	}
@@ -109,6 +115,7 @@ func (c *Conn) Closed() {
 	c.dropQueue()
 	c.frag = nil
 	delete(l.conns, c)
+	c.releaseLimits()
 	l.stats.connections.Add(-1)
 	c.srv.openConns.Add(-1)
 	if wasWS {

@@ -27,6 +27,15 @@
 // outMsg (one encode per message and wire protocol), hub, delivery, the
 // subscriber lists.
 //
+// Client limits (limits.go, proxy.go). A new transport connection is
+// counted and paced under its client's address in a process-wide table
+// (sharded, under mutexes: touched once per connection, never per
+// message); a trusted proxy's connection is counted once its PROXY header
+// or X-Forwarded-For names the client. Each connection carries token
+// buckets for its publish, subscribe and auth ops, one number each, run
+// on the loop with the time of the read being served. Users are counted
+// per process at the handshake; the agent keeps the node-wide count.
+//
 // Bridge (bridge.go). The link to the node's agent, always present (a
 // worker's goes over shared-memory rings; NopBridge serves tests). The
 // engine calls it on loops, with the loop's index, and it never blocks.

@@ -144,11 +144,18 @@ func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if g.s.overCapacity() {
 		return busyResponse, gnet.Close
 	}
+	var lim connLimits
+	if refusal := g.s.admitPeer(c.RemoteAddr(), &lim); refusal != nil {
+		return refusal, gnet.Close
+	}
 	l := g.loopFor(c.EventLoop())
 	if l == nil {
+		g.s.lim.ips.releaseIf(lim.peer)
 		return nil, gnet.Close
 	}
-	c.SetContext(g.s.open(l, &gnetConn{c: c, w: g.writes}))
+	conn := g.s.open(l, &gnetConn{c: c, w: g.writes})
+	conn.lim = lim
+	c.SetContext(conn)
 	return nil, gnet.None
 }
 

@@ -64,9 +64,22 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 		c.httpFail(req, 400, "proto must be bin or json\n")
 		return
 	}
+	if !c.srv.originAllowed(hdr.Peek("Origin")) {
+		c.srv.lim.refusedOrigin.Add(1)
+		c.srv.logLimit("websocket handshake refused: origin not allowed", "remote", c.remoteIP(), "origin", string(hdr.Peek("Origin")))
+		c.refuseHandshakeStatus(req, 403, proto.CodeForbidden, "origin not allowed\n")
+		return
+	}
+	if !c.admitForwarded() {
+		return
+	}
 	// Authenticate before upgrading: a bad token is an HTTP 401.
 	ident, ok := c.handshakeIdentity(req, hdr, &query)
 	if !ok {
+		return
+	}
+	if ident != nil && c.srv.userFull(ident.User) {
+		c.refuseHandshakeStatus(req, 429, proto.CodeLimitExceeded, "too many connections for this user\n")
 		return
 	}
 	resp, subChoice, err := runUpgrade(head, choice)
@@ -184,7 +197,7 @@ func (c *Conn) openWS(resp []byte, bin bool, ident *auth.Identity, userAgent []b
 	c.lastPing = time.Now().UnixNano()
 	c.setIdentity(ident)
 	l.stats.websockets.Add(1)
-	si := SessionInfo{Conn: c.id, User: c.user(), Remote: c.t.RemoteAddr().String(),
+	si := SessionInfo{Conn: c.id, User: c.user(), Remote: c.clientString(),
 		UserAgent: string(userAgent), Protocol: "json"}
 	if c.bin {
 		si.Protocol = "bin"
@@ -200,8 +213,14 @@ func (c *Conn) openWS(resp []byte, bin bool, ident *auth.Identity, userAgent []b
 // refuseHandshake answers 401 to a handshake whose token was refused and
 // reports the attempt to the bridge.
 func (c *Conn) refuseHandshake(req *requestInfo, code, msg string) {
-	c.srv.cfg.Bridge.Refused(c.loop.idx, Refusal{Op: "connect", Code: code, Remote: c.t.RemoteAddr().String()})
-	c.httpFail(req, 401, msg)
+	c.refuseHandshakeStatus(req, 401, code, msg)
+}
+
+// refuseHandshakeStatus answers a refused handshake with status and
+// reports the attempt to the bridge.
+func (c *Conn) refuseHandshakeStatus(req *requestInfo, status int, code, msg string) {
+	c.srv.cfg.Bridge.Refused(c.loop.idx, Refusal{Op: "connect", Code: code, Remote: c.clientString()})
+	c.httpFail(req, status, msg)
 }
 
 // bearerToken extracts the token of an "Authorization: Bearer <token>"

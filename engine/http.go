@@ -154,6 +154,7 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 		path = path[:i]
 	}
 	keepAlive := !hdr.ConnectionClose()
+	c.noteForwarded(hdr) // proxy.go
 	switch string(path) {
 	case "/ws":
 		c.upgradeWS(head, req)

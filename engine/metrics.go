@@ -64,6 +64,7 @@ func (s *Server) registerMetrics() {
 	}, []string{"code"})
 	r.MustRegister(s.httpByCode)
 	s.registerKeyMetrics(r)
+	s.registerLimitMetrics(r)
 	s.registry = r
 }
 

@@ -35,7 +35,7 @@ func (c *Conn) onMessage(op ws.OpCode, payload []byte) {
 	l.stats.messagesIn.Add(1)
 	// m's fields point into payload or into m: valid during this call.
 	m := &l.msg
-	if !c.decode(op, payload, m) {
+	if !c.decode(op, payload, m) || !c.allowOp(m) {
 		return
 	}
 	switch m.Op {
@@ -226,6 +226,11 @@ func (c *Conn) authenticate(id []byte, token string) {
 		c.replyError(id, e)
 		return
 	}
+	if ident.User != c.user() && c.srv.userFull(ident.User) {
+		c.refused(proto.OpAuth, "", errTooManyUser, nil, false)
+		c.replyError(id, errTooManyUser)
+		return
+	}
 	c.setIdentity(ident)
 	c.dropUngranted()
 	c.ack(id)
@@ -241,6 +246,7 @@ func (c *Conn) setIdentity(ident *auth.Identity) {
 		c.expires = ident.Expires.UnixNano()
 	}
 	if c.state == stateWS && c.user() != before {
+		c.userChanged(before, c.user())
 		c.srv.cfg.Bridge.Identified(c.loop.idx, c.id, c.user())
 	}
 }

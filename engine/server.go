@@ -47,6 +47,7 @@ type Server struct {
 
 	keys      keyCounters   // API keys refused (apiauth.go)
 	localKeys localAttempts // failed API-key attempts without Config.KeyAttempts
+	lim       limiter       // client limits (limits.go)
 
 	openConns atomic.Int64  // open transport connections, all loops
 	refused   atomic.Uint64 // connections refused at MaxConnections
@@ -78,6 +79,7 @@ func New(cfg Config) (*Server, error) {
 	if s.files, err = s.newFiles(); err != nil {
 		return nil, err
 	}
+	s.initLimits()
 	s.registerMetrics()
 	s.clock.Store(time.Now().UnixNano())
 	// Ids advance by nodemsg.MaxWorkers from a start unique to this
@@ -219,6 +221,7 @@ func (s *Server) tick() {
 			if n++; n%4 != 0 {
 				continue
 			}
+			s.lim.ips.sweep(ns)
 			for _, l := range s.hub.allLoops() {
 				l := l
 				_ = l.exec.Execute(func() { l.scan(ns) })
@@ -251,7 +254,7 @@ func (s *Server) accessLog(c *Conn, req *requestInfo, status, sent int) {
 		return
 	}
 	l := c.loop
-	l.logBuf = s.appendAccess(l.logBuf[:0], c.t.RemoteAddr(), req, status, sent)
+	l.logBuf = s.appendAccess(l.logBuf[:0], c.clientAddr(), req, status, sent)
 	s.cfg.AccessLog.WriteLine(l.logBuf)
 	if cap(l.logBuf) > 16<<10 {
 		l.logBuf = nil

@@ -147,6 +147,14 @@
 //	          └──────┴──────┘
 //	            kind   str
 //
+// Evict: close connection conn with close code code (a node-wide limit,
+// such as connections per user, that the agent enforces).
+//
+//	Evict     ┌──────┬──────┬─────────┐
+//	          │  23  │ conn │  code   │
+//	          └──────┴──────┴─────────┘
+//	            kind   str    uvarint
+//
 // # Use
 //
 // Encoders append to dst and return it, so a caller reuses one buffer per

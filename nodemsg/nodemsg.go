@@ -21,6 +21,7 @@ const (
 	KindDone    byte = 20
 	KindDeliver byte = 21
 	KindKick    byte = 22
+	KindEvict   byte = 23
 )
 
 // FlagOpaque marks data as opaque bytes rather than JSON text.
@@ -166,6 +167,11 @@ func AppendKick(dst []byte, conn string) []byte {
 	return varbuf.AppendStr(append(dst, KindKick), conn)
 }
 
+// AppendEvict appends an Evict record.
+func AppendEvict(dst []byte, conn string, code uint16) []byte {
+	return binary.AppendUvarint(varbuf.AppendStr(append(dst, KindEvict), conn), uint64(code))
+}
+
 // Decode decodes one record into m.
 func Decode(rec []byte, m *Msg) error {
 	*m = Msg{}
@@ -184,6 +190,9 @@ func Decode(rec []byte, m *Msg) error {
 		m.Status = r.Uvarint()
 	case KindKick:
 		m.Conn = r.Str()
+	case KindEvict:
+		m.Conn = r.Str()
+		m.Status = r.Uvarint()
 	case KindRefused:
 		m.Conn, m.User, m.Op, m.Channel, m.Code, m.Remote = r.Str(), r.Str(), r.Str(), r.Str(), r.Str(), r.Str()
 		m.Flags = r.Byte()

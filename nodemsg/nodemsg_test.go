@@ -39,6 +39,7 @@ func vectors() []vector {
 		{"done", AppendDone(nil, 7, false), Msg{Kind: KindDone, Token: 7}},
 		{"done failed", AppendDone(nil, 8, true), Msg{Kind: KindDone, Token: 8, Status: 1}},
 		{"kick", AppendKick(nil, "c9"), Msg{Kind: KindKick, Conn: "c9"}},
+		{"evict", AppendEvict(nil, "c9", 4009), Msg{Kind: KindEvict, Conn: "c9", Status: 4009}},
 	}
 }
 

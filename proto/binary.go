@@ -74,6 +74,7 @@ var binErrorCodes = []string{
 	5: CodeTokenExpired,
 	6: CodeOverloaded,
 	7: CodeInternal,
+	8: CodeRateLimited,
 }
 
 // BinErrorCode returns the binary number of a JSON error code (7, internal,

@@ -141,7 +141,7 @@ func TestOpaqueDataReachesJSONAsBase64(t *testing.T) {
 }
 
 func TestBinaryErrorCodesRoundTrip(t *testing.T) {
-	for _, c := range []string{CodeBadRequest, CodeLimitExceeded, CodeUnauthorized, CodeForbidden, CodeTokenExpired, CodeOverloaded, CodeInternal} {
+	for _, c := range []string{CodeBadRequest, CodeLimitExceeded, CodeUnauthorized, CodeForbidden, CodeTokenExpired, CodeOverloaded, CodeInternal, CodeRateLimited} {
 		if got := ErrorCodeOf(BinErrorCode(c)); got != c {
 			t.Errorf("%s → %d → %s", c, BinErrorCode(c), got)
 		}

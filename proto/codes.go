@@ -27,6 +27,9 @@ const (
 	CodeOverloaded = "overloaded"
 	// CodeInternal: a server fault; retry later.
 	CodeInternal = "internal"
+	// CodeRateLimited: the connection sent ops of this kind faster than
+	// its rate limit; the op was not performed. Retry after slowing down.
+	CodeRateLimited = "rate_limited"
 )
 
 // WebSocket close codes the server sends (RFC 6455 section 7.4). Codes
@@ -44,6 +47,8 @@ const (
 	CloseIdleTimeout     = 4000 // nothing received within --idle-timeout
 	CloseSlowConsumer    = 4001 // outbound buffer over --max-outbound
 	CloseTokenExpired    = 4002 // token expired where anonymous connections are refused
+	CloseRateLimited     = 4008 // kept sending past rate_limited errors
+	CloseUserLimit       = 4009 // the user has too many connections on the node
 	CloseDisconnected    = 4100 // disconnected through the server API
 )
 

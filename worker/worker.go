@@ -25,6 +25,7 @@ import (
 	"github.com/zenconn/server/engine"
 	"github.com/zenconn/server/link"
 	"github.com/zenconn/server/nodemsg"
+	"github.com/zenconn/server/proto"
 	"github.com/zenconn/server/shm"
 )
 
@@ -309,6 +310,8 @@ func readAgent(r *shm.Ring, srv *engine.Server, b *bridge, done <-chan struct{},
 				srv.Deliver(m.Channel, m.From, m.Data, m.Flags&nodemsg.FlagOpaque != 0)
 			case nodemsg.KindKick:
 				srv.Kick(m.Conn)
+			case nodemsg.KindEvict:
+				evict(srv, &m)
 			}
 		}); err != nil {
 			log.Error("ring from the agent", "err", err)
@@ -354,4 +357,14 @@ func (k agentKeys) Failed(remote string) {
 	req.URI().QueryArgs().Set("remote", remote)
 	req.URI().QueryArgs().SetUint("worker", k.worker)
 	_ = k.hc.DoTimeout(req, resp, 2*time.Second)
+}
+
+// evict closes the connection an Evict record names with its code.
+func evict(srv *engine.Server, m *nodemsg.Msg) {
+	switch m.Status {
+	case proto.CloseUserLimit:
+		srv.Evict(m.Conn, proto.CloseUserLimit, "too many connections for this user")
+	default:
+		srv.Evict(m.Conn, uint16(m.Status), "closed by the node")
+	}
 }

@@ -173,6 +173,8 @@ func (n *nodePlan) agentConfig(st *store.Store, reg *prometheus.Registry) (agent
 		Registry:     reg,
 		DurableAcks:  n.o.audit && n.o.auditSync == "always",
 		StallTimeout: n.o.stallTimeout,
+
+		MaxConnsPerUser: n.o.limits.maxConnsPerUser,
 	}
 	if st != nil {
 		cfg.Store = st

@@ -53,6 +53,8 @@ type serveOptions struct {
 	auditRetention    time.Duration
 	pprof             string
 	metrics           string
+
+	limits limitOptions // limits.go
 }
 
 func newServeFlags(o *serveOptions) *flag.FlagSet {
@@ -85,6 +87,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.DurationVar(&o.auditRetention, "audit-retention", 0, "trim audit records and ended sessions older than this (0: keep everything)")
 	fs.StringVar(&o.metrics, "metrics", "open", `who may read /metrics on --addr: "open" (anyone), "key" (requests with the --api-key, like /api/) or "off" (404)`)
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (the agent; worker i on the port after it plus i)")
+	registerLimitFlags(fs, &o.limits)
 	return fs
 }
 
@@ -261,6 +264,9 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 		PublicPublishGranted: o.publicPublish == "granted",
 		APIKey:               o.apiKey,
 		DurableAcks:          o.audit && o.auditSync == "always",
+	}
+	if err = applyLimits(&cfg, o); err != nil {
+		return cfg, nil, nil, err
 	}
 	if o.accessLog != "off" {
 		if alog, err = accesslog.Open(o.accessLog); err != nil {
