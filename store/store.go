@@ -32,10 +32,10 @@ type Record struct {
 	// OpRefused); DataHash is the SHA-256 of the whole. Set by Append.
 	DataSize int
 	DataHash [32]byte
-	Attempt string // OpRefused: the op that was refused
-	Error   string // OpRefused: the protocol error code sent back
-	Remote  string // OpConnect and refused handshakes: the peer address
-	Code    int    // OpDisconnect: the WebSocket close code
+	Attempt  string // OpRefused: the op that was refused
+	Error    string // OpRefused: the protocol error code sent back
+	Remote   string // OpConnect and refused handshakes: the peer address
+	Code     int    // OpDisconnect: the WebSocket close code
 }
 
 // Audit ops. Publish, broadcast, subscribe, unsubscribe and auth are the
