@@ -62,6 +62,9 @@ type Config struct {
 	// a token) and to subscribes until their audit records are committed
 	// as the store's sync mode promises.
 	DurableAcks bool
+	// MaxQueries bounds the audit and session queries answered at once;
+	// past it they get 503. Default 4.
+	MaxQueries int
 	// Registry receives the agent's Prometheus collectors (the store's),
 	// rendered in GET /metrics after the per-worker families. Nil: none.
 	Registry *prometheus.Registry
@@ -81,6 +84,7 @@ type Agent struct {
 	readyN int    // under mu
 
 	readyOnce sync.Once
+	queries   queryLimit
 }
 
 // New validates cfg and fills in its defaults.
@@ -110,6 +114,7 @@ func New(cfg Config) (*Agent, error) {
 	for i := range cfg.Workers {
 		a.slots = append(a.slots, &slot{id: i})
 	}
+	a.queries = newQueryLimit(cfg.MaxQueries, cfg.Registry, cfg.Log)
 	return a, nil
 }
 

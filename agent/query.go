@@ -111,12 +111,19 @@ func (a *Agent) apiAudit(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, apiError{err.Error()})
 		return
 	}
+	if !a.queries.enter(w) {
+		return
+	}
+	defer a.queries.leave()
 	if !a.settle() {
 		reply(w, http.StatusServiceUnavailable, apiError{"the audit log is behind; retry"})
 		return
 	}
-	recs, next, err := a.st.Audit(aq)
+	recs, next, err := a.st.AuditContext(r.Context(), aq)
 	switch {
+	case r.Context().Err() != nil:
+		// Nobody waits for the answer any more (the client left, or the
+		// worker's proxy gave up): the query stopped where it was.
 	case errors.Is(err, store.ErrBadCursor):
 		reply(w, http.StatusBadRequest, apiError{"invalid cursor"})
 	case err != nil:
@@ -151,12 +158,18 @@ func (a *Agent) apiSessions(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, apiError{err.Error()})
 		return
 	}
+	if !a.queries.enter(w) {
+		return
+	}
+	defer a.queries.leave()
 	if !a.settle() {
 		reply(w, http.StatusServiceUnavailable, apiError{"the session log is behind; retry"})
 		return
 	}
-	out, next, err := a.st.Sessions(sq)
+	out, next, err := a.st.SessionsContext(r.Context(), sq)
 	switch {
+	case r.Context().Err() != nil:
+		// Nobody waits for the answer any more.
 	case errors.Is(err, store.ErrBadCursor):
 		reply(w, http.StatusBadRequest, apiError{"invalid cursor"})
 	case err != nil:

@@ -51,6 +51,9 @@ type serveOptions struct {
 	auditSync         string
 	auditSyncInterval time.Duration
 	auditRetention    time.Duration
+	auditMaxData      byteSize
+	auditQuota        byteSize
+	auditMaxQueries   int
 	pprof             string
 }
 
@@ -81,7 +84,11 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.BoolVar(&o.audit, "audit", true, "record sessions and the audit log of every message in Pebble, in --data (false: neither)")
 	fs.StringVar(&o.auditSync, "audit-sync", "batch", `when the audit log reaches the disk: "always" (acks wait for fsync), "batch" (fsync every --audit-sync-interval) or "none" (left to the OS); see README`)
 	fs.DurationVar(&o.auditSyncInterval, "audit-sync-interval", 100*time.Millisecond, "fsync period of --audit-sync=batch: the most a power loss can take")
-	fs.DurationVar(&o.auditRetention, "audit-retention", 0, "trim audit records and ended sessions older than this (0: keep everything)")
+	fs.DurationVar(&o.auditRetention, "audit-retention", 30*24*time.Hour, "trim audit records and ended sessions older than this (0: keep them until --audit-quota needs room)")
+	o.auditMaxData, o.auditQuota = store.DefaultMaxData, 10<<30
+	fs.Var(&o.auditMaxData, "audit-max-data", "data kept whole in an audit record; longer data keeps its size, SHA-256 and first bytes")
+	fs.Var(&o.auditQuota, "audit-quota", "disk space of the audit databases (at most half the filesystem); past it the oldest records are trimmed")
+	fs.IntVar(&o.auditMaxQueries, "audit-max-queries", 4, "audit and session API queries answered at once; more get 503")
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (the agent; worker i on the port after it plus i)")
 	return fs
 }
@@ -167,8 +174,8 @@ func serve(args []string) int {
 		fmt.Fprintln(os.Stderr, "zenconn serve: --worker-stall-timeout must be positive")
 		return 2
 	}
-	if o.auditSyncInterval <= 0 || o.auditRetention < 0 {
-		fmt.Fprintln(os.Stderr, "zenconn serve: --audit-sync-interval must be positive and --audit-retention not negative")
+	if o.auditSyncInterval <= 0 || o.auditRetention < 0 || o.auditMaxQueries < 1 {
+		fmt.Fprintln(os.Stderr, "zenconn serve: --audit-sync-interval and --audit-max-queries must be positive and --audit-retention not negative")
 		return 2
 	}
 	verifier, err := newVerifier(&o)
