@@ -13,9 +13,14 @@ import (
 // records (and the sessions that ended before them) until the estimate of
 // what remains is three quarters of the quota, then compacts the trimmed
 // range so that its files are deleted at once.
+//
+// The databases take about 32 MiB whatever they hold (write-ahead logs
+// and memtables): a quota must be well above that (MinQuota).
 const (
 	quotaEvery    = time.Second
 	quotaLogEvery = time.Minute
+	// MinQuota is the smallest Options.Quota that leaves records room.
+	MinQuota = 64 << 20
 )
 
 // effectiveQuota is Options.Quota bounded by half of dir's filesystem.
@@ -86,7 +91,7 @@ func (s *Store) enforceQuota() {
 	if used <= s.quota {
 		return
 	}
-	cutoff, err := s.quotaCutoff(used - s.quota*3/4)
+	cutoff, err := s.quotaCutoff(used)
 	if err != nil || cutoff == 0 {
 		if err != nil {
 			s.quotaLog.note("used", used, "quota", s.quota, "err", err)
@@ -106,8 +111,10 @@ func (s *Store) enforceQuota() {
 }
 
 // quotaCutoff returns the time (Unix ns) before which the oldest records
-// take about need bytes of the log database, 0 when there are none.
-func (s *Store) quotaCutoff(need int64) (int64, error) {
+// must go for the folder, using used bytes, to come down to three quarters
+// of the quota; 0 when nothing need go. Only the log database's tables can
+// go: what the rest takes (write-ahead logs, the index database) stays.
+func (s *Store) quotaCutoff(used int64) (int64, error) {
 	if !s.reading() {
 		return 0, ErrClosed
 	}
@@ -129,14 +136,15 @@ func (s *Store) quotaCutoff(need int64) (int64, error) {
 		}
 		return int64(n)
 	}
-	if size(hi) < need {
-		// The newest records may still be in the memtable only.
-		if err := s.logdb.Flush(); err != nil {
-			return 0, err
-		}
-		if size(hi) < need {
-			return hi, nil // all of it
-		}
+	// The rest grows for a while under a burst of writes (write-ahead
+	// logs waiting for their flush, tables waiting for deletion): counted
+	// up to a quarter of the quota, so that a burst does not trim the
+	// tables below half of it.
+	tables := size(hi)
+	rest := min(max(used-tables, 0), s.quota/4)
+	need := tables - (s.quota*3/4 - rest)
+	if need <= 0 {
+		return 0, nil
 	}
 	for lo < hi {
 		mid := lo + (hi-lo)/2

@@ -87,7 +87,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.DurationVar(&o.auditRetention, "audit-retention", 30*24*time.Hour, "trim audit records and ended sessions older than this (0: keep them until --audit-quota needs room)")
 	o.auditMaxData, o.auditQuota = store.DefaultMaxData, 10<<30
 	fs.Var(&o.auditMaxData, "audit-max-data", "data kept whole in an audit record; longer data keeps its size, SHA-256 and first bytes")
-	fs.Var(&o.auditQuota, "audit-quota", "disk space of the audit databases (at most half the filesystem); past it the oldest records are trimmed")
+	fs.Var(&o.auditQuota, "audit-quota", "disk space of the audit databases (at least 64MiB, at most half the filesystem); past it the oldest records are trimmed")
 	fs.IntVar(&o.auditMaxQueries, "audit-max-queries", 4, "audit and session API queries answered at once; more get 503")
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (the agent; worker i on the port after it plus i)")
 	return fs
@@ -176,6 +176,10 @@ func serve(args []string) int {
 	}
 	if o.auditSyncInterval <= 0 || o.auditRetention < 0 || o.auditMaxQueries < 1 {
 		fmt.Fprintln(os.Stderr, "zenconn serve: --audit-sync-interval and --audit-max-queries must be positive and --audit-retention not negative")
+		return 2
+	}
+	if o.auditQuota < store.MinQuota {
+		fmt.Fprintf(os.Stderr, "zenconn serve: --audit-quota must be at least %dMiB\n", store.MinQuota>>20)
 		return 2
 	}
 	verifier, err := newVerifier(&o)
