@@ -13,9 +13,11 @@ import (
 var ErrDiskFull = errors.New("store: the disk is full")
 
 // Free space and the writer's pause on a full disk. The writer commits a
-// group only when the filesystem has more than the reserve free, so
-// Pebble's own writes (memtable flushes, compactions, the manifest) keep
-// room: a Pebble that hits ENOSPC in a flush retries it at once, for ever.
+// group only when the filesystem keeps more than the reserve free after
+// it, so that Pebble never meets a full disk: a write-ahead log write that
+// fails is fatal to Pebble (it exits the process), a memtable flush that
+// fails is retried at once, for ever, and the reserve leaves room for
+// flushes, compactions and the manifest.
 // When the disk is full (below the reserve, or a commit failed with
 // ENOSPC or EDQUOT) the writer keeps its group and tries again after a
 // pause that doubles from pauseMin to pauseMax; the queue fills behind it
@@ -47,25 +49,28 @@ type diskSpace struct {
 	dir     string
 	reserve int64
 	checked time.Time
+	free    int64 // as read then, less what was committed since
 	full    bool
 }
 
-// room returns ErrDiskFull when the filesystem has less than the reserve
-// free. It reads it at most every spaceCheckEvery while there was room.
-func (d *diskSpace) room() error {
+// room returns ErrDiskFull when writing n more bytes would leave less
+// than the reserve free, and else counts them. It reads the free space at
+// most every spaceCheckEvery while there is room, and whenever n would not
+// fit in what it last saw.
+func (d *diskSpace) room(n int64) error {
 	now := time.Now()
-	if !d.full && now.Sub(d.checked) < spaceCheckEvery {
-		return nil
+	if d.full || now.Sub(d.checked) >= spaceCheckEvery || d.free-n < d.reserve {
+		free, _, err := statfs(d.dir)
+		if err != nil {
+			return nil // cannot tell: let the commit say
+		}
+		d.free, d.checked = free, now
 	}
-	d.checked = now
-	free, _, err := statfs(d.dir)
-	if err != nil {
-		return nil // cannot tell: let the commit say
-	}
-	d.full = free < d.reserve
+	d.full = d.free-n < d.reserve
 	if d.full {
-		return fmt.Errorf("%w (%d bytes free, %d reserved)", ErrDiskFull, free, d.reserve)
+		return fmt.Errorf("%w (%d bytes free, %d to write, %d reserved)", ErrDiskFull, d.free, n, d.reserve)
 	}
+	d.free -= n
 	return nil
 }
 
@@ -86,10 +91,13 @@ func (w *writer) commitGroup() error {
 	var since time.Time
 	closing := false
 	for {
-		err := w.space.room()
+		lb, b := w.build()
+		err := w.space.room(int64(lb.Len() + b.Len()))
 		if err == nil {
-			lb, b := w.build()
 			err = w.commit(lb, b)
+		} else {
+			_ = lb.Close()
+			_ = b.Close()
 		}
 		if err == nil || !isDiskFull(err) || closing {
 			if !since.IsZero() {
