@@ -70,8 +70,8 @@ func (h countingHandler) Handle(_ context.Context, r slog.Record) error {
 	}
 	return nil
 }
-func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler           { return h }
-func (h countingHandler) WithGroup(string) slog.Handler                { return h }
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countingHandler) WithGroup(string) slog.Handler      { return h }
 
 // cpuTime is the CPU time the process has used.
 func cpuTime() time.Duration {
