@@ -124,6 +124,7 @@ func (a *Agent) apiAudit(w http.ResponseWriter, r *http.Request) {
 	case r.Context().Err() != nil:
 		// Nobody waits for the answer any more (the client left, or the
 		// worker's proxy gave up): the query stopped where it was.
+		a.queries.gone(err)
 	case errors.Is(err, store.ErrBadCursor):
 		reply(w, http.StatusBadRequest, apiError{"invalid cursor"})
 	case err != nil:
@@ -170,6 +171,7 @@ func (a *Agent) apiSessions(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Context().Err() != nil:
 		// Nobody waits for the answer any more.
+		a.queries.gone(err)
 	case errors.Is(err, store.ErrBadCursor):
 		reply(w, http.StatusBadRequest, apiError{"invalid cursor"})
 	case err != nil:
