@@ -14,11 +14,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -243,4 +245,142 @@ func TestAttackAuditQueryCancelled(t *testing.T) {
 	if v := atMetric(t, s, "zenconn_api_queries_abandoned_total"); v < 1 {
 		t.Fatal("no query stopped when its client left")
 	}
+}
+
+// atProcCPU is the CPU time process pid has used.
+func atProcCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return time.Duration(ut+st) * time.Second / 100 // clock ticks (USER_HZ 100)
+}
+
+// TestAttackAuditDiskFull: the data folder's filesystem fills up under a
+// node with --audit-sync always. The node neither spins nor floods its
+// log, acknowledges no publish without its record (the publishes wait,
+// then new ones are refused as overloaded), /api/audit answers 503 rather
+// than 502, and everything resumes once space returns, without a restart.
+func TestAttackAuditDiskFull(t *testing.T) {
+	root := t.TempDir()
+	data := filepath.Join(root, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, "size=96m"); err != nil {
+		t.Skipf("cannot mount a small tmpfs (needs root or CAP_SYS_ADMIN): %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(data, syscall.MNT_DETACH) })
+	s := startServerIn(t, root, nil, nil, "--api-key", ibAPIKey, "--audit-sync", "always", "--audit-quota", "64MiB")
+	c := ibDialJSON(t, s, "")
+	c.ok(1, `{"id":1,"op":"publish","channel":"df","data":"before"}`)
+
+	ballast := atFill(t, data, 1<<20)
+	for i := 2; i <= 11; i++ {
+		if err := wkWrite(c, fmt.Sprintf(`{"id":%d,"op":"publish","channel":"df","data":%d}`, i, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f, err := c.nextE(time.Second); err == nil {
+		t.Fatalf("on a full disk a durable publish was answered: %s", describeIB(f))
+	}
+	cpu0, lines0 := atProcCPU(t, s.cmd.Process.Pid), strings.Count(s.Stderr.String(), "\n")
+	time.Sleep(2 * time.Second)
+	cpu, lines := atProcCPU(t, s.cmd.Process.Pid)-cpu0, strings.Count(s.Stderr.String(), "\n")-lines0
+	t.Logf("full disk: %v CPU and %d log lines in 2 s", cpu, lines)
+	if cpu > 500*time.Millisecond || lines > 4 {
+		t.Errorf("full disk: %v CPU and %d log lines in 2 s; want a node at rest", cpu, lines)
+	}
+	if !strings.Contains(s.Stderr.String(), "audit log paused") {
+		t.Error("nothing logged about the full disk")
+	}
+	if status, b, err := auTryGet(s, "/api/audit?channel=df"); err != nil || status != http.StatusServiceUnavailable {
+		t.Errorf("/api/audit on a full disk: %d %s %v; want 503", status, b, err)
+	}
+	// A flood of publishes from another client: the queue and the rings
+	// fill, and publishes are refused as overloaded, never acknowledged.
+	f := ibDialJSON(t, s, "")
+	overloaded := atFlood(t, f, 200000)
+	t.Logf("%d publishes refused as overloaded", overloaded)
+	if overloaded == 0 {
+		t.Error("no publish refused as overloaded on a full disk")
+	}
+
+	if err := os.Remove(ballast); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for i := 2; i <= 11; i++ {
+		m := c.readJSONWithin(10 * time.Second)
+		if m.Op != "ack" || string(m.ID) != strconv.Itoa(i) {
+			t.Fatalf("after space returned: %s, want ack %d", m, i)
+		}
+	}
+	t.Logf("acknowledged %v after space returned", time.Since(start))
+	c.ok(12, `{"id":12,"op":"publish","channel":"df","data":"after"}`)
+	if recs := auAudit(t, s, "channel=df&op=publish"); len(recs) != 12 {
+		t.Errorf("%d publish records on df, want 12", len(recs))
+	}
+}
+
+// atFill writes a ballast file in dir until its filesystem has at most
+// leave bytes free, and returns its path.
+func atFill(t *testing.T, dir string, leave uint64) string {
+	t.Helper()
+	path := filepath.Join(dir, "ballast")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 256<<10)
+	for {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		free := st.Bavail * uint64(st.Bsize)
+		if free <= leave {
+			return path
+		}
+		if _, err := f.Write(buf[:min(uint64(len(buf)), max(free-leave, 4096))]); err != nil {
+			return path
+		}
+	}
+}
+
+// atFlood sends n small publishes with ids from c without waiting, then
+// reads the answers for up to 5 s and returns how many were overloaded
+// errors; any ack fails the test (the disk is full).
+func atFlood(t *testing.T, c *ibConn, n int) int {
+	t.Helper()
+	go func() {
+		for i := 1; i <= n; i++ {
+			if wkWrite(c, fmt.Sprintf(`{"id":%d,"op":"publish","channel":"flood","data":%d}`, i, i)) != nil {
+				return
+			}
+		}
+	}()
+	overloaded := 0
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		f, err := c.nextE(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		m, err := ibParseJSON(f.p)
+		switch {
+		case err != nil:
+			t.Fatal(err)
+		case m.Op == "ack":
+			t.Fatalf("a publish acknowledged on a full disk: %s", m)
+		case m.Code == "overloaded":
+			overloaded++
+		}
+	}
+	return overloaded
 }

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -18,6 +20,7 @@ type metrics struct {
 	fullPauses prometheus.Counter
 	diskBytes  prometheus.Gauge
 	quotaTrims prometheus.Counter
+	paused     atomic.Bool // the writer waits for disk space (diskFull is 1)
 }
 
 // newMetrics makes the collectors; the two lag gauges read s.q when

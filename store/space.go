@@ -101,6 +101,7 @@ func (w *writer) commitGroup() error {
 		}
 		if err == nil || !isDiskFull(err) || closing {
 			if !since.IsZero() {
+				s.m.paused.Store(false)
 				s.m.diskFull.Set(0)
 				s.log.Info("audit log resumed: the disk has room again", "paused", time.Since(since).Round(time.Millisecond))
 			}
@@ -108,6 +109,7 @@ func (w *writer) commitGroup() error {
 		}
 		if since.IsZero() {
 			since = time.Now()
+			s.m.paused.Store(true)
 			s.m.diskFull.Set(1)
 		}
 		s.m.fullPauses.Inc()

@@ -203,7 +203,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		writerDone: make(chan struct{}), syncDone: make(chan struct{}), stop: make(chan struct{}),
 		quotaKick: make(chan struct{}, 1),
 		cutLog:    newLimitLog(opts.Log, "audit data cut to --audit-max-data (size, hash and prefix kept)", cutLogEvery),
-		fullLog:   newLimitLog(opts.Log, "audit log paused: the disk is full; publishes waiting for it are refused as overloaded", fullLogEvery),
+		fullLog:   newLimitLog(opts.Log, "audit log paused: the disk is full; acks wait, and publishes are refused as overloaded once its queue is full", fullLogEvery),
 		quotaLog:  newLimitLog(opts.Log, "audit quota reached: oldest records trimmed", quotaLogEvery)}
 	s.m = newMetrics(s)
 	s.q = newQueue(opts, s.m.blocked)
@@ -276,6 +276,19 @@ func (s *Store) PutSession(sess *Session) {
 func (s *Store) Barrier() error {
 	return s.q.barrier()
 }
+
+// BarrierWithin is Barrier that gives up after d with ErrBehind, and at
+// once with ErrDiskFull while the writer waits for disk space.
+func (s *Store) BarrierWithin(d time.Duration) error {
+	if s.m.paused.Load() {
+		return ErrDiskFull
+	}
+	return s.q.barrierWithin(d)
+}
+
+// ErrBehind is BarrierWithin's error when the writer did not catch up in
+// time.
+var ErrBehind = errors.New("store: the writer is behind")
 
 // CloseActive marks every session still recorded as active as ended at
 // `at` with close code code, and returns how many there were. The agent
