@@ -301,6 +301,9 @@ func TestAttackAuditDiskFull(t *testing.T) {
 	if status, b, err := auTryGet(s, "/api/audit?channel=df"); err != nil || status != http.StatusServiceUnavailable {
 		t.Errorf("/api/audit on a full disk: %d %s %v; want 503", status, b, err)
 	}
+	if status, _, b := apiCall(t, s, "POST", "/api/publish", ibAPIKey, `{"channel":"df","data":"api"}`); status != http.StatusServiceUnavailable {
+		t.Errorf("POST /api/publish on a full disk: %d %s; want 503", status, b)
+	}
 	// A flood of publishes from another client: the queue and the rings
 	// fill, and publishes are refused as overloaded, never acknowledged.
 	f := ibDialJSON(t, s, "")

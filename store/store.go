@@ -277,6 +277,10 @@ func (s *Store) Barrier() error {
 	return s.q.barrier()
 }
 
+// DiskFull reports whether the writer is waiting for disk space: records
+// appended now wait until space returns.
+func (s *Store) DiskFull() bool { return s.m.paused.Load() }
+
 // BarrierWithin is Barrier that gives up after d with ErrBehind, and at
 // once with ErrDiskFull while the writer waits for disk space.
 func (s *Store) BarrierWithin(d time.Duration) error {
