@@ -32,7 +32,7 @@ func (s *Store) effectiveQuota(dir string) int64 {
 	}
 	if half := total / 2; q <= 0 || q > half {
 		if q > 0 {
-			s.log.Warn("audit quota above half of the filesystem; using half", "quota", q, "used", half)
+			s.log.Info("audit quota above half of the filesystem; using half", "quota", q, "used", half)
 		}
 		q = half
 	}

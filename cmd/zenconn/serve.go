@@ -174,12 +174,12 @@ func serve(args []string) int {
 		fmt.Fprintln(os.Stderr, "zenconn serve: --worker-stall-timeout must be positive")
 		return 2
 	}
-	if o.auditSyncInterval <= 0 || o.auditRetention < 0 || o.auditMaxQueries < 1 {
-		fmt.Fprintln(os.Stderr, "zenconn serve: --audit-sync-interval and --audit-max-queries must be positive and --audit-retention not negative")
+	if o.auditSyncInterval <= 0 || o.auditRetention < 0 {
+		fmt.Fprintln(os.Stderr, "zenconn serve: --audit-sync-interval must be positive and --audit-retention not negative")
 		return 2
 	}
-	if o.auditQuota < store.MinQuota {
-		fmt.Fprintf(os.Stderr, "zenconn serve: --audit-quota must be at least %dMiB\n", store.MinQuota>>20)
+	if msg := checkAuditLimits(&o); msg != "" {
+		fmt.Fprintln(os.Stderr, "zenconn serve: "+msg)
 		return 2
 	}
 	verifier, err := newVerifier(&o)
@@ -194,6 +194,18 @@ func serve(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// checkAuditLimits returns what is wrong with the audit log's limits, ""
+// when nothing is.
+func checkAuditLimits(o *serveOptions) string {
+	switch {
+	case o.auditQuota < store.MinQuota:
+		return fmt.Sprintf("--audit-quota must be at least %dMiB", store.MinQuota>>20)
+	case o.auditMaxQueries < 1:
+		return "--audit-max-queries must be at least 1"
+	}
+	return ""
 }
 
 // newVerifier builds the token verifier from the --jwt-* flags, nil when no
