@@ -18,7 +18,8 @@ const markerEvery = 100 * time.Millisecond
 //	build    records get their time and sequence number; the group
 //	         becomes a batch of the log database and one of the index
 //	         database
-//	commit   both batches are committed (commitBoth), under writeMu
+//	commit   both batches are committed (commitBoth), under writeMu; on
+//	         a full disk the group waits and is built again (space.go)
 //	settle   the records' done callbacks run; Barrier sees the group
 //
 // Its buffers (the group's, the key and value scratch) are reused from one
