@@ -68,6 +68,9 @@ type Config struct {
 	// a token) and to subscribes until their audit records are committed
 	// as the store's sync mode promises.
 	DurableAcks bool
+	// MaxQueries bounds the audit and session queries answered at once;
+	// past it they get 503. Default 4.
+	MaxQueries int
 	// Registry receives the agent's Prometheus collectors (the store's),
 	// rendered in GET /metrics after the per-worker families. Nil: none.
 	Registry *prometheus.Registry
@@ -90,6 +93,7 @@ type Agent struct {
 	readyOnce sync.Once
 
 	userEvictions atomic.Uint64 // connections closed with 4009 (limits.go)
+	queries       queryLimit
 }
 
 // New validates cfg and fills in its defaults.
@@ -119,6 +123,7 @@ func New(cfg Config) (*Agent, error) {
 	for i := range cfg.Workers {
 		a.slots = append(a.slots, &slot{id: i})
 	}
+	a.queries = newQueryLimit(cfg.MaxQueries, cfg.Registry, cfg.Log)
 	return a, nil
 }
 

@@ -91,10 +91,23 @@ func (a *Agent) apiPublish(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, apiError{"data is required"})
 	case !proto.ValidRaw(req.Data):
 		reply(w, http.StatusBadRequest, apiError{"data is not valid JSON"})
+	case a.diskFull(w):
 	default:
 		a.forward(-1, *req.Channel, apiFrom, req.Data, false)
 		a.apiAudited(w, &store.Record{Worker: -1, Op: store.OpPublish, Channel: *req.Channel, Data: req.Data})
 	}
+}
+
+// diskFull answers 503 and reports true when the audit log waits for disk
+// space and acks wait for the records (--audit-sync always): the message
+// is refused rather than delivered with an answer that would wait.
+func (a *Agent) diskFull(w http.ResponseWriter) bool {
+	if a.st == nil || !a.cfg.DurableAcks || !a.st.DiskFull() {
+		return false
+	}
+	w.Header().Set("Retry-After", "1")
+	reply(w, http.StatusServiceUnavailable, apiError{"overloaded: the audit log is paused, the disk is full; retry"})
+	return true
 }
 
 // apiAudited audits a server-API publish or broadcast and answers: with
@@ -131,6 +144,7 @@ func (a *Agent) apiBroadcast(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, apiError{"data is required"})
 	case !proto.ValidRaw(req.Data):
 		reply(w, http.StatusBadRequest, apiError{"data is not valid JSON"})
+	case a.diskFull(w):
 	default:
 		a.forward(-1, "", apiFrom, req.Data, false)
 		a.apiAudited(w, &store.Record{Worker: -1, Op: store.OpBroadcast, Data: req.Data})

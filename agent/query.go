@@ -16,10 +16,25 @@ const settleTimeout = 2 * time.Second
 
 // settle makes a query see everything the node acknowledged before it:
 // the workers' records (settleRings), then the store's commit of what was
-// queued. It reports false on timeout.
-func (a *Agent) settle() bool {
-	return a.settleRings() && a.st.Barrier() == nil
+// queued. It answers 503 itself and reports false when that takes more
+// than settleTimeout, or when the store waits for disk space.
+func (a *Agent) settle(w http.ResponseWriter, what string) bool {
+	err := errBehind
+	if a.settleRings() {
+		err = a.st.BarrierWithin(settleTimeout)
+	}
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, store.ErrDiskFull):
+		reply(w, http.StatusServiceUnavailable, apiError{"the " + what + " is paused: the disk is full; retry"})
+	default:
+		reply(w, http.StatusServiceUnavailable, apiError{"the " + what + " is behind; retry"})
+	}
+	return false
 }
+
+var errBehind = errors.New("behind")
 
 // settleRings waits until each worker ring has been read up to the
 // position it had when settleRings was called, so the records published
@@ -111,12 +126,19 @@ func (a *Agent) apiAudit(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, apiError{err.Error()})
 		return
 	}
-	if !a.settle() {
-		reply(w, http.StatusServiceUnavailable, apiError{"the audit log is behind; retry"})
+	if !a.queries.enter(w) {
 		return
 	}
-	recs, next, err := a.st.Audit(aq)
+	defer a.queries.leave()
+	if !a.settle(w, "audit log") {
+		return
+	}
+	recs, next, err := a.st.AuditContext(r.Context(), aq)
 	switch {
+	case r.Context().Err() != nil:
+		// Nobody waits for the answer any more (the client left, or the
+		// worker's proxy gave up): the query stopped where it was.
+		a.queries.gone(err)
 	case errors.Is(err, store.ErrBadCursor):
 		reply(w, http.StatusBadRequest, apiError{"invalid cursor"})
 	case err != nil:
@@ -151,12 +173,18 @@ func (a *Agent) apiSessions(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusBadRequest, apiError{err.Error()})
 		return
 	}
-	if !a.settle() {
-		reply(w, http.StatusServiceUnavailable, apiError{"the session log is behind; retry"})
+	if !a.queries.enter(w) {
 		return
 	}
-	out, next, err := a.st.Sessions(sq)
+	defer a.queries.leave()
+	if !a.settle(w, "session log") {
+		return
+	}
+	out, next, err := a.st.SessionsContext(r.Context(), sq)
 	switch {
+	case r.Context().Err() != nil:
+		// Nobody waits for the answer any more.
+		a.queries.gone(err)
 	case errors.Is(err, store.ErrBadCursor):
 		reply(w, http.StatusBadRequest, apiError{"invalid cursor"})
 	case err != nil:

@@ -31,12 +31,17 @@ var errCorrupt = errors.New("store: corrupt value")
 // numbers are uvarints, signed ones zig-zag varints.
 //
 //	audit record:  1 node conn user op channel flags:u8 data attempt error remote code:varint worker:varint
+//	               [size:uvarint sha256:32, with flagCut]
 //	session:       1 conn node user remote userAgent protocol worker:varint
 //	               connected:varint disconnected:varint code:varint nchannels channel…
 const valueVersion byte = 1
 
-// Record flags.
-const flagOpaque byte = 1
+// Record flags. flagCut: data is a prefix (or nothing) of size bytes whose
+// SHA-256 follows (Record.DataSize).
+const (
+	flagOpaque byte = 1
+	flagCut    byte = 2
+)
 
 func hourOf(ns int64) uint32 {
 	if ns < 0 {
@@ -92,6 +97,9 @@ func encodeRecord(dst []byte, r *Record) []byte {
 	if r.Opaque {
 		flags |= flagOpaque
 	}
+	if r.DataSize > 0 {
+		flags |= flagCut
+	}
 	dst = append(dst, flags)
 	dst = binary.AppendUvarint(dst, uint64(len(r.Data)))
 	dst = append(dst, r.Data...)
@@ -99,7 +107,12 @@ func encodeRecord(dst []byte, r *Record) []byte {
 	dst = varbuf.AppendStr(dst, r.Error)
 	dst = varbuf.AppendStr(dst, r.Remote)
 	dst = binary.AppendVarint(dst, int64(r.Code))
-	return binary.AppendVarint(dst, int64(r.Worker))
+	dst = binary.AppendVarint(dst, int64(r.Worker))
+	if r.DataSize > 0 {
+		dst = binary.AppendUvarint(dst, uint64(r.DataSize))
+		dst = append(dst, r.DataHash[:]...)
+	}
+	return dst
 }
 
 // decodeRecord decodes the value of audit key k into r; r owns its bytes.
@@ -111,13 +124,22 @@ func decodeRecord(k, v []byte, r *Record) error {
 	*r = Record{Time: time.Unix(0, ns).UTC(), Seq: binary.BigEndian.Uint64(k[9:17])}
 	rd := varbuf.Reader{B: v[1:]}
 	r.Node, r.Conn, r.User, r.Op, r.Channel = rd.Str(), rd.Str(), rd.Str(), rd.Str(), rd.Str()
-	r.Opaque = rd.Byte()&flagOpaque != 0
+	flags := rd.Byte()
+	r.Opaque = flags&flagOpaque != 0
 	if d := rd.Bytes(); len(d) > 0 {
 		r.Data = append([]byte(nil), d...)
 	}
 	r.Attempt, r.Error, r.Remote = rd.Str(), rd.Str(), rd.Str()
 	r.Code = int(rd.Varint())
 	r.Worker = int(rd.Varint())
+	if flags&flagCut != 0 {
+		r.DataSize = int(rd.Uvarint())
+		if len(rd.B) < len(r.DataHash) {
+			return errCorrupt
+		}
+		copy(r.DataHash[:], rd.B)
+		rd.B = rd.B[len(r.DataHash):]
+	}
 	if !rd.Done() {
 		return errCorrupt
 	}

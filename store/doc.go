@@ -47,6 +47,20 @@
 // trims them with range deletions, ordered with the writer's commits by
 // one lock.
 //
+// # Bounds
+//
+// What one record keeps of its data is bounded by Options.MaxData
+// (capdata.go): beyond it, its first bytes, its size and its SHA-256; a
+// refused attempt keeps only the size and hash. The folder's databases are
+// bounded by Options.Quota (quota.go): past it the oldest records go
+// first. On a full disk the writer keeps its group and waits (space.go):
+// it commits only while the filesystem keeps Options.DiskReserve free,
+// because Pebble takes a failed write-ahead log write as fatal and retries
+// a failed flush without pause; the queue fills behind it and pushes back
+// as above, no record is settled until it is written, and it resumes by
+// itself when space returns. A query page is bounded in records and in
+// bytes of JSON, and stops when its context is done (budget.go).
+//
 // # Databases
 //
 // The folder holds two Pebble databases. log/ holds the audit records

@@ -2,7 +2,9 @@ package store
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"time"
 )
 
@@ -18,6 +20,8 @@ type recordJSON struct {
 	Channel string          `json:"channel"`
 	Data    json.RawMessage `json:"data"`
 	Enc     string          `json:"enc,omitempty"`
+	Size    int             `json:"size,omitempty"`
+	SHA256  string          `json:"sha256,omitempty"`
 	Attempt string          `json:"attempt,omitempty"`
 	Error   string          `json:"error,omitempty"`
 	Remote  string          `json:"remote,omitempty"`
@@ -26,18 +30,25 @@ type recordJSON struct {
 
 // MarshalJSON renders the record as in GET /api/audit: data is the JSON
 // that was published, or, for opaque bytes, their base64 text with
-// "enc":"base64"; null when the op carries none.
+// "enc":"base64"; null when the op carries none. Data kept cut (see
+// Record.DataSize) adds size and sha256 (hex), and data is its kept prefix
+// as a string (base64 when opaque), or null when none was kept.
 func (r Record) MarshalJSON() ([]byte, error) {
 	j := recordJSON{
 		Time: r.Time.UTC().Format(time.RFC3339Nano), Seq: r.Seq, Node: r.Node, Worker: r.Worker,
 		Conn: r.Conn, User: r.User, Op: r.Op, Channel: r.Channel,
 		Attempt: r.Attempt, Error: r.Error, Remote: r.Remote, Code: r.Code,
 	}
+	if r.DataSize > 0 {
+		j.Size, j.SHA256 = r.DataSize, hex.EncodeToString(r.DataHash[:])
+	}
 	switch {
+	case r.DataSize > 0 && len(r.Data) == 0:
+		j.Data = json.RawMessage("null")
 	case r.Opaque:
 		b, _ := json.Marshal(base64.StdEncoding.EncodeToString(r.Data))
 		j.Data, j.Enc = b, "base64"
-	case len(r.Data) > 0 && json.Valid(r.Data):
+	case len(r.Data) > 0 && r.DataSize == 0 && json.Valid(r.Data):
 		j.Data = r.Data
 	case len(r.Data) > 0:
 		b, _ := json.Marshal(string(r.Data))
@@ -59,7 +70,14 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*r = Record{Time: t, Seq: j.Seq, Node: j.Node, Worker: j.Worker, Conn: j.Conn, User: j.User, Op: j.Op,
-		Channel: j.Channel, Attempt: j.Attempt, Error: j.Error, Remote: j.Remote, Code: j.Code}
+		Channel: j.Channel, Attempt: j.Attempt, Error: j.Error, Remote: j.Remote, Code: j.Code, DataSize: j.Size}
+	if j.SHA256 != "" {
+		h, err := hex.DecodeString(j.SHA256)
+		if err != nil || len(h) != len(r.DataHash) {
+			return errors.New("store: sha256 is not 64 hex digits")
+		}
+		copy(r.DataHash[:], h)
+	}
 	switch {
 	case j.Enc == "base64":
 		var s string
@@ -70,6 +88,12 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 			return err
 		}
 		r.Opaque = true
+	case r.DataSize > 0 && string(j.Data) != "null":
+		var s string
+		if err := json.Unmarshal(j.Data, &s); err != nil {
+			return err
+		}
+		r.Data = []byte(s)
 	case string(j.Data) != "null" && len(j.Data) > 0:
 		r.Data = []byte(j.Data)
 	}

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -13,6 +15,12 @@ type metrics struct {
 	records    prometheus.Counter
 	blocked    prometheus.Counter
 	trimmed    prometheus.Counter
+	cut        prometheus.Counter
+	diskFull   prometheus.Gauge
+	fullPauses prometheus.Counter
+	diskBytes  prometheus.Gauge
+	quotaTrims prometheus.Counter
+	paused     atomic.Bool // the writer waits for disk space (diskFull is 1)
 }
 
 // newMetrics makes the collectors; the two lag gauges read s.q when
@@ -43,9 +51,20 @@ func newMetrics(s *Store) metrics {
 			Help: "Times a writer of records waited because the audit queue was full."}),
 		trimmed: prometheus.NewCounter(prometheus.CounterOpts{Name: "zenconn_audit_retention_runs_total",
 			Help: "Retention passes that trimmed old records."}),
+		cut: prometheus.NewCounter(prometheus.CounterOpts{Name: "zenconn_audit_data_cut_total",
+			Help: "Audit records whose data was longer than --audit-max-data: only its size, hash and prefix were kept."}),
+		diskFull: prometheus.NewGauge(prometheus.GaugeOpts{Name: "zenconn_audit_disk_full",
+			Help: "1 while the audit writer waits for free disk space (publishes waiting for it are refused as overloaded)."}),
+		fullPauses: prometheus.NewCounter(prometheus.CounterOpts{Name: "zenconn_audit_disk_full_pauses_total",
+			Help: "Times the audit writer paused because the disk was full."}),
+		diskBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "zenconn_audit_disk_bytes",
+			Help: "Bytes of the audit databases on disk, as last measured for --audit-quota."}),
+		quotaTrims: prometheus.NewCounter(prometheus.CounterOpts{Name: "zenconn_audit_quota_trims_total",
+			Help: "Times the oldest audit records were trimmed because the databases passed --audit-quota."}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.lag, m.lagSeconds, m.groups, m.fsync, m.records, m.blocked, m.trimmed}
+	return []prometheus.Collector{m.lag, m.lagSeconds, m.groups, m.fsync, m.records, m.blocked, m.trimmed,
+		m.cut, m.diskFull, m.fullPauses, m.diskBytes, m.quotaTrims}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -50,13 +51,23 @@ func openDatabases(dir string, opts Options) (db, logdb *pebble.DB, err error) {
 
 // openPebble opens (creating if needed) one of the store's databases.
 func openPebble(dir string, index bool, opts Options) (*pebble.DB, error) {
+	errs := newLimitLog(opts.Log, "pebble: "+filepath.Base(dir), pebbleLogEvery)
 	po := &pebble.Options{
 		// An explicit FS: Pebble's default wraps it in a disk-health
 		// checker whose goroutine a failed Open (folder locked) leaks, and
 		// whose reports would go to a no-op listener anyway.
 		FS:       vfs.Default,
 		ReadOnly: opts.ReadOnly,
-		Logger:   quietLogger{opts.Log},
+		Logger:   quietLogger{opts.Log, errs},
+		// A flush that fails is retried at once, for ever: on a full
+		// disk, one log line per pebbleLogEvery and a pause per failure
+		// rather than a spinning core and a flood of log lines.
+		EventListener: &pebble.EventListener{BackgroundError: func(err error) {
+			errs.note("err", err)
+			if isDiskFull(err) {
+				time.Sleep(backgroundErrorPause)
+			}
+		}},
 		// Pebble keeps tables open in a cache of up to MaxOpenFiles (1,000
 		// by default); the node accepts connections up to the open-file
 		// limit less 512, so the two databases together must stay well
@@ -97,14 +108,26 @@ func isLockErr(err error) bool {
 		strings.Contains(err.Error(), "lock held by current process")
 }
 
-// quietLogger sends Pebble's informational chatter to debug level.
-type quietLogger struct{ log *slog.Logger }
+// pebbleLogEvery is how often Pebble's errors are logged at most (with
+// the number since the last line); backgroundErrorPause is how long a
+// background job that failed on a full disk waits before it is retried.
+const (
+	pebbleLogEvery       = 10 * time.Second
+	backgroundErrorPause = 100 * time.Millisecond
+)
+
+// quietLogger sends Pebble's informational chatter to debug level and
+// its errors to a rate-limited log.
+type quietLogger struct {
+	log  *slog.Logger
+	errs *limitLog
+}
 
 func (l quietLogger) Infof(format string, args ...any) {
 	l.log.Debug("pebble: " + fmt.Sprintf(format, args...))
 }
 func (l quietLogger) Errorf(format string, args ...any) {
-	l.log.Error("pebble: " + fmt.Sprintf(format, args...))
+	l.errs.note("err", fmt.Sprintf(format, args...))
 }
 func (l quietLogger) Fatalf(format string, args ...any) {
 	l.log.Error("pebble: " + fmt.Sprintf(format, args...))

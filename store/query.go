@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -13,10 +14,12 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// Query limits.
+// Query limits: records (or sessions) per page, and the bytes of a page
+// rendered as JSON (see pageBudget).
 const (
-	DefaultLimit = 100
-	MaxLimit     = 1000
+	DefaultLimit    = 100
+	MaxLimit        = 1000
+	DefaultMaxBytes = 4 << 20
 )
 
 // ErrBadCursor is returned for a cursor this store did not produce.
@@ -45,12 +48,20 @@ type AuditQuery struct {
 	Channel, User, Op string
 	Since, Until      time.Time // Since inclusive, Until exclusive
 	Limit             int       // default DefaultLimit, at most MaxLimit
-	Cursor            string    // Next of the previous page
+	// MaxBytes bounds the page's size in JSON (estimated from above);
+	// a page holds at least one record. Default DefaultMaxBytes.
+	MaxBytes int
+	Cursor   string // Next of the previous page
 }
 
 // Audit returns records in time order and the cursor of the next page
 // ("" when there is none).
 func (s *Store) Audit(q AuditQuery) ([]Record, string, error) {
+	return s.AuditContext(context.Background(), q)
+}
+
+// AuditContext is Audit that gives up with ctx's error once ctx is done.
+func (s *Store) AuditContext(ctx context.Context, q AuditQuery) ([]Record, string, error) {
 	if !s.reading() {
 		return nil, "", ErrClosed
 	}
@@ -62,7 +73,7 @@ func (s *Store) Audit(q AuditQuery) ([]Record, string, error) {
 	if lo >= hi {
 		return []Record{}, "", nil
 	}
-	p := auditPage{q: &q, limit: clampLimit(q.Limit), after: after}
+	p := auditPage{q: &q, limit: clampLimit(q.Limit), after: after, budget: newPageBudget(ctx, q.MaxBytes)}
 	p.out = make([]Record, 0, min(p.limit, 64))
 	switch {
 	case q.Channel != "":
@@ -119,10 +130,14 @@ type auditPage struct {
 	out     []Record
 	more    bool   // a match past the page was seen
 	lastKey []byte // key of the last record in out
+	budget  pageBudget
 }
 
 // take is the scan's callback for audit key k and value v.
 func (p *auditPage) take(k, v []byte) (stop bool, err error) {
+	if err := p.budget.visit(); err != nil {
+		return true, err
+	}
 	if p.after != nil && bytes.Compare(k, p.after) <= 0 {
 		return false, nil
 	}
@@ -133,7 +148,7 @@ func (p *auditPage) take(k, v []byte) (stop bool, err error) {
 	if !p.q.matches(&r) {
 		return false, nil
 	}
-	if len(p.out) == p.limit {
+	if len(p.out) == p.limit || !p.budget.fits(recordCost(&r), len(p.out)) {
 		p.more = true
 		return true, nil
 	}
@@ -256,15 +271,22 @@ func clampLimit(n int) int {
 
 // SessionQuery selects sessions. Zero fields do not filter.
 type SessionQuery struct {
-	User   string
-	Active *bool
-	Limit  int
-	Cursor string
+	User     string
+	Active   *bool
+	Limit    int
+	MaxBytes int // as in AuditQuery
+	Cursor   string
 }
 
 // Sessions returns sessions in order of connection time and the cursor of
 // the next page ("" when there is none).
 func (s *Store) Sessions(q SessionQuery) ([]Session, string, error) {
+	return s.SessionsContext(context.Background(), q)
+}
+
+// SessionsContext is Sessions that gives up with ctx's error once ctx is
+// done.
+func (s *Store) SessionsContext(ctx context.Context, q SessionQuery) ([]Session, string, error) {
 	if !s.reading() {
 		return nil, "", ErrClosed
 	}
@@ -281,7 +303,11 @@ func (s *Store) Sessions(q SessionQuery) ([]Session, string, error) {
 	out := make([]Session, 0, min(limit, 64))
 	more := false
 	var lastKey []byte
+	budget := newPageBudget(ctx, q.MaxBytes)
 	take := func(sk, v []byte) (bool, error) {
+		if err := budget.visit(); err != nil {
+			return true, err
+		}
 		if after != nil && bytes.Compare(sk, after) <= 0 {
 			return false, nil
 		}
@@ -294,7 +320,7 @@ func (s *Store) Sessions(q SessionQuery) ([]Session, string, error) {
 		if q.Active != nil && *q.Active != se.Active() {
 			return false, nil
 		}
-		if len(out) == limit {
+		if len(out) == limit || !budget.fits(sessionCost(&se), len(out)) {
 			more = true
 			return true, nil
 		}

@@ -31,8 +31,10 @@ func spreadRecords(base time.Time) []Record {
 				Op:      ops[i%len(ops)],
 				Channel: channels[i%len(channels)],
 				User:    users[i%len(users)],
-				Data:    fmt.Appendf(nil, `{"n":%d}`, i),
 			})
+			if recs[i].Op != OpRefused { // refused attempts keep no data
+				recs[i].Data = fmt.Appendf(nil, `{"n":%d}`, i)
+			}
 		}
 	}
 	// Same nanosecond, two records: the sequence orders them.

@@ -147,6 +147,30 @@ func (q *queue) barrier() error {
 	return q.err
 }
 
+// barrierWithin is barrier that gives up after d with ErrBehind.
+func (q *queue) barrierWithin(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	t := time.AfterFunc(d, func() {
+		q.mu.Lock()
+		q.settled.Broadcast()
+		q.mu.Unlock()
+	})
+	defer t.Stop()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	target := q.queued
+	q.barriers++
+	q.wake.Signal()
+	defer func() { q.barriers-- }()
+	for q.done < target && q.err == nil && !q.stopped {
+		if !time.Now().Before(deadline) {
+			return ErrBehind
+		}
+		q.settled.Wait()
+	}
+	return q.err
+}
+
 // take waits for work and moves the next group into g, whose buffers it
 // reuses: up to maxGroup records, and the held sessions that are due. It
 // reports false, with g empty, once the store is closing and the queue is

@@ -27,10 +27,15 @@ type Record struct {
 	Channel string // "" when the op has none (broadcast, auth, connect…)
 	Data    []byte // JSON text, or opaque bytes when Opaque
 	Opaque  bool
-	Attempt string // OpRefused: the op that was refused
-	Error   string // OpRefused: the protocol error code sent back
-	Remote  string // OpConnect and refused handshakes: the peer address
-	Code    int    // OpDisconnect: the WebSocket close code
+	// DataSize, when not 0, is the size of the data the op carried, of
+	// which Data holds only the first Options.MaxData bytes (none for
+	// OpRefused); DataHash is the SHA-256 of the whole. Set by Append.
+	DataSize int
+	DataHash [32]byte
+	Attempt  string // OpRefused: the op that was refused
+	Error    string // OpRefused: the protocol error code sent back
+	Remote   string // OpConnect and refused handshakes: the peer address
+	Code     int    // OpDisconnect: the WebSocket close code
 }
 
 // Audit ops. Publish, broadcast, subscribe, unsubscribe and auth are the
@@ -99,8 +104,22 @@ type Options struct {
 	// and none modes hold a session's changes. Default 100 ms.
 	SyncInterval time.Duration
 	// Retention trims audit records and closed sessions older than this.
-	// Zero keeps everything.
+	// Zero keeps them for ever (Quota still applies).
 	Retention time.Duration
+	// MaxData is the bytes of a record's data kept whole; longer data
+	// keeps its first MaxData bytes, its size and its SHA-256, and a
+	// refused attempt's data keeps only its size and hash (see Record).
+	// Default DefaultMaxData.
+	MaxData int
+	// Quota bounds the bytes of the folder's databases: past it the
+	// oldest records are trimmed (see quota.go). At most half of the
+	// filesystem is used whatever Quota says. Zero: half of the
+	// filesystem.
+	Quota int64
+	// DiskReserve is the free space below which the writer stops
+	// committing and waits (see space.go). Default the smaller of 64 MiB
+	// and a twentieth of the filesystem.
+	DiskReserve int64
 	// QueueLimit is the number of records (and session updates) waiting
 	// for the writer past which Append and PutSession block. Default 65536.
 	QueueLimit int
@@ -123,6 +142,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxGroup <= 0 {
 		o.MaxGroup = 8192
+	}
+	if o.MaxData <= 0 {
+		o.MaxData = DefaultMaxData
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -160,6 +182,14 @@ type Store struct {
 	stop       chan struct{} // closed by Close: retainLoop returns
 	retainWG   sync.WaitGroup
 	m          metrics
+
+	dir       string
+	quota     int64         // the effective Options.Quota; 0 in read-only mode
+	written   atomic.Int64  // bytes committed since quotaLoop was last woken
+	quotaKick chan struct{} // wakes quotaLoop
+	cutLog    *limitLog     // data cut to Options.MaxData
+	fullLog   *limitLog     // the writer paused on a full disk
+	quotaLog  *limitLog     // records trimmed for the quota
 }
 
 // Open opens (creating if needed) the store in dir.
@@ -169,11 +199,21 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, logdb: logdb, opts: opts, log: opts.Log,
-		writerDone: make(chan struct{}), syncDone: make(chan struct{}), stop: make(chan struct{})}
+	s := &Store{db: db, logdb: logdb, opts: opts, log: opts.Log, dir: dir,
+		writerDone: make(chan struct{}), syncDone: make(chan struct{}), stop: make(chan struct{}),
+		quotaKick: make(chan struct{}, 1),
+		cutLog:    newLimitLog(opts.Log, "audit data cut to --audit-max-data (size, hash and prefix kept)", cutLogEvery),
+		fullLog:   newLimitLog(opts.Log, "audit log paused: the disk is full; acks wait, and publishes are refused as overloaded once its queue is full", fullLogEvery),
+		quotaLog:  newLimitLog(opts.Log, "audit quota reached: oldest records trimmed", quotaLogEvery)}
 	s.m = newMetrics(s)
 	s.q = newQueue(opts, s.m.blocked)
-	w := &writer{s: s}
+	w := &writer{s: s, space: diskSpace{dir: dir, reserve: opts.DiskReserve}}
+	if w.space.reserve <= 0 {
+		w.space.reserve = defaultReserve
+		if _, total, err := statfs(dir); err == nil {
+			w.space.reserve = min(defaultReserve, total/20)
+		}
+	}
 	err = w.loadSeq()
 	if err == nil && !opts.ReadOnly {
 		err = s.reindexTail()
@@ -201,18 +241,20 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.retainWG.Add(1)
 		go s.retainLoop()
 	}
+	if s.quota = s.effectiveQuota(dir); s.quota > 0 {
+		s.retainWG.Add(1)
+		go s.quotaLoop()
+	}
 	return s, nil
 }
 
-// Append queues r for the audit log; r.Data is copied. It blocks while the
-// queue is full. done, if not nil, is called from the writer goroutine once
+// Append queues r for the audit log; what is kept of r.Data (see
+// Options.MaxData) is copied. It blocks while the queue is full. done, if not nil, is called from the writer goroutine once
 // the record is committed as the sync mode promises (with SyncAlways: on
 // disk), or with an error; it must not block.
 func (s *Store) Append(r *Record, done func(error)) {
 	p := pending{rec: *r, done: done}
-	if len(r.Data) > 0 {
-		p.rec.Data = append([]byte(nil), r.Data...)
-	}
+	s.keepData(&p.rec, r.Data)
 	if s.opts.ReadOnly || !s.q.push(&p) {
 		if done != nil {
 			done(ErrClosed)
@@ -234,6 +276,23 @@ func (s *Store) PutSession(sess *Session) {
 func (s *Store) Barrier() error {
 	return s.q.barrier()
 }
+
+// DiskFull reports whether the writer is waiting for disk space: records
+// appended now wait until space returns.
+func (s *Store) DiskFull() bool { return s.m.paused.Load() }
+
+// BarrierWithin is Barrier that gives up after d with ErrBehind, and at
+// once with ErrDiskFull while the writer waits for disk space.
+func (s *Store) BarrierWithin(d time.Duration) error {
+	if s.m.paused.Load() {
+		return ErrDiskFull
+	}
+	return s.q.barrierWithin(d)
+}
+
+// ErrBehind is BarrierWithin's error when the writer did not catch up in
+// time.
+var ErrBehind = errors.New("store: the writer is behind")
 
 // CloseActive marks every session still recorded as active as ended at
 // `at` with close code code, audits its disconnect (a record like the

@@ -18,7 +18,8 @@ const markerEvery = 100 * time.Millisecond
 //	build    records get their time and sequence number; the group
 //	         becomes a batch of the log database and one of the index
 //	         database
-//	commit   both batches are committed (commitBoth), under writeMu
+//	commit   both batches are committed (commitBoth), under writeMu; on
+//	         a full disk the group waits and is built again (space.go)
 //	settle   the records' done callbacks run; Barrier sees the group
 //
 // Its buffers (the group's, the key and value scratch) are reused from one
@@ -30,6 +31,7 @@ type writer struct {
 	seq      uint64 // sequence number of the last record
 	lastTime int64  // time of the last record (Unix ns): keys never go back
 	marker   indexMarker
+	space    diskSpace
 }
 
 // loadSeq continues the record sequence after the last stored record.
@@ -52,23 +54,24 @@ func (w *writer) loadSeq() error {
 func (w *writer) run() {
 	defer close(w.s.writerDone)
 	for w.s.q.take(&w.g) {
-		lb, b := w.build()
-		w.settle(w.commit(lb, b))
+		for i := range w.g.records {
+			w.stamp(&w.g.records[i])
+		}
+		w.settle(w.commitGroup())
 	}
 	w.marker.flush(w.s)
 	w.s.q.stop()
 }
 
-// build stamps the group's records and returns its two batches: the
-// records for the log database; their index entries, the index marker and
-// the sessions for the index database.
+// build returns the group's two batches (its records already stamped):
+// the records for the log database; their index entries, the index marker
+// and the sessions for the index database.
 func (w *writer) build() (lb, b *pebble.Batch) {
 	lb, b = w.s.logdb.NewBatch(), w.s.db.NewBatch()
 	recs := w.g.records
 	for i := range recs {
 		r := &recs[i].rec
-		ns := w.stamp(&recs[i])
-		w.key = auditKey(w.key[:0], ns, r.Seq)
+		w.key = auditKey(w.key[:0], r.Time.UnixNano(), r.Seq)
 		w.val = encodeRecord(w.val[:0], r)
 		_ = lb.Set(w.key, w.val, nil)
 		indexRecord(b, r, &w.key)
@@ -84,9 +87,9 @@ func (w *writer) build() (lb, b *pebble.Batch) {
 }
 
 // stamp gives p's record its time (when it was queued, if the producer set
-// none) and its sequence number, and returns the time in Unix ns. Times
-// never go back, so that keys grow with the commit order.
-func (w *writer) stamp(p *pending) int64 {
+// none) and its sequence number. Times never go back, so that keys grow
+// with the commit order.
+func (w *writer) stamp(p *pending) {
 	ns := unixNano(p.rec.Time)
 	if ns == 0 {
 		ns = p.at.UnixNano()
@@ -95,7 +98,6 @@ func (w *writer) stamp(p *pending) int64 {
 	w.lastTime = ns
 	w.seq++
 	p.rec.Time, p.rec.Seq = time.Unix(0, ns).UTC(), w.seq
-	return ns
 }
 
 // commit commits the group's batches and returns the commit's error.
@@ -103,16 +105,21 @@ func (w *writer) commit(lb, b *pebble.Batch) error {
 	s := w.s
 	s.writeMu.Lock()
 	start := time.Now()
+	n := lb.Len() + b.Len()
 	err := commitBoth(lb, b, s.commitOpt())
 	s.writeMu.Unlock()
 	if s.opts.Sync == SyncAlways {
 		s.m.fsync.Observe(time.Since(start).Seconds())
 	}
 	if err != nil {
-		s.log.Error("audit commit failed", "records", len(w.g.records), "err", err)
+		if !isDiskFull(err) { // commitGroup logs those
+			s.log.Error("audit commit failed", "records", len(w.g.records), "err", err)
+		}
+		return err
 	}
 	s.unsynced.Store(true)
-	return err
+	s.noteWritten(n)
+	return nil
 }
 
 // settle runs the records' done callbacks with the commit's error, lets go

@@ -102,6 +102,16 @@ func TestWorkersOutOfRangeRefused(t *testing.T) {
 
 // TestDefaultWorkersWithinMax checks that the --workers default never
 // exceeds the node's maximum, whatever the number of CPUs.
+func TestAuditLimitsRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"--audit-quota", "1MiB"}, {"--audit-max-queries", "0"}, {"--audit-max-data", "0"}, {"--audit-max-data", "x"},
+	} {
+		if code := serve(append(args, "--data", t.TempDir())); code != 2 {
+			t.Fatalf("%v: exit %d, want 2", args, code)
+		}
+	}
+}
+
 func TestDefaultWorkersWithinMax(t *testing.T) {
 	var o serveOptions
 	newServeFlags(&o)

@@ -175,6 +175,7 @@ func (n *nodePlan) agentConfig(st *store.Store, reg *prometheus.Registry) (agent
 		StallTimeout: n.o.stallTimeout,
 
 		MaxConnsPerUser: n.o.limits.maxConnsPerUser,
+		MaxQueries:      n.o.auditMaxQueries,
 	}
 	if st != nil {
 		cfg.Store = st
@@ -269,6 +270,7 @@ func openStore(o *serveOptions, log *slog.Logger) (*store.Store, *prometheus.Reg
 	mode, _ := store.ParseSyncMode(o.auditSync)
 	st, err := store.Open(filepath.Join(o.data, "pebble"), store.Options{
 		Sync: mode, SyncInterval: o.auditSyncInterval, Retention: o.auditRetention,
+		MaxData: int(o.auditMaxData), Quota: int64(o.auditQuota),
 		Registerer: reg, Log: log,
 	})
 	if errors.Is(err, store.ErrLocked) {

@@ -51,6 +51,9 @@ type serveOptions struct {
 	auditSync         string
 	auditSyncInterval time.Duration
 	auditRetention    time.Duration
+	auditMaxData      byteSize
+	auditQuota        byteSize
+	auditMaxQueries   int
 	pprof             string
 	metrics           string
 
@@ -84,7 +87,11 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.BoolVar(&o.audit, "audit", true, "record sessions and the audit log of every message in Pebble, in --data (false: neither)")
 	fs.StringVar(&o.auditSync, "audit-sync", "batch", `when the audit log reaches the disk: "always" (acks wait for fsync), "batch" (fsync every --audit-sync-interval) or "none" (left to the OS); see README`)
 	fs.DurationVar(&o.auditSyncInterval, "audit-sync-interval", 100*time.Millisecond, "fsync period of --audit-sync=batch: the most a power loss can take")
-	fs.DurationVar(&o.auditRetention, "audit-retention", 0, "trim audit records and ended sessions older than this (0: keep everything)")
+	fs.DurationVar(&o.auditRetention, "audit-retention", 30*24*time.Hour, "trim audit records and ended sessions older than this (0: keep them until --audit-quota needs room)")
+	o.auditMaxData, o.auditQuota = store.DefaultMaxData, 10<<30
+	fs.Var(&o.auditMaxData, "audit-max-data", "data kept whole in an audit record; longer data keeps its size, SHA-256 and first bytes")
+	fs.Var(&o.auditQuota, "audit-quota", "disk space of the audit databases (at least 64MiB, at most half the filesystem); past it the oldest records are trimmed")
+	fs.IntVar(&o.auditMaxQueries, "audit-max-queries", 4, "audit and session API queries answered at once; more get 503")
 	fs.StringVar(&o.metrics, "metrics", "open", `who may read /metrics on --addr: "open" (anyone), "key" (requests with the --api-key, like /api/) or "off" (404)`)
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (the agent; worker i on the port after it plus i)")
 	registerLimitFlags(fs, &o.limits)
@@ -192,6 +199,9 @@ func checkServeFlags(fs *flag.FlagSet, o *serveOptions) (slog.Level, error) {
 	case o.auditRetention < 0:
 		return level, errors.New("--audit-retention: must not be negative")
 	}
+	if err := checkAuditLimits(o); err != nil {
+		return level, err
+	}
 	verifier, err := newVerifier(o)
 	if err != nil {
 		return level, err
@@ -204,6 +214,17 @@ func checkServeFlags(fs *flag.FlagSet, o *serveOptions) (slog.Level, error) {
 		return level, err
 	}
 	return level, ecfg.Validate()
+}
+
+// checkAuditLimits checks the audit log's limits.
+func checkAuditLimits(o *serveOptions) error {
+	switch {
+	case o.auditQuota < store.MinQuota:
+		return fmt.Errorf("--audit-quota: must be at least %dMiB", store.MinQuota>>20)
+	case o.auditMaxQueries < 1:
+		return errors.New("--audit-max-queries: must be at least 1")
+	}
+	return nil
 }
 
 // newVerifier builds the token verifier from the --jwt-* flags, nil when no
