@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"bytes"
 	"crypto/subtle"
+	"strconv"
 
 	"github.com/valyala/fasthttp"
 )
@@ -10,7 +12,10 @@ import (
 // A worker's engine answers a request under /api/ (Config.APIKey set) on a
 // file worker, never on a loop: it checks the API key, then hands the
 // request to Config.APIProxy, which forwards it to the agent and fills the
-// response in.
+// response in. The key is checked first on the loop, on the request head
+// (refuseAPIHead): a request without the right key is answered 401 before
+// any of its body is read, and one with a body is then closed, so that no
+// anonymous client makes the node hold a body.
 
 // Canned answers of the key check and of a failed hand-over, built once.
 var (
@@ -35,12 +40,62 @@ func (s *Server) serveAPI(ctx *fasthttp.RequestCtx) {
 	}
 }
 
+// refuseAPIHead answers, on the loop, a server-API request whose head
+// lacks the right key (401), or that has a body where there is no API
+// (404), and reports whether it did. A refused request with a body ends
+// the connection: its body is drained, never held.
+func (c *Conn) refuseAPIHead(req *requestInfo, cl int) bool {
+	hdr := &c.loop.http.hdr
+	if !bytes.HasPrefix(hdr.RequestURI(), []byte("/api/")) {
+		return false
+	}
+	keepAlive := cl == 0 && !hdr.ConnectionClose()
+	switch {
+	case c.srv.cfg.APIKey == "":
+		if cl == 0 {
+			return false // answered 404 by route, on keep-alive
+		}
+		c.respondSimple(req, 404, "not found\n", false, hdr.IsHead(), nil)
+		return true
+	case keyMatches(apiKeyOf(hdr), c.srv.cfg.APIKey):
+		return false
+	}
+	b := append(c.loop.respBuf[:0], "HTTP/1.1 401 Unauthorized\r\nServer: zenconn\r\nContent-Type: application/json\r\n"+
+		"WWW-Authenticate: Bearer realm=\"zenconn-api\"\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(apiUnauthorized)), 10)
+	if !keepAlive {
+		b = append(b, "\r\nConnection: close"...)
+	}
+	b = append(b, "\r\n\r\n"...)
+	if !hdr.IsHead() {
+		b = append(b, apiUnauthorized...)
+	}
+	c.loop.respBuf = b
+	c.writeNow(b)
+	c.srv.countStatus(401)
+	c.srv.accessLog(c, req, 401, len(b)-bytes.Index(b, []byte("\r\n\r\n"))-4)
+	if !keepAlive {
+		c.linger()
+	}
+	return true
+}
+
+// apiKeyOf returns the key of a request: "Authorization: Bearer" or
+// "X-API-Key".
+func apiKeyOf(h *fasthttp.RequestHeader) []byte {
+	if key := bearerToken(h.Peek("Authorization")); key != "" {
+		return []byte(key)
+	}
+	return h.Peek("X-API-Key")
+}
+
+// keyMatches compares key with the configured one in constant time.
+func keyMatches(key []byte, want string) bool {
+	return subtle.ConstantTimeCompare(key, []byte(want)) == 1
+}
+
 // apiAuthorized compares the key from "Authorization: Bearer" or
 // "X-API-Key" with the configured one in constant time.
 func (s *Server) apiAuthorized(ctx *fasthttp.RequestCtx) bool {
-	key := bearerToken(ctx.Request.Header.Peek("Authorization"))
-	if key == "" {
-		key = string(ctx.Request.Header.Peek("X-API-Key"))
-	}
-	return subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.APIKey)) == 1
+	return keyMatches(apiKeyOf(&ctx.Request.Header), s.cfg.APIKey)
 }

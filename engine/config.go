@@ -52,6 +52,25 @@ type Config struct {
 	// connection that sent nothing for this long ("--idle-timeout").
 	// Default 60 s.
 	IdleTimeout time.Duration
+	// HandshakeTimeout bounds the time from accepting a connection to the
+	// end of its first request head, the WebSocket handshake for a client
+	// ("--handshake-timeout"). Default 10 s.
+	HandshakeTimeout time.Duration
+	// HeaderTimeout bounds a later request head, from its first byte
+	// ("--header-timeout"). Default 10 s.
+	HeaderTimeout time.Duration
+	// BodyTimeout bounds a request body, from the end of its head
+	// ("--body-timeout"). Default 30 s.
+	BodyTimeout time.Duration
+	// MessageTimeout bounds a WebSocket message, from its first byte to its
+	// last fragment ("--message-timeout"); past it the connection is closed
+	// with 4004. Default 30 s.
+	MessageTimeout time.Duration
+	// InputBudget bounds the bytes this process holds in partial request
+	// heads, bodies and WebSocket messages; past it a connection with new
+	// partial input gets 503 or close 1013. The node's "--max-pending-input"
+	// is divided among its worker processes. Default 32 MiB.
+	InputBudget int
 	// Node is this node's id, sent in welcome. Default "local".
 	Node string
 	// Logger receives application logs. Default: discard.
@@ -100,6 +119,9 @@ type LineWriter interface {
 const (
 	defaultMaxMessage  = 1 << 20
 	defaultMaxOutbound = 4 << 20
+	// DefaultInputBudget is the default of --max-pending-input, for the
+	// whole node.
+	DefaultInputBudget = 32 << 20
 	maxLoops           = 64
 	// maxHeadSize is the largest HTTP request head accepted (431 past it).
 	maxHeadSize = 16 << 10
@@ -117,7 +139,7 @@ func (c *Config) Validate() error {
 	if c.WorkerID < 0 || c.WorkerID >= nodemsg.MaxWorkers {
 		errWorker = fmt.Errorf("worker id %d is outside 0..%d", c.WorkerID, nodemsg.MaxWorkers-1)
 	}
-	return errors.Join(c.checkLimits(), c.checkAccess(), errWorker)
+	return errors.Join(c.checkLimits(), c.checkInput(), c.checkAccess(), errWorker)
 }
 
 // fillDefaults replaces every zero field that has a default by it.
@@ -149,6 +171,7 @@ func (c *Config) fillDefaults() {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 60 * time.Second
 	}
+	c.fillInputDefaults()
 	if c.Node == "" {
 		c.Node = "local"
 	}
@@ -156,6 +179,44 @@ func (c *Config) fillDefaults() {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 }
+
+// fillInputDefaults fills in the input deadlines and budget.
+func (c *Config) fillInputDefaults() {
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&c.HandshakeTimeout, 10 * time.Second}, {&c.HeaderTimeout, 10 * time.Second},
+		{&c.BodyTimeout, 30 * time.Second}, {&c.MessageTimeout, 30 * time.Second}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if c.InputBudget == 0 {
+		c.InputBudget = DefaultInputBudget
+	}
+}
+
+// checkInput checks the input deadlines and budget. Deadlines are checked
+// once a second, so shorter ones are refused.
+func (c *Config) checkInput() error {
+	var errs []error
+	for _, d := range []struct {
+		v    time.Duration
+		flag string
+	}{{c.HandshakeTimeout, "--handshake-timeout"}, {c.HeaderTimeout, "--header-timeout"},
+		{c.BodyTimeout, "--body-timeout"}, {c.MessageTimeout, "--message-timeout"}} {
+		if d.v < time.Second {
+			errs = append(errs, fmt.Errorf("%s: %s is below 1s", d.flag, d.v))
+		}
+	}
+	if need := max(c.MaxMessage+maxFrameHeader, maxHeadSize+maxBodySize); c.InputBudget < need {
+		errs = append(errs, fmt.Errorf("--max-pending-input: %d bytes per worker process is below the largest message or request (%d bytes)", c.InputBudget, need))
+	}
+	return errors.Join(errs...)
+}
+
+// maxFrameHeader is the largest client frame header: 2 + 8 + 4 (mask).
+const maxFrameHeader = 14
 
 // defaultMaxConnections is the process's open-file limit less the
 // descriptors kept for files, logs and the listeners (see MaxConnections).

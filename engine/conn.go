@@ -46,7 +46,12 @@ type Conn struct {
 	lastRead      int64 // wall clock, ns
 	lastPing      int64
 	closeDeadline int64
-	leftover      int // input bytes left unconsumed by the last Serve
+
+	// Input not handled yet (input.go): the held bytes, charged to the
+	// input budget, and the phase they belong to, with its start (ns).
+	in         []byte
+	phase      inPhase
+	phaseStart int64
 
 	// WebSocket state.
 	reported  bool           // the bridge was told the connection is gone
@@ -63,32 +68,39 @@ type Conn struct {
 }
 
 // Serve consumes input: HTTP requests or WebSocket frames, according to the
-// connection's state. in is everything buffered and unconsumed so far; Serve
-// returns how many bytes of it were consumed. The bytes of in may be
-// modified (unmasking) but are not retained.
+// connection's state. in is the input received since the last call (it may
+// be empty, after Transport.Wake). Serve always consumes all of in and
+// returns len(in): what it cannot handle yet it keeps itself (input.go).
+// The bytes of in may be modified (unmasking) but are not retained.
 func (c *Conn) Serve(in []byte) int {
 	l := c.loop
-	if n := len(in) - c.leftover; n > 0 {
-		l.stats.bytesIn.Add(uint64(n))
-	}
+	l.stats.bytesIn.Add(uint64(len(in)))
 	c.lastRead = time.Now().UnixNano()
 	l.current = c
+	buf, fromHeld := in, false
+	if len(c.in) > 0 || c.busy && len(in) > 0 {
+		if c.hold(in) {
+			buf, fromHeld = c.in, true
+		} else {
+			buf = nil
+		}
+	}
 	var n int
 	switch c.state {
 	case stateHTTP:
-		n = c.serveHTTP(in)
+		n = c.serveHTTP(buf)
 	case stateWS:
-		n = c.serveWS(in)
+		n = c.serveWS(buf)
 	default:
-		n = len(in) // closing: drain
+		n = len(buf) // closing: drain
 	}
-	c.leftover = len(in) - n
+	c.keepRest(buf, n, fromHeld)
 	if c.dirty {
 		// Our own replies go out at the end of this read, not of the pass.
 		c.flush()
 	}
 	l.endServe()
-	return n
+	return len(in)
 }
 
 // Closed tells the engine that the transport is gone.
@@ -105,7 +117,8 @@ func (c *Conn) Closed() {
 	c.chans, c.subPos = nil, nil
 	l.giveOut(c.out)
 	c.out = nil
-	c.frag = nil
+	c.dropFrag()
+	c.dropIn()
 	delete(l.conns, c)
 	l.stats.connections.Add(-1)
 	c.srv.openConns.Add(-1)
@@ -286,7 +299,7 @@ func (l *loop) scan(now int64) {
 				c.t.Close()
 			}
 		case stateHTTP:
-			if !c.busy && now-c.lastRead > idle {
+			if !c.busy && !c.phaseExpired(now) && c.phase == phaseNone && now-c.lastRead > idle {
 				c.t.Close()
 			}
 		case stateWS:
@@ -297,6 +310,7 @@ func (l *loop) scan(now int64) {
 				}
 			}
 			switch {
+			case c.phaseExpired(now):
 			case now-c.lastRead > idle:
 				c.fail(proto.CloseIdleTimeout, "idle timeout")
 			case now-c.lastRead >= ping && now-c.lastPing >= ping:

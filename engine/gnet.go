@@ -164,10 +164,6 @@ func (g *gnetTransportServer) OnTraffic(c gnet.Conn) gnet.Action {
 			return gnet.Close
 		}
 	}
-	if conn.busy && c.InboundBuffered() > maxHeadSize+maxBodySize {
-		// A client that pipelines megabytes behind a slow request.
-		return gnet.Close
-	}
 	return gnet.None
 }
 

@@ -97,7 +97,7 @@ func (fc *fileConn) Answered(r *static.Result) {
 		c.linger()
 		return
 	}
-	if c.leftover > 0 {
+	if len(c.in) > 0 {
 		// Pipelined requests wait in the transport's buffer.
 		c.t.Wake()
 	}

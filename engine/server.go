@@ -45,6 +45,8 @@ type Server struct {
 	transport *gnetTransportServer
 	stopOnce  sync.Once
 
+	input inputBudget // bytes held in partial input, deadlines passed (input.go)
+
 	openConns atomic.Int64  // open transport connections, all loops
 	refused   atomic.Uint64 // connections refused at MaxConnections
 	fatal     chan error    // receives the error if serving stops by itself
@@ -75,6 +77,7 @@ func New(cfg Config) (*Server, error) {
 	if s.files, err = s.newFiles(); err != nil {
 		return nil, err
 	}
+	s.input.limit = int64(cfg.InputBudget)
 	s.registerMetrics()
 	s.clock.Store(time.Now().UnixNano())
 	// Ids advance by nodemsg.MaxWorkers from a start unique to this
@@ -228,7 +231,8 @@ func (s *Server) tick() {
 
 // open registers a new transport connection on loop l.
 func (s *Server) open(l *loop, t Transport) *Conn {
-	c := &Conn{srv: s, loop: l, t: t, lastRead: time.Now().UnixNano()}
+	now := time.Now().UnixNano()
+	c := &Conn{srv: s, loop: l, t: t, lastRead: now, phase: phaseFirst, phaseStart: now}
 	l.conns[c] = struct{}{}
 	l.stats.connections.Add(1)
 	s.openConns.Add(1)
