@@ -91,8 +91,7 @@ func (c *Conn) reserve(buf []byte, extra int) (_ []byte, ok bool) {
 		return buf, false
 	}
 	nb := make([]byte, len(buf), newCap)
-	copy(nb, buf)
-	c.srv.input.give(cap(buf))
+	copy(nb, buf) // buf's bytes are now nb's, charged above
 	return nb, true
 }
 
