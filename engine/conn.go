@@ -38,8 +38,8 @@ type Conn struct {
 
 	state connState
 	// busy is set while an HTTP response is produced off the loop; input
-	// waits in the transport's buffer until it is done (pipelining keeps
-	// its order).
+	// waits in the connection's held input (input.go) until it is done
+	// (pipelining keeps its order).
 	busy  bool
 	dirty bool // on loop.dirty
 
@@ -299,7 +299,7 @@ func (l *loop) scan(now int64) {
 				c.t.Close()
 			}
 		case stateHTTP:
-			if !c.busy && !c.phaseExpired(now) && c.phase == phaseNone && now-c.lastRead > idle {
+			if !c.busy && !c.phaseExpired(now) && now-c.lastRead > idle {
 				c.t.Close()
 			}
 		case stateWS:

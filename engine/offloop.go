@@ -98,7 +98,7 @@ func (fc *fileConn) Answered(r *static.Result) {
 		return
 	}
 	if len(c.in) > 0 {
-		// Pipelined requests wait in the transport's buffer.
+		// Pipelined requests wait in the held input.
 		c.t.Wake()
 	}
 }
