@@ -69,7 +69,8 @@ type Config struct {
 	// InputBudget bounds the bytes this process holds in partial request
 	// heads, bodies and WebSocket messages; past it a connection with new
 	// partial input gets 503 or close 1013. The node's "--max-pending-input"
-	// is divided among its worker processes. Default 32 MiB.
+	// is divided among its worker processes, each getting at least
+	// MinInputBudget. Default 16 MiB.
 	InputBudget int
 	// Node is this node's id, sent in welcome. Default "local".
 	Node string
@@ -121,7 +122,7 @@ const (
 	defaultMaxOutbound = 4 << 20
 	// DefaultInputBudget is the default of --max-pending-input, for the
 	// whole node.
-	DefaultInputBudget = 32 << 20
+	DefaultInputBudget = 16 << 20
 	maxLoops           = 64
 	// maxHeadSize is the largest HTTP request head accepted (431 past it).
 	maxHeadSize = 16 << 10
@@ -209,10 +210,16 @@ func (c *Config) checkInput() error {
 			errs = append(errs, fmt.Errorf("%s: %s is below 1s", d.flag, d.v))
 		}
 	}
-	if need := max(c.MaxMessage+maxFrameHeader, maxHeadSize+maxBodySize); c.InputBudget < need {
+	if need := MinInputBudget(c.MaxMessage); c.InputBudget < need {
 		errs = append(errs, fmt.Errorf("--max-pending-input: %d bytes per worker process is below the largest message or request (%d bytes)", c.InputBudget, need))
 	}
 	return errors.Join(errs...)
+}
+
+// MinInputBudget is the smallest input budget of a process: room for one
+// whole message of maxMessage bytes, or one whole request.
+func MinInputBudget(maxMessage int) int {
+	return max(maxMessage+maxFrameHeader, maxHeadSize+maxBodySize)
 }
 
 // maxFrameHeader is the largest client frame header: 2 + 8 + 4 (mask).

@@ -100,7 +100,7 @@ func addInputFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.DurationVar(&o.bodyTimeout, "body-timeout", 30*time.Second, "a request body must be complete this soon after its head, else 408 and close")
 	fs.DurationVar(&o.messageTimeout, "message-timeout", 30*time.Second, "a WebSocket message must be complete this soon after its first byte, else close 4004")
 	o.maxPendingInput = engine.DefaultInputBudget
-	fs.Var(&o.maxPendingInput, "max-pending-input", "bytes the node holds in partial request heads, bodies and WebSocket messages, divided evenly among the worker processes; past it 503 or close 1013")
+	fs.Var(&o.maxPendingInput, "max-pending-input", "bytes the node holds in partial request heads, bodies and WebSocket messages, divided evenly among the worker processes (each gets at least one largest message or request); past it 503 or close 1013")
 }
 
 // checkInputFlags refuses zero deadlines and budget, which the engine
@@ -116,10 +116,16 @@ func checkInputFlags(o *serveOptions) error {
 			errs = append(errs, fmt.Errorf("%s: %s is below 1s", d.flag, d.v))
 		}
 	}
-	if o.maxPendingInput <= 0 {
-		errs = append(errs, errors.New("--max-pending-input: must be positive"))
+	if least := engine.MinInputBudget(int(o.maxMessage)); int(o.maxPendingInput) < least {
+		errs = append(errs, fmt.Errorf("--max-pending-input: %d bytes is below one largest message or request (%d bytes)", o.maxPendingInput, least))
 	}
 	return errors.Join(errs...)
+}
+
+// inputShare is one worker process's share of --max-pending-input: an
+// even share, but at least room for one largest message or request.
+func inputShare(o *serveOptions) int {
+	return max(int(o.maxPendingInput)/max(o.workers, 1), engine.MinInputBudget(int(o.maxMessage)))
 }
 
 // defaultWorkers is --workers when not given: one worker per CPU, at most
@@ -280,7 +286,7 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 		HeaderTimeout:    o.headerTimeout,
 		BodyTimeout:      o.bodyTimeout,
 		MessageTimeout:   o.messageTimeout,
-		InputBudget:      int(o.maxPendingInput) / max(o.workers, 1),
+		InputBudget:      inputShare(o),
 		Node:             node,
 		Logger:           log,
 
