@@ -41,16 +41,16 @@ type Conn struct {
 	// waits in the connection's held input (input.go) until it is done
 	// (pipelining keeps its order).
 	busy  bool
-	dirty bool // on loop.dirty
+	dirty bool    // on loop.dirty
+	phase inPhase // what the input waits for (input.go)
 
 	lastRead      int64 // wall clock, ns
 	lastPing      int64
 	closeDeadline int64
 
 	// Input not handled yet (input.go): the held bytes, charged to the
-	// input budget, and the phase they belong to, with its start (ns).
+	// input budget, and the start (ns) of the phase they belong to.
 	in         []byte
-	phase      inPhase
 	phaseStart int64
 
 	// WebSocket state.
