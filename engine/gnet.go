@@ -134,12 +134,12 @@ func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if g.s.draining.Load() {
 		return nil, gnet.Close
 	}
-	if g.s.overCapacity() {
-		return busyResponse, gnet.Close
-	}
 	l := g.loopFor(c.EventLoop())
 	if l == nil {
 		return nil, gnet.Close
+	}
+	if g.s.overCapacity(l) {
+		return busyResponse, gnet.Close
 	}
 	c.SetContext(g.s.open(l, &gnetConn{c: c}))
 	return nil, gnet.None

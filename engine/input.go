@@ -44,7 +44,10 @@ type inputBudget struct {
 	held     atomic.Int64
 	refused  atomic.Uint64
 	timeouts [numPhases]atomic.Uint64
-	lastLog  atomic.Int64 // ns; refusals and timeouts are logged at most once a second
+	// reclaimed counts connections ended at MaxConnections to make room
+	// (loop.reclaimSlot).
+	reclaimed atomic.Uint64
+	lastLog   atomic.Int64 // ns; refusals and timeouts are logged at most once a second
 }
 
 // take charges n bytes and reports whether they fit the budget.
@@ -204,10 +207,18 @@ func (c *Conn) phaseExpired(now int64) bool {
 	if now-c.phaseStart <= int64(limit) {
 		return false
 	}
-	b := &c.srv.input
-	b.timeouts[c.phase].Add(1)
-	if b.logAllowed(now) {
-		c.srv.log.Info("input deadline passed: connection closed", "phase", phaseNames[c.phase], "remote", c.remoteIP(), "after", limit)
+	c.srv.input.timeouts[c.phase].Add(1)
+	c.endInput(now, "input deadline passed: connection closed")
+	return true
+}
+
+// endInput ends a connection whose input phase did not complete: close
+// 4004 for a WebSocket message, 408 for a request (a silent new
+// connection is closed without an answer).
+func (c *Conn) endInput(now int64, why string) {
+	if b := &c.srv.input; b.logAllowed(now) {
+		c.srv.log.Info(why, "phase", phaseNames[c.phase], "remote", c.remoteIP(),
+			"after", time.Duration(now-c.phaseStart).Round(time.Millisecond))
 	}
 	switch {
 	case c.state == stateWS:
@@ -224,6 +235,35 @@ func (c *Conn) phaseExpired(now int64) bool {
 		c.state = stateClosing
 		c.t.Close()
 	}
+}
+
+// minReclaimAge is how long a request head must have been under way (or a
+// new connection silent) before its slot may be reclaimed for a new
+// connection at MaxConnections.
+const minReclaimAge = int64(time.Second)
+
+// reclaimSlot makes room for a new connection when the process is at
+// MaxConnections: the loop's connection whose first or later request head
+// has been under way the longest, at least minReclaimAge, is ended as if
+// its deadline had passed (408, or closed if it sent nothing), and counted
+// in zenconn_input_reclaimed_total. It reports whether one was. A client
+// that sends its request head at once is never chosen, so connections
+// trickling heads cannot keep it out.
+func (l *loop) reclaimSlot(now int64) bool {
+	var victim *Conn
+	for c := range l.conns {
+		if c.state != stateHTTP || c.busy || c.phase != phaseFirst && c.phase != phaseHead || now-c.phaseStart < minReclaimAge {
+			continue
+		}
+		if victim == nil || c.phaseStart < victim.phaseStart {
+			victim = c
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	l.srv.input.reclaimed.Add(1)
+	victim.endInput(now, "slot reclaimed for a new connection")
 	return true
 }
 
@@ -241,6 +281,9 @@ func (s *Server) inputMetrics() []prometheus.Collector {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "zenconn_input_budget_bytes",
 			Help: "This process's share of --max-pending-input."},
 			func() float64 { return float64(b.limit) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zenconn_input_reclaimed_total",
+			Help: "Connections with an incomplete request head ended at --max-connections to make room for a new connection."},
+			func() float64 { return float64(b.reclaimed.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zenconn_input_budget_refusals_total",
 			Help: "Connections refused (HTTP 503, WebSocket close 1013) because their partial input would exceed --max-pending-input."},
 			func() float64 { return float64(b.refused.Load()) }),

@@ -304,3 +304,46 @@ func nopProxy(_ *fasthttp.Request, resp *fasthttp.Response) error {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestReclaimSlot: at MaxConnections a new connection takes the slot of
+// the connection whose request head has been under way the longest (at
+// least a second); connections that completed a request, and heads younger
+// than that, keep theirs.
+func TestReclaimSlot(t *testing.T) {
+	s := newTestServer(t, Config{MaxConnections: 4})
+	l, exec := newTestLoop(t, s)
+	ws1 := openWSDriver(t, s, l, exec)
+	keep := newConnDriver(t, s, l, exec)
+	keep.feed([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+	older := newConnDriver(t, s, l, exec)
+	older.feed([]byte("GET / HTTP/1.1\r\nHo"))
+	young := newConnDriver(t, s, l, exec)
+	young.c.phaseStart = older.c.phaseStart + int64(500*time.Millisecond)
+	now := older.c.phaseStart + int64(900*time.Millisecond)
+	if l.reclaimSlot(now) {
+		t.Fatal("a head under way for less than a second was reclaimed")
+	}
+	now = older.c.phaseStart + int64(1200*time.Millisecond)
+	if !l.reclaimSlot(now) {
+		t.Fatal("no slot reclaimed from a head under way for 1.2 s")
+	}
+	if !older.t.closed.Load() || !bytes.HasPrefix(older.t.out, []byte("HTTP/1.1 408 ")) {
+		t.Fatalf("the oldest head: closed %v, output %q", older.t.closed.Load(), older.t.out)
+	}
+	for name, d := range map[string]*connDriver{"websocket": ws1, "keep-alive": keep, "younger": young} {
+		if d.t.closed.Load() {
+			t.Errorf("%s connection closed", name)
+		}
+	}
+	older.close()
+	if l.reclaimSlot(now) {
+		t.Fatal("a head under way for 0.7 s was reclaimed")
+	}
+	newConnDriver(t, s, l, exec) // the connection that took the slot
+	if !s.overCapacity(l) || s.refused.Load() != 1 {
+		t.Fatalf("at capacity with nothing to reclaim: refused %d", s.refused.Load())
+	}
+	if got := s.input.reclaimed.Load(); got != 1 {
+		t.Fatalf("reclaimed %d, want 1", got)
+	}
+}

@@ -127,14 +127,16 @@ func (s *Server) watchTransport() {
 // process should then exit so that its supervisor restarts it.
 func (s *Server) Fatal() <-chan error { return s.fatal }
 
-// overCapacity reports whether a new connection would exceed
-// MaxConnections (it is counted by open when accepted).
-func (s *Server) overCapacity() bool {
-	if s.openConns.Load() >= int64(s.cfg.MaxConnections) {
-		s.refused.Add(1)
-		return true
+// overCapacity reports whether a new connection accepted on loop l would
+// exceed MaxConnections (it is counted by open when accepted). At the
+// limit, a slot held by an incomplete request head is reclaimed first
+// (loop.reclaimSlot).
+func (s *Server) overCapacity(l *loop) bool {
+	if s.openConns.Load() < int64(s.cfg.MaxConnections) || l.reclaimSlot(time.Now().UnixNano()) {
+		return false
 	}
-	return false
+	s.refused.Add(1)
+	return true
 }
 
 // busyResponse is written to a connection refused at MaxConnections.
