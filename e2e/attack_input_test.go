@@ -314,3 +314,32 @@ func TestAttackParsingPoints(t *testing.T) {
 		})
 	})
 }
+
+// TestAttackSlowlorisFullNode: when trickled heads hold every slot of
+// --max-connections, a client that sends its handshake at once still gets
+// in: it takes the slot of the oldest incomplete head.
+func TestAttackSlowlorisFullNode(t *testing.T) {
+	s := startServer(t, "--max-connections", "20", "--handshake-timeout", "20s", "--idle-timeout", "60s")
+	s.HTTP.CloseIdleConnections()
+	held := 0
+	for range 30 {
+		c := s.dialRaw(t)
+		c.write("GET /ws HTTP/1.1\r\nHost: e2e.test\r\n")
+		_ = c.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if b, _ := c.br.Peek(12); bytes.Contains(b, []byte(" 503")) {
+			break
+		}
+		held++
+	}
+	if held < 15 {
+		t.Fatalf("only %d trickling connections before a 503", held)
+	}
+	time.Sleep(1500 * time.Millisecond) // older than a fresh request
+	for range 3 {
+		c, _ := s.dialRawWS(t, 0) // fails the test on a 503
+		c.sendText(`{"op":"ping"}`)
+		if f, err := c.readFrame(defaultTimeout); err != nil || f.Header.OpCode == ws.OpClose {
+			t.Fatalf("client after reclaiming a slot: %v %v", f.Header, err)
+		}
+	}
+}
