@@ -38,7 +38,8 @@ type Config struct {
 	// with 4001. Default 4 MiB.
 	MaxOutbound int
 	// MaxConnections bounds open TCP connections ("--max-connections");
-	// past it a new connection gets a 503 and is closed. Default: the
+	// past it a new connection gets a 503 and is closed, unless the slot of
+	// an incomplete request head can be reclaimed (loop.reclaimSlot). Default: the
 	// process's open-file limit less 512 descriptors (half of a limit of
 	// 1024 or less) kept for files, logs and the listeners, so that accept
 	// never fails for lack of one.
