@@ -163,3 +163,38 @@ func (s *Server) registerKeyMetrics(r *prometheus.Registry) {
 			func() float64 { return float64(s.keys.limited.Load()) }),
 	)
 }
+
+// keyFailedQueue bounds the failed attempts waiting to be told to
+// KeyAttempts from the loops (a worker's asks its agent over a socket).
+const keyFailedQueue = 1024
+
+// keyFailed counts a failed API-key attempt seen on a loop and hands it,
+// without waiting, to the goroutine that tells KeyAttempts. When that
+// queue is full the attempt is still counted here, and a log line (at
+// most one a second) says that some were not audited.
+func (s *Server) keyFailed(remote string) {
+	s.keys.failures.Add(1)
+	select {
+	case s.keyFails <- remote:
+	default:
+		now := time.Now().UnixNano()
+		if last := s.keyFailsLogged.Load(); now-last > int64(time.Second) && s.keyFailsLogged.CompareAndSwap(last, now) {
+			s.log.Warn("failed API-key attempts arrive faster than they can be audited; some are counted but not audited")
+		}
+	}
+}
+
+// tellKeyFailures tells KeyAttempts the failures keyFailed queued, until
+// the server stops.
+func (s *Server) tellKeyFailures() {
+	defer s.jobsWG.Done()
+	ka := s.keyAttempts()
+	for {
+		select {
+		case remote := <-s.keyFails:
+			ka.Failed(remote)
+		case <-s.done:
+			return
+		}
+	}
+}

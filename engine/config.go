@@ -42,7 +42,8 @@ type Config struct {
 	// 4 MiB.
 	MaxOutbound int
 	// MaxConnections bounds open TCP connections ("--max-connections");
-	// past it a new connection gets a 503 and is closed. Default: the
+	// past it a new connection gets a 503 and is closed, unless the slot of
+	// an incomplete request head can be reclaimed (loop.reclaimSlot). Default: the
 	// process's open-file limit less 512 descriptors (half of a limit of
 	// 1024 or less) kept for files, logs and the listeners, so that accept
 	// never fails for lack of one.
@@ -56,6 +57,26 @@ type Config struct {
 	// connection that sent nothing for this long ("--idle-timeout").
 	// Default 60 s.
 	IdleTimeout time.Duration
+	// HandshakeTimeout bounds the time from accepting a connection to the
+	// end of its first request head, the WebSocket handshake for a client
+	// ("--handshake-timeout"). Default 10 s.
+	HandshakeTimeout time.Duration
+	// HeaderTimeout bounds a later request head, from its first byte
+	// ("--header-timeout"). Default 10 s.
+	HeaderTimeout time.Duration
+	// BodyTimeout bounds a request body, from the end of its head
+	// ("--body-timeout"). Default 30 s.
+	BodyTimeout time.Duration
+	// MessageTimeout bounds a WebSocket message, from its first byte to its
+	// last fragment ("--message-timeout"); past it the connection is closed
+	// with 4004. Default 30 s.
+	MessageTimeout time.Duration
+	// InputBudget bounds the bytes this process holds in partial request
+	// heads, bodies and WebSocket messages; past it a connection with new
+	// partial input gets 503 or close 1013. The node's "--max-pending-input"
+	// is divided among its worker processes, each getting at least
+	// MinInputBudget. Default 16 MiB.
+	InputBudget int
 	// Node is this node's id, sent in welcome. Default "local".
 	Node string
 	// Logger receives application logs. Default: discard.
@@ -117,6 +138,9 @@ type LineWriter interface {
 const (
 	defaultMaxMessage  = 1 << 20
 	defaultMaxOutbound = 4 << 20
+	// DefaultInputBudget is the default of --max-pending-input, for the
+	// whole node.
+	DefaultInputBudget = 16 << 20
 	maxLoops           = 64
 	// maxHeadSize is the largest HTTP request head accepted (431 past it).
 	maxHeadSize = 16 << 10
@@ -134,7 +158,7 @@ func (c *Config) Validate() error {
 	if c.WorkerID < 0 || c.WorkerID >= nodemsg.MaxWorkers {
 		errWorker = fmt.Errorf("worker id %d is outside 0..%d", c.WorkerID, nodemsg.MaxWorkers-1)
 	}
-	return errors.Join(c.checkLimits(), c.Limits.check(), c.checkAccess(), c.checkMetrics(), errWorker)
+	return errors.Join(c.checkLimits(), c.Limits.check(), c.checkInput(), c.checkAccess(), c.checkMetrics(), errWorker)
 }
 
 // fillDefaults replaces every zero field that has a default by it.
@@ -166,6 +190,7 @@ func (c *Config) fillDefaults() {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 60 * time.Second
 	}
+	c.fillInputDefaults()
 	if c.Node == "" {
 		c.Node = "local"
 	}
@@ -174,6 +199,50 @@ func (c *Config) fillDefaults() {
 	}
 	c.Limits.fillDefaults()
 }
+
+// fillInputDefaults fills in the input deadlines and budget.
+func (c *Config) fillInputDefaults() {
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&c.HandshakeTimeout, 10 * time.Second}, {&c.HeaderTimeout, 10 * time.Second},
+		{&c.BodyTimeout, 30 * time.Second}, {&c.MessageTimeout, 30 * time.Second}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if c.InputBudget == 0 {
+		c.InputBudget = DefaultInputBudget
+	}
+}
+
+// checkInput checks the input deadlines and budget. Deadlines are checked
+// once a second, so shorter ones are refused.
+func (c *Config) checkInput() error {
+	var errs []error
+	for _, d := range []struct {
+		v    time.Duration
+		flag string
+	}{{c.HandshakeTimeout, "--handshake-timeout"}, {c.HeaderTimeout, "--header-timeout"},
+		{c.BodyTimeout, "--body-timeout"}, {c.MessageTimeout, "--message-timeout"}} {
+		if d.v < time.Second {
+			errs = append(errs, fmt.Errorf("%s: %s is below 1s", d.flag, d.v))
+		}
+	}
+	if need := MinInputBudget(c.MaxMessage); c.InputBudget < need {
+		errs = append(errs, fmt.Errorf("--max-pending-input: %d bytes per worker process is below the largest message or request (%d bytes)", c.InputBudget, need))
+	}
+	return errors.Join(errs...)
+}
+
+// MinInputBudget is the smallest input budget of a process: room for one
+// whole message of maxMessage bytes, or one whole request.
+func MinInputBudget(maxMessage int) int {
+	return max(maxMessage+maxFrameHeader, maxHeadSize+maxBodySize)
+}
+
+// maxFrameHeader is the largest client frame header: 2 + 8 + 4 (mask).
+const maxFrameHeader = 14
 
 // defaultMaxConnections is the process's open-file limit less the
 // descriptors kept for files, logs and the listeners (see MaxConnections).

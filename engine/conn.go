@@ -38,15 +38,20 @@ type Conn struct {
 
 	state connState
 	// busy is set while an HTTP response is produced off the loop; input
-	// waits in the transport's buffer until it is done (pipelining keeps
-	// its order).
+	// waits in the connection's held input (input.go) until it is done
+	// (pipelining keeps its order).
 	busy  bool
-	dirty bool // on loop.dirty
+	dirty bool    // on loop.dirty
+	phase inPhase // what the input waits for (input.go)
 
 	lastRead      int64 // wall clock, ns
 	lastPing      int64
 	closeDeadline int64
-	leftover      int // input bytes left unconsumed by the last Serve
+
+	// Input not handled yet (input.go): the held bytes, charged to the
+	// input budget, and the start (ns) of the phase they belong to.
+	in         []byte
+	phaseStart int64
 
 	// WebSocket state.
 	reported  bool           // the bridge was told the connection is gone
@@ -67,37 +72,44 @@ type Conn struct {
 }
 
 // Serve consumes input: HTTP requests or WebSocket frames, according to the
-// connection's state. in is everything buffered and unconsumed so far; Serve
-// returns how many bytes of it were consumed. The bytes of in may be
-// modified (unmasking) but are not retained.
+// connection's state. in is the input received since the last call (it may
+// be empty, after Transport.Wake). Serve always consumes all of in and
+// returns len(in): what it cannot handle yet it keeps itself (input.go).
+// The bytes of in may be modified (unmasking) but are not retained.
 func (c *Conn) Serve(in []byte) int {
 	l := c.loop
-	if n := len(in) - c.leftover; n > 0 {
-		l.stats.bytesIn.Add(uint64(n))
-	}
+	l.stats.bytesIn.Add(uint64(len(in)))
 	c.lastRead = time.Now().UnixNano()
 	l.current = c
+	buf, fromHeld := in, false
+	if len(c.in) > 0 || c.busy && len(in) > 0 {
+		if c.hold(in) {
+			buf, fromHeld = c.in, true
+		} else {
+			buf = nil
+		}
+	}
 	var n int
 	if f := c.lim.fwd; f != nil && f.awaitHeader {
-		n = c.readProxyHeader(in) // proxy.go
+		n = c.readProxyHeader(buf) // proxy.go
 	}
 	switch {
 	case c.lim.fwd != nil && c.lim.fwd.awaitHeader:
-		// an incomplete PROXY header: wait for the rest
+		// an incomplete PROXY header: kept until the rest comes
 	case c.state == stateHTTP:
-		n += c.serveHTTP(in[n:])
+		n += c.serveHTTP(buf[n:])
 	case c.state == stateWS:
-		n += c.serveWS(in[n:])
+		n += c.serveWS(buf[n:])
 	default:
-		n = len(in) // closing: drain
+		n = len(buf) // closing: drain
 	}
-	c.leftover = len(in) - n
+	c.keepRest(buf, n, fromHeld)
 	if c.dirty {
 		// Our own replies go out at the end of this read, not of the pass.
 		c.flush()
 	}
 	l.endServe()
-	return n
+	return len(in)
 }
 
 // Closed tells the engine that the transport is gone.
@@ -113,7 +125,8 @@ func (c *Conn) Closed() {
 	}
 	c.chans, c.subPos = nil, nil
 	c.dropQueue()
-	c.frag = nil
+	c.dropFrag()
+	c.dropIn()
 	delete(l.conns, c)
 	c.releaseLimits()
 	l.stats.connections.Add(-1)
@@ -335,7 +348,7 @@ func (l *loop) scan(now int64) {
 				c.t.Close()
 			}
 		case stateHTTP:
-			if !c.busy && now-c.lastRead > idle {
+			if !c.busy && !c.phaseExpired(now) && now-c.lastRead > idle {
 				c.t.Close()
 			}
 		case stateWS:
@@ -346,6 +359,7 @@ func (l *loop) scan(now int64) {
 				}
 			}
 			switch {
+			case c.phaseExpired(now):
 			case now-c.lastRead > idle:
 				c.fail(proto.CloseIdleTimeout, "idle timeout")
 			case now-c.lastRead >= ping && now-c.lastPing >= ping:

@@ -19,6 +19,13 @@
 // HTTP requests (http.go), then after the handshake (handshake.go)
 // WebSocket frames (ws.go) carrying protocol ops (ops.go).
 //
+// Input (input.go). Serve consumes all the bytes the transport read; a
+// partial request or frame is copied into the connection's held input,
+// which grows with the bytes received and is charged, with the fragments
+// of a message in progress, to the process's input budget. Each phase of
+// input (first request head, later head, body, message) has a deadline
+// that the loop's periodic scan enforces.
+//
 // hub (fanout.go). Shared by the loops: it knows which loops have
 // subscribers of each channel (a bitmask per channel, under a RWMutex) and
 // the list of loops. A message published on a loop is delivered on that

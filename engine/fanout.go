@@ -311,7 +311,7 @@ func (l *loop) drainInbox() {
 // this connection, else queues it behind what is (queueShared). The
 // connection being served queues too: its replies and frames go out
 // together at the end of its read. What the kernel does not take of the
-// frame is kept by reference (keepRest), never copied whole.
+// frame is kept by reference (queueUnwritten), never copied whole.
 func (c *Conn) writeOrQueue(frame []byte) {
 	l := c.loop
 	if c.dirty || len(c.out) > 0 || c.wq != nil || c == l.current || c.state != stateWS {
@@ -332,7 +332,7 @@ func (c *Conn) writeOrQueue(frame []byte) {
 	}
 	l.stats.bytesOut.Add(uint64(n))
 	if n < len(frame) {
-		c.keepRest(frame, n)
+		c.queueUnwritten(frame, n)
 	}
 }
 

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/binary"
+	"errors"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
@@ -78,9 +79,15 @@ type frameHeader struct {
 	size int // header size in bytes
 }
 
+// errNonMinimalLength refuses a payload length not in its shortest
+// encoding (RFC 6455 section 5.2: "the minimal number of bytes MUST be
+// used").
+var errNonMinimalLength = errors.New("payload length not in its minimal encoding")
+
 // parseFrameHeader parses a frame header at the start of b. It returns ok
 // false when b is too short to hold the whole header. The length's most
-// significant bit is reported through err (RFC 6455 section 5.2).
+// significant bit and a length not in its minimal encoding are reported
+// through err (RFC 6455 section 5.2).
 func parseFrameHeader(b []byte) (h frameHeader, ok bool, err error) {
 	if len(b) < 2 {
 		return h, false, nil
@@ -106,10 +113,16 @@ func parseFrameHeader(b []byte) (h frameHeader, ok bool, err error) {
 	switch l {
 	case 126:
 		h.Length = int64(binary.BigEndian.Uint16(b[2:]))
+		if h.Length < 126 {
+			return h, true, errNonMinimalLength
+		}
 	case 127:
 		u := binary.BigEndian.Uint64(b[2:])
 		if u>>63 != 0 {
 			return h, true, ws.ErrHeaderLengthMSB
+		}
+		if u <= 0xffff {
+			return h, true, errNonMinimalLength
 		}
 		h.Length = int64(u)
 	default:

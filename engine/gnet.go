@@ -141,9 +141,6 @@ func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if g.s.draining.Load() {
 		return nil, gnet.Close
 	}
-	if g.s.overCapacity() {
-		return busyResponse, gnet.Close
-	}
 	var lim connLimits
 	if refusal := g.s.admitPeer(c.RemoteAddr(), &lim); refusal != nil {
 		return refusal, gnet.Close
@@ -152,6 +149,10 @@ func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if l == nil {
 		g.s.lim.ips.releaseIf(lim.peer)
 		return nil, gnet.Close
+	}
+	if g.s.overCapacity(l) {
+		g.s.lim.ips.releaseIf(lim.peer)
+		return busyResponse, gnet.Close
 	}
 	conn := g.s.open(l, &gnetConn{c: c, w: g.writes})
 	conn.lim = lim
@@ -177,10 +178,6 @@ func (g *gnetTransportServer) OnTraffic(c gnet.Conn) gnet.Action {
 		if gc.closeNow {
 			return gnet.Close
 		}
-	}
-	if conn.busy && c.InboundBuffered() > maxHeadSize+maxBodySize {
-		// A client that pipelines megabytes behind a slow request.
-		return gnet.Close
 	}
 	return gnet.None
 }

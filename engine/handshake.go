@@ -91,7 +91,7 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 			status = 400
 		}
 	}
-	c.srv.accessLog(c, req, status, 0)
+	c.srv.accessLog(c, req, status, responseBodyLen(resp.Bytes()))
 	c.srv.countStatus(status)
 	if err != nil {
 		c.writeNow(resp.Bytes())
@@ -106,6 +106,16 @@ func (c *Conn) upgradeWS(head []byte, req *requestInfo) {
 		choice = queryChoice
 	}
 	c.openWS(resp.Bytes(), choice == wireBin, ident, hdr.UserAgent())
+}
+
+// responseBodyLen returns the length of the body of a complete HTTP
+// response (what the access log reports as sent): 0 for a 101.
+func responseBodyLen(resp []byte) int {
+	i := bytes.Index(resp, []byte("\r\n\r\n"))
+	if i < 0 {
+		return 0
+	}
+	return len(resp) - i - 4
 }
 
 // queryWireChoice reads the proto=bin|json query parameter; ok is false

@@ -49,7 +49,9 @@ func newHTTPParser() *httpParser {
 
 // serveHTTP handles every complete request in in, in order, and returns the
 // bytes consumed. It stops at a request whose response is produced off the
-// loop; the rest waits in the transport's buffer until that one is done.
+// loop; the rest waits in the connection's held input until that one is
+// done. A request that is not complete yet sets the connection's phase
+// (head or body), whose deadline trickled bytes do not extend.
 func (c *Conn) serveHTTP(in []byte) int {
 	consumed := 0
 	for c.state == stateHTTP && !c.busy {
@@ -57,21 +59,15 @@ func (c *Conn) serveHTTP(in []byte) int {
 		if len(rest) == 0 {
 			break
 		}
-		headLen := headEnd(rest)
+		headLen, ok := c.checkHead(rest)
+		if !ok {
+			return len(in)
+		}
 		if headLen < 0 {
-			if len(rest) > maxHeadSize {
-				c.httpFail(nil, 431, "request head over 16 KiB\n")
-				return len(in)
-			}
-			if !plausibleRequestLine(rest) {
-				c.httpFail(nil, 400, "malformed request line\n")
-				return len(in)
+			if c.phase != phaseFirst {
+				c.setPhase(phaseHead, c.lastRead)
 			}
 			break
-		}
-		if headLen > maxHeadSize {
-			c.httpFail(nil, 431, "request head over 16 KiB\n")
-			return len(in)
 		}
 		head := rest[:headLen]
 		p := c.loop.http
@@ -94,21 +90,16 @@ func (c *Conn) serveHTTP(in []byte) int {
 			referer:   p.hdr.Referer(),
 			userAgent: p.hdr.UserAgent(),
 		}
-		cl := p.hdr.ContentLength()
-		switch {
-		case cl == -1:
-			c.httpFail(&req, 411, "chunked request bodies are not accepted; send Content-Length\n")
+		cl, ok := c.bodyLength(&req)
+		if !ok {
 			return len(in)
-		case cl > maxBodySize:
-			c.httpFail(&req, 413, "request body over 1 MiB\n")
-			return len(in)
-		case cl < 0:
-			cl = 0
 		}
 		if len(rest) < headLen+cl {
+			c.setPhase(phaseBody, c.lastRead)
 			break
 		}
 		consumed += headLen + cl
+		c.phase = phaseNone
 		c.route(head, &req, rest[headLen:headLen+cl])
 	}
 	if c.state != stateHTTP {
@@ -119,6 +110,56 @@ func (c *Conn) serveHTTP(in []byte) int {
 		return len(in)
 	}
 	return consumed
+}
+
+// checkHead finds the end of the request head at the start of b (-1: not
+// complete yet) and refuses, answering itself (ok false), a head over the
+// size limit, a malformed request line or obsolete line folding.
+func (c *Conn) checkHead(b []byte) (headLen int, ok bool) {
+	headLen = headEnd(b)
+	switch {
+	case headLen < 0 && len(b) > maxHeadSize, headLen > maxHeadSize:
+		c.httpFail(nil, 431, "request head over 16 KiB\n")
+		return 0, false
+	case headLen < 0 && !plausibleRequestLine(b):
+		c.httpFail(nil, 400, "malformed request line\n")
+		return 0, false
+	case headLen > 0 && hasObsFold(b[:headLen]):
+		// RFC 9112 section 5.2: a server must reject obs-fold (or
+		// replace it, which a proxy in front of us might not do).
+		c.httpFail(nil, 400, "obsolete line folding in a header is not accepted\n")
+		return 0, false
+	}
+	return headLen, true
+}
+
+// hasObsFold reports whether a header line of head begins with a space or
+// a tab: the continuation of the line before (obs-fold).
+func hasObsFold(head []byte) bool {
+	return bytes.Contains(head, []byte("\n ")) || bytes.Contains(head, []byte("\n\t"))
+}
+
+// bodyLength returns the declared body length of the parsed request head
+// and refuses, answering itself (ok false), a chunked body, one over the
+// size limit, and a server-API request with a wrong key: those are
+// answered before any of their body is read.
+func (c *Conn) bodyLength(req *requestInfo) (cl int, ok bool) {
+	hdr := &c.loop.http.hdr
+	cl = hdr.ContentLength()
+	switch {
+	case cl == -1:
+		c.httpFail(req, 411, "chunked request bodies are not accepted; send Content-Length\n")
+		return 0, false
+	case cl > maxBodySize:
+		c.httpFail(req, 413, "request body over 1 MiB\n")
+		return 0, false
+	case cl < 0:
+		cl = 0
+	}
+	if c.refuseAPIHead(req, cl) {
+		return 0, false
+	}
+	return cl, true
 }
 
 // plausibleRequestLine rejects garbage early: once a first line is

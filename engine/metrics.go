@@ -59,6 +59,7 @@ func (s *Server) registerMetrics() {
 				return float64(len(s.hub.interest))
 			}),
 	)
+	r.MustRegister(s.inputMetrics()...)
 	s.httpByCode = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "zenconn_http_requests_total", Help: "HTTP requests answered, by status code (101 for WebSocket upgrades).",
 	}, []string{"code"})

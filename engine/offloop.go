@@ -98,8 +98,8 @@ func (fc *fileConn) Answered(r *static.Result) {
 		c.linger()
 		return
 	}
-	if c.leftover > 0 {
-		// Pipelined requests wait in the transport's buffer.
+	if len(c.in) > 0 {
+		// Pipelined requests wait in the held input.
 		c.t.Wake()
 	}
 }

@@ -121,10 +121,10 @@ func (c *Conn) queueShared(frame []byte) {
 	c.loop.markDirty(c)
 }
 
-// keepRest queues what the kernel did not take of a frame written at once
+// queueUnwritten queues what the kernel did not take of a frame written at once
 // (writeOrQueue) and waits for the socket to be writable. Nothing else is
 // queued for c.
-func (c *Conn) keepRest(frame []byte, n int) {
+func (c *Conn) queueUnwritten(frame []byte, n int) {
 	q := c.queue()
 	if len(frame) >= sharedMin {
 		q.refs = append(q.refs, outRef{frame: frame[n:]})

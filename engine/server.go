@@ -39,15 +39,18 @@ type Server struct {
 	httpByCode  *prometheus.CounterVec
 	statusCache sync.Map // int → prometheus.Counter
 
-	jobsWG sync.WaitGroup // the ticker
+	jobsWG sync.WaitGroup // the ticker, tellKeyFailures
 	done   chan struct{}
 
 	transport *gnetTransportServer
 	stopOnce  sync.Once
 
-	keys      keyCounters   // API keys refused (apiauth.go)
-	localKeys localAttempts // failed API-key attempts without Config.KeyAttempts
-	lim       limiter       // client limits (limits.go)
+	keys           keyCounters   // API keys refused (apiauth.go)
+	localKeys      localAttempts // failed API-key attempts without Config.KeyAttempts
+	keyFails       chan string   // failed attempts seen on loops, for KeyAttempts (apiauth.go)
+	keyFailsLogged atomic.Int64  // when the last "not audited" line was logged
+	lim            limiter       // client limits (limits.go)
+	input          inputBudget   // bytes held in partial input, deadlines passed (input.go)
 
 	openConns atomic.Int64  // open transport connections, all loops
 	refused   atomic.Uint64 // connections refused at MaxConnections
@@ -80,6 +83,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.initLimits()
+	s.input.limit = int64(cfg.InputBudget)
+	s.keyFails = make(chan string, keyFailedQueue)
 	s.registerMetrics()
 	s.clock.Store(time.Now().UnixNano())
 	// Ids advance by nodemsg.MaxWorkers from a start unique to this
@@ -92,8 +97,9 @@ func New(cfg Config) (*Server, error) {
 // is bound, or with the error that prevented it.
 func (s *Server) Start() error {
 	s.files.Start()
-	s.jobsWG.Add(1)
+	s.jobsWG.Add(2)
 	go s.tick()
+	go s.tellKeyFailures()
 	t, err := startGnet(s)
 	if err != nil {
 		s.stopOnce.Do(s.stop)
@@ -129,14 +135,16 @@ func (s *Server) watchTransport() {
 // process should then exit so that its supervisor restarts it.
 func (s *Server) Fatal() <-chan error { return s.fatal }
 
-// overCapacity reports whether a new connection would exceed
-// MaxConnections (it is counted by open when accepted).
-func (s *Server) overCapacity() bool {
-	if s.openConns.Load() >= int64(s.cfg.MaxConnections) {
-		s.refused.Add(1)
-		return true
+// overCapacity reports whether a new connection accepted on loop l would
+// exceed MaxConnections (it is counted by open when accepted). At the
+// limit, a slot held by an incomplete request head is reclaimed first
+// (loop.reclaimSlot).
+func (s *Server) overCapacity(l *loop) bool {
+	if s.openConns.Load() < int64(s.cfg.MaxConnections) || l.reclaimSlot(time.Now().UnixNano()) {
+		return false
 	}
-	return false
+	s.refused.Add(1)
+	return true
 }
 
 // busyResponse is written to a connection refused at MaxConnections.
@@ -234,7 +242,8 @@ func (s *Server) tick() {
 
 // open registers a new transport connection on loop l.
 func (s *Server) open(l *loop, t Transport) *Conn {
-	c := &Conn{srv: s, loop: l, t: t, lastRead: time.Now().UnixNano()}
+	now := time.Now().UnixNano()
+	c := &Conn{srv: s, loop: l, t: t, lastRead: now, phase: phaseFirst, phaseStart: now}
 	l.conns[c] = struct{}{}
 	l.stats.connections.Add(1)
 	s.openConns.Add(1)

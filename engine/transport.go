@@ -6,6 +6,8 @@ import "net"
 // HTTP, WebSocket and protocol code see it. gnet.go adapts gnet's Conn; a
 // transport built on crypto/tls over net.Conn can drive the same code by
 // implementing these few methods and calling Conn.Serve with input bytes.
+// Serve consumes all the bytes it is given (what it cannot handle yet it
+// holds itself, within the input budget), so a transport keeps no input.
 //
 // Unless a method says otherwise it is called only on the connection's loop
 // (the goroutine that runs Serve for it).
@@ -32,7 +34,8 @@ type Transport interface {
 	CloseWrite()
 	// Close closes the connection. Safe from any goroutine.
 	Close()
-	// Wake asks the loop to call Serve again with the input still buffered.
+	// Wake asks the loop to call Serve again (with no new input), so that
+	// the input the connection holds is served.
 	// Safe from any goroutine.
 	Wake()
 	// AsyncWrite queues p from any goroutine; done then runs on the loop

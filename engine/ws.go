@@ -14,7 +14,8 @@ import (
 // serveWS parses and handles every complete frame in in, returning the
 // bytes consumed. A frame is consumed only when it is complete, except that
 // a declared length over the message limit fails the connection at once,
-// before its payload is read.
+// before its payload is read. A message started and not completed puts the
+// connection in the message phase, whose deadline runs from its first byte.
 func (c *Conn) serveWS(in []byte) int {
 	consumed := 0
 	for c.state == stateWS {
@@ -25,6 +26,7 @@ func (c *Conn) serveWS(in []byte) int {
 			break
 		}
 		if !ok {
+			c.wsPartial(len(rest))
 			return consumed
 		}
 		st := ws.StateServerSide
@@ -41,6 +43,7 @@ func (c *Conn) serveWS(in []byte) int {
 		}
 		end := int64(h.size) + h.Length
 		if int64(len(rest)) < end {
+			c.wsPartial(len(rest))
 			return consumed
 		}
 		payload := rest[h.size:end]
@@ -48,10 +51,22 @@ func (c *Conn) serveWS(in []byte) int {
 		consumed += int(end)
 		c.loop.more = consumed < len(in) // more input: a burst (loop.burst)
 		c.onFrame(h.Header, payload)
+		if c.fragOp == 0 {
+			c.phase = phaseNone // no message in progress
+		}
 	}
 	c.loop.more = false
 	// Closing or closed: nothing more is read.
 	return len(in)
+}
+
+// wsPartial records, when a read ends, whether a message is in progress:
+// partial bytes of a frame are held, or fragments of a message.
+func (c *Conn) wsPartial(held int) {
+	c.loop.more = false
+	if held > 0 || c.fragOp != 0 {
+		c.setPhase(phaseMessage, c.lastRead)
+	}
 }
 
 // onFrame handles one complete, unmasked frame.
@@ -66,23 +81,33 @@ func (c *Conn) onFrame(h ws.Header, payload []byte) {
 	case ws.OpText, ws.OpBinary:
 		if !h.Fin {
 			c.fragOp = h.OpCode
-			c.frag = append(c.frag[:0], payload...)
+			c.appendFrag(payload)
 			return
 		}
 		c.onMessage(h.OpCode, payload)
 	case ws.OpContinuation:
-		c.frag = append(c.frag, payload...)
-		if h.Fin {
-			op := c.fragOp
-			c.fragOp = 0
-			c.onMessage(op, c.frag)
-			if cap(c.frag) > 64<<10 {
-				c.frag = nil
-			} else {
-				c.frag = c.frag[:0]
-			}
+		if !c.appendFrag(payload) || !h.Fin {
+			return
 		}
+		op := c.fragOp
+		c.fragOp = 0
+		c.onMessage(op, c.frag)
+		c.dropFrag()
 	}
+}
+
+// appendFrag adds a fragment's payload to the message in progress, within
+// the input budget; past it the connection is refused (1013).
+func (c *Conn) appendFrag(payload []byte) bool {
+	frag, ok := c.reserve(c.frag, len(payload))
+	if !ok {
+		c.dropFrag()
+		c.fragOp = 0
+		c.refuseInput()
+		return false
+	}
+	c.frag = append(frag, payload...)
+	return true
 }
 
 // onClose answers a client's close frame (RFC 6455 section 5.5.1) by echoing

@@ -44,9 +44,11 @@ const (
 	CloseInvalidPayload  = 1007 // a text message that is not valid UTF-8
 	CloseMessageTooBig   = 1009 // a message over the server's --max-message
 	CloseInternalError   = 1011 // a server fault
+	CloseTryAgainLater   = 1013 // the node's input budget is full; retry later
 	CloseIdleTimeout     = 4000 // nothing received within --idle-timeout
 	CloseSlowConsumer    = 4001 // outbound buffer over --max-outbound
 	CloseTokenExpired    = 4002 // token expired where anonymous connections are refused
+	CloseMessageTimeout  = 4004 // a message not completed within --message-timeout
 	CloseRateLimited     = 4008 // kept sending past rate_limited errors
 	CloseUserLimit       = 4009 // the user has too many connections on the node
 	CloseDisconnected    = 4100 // disconnected through the server API

@@ -39,6 +39,12 @@ type serveOptions struct {
 	idleTimeout  time.Duration
 	logLevel     string
 
+	handshakeTimeout time.Duration
+	headerTimeout    time.Duration
+	bodyTimeout      time.Duration
+	messageTimeout   time.Duration
+	maxPendingInput  byteSize
+
 	jwtSecret     string
 	jwtPublicKey  string
 	jwtIssuer     string
@@ -69,13 +75,14 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.IntVar(&o.workers, "workers", defaultWorkers(), "worker processes under an agent process; 0 serves in this process")
 	fs.IntVar(&o.loops, "loops", 0, "event loops per process; 0 means one per CPU (divided among the workers)")
 	fs.DurationVar(&o.stallTimeout, "worker-stall-timeout", 5*time.Second, "a worker whose ring from the agent takes nothing this long while records wait for it is killed and restarted (with --workers 0: the node exits)")
-	fs.IntVar(&o.maxConns, "max-connections", 0, "open connections accepted before new ones get 503; 0 means the open-file limit less 512")
+	fs.IntVar(&o.maxConns, "max-connections", 0, "open connections accepted before new ones get 503 (or take the slot of a request head under way for 1 s or more); 0 means the open-file limit less 512")
 	o.maxMessage = 1 << 20
 	fs.Var(&o.maxMessage, "max-message", "largest WebSocket message accepted (bytes; K/KiB, M/MiB suffixes); larger ones are closed with 1009")
 	o.maxOutbound = 4 << 20
 	fs.Var(&o.maxOutbound, "max-outbound", "per-connection outbound buffer; past it the connection is closed with 4001 (slow consumer)")
 	fs.DurationVar(&o.pingInterval, "ping-interval", 25*time.Second, "server ping to a WebSocket silent this long")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 60*time.Second, "close a connection silent this long (WebSocket: code 4000)")
+	addInputFlags(fs, o)
 	fs.StringVar(&o.logLevel, "log-level", "info", "application log level: debug, info, warn, error")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HMAC secret for client tokens (HS256/HS384/HS512), at least 32 bytes")
 	fs.StringVar(&o.jwtPublicKey, "jwt-public-key", "", "PEM file with the public key for client tokens (RS256, ES256 or EdDSA)")
@@ -96,6 +103,41 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (the agent; worker i on the port after it plus i)")
 	registerLimitFlags(fs, &o.limits)
 	return fs
+}
+
+// addInputFlags adds the deadlines and the budget of client input.
+func addInputFlags(fs *flag.FlagSet, o *serveOptions) {
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "a new connection's first request head (the WebSocket handshake) must arrive this soon after connecting, else 408 and close")
+	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "a request head must be complete this soon after its first byte, else 408 and close")
+	fs.DurationVar(&o.bodyTimeout, "body-timeout", 30*time.Second, "a request body must be complete this soon after its head, else 408 and close")
+	fs.DurationVar(&o.messageTimeout, "message-timeout", 30*time.Second, "a WebSocket message must be complete this soon after its first byte, else close 4004")
+	o.maxPendingInput = engine.DefaultInputBudget
+	fs.Var(&o.maxPendingInput, "max-pending-input", "bytes the node holds in partial request heads, bodies and WebSocket messages, divided evenly among the worker processes (each gets at least one largest message or request); past it 503 or close 1013")
+}
+
+// checkInputFlags refuses zero deadlines and budget, which the engine
+// would otherwise read as "the default"; it checks the rest.
+func checkInputFlags(o *serveOptions) error {
+	var errs []error
+	for _, d := range []struct {
+		v    time.Duration
+		flag string
+	}{{o.handshakeTimeout, "--handshake-timeout"}, {o.headerTimeout, "--header-timeout"},
+		{o.bodyTimeout, "--body-timeout"}, {o.messageTimeout, "--message-timeout"}} {
+		if d.v < time.Second {
+			errs = append(errs, fmt.Errorf("%s: %s is below 1s", d.flag, d.v))
+		}
+	}
+	if least := engine.MinInputBudget(int(o.maxMessage)); int(o.maxPendingInput) < least {
+		errs = append(errs, fmt.Errorf("--max-pending-input: %d bytes is below one largest message or request (%d bytes)", o.maxPendingInput, least))
+	}
+	return errors.Join(errs...)
+}
+
+// inputShare is one worker process's share of --max-pending-input: an
+// even share, but at least room for one largest message or request.
+func inputShare(o *serveOptions) int {
+	return max(int(o.maxPendingInput)/max(o.workers, 1), engine.MinInputBudget(int(o.maxMessage)))
 }
 
 // defaultWorkers is --workers when not given: one worker per CPU, at most
@@ -265,6 +307,9 @@ func prepare(o *serveOptions, log *slog.Logger) (string, error) {
 // engineConfig builds the engine configuration from the flags, opening
 // the access log; closeLog flushes and closes it.
 func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, node, compressDir string) (cfg engine.Config, alog *accesslog.Writer, closeLog func(), err error) {
+	if err := checkInputFlags(o); err != nil {
+		return cfg, nil, nil, err
+	}
 	cfg = engine.Config{
 		Addr:           o.addr,
 		PublicDir:      o.public,
@@ -277,8 +322,14 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 		MaxOutbound:    int(o.maxOutbound),
 		PingInterval:   o.pingInterval,
 		IdleTimeout:    o.idleTimeout,
-		Node:           node,
-		Logger:         log,
+
+		HandshakeTimeout: o.handshakeTimeout,
+		HeaderTimeout:    o.headerTimeout,
+		BodyTimeout:      o.bodyTimeout,
+		MessageTimeout:   o.messageTimeout,
+		InputBudget:      inputShare(o),
+		Node:             node,
+		Logger:           log,
 
 		Verifier:             verifier,
 		RequireToken:         !o.anonymous,

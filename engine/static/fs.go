@@ -59,6 +59,7 @@ func (s *Server) serveFS(ctx *fasthttp.RequestCtx) {
 		// its own here, would evaluate it.
 		ctx.Request.Header.Del(fasthttp.HeaderIfModifiedSince)
 	}
+	clampRange(&ctx.Request.Header)
 	s.fs(ctx)
 	if st := ctx.Response.StatusCode(); etag != "" && (st == 200 || st == 206 || st == 304) {
 		ctx.Response.Header.Set("ETag", etag)
