@@ -84,8 +84,13 @@ start_server() {
 		# cmd/zenconn); ZENCONN_GOMAXPROCS sets it explicitly.
 		local gmp=()
 		[ -z "${ZENCONN_GOMAXPROCS:-}" ] || gmp=("GOMAXPROCS=$ZENCONN_GOMAXPROCS")
+		# A binary without client limits (an older build compared with
+		# run-compare.sh) gets no limit flags.
+		local lims=() help
+		help=$("$WORK/zenconn" serve --help 2>&1 || true)
+		[[ $help != *--max-conns-per-ip* ]] || lims=("${BENCH_LIMIT_FLAGS[@]}")
 		env -u GOMAXPROCS ${gmp[@]+"${gmp[@]}"} taskset -c "$SERVER_CPU" "$WORK/zenconn" serve --addr "127.0.0.1:$port" --workers 0 \
-			--access-log off --public "$WORK/public" --data "$WORK/data-$port" "${BENCH_LIMIT_FLAGS[@]}" ${extra[@]+"${extra[@]}"} 2>"$logf" >/dev/null &
+			--access-log off --public "$WORK/public" --data "$WORK/data-$port" ${lims[@]+"${lims[@]}"} ${extra[@]+"${extra[@]}"} 2>"$logf" >/dev/null &
 		;;
 	baseline)
 		GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$WORK/baseline" --addr "127.0.0.1:$port" 2>"$logf" >/dev/null &
