@@ -88,7 +88,7 @@ start_server() {
 		# run-compare.sh) gets no limit flags.
 		local lims=() help
 		help=$("$WORK/zenconn" serve --help 2>&1 || true)
-		[[ $help != *--max-conns-per-ip* ]] || lims=("${BENCH_LIMIT_FLAGS[@]}")
+		[[ $help != *-max-conns-per-ip* ]] || lims=("${BENCH_LIMIT_FLAGS[@]}")
 		env -u GOMAXPROCS ${gmp[@]+"${gmp[@]}"} taskset -c "$SERVER_CPU" "$WORK/zenconn" serve --addr "127.0.0.1:$port" --workers 0 \
 			--access-log off --public "$WORK/public" --data "$WORK/data-$port" ${lims[@]+"${lims[@]}"} ${extra[@]+"${extra[@]}"} 2>"$logf" >/dev/null &
 		;;
