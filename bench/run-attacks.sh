@@ -35,26 +35,33 @@ for tool in attackinput flood slowsubs auditattack; do
 done
 key=attack-key-0123456789abcdef
 
-# start BIN FLAGS...: a node on a free loopback port; sets PID and ADDR.
+# start BIN FLAGS...: a node on the next loopback port of PORT (workers
+# listen in child processes: the port is chosen here); sets PID and ADDR.
+PORT=${PORT:-18700}
 start() {
 	local bin=$1
 	shift
 	local dir
 	dir=$(mktemp -d "$T/node.XXXXXX")
-	"$bin" serve --addr 127.0.0.1:0 --data "$dir/data" --public ./public --access-log off \
+	PORT=$((PORT + 1))
+	ADDR=127.0.0.1:$PORT
+	"$bin" serve --addr "$ADDR" --data "$dir/data" --public ./public --access-log off \
 		--log-level warn --api-key "$key" "$@" 2>"$dir/stderr" &
 	PID=$!
 	PIDS+=("$PID")
-	ADDR=
+	local up=
 	for _ in $(seq 100); do
-		ADDR=$(ss -Hltnp 2>/dev/null | awk -v p="pid=$PID," 'index($0, p) {print $4; exit}')
-		[ -n "$ADDR" ] && break
+		if [ -n "$(ss -Hltn "sport = :$PORT" 2>/dev/null)" ]; then up=1; break; fi
 		sleep 0.1
 	done
-	[ -n "$ADDR" ] || { echo "run-attacks: $bin did not start: $(cat "$dir/stderr")" >&2; exit 1; }
+	[ -n "$up" ] || { echo "run-attacks: $bin did not start: $(cat "$dir/stderr")" >&2; exit 1; }
 	sleep 1
 }
 stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
+
+# asjson TEXT: TEXT as one line of JSON: compacted if it is JSON, else a
+# JSON string (the flood and audit tools print text).
+asjson() { jq -ce . <<<"$1" 2>/dev/null | tail -n 1 || jq -Rsc . <<<"$1"; }
 
 # one BIN NAME: prints {"binary":…,"attack":NAME,…} from the tool's JSON.
 one() {
@@ -84,12 +91,12 @@ one() {
 		;;
 	audit)
 		out=$("$T/auditattack" -bin "$bin" -secs 3)
-		printf '{"binary":"%s","attack":"%s","result":%s}\n' "$bin" "$name" "$(echo "$out" | tail -n 1)"
+		printf '{"binary":"%s","attack":"%s","result":%s}\n' "$bin" "$name" "$(asjson "$out")"
 		return
 		;;
 	esac
 	stop
-	printf '{"binary":"%s","attack":"%s","result":%s}\n' "$bin" "$name" "$(echo "$out" | tail -n 1)"
+	printf '{"binary":"%s","attack":"%s","result":%s}\n' "$bin" "$name" "$(asjson "$out")"
 }
 
 for name in slowloris trickle-ws trickle-body-key trickle-body-nokey flood slowsubs audit; do
