@@ -109,6 +109,16 @@ func ReservePort(addr string) (string, io.Closer, error) {
 	if port != "0" {
 		return addr, nil, nil
 	}
+	ln, err := ListenReusePort(addr)
+	if err != nil {
+		return "", nil, err
+	}
+	return net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)), ln, nil
+}
+
+// ListenReusePort listens on addr with SO_REUSEPORT, as a worker's event
+// loops do, so that they can join the listener.
+func ListenReusePort(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
@@ -118,11 +128,7 @@ func ReservePort(addr string) (string, io.Closer, error) {
 		}
 		return serr
 	}}
-	ln, err := lc.Listen(context.Background(), "tcp", addr)
-	if err != nil {
-		return "", nil, err
-	}
-	return net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)), ln, nil
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 func (g *gnetTransportServer) loopFor(el gnet.EventLoop) *loop {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/zenconn/server/engine"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,7 +51,7 @@ func claimPort(addr string) (string, io.Closer, error) {
 		}
 		_ = probe.Close()
 	}
-	ln, err := listenReusePort(addr)
+	ln, err := engine.ListenReusePort(addr)
 	if err != nil {
 		return "", nil, fmt.Errorf("--addr %s: %w", addr, portErr(err))
 	}
@@ -81,20 +81,6 @@ func portErr(err error) error {
 		return errPortServed
 	}
 	return err
-}
-
-// listenReusePort listens on addr with SO_REUSEPORT, as the workers do.
-func listenReusePort(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
-	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // checkAlone fails when a listening socket other than ln shares its port

@@ -8,12 +8,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/zenconn/server/engine"
 )
 
 // TestCheckAloneSeesAnotherListener: two placeholders on one port (two nodes
 // starting at the same moment, both past the probe) each see the other.
 func TestCheckAloneSeesAnotherListener(t *testing.T) {
-	a, err := listenReusePort("127.0.0.1:0")
+	a, err := engine.ListenReusePort("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +24,7 @@ func TestCheckAloneSeesAnotherListener(t *testing.T) {
 	if err := checkAlone(a, at); err != nil {
 		t.Fatalf("one listener: %v, want none", err)
 	}
-	b, err := listenReusePort(at.String())
+	b, err := engine.ListenReusePort(at.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +44,7 @@ func TestClaimPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plain.Close()
-	shared, err := listenReusePort("127.0.0.1:0")
+	shared, err := engine.ListenReusePort("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
