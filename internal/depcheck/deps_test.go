@@ -1,6 +1,3 @@
-// Package depcheck holds only a test: it keeps the layers of the module
-// honest by failing when an import arrow points the wrong way (STYLE.md,
-// "a test that keeps the layers honest").
 package depcheck
 
 import (
