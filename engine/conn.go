@@ -141,23 +141,7 @@ func (c *Conn) Closed() {
 // everything else queued, in one write, at the end of the read being served
 // or of the loop pass. Past the outbound limit the connection is closed as
 // a slow consumer instead.
-func (c *Conn) queueFrame(frame []byte) {
-	if c.state != stateWS {
-		return
-	}
-	// outPending, written out: this runs per delivery.
-	pending := len(c.out) + len(frame) + c.t.Buffered()
-	if q := c.wq; q != nil {
-		pending += q.refBytes - q.outHead
-	}
-	if pending > c.srv.cfg.MaxOutbound {
-		c.closeSlow()
-		return
-	}
-	c.out = append(c.outBuf(), frame...)
-	c.loop.stats.messagesOut.Add(1)
-	c.loop.markDirty(c)
-}
+func (c *Conn) queueFrame(frame []byte) { c.enqueue(frame, false) }
 
 // outBuf returns c.out to append frames to: a connection holds an outbound
 // buffer only while frames are queued (flush gives it back to the loop),

@@ -97,7 +97,12 @@ func (c *Conn) outPending() int {
 // queueShared queues a fan-out frame: by reference when it is large, else
 // copied like queueFrame. frame must stay unchanged for as long as any
 // queue holds it (an outMsg's frames do).
-func (c *Conn) queueShared(frame []byte) {
+func (c *Conn) queueShared(frame []byte) { c.enqueue(frame, len(frame) >= sharedMin) }
+
+// enqueue queues frame, by reference when byRef, else copied into c.out;
+// past the outbound limit it closes c as a slow consumer instead. It is
+// queueFrame and queueShared, which differ only in byRef.
+func (c *Conn) enqueue(frame []byte, byRef bool) {
 	if c.state != stateWS {
 		return
 	}
@@ -110,12 +115,12 @@ func (c *Conn) queueShared(frame []byte) {
 		c.closeSlow()
 		return
 	}
-	if len(frame) < sharedMin {
-		c.out = append(c.outBuf(), frame...)
-	} else {
+	if byRef {
 		q := c.queue()
 		q.refs = append(q.refs, outRef{frame: frame, at: len(c.out)})
 		q.refBytes += len(frame)
+	} else {
+		c.out = append(c.outBuf(), frame...)
 	}
 	c.loop.stats.messagesOut.Add(1)
 	c.loop.markDirty(c)
