@@ -162,25 +162,14 @@ func (t *gnetConn) Writev(iov [][]byte) (int, error) {
 		vecs[n].SetLen(len(p))
 		n++
 	}
-	var r uintptr
-	var errno unix.Errno
 	switch n {
 	case 0:
 		return 0, nil
 	case 1:
-		r, _, errno = unix.RawSyscall(unix.SYS_WRITE, uintptr(t.c.Fd()), uintptr(unsafe.Pointer(vecs[0].Base)), uintptr(vecs[0].Len))
-	default:
-		r, _, errno = unix.RawSyscall(unix.SYS_WRITEV, uintptr(t.c.Fd()), uintptr(unsafe.Pointer(&vecs[0])), uintptr(n))
+		return t.write(unsafe.Slice(vecs[0].Base, vecs[0].Len))
 	}
-	switch errno {
-	case 0:
-		return int(r), nil
-	case unix.EAGAIN:
-		return 0, nil
-	default:
-		t.Close()
-		return 0, errno
-	}
+	r, _, errno := unix.RawSyscall(unix.SYS_WRITEV, uintptr(t.c.Fd()), uintptr(unsafe.Pointer(&vecs[0])), uintptr(n))
+	return t.written(r, errno)
 }
 
 // write is Writev for one piece: one raw write(2).
@@ -189,6 +178,12 @@ func (t *gnetConn) write(p []byte) (int, error) {
 		return 0, nil
 	}
 	r, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(t.c.Fd()), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	return t.written(r, errno)
+}
+
+// written is the result of a raw write(2) or writev(2) of r bytes: EAGAIN
+// is nothing written, any other error closes the connection.
+func (t *gnetConn) written(r uintptr, errno unix.Errno) (int, error) {
 	switch errno {
 	case 0:
 		return int(r), nil
