@@ -52,13 +52,14 @@ type Limits struct {
 	AllowedOrigins []string
 }
 
+// Defaults of the client limits (the flags of zenconn serve show them).
 const (
-	defaultMaxConnsPerIP   = 1000
-	defaultConnRatePerIP   = 100
-	defaultMaxConnsPerUser = 100
-	defaultPublishRate     = 200
-	defaultSubscribeRate   = 100
-	defaultAuthRate        = 5
+	DefaultMaxConnsPerIP   = 1000
+	DefaultConnRatePerIP   = 100
+	DefaultMaxConnsPerUser = 100
+	DefaultPublishRate     = 200
+	DefaultSubscribeRate   = 100
+	DefaultAuthRate        = 5
 	// maxRate bounds every rate flag: past it the bucket's interval would
 	// round to nothing.
 	maxRate = 1_000_000
@@ -80,9 +81,9 @@ func (lm *Limits) fillDefaults() {
 		v   *int
 		def int
 	}{
-		{&lm.MaxConnsPerIP, defaultMaxConnsPerIP}, {&lm.ConnRatePerIP, defaultConnRatePerIP},
-		{&lm.MaxConnsPerUser, defaultMaxConnsPerUser}, {&lm.PublishRate, defaultPublishRate},
-		{&lm.SubscribeRate, defaultSubscribeRate}, {&lm.AuthRate, defaultAuthRate},
+		{&lm.MaxConnsPerIP, DefaultMaxConnsPerIP}, {&lm.ConnRatePerIP, DefaultConnRatePerIP},
+		{&lm.MaxConnsPerUser, DefaultMaxConnsPerUser}, {&lm.PublishRate, DefaultPublishRate},
+		{&lm.SubscribeRate, DefaultSubscribeRate}, {&lm.AuthRate, DefaultAuthRate},
 	} {
 		if *f.v == 0 {
 			*f.v = f.def

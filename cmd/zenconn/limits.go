@@ -24,12 +24,12 @@ type limitOptions struct {
 }
 
 func registerLimitFlags(fs *flag.FlagSet, o *limitOptions) {
-	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 1000, "open connections from one client address (IPv6: per /64) per node; past it 429 (each worker enforces its share)")
-	fs.IntVar(&o.connRatePerIP, "conn-rate-per-ip", 100, "new connections per second from one client address per node, burst of one second's worth; past it 429 (each worker enforces its share)")
-	fs.IntVar(&o.maxConnsPerUser, "max-conns-per-user", 100, "WebSocket connections of one user (token sub) per node; past it the handshake gets 429 or the connection is closed with 4009")
-	fs.IntVar(&o.publishRate, "publish-rate", 200, "publish and broadcast ops per second per connection (burst of one second's worth); past it rate_limited, then close 4008")
-	fs.IntVar(&o.subscribeRate, "subscribe-rate", 100, "subscribe and unsubscribe ops per second per connection; past it rate_limited, then close 4008")
-	fs.IntVar(&o.authRate, "auth-rate", 5, "auth ops per second per connection; past it rate_limited, then close 4008")
+	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", engine.DefaultMaxConnsPerIP, "open connections from one client address (IPv6: per /64) per node; past it 429 (each worker enforces its share)")
+	fs.IntVar(&o.connRatePerIP, "conn-rate-per-ip", engine.DefaultConnRatePerIP, "new connections per second from one client address per node, burst of one second's worth; past it 429 (each worker enforces its share)")
+	fs.IntVar(&o.maxConnsPerUser, "max-conns-per-user", engine.DefaultMaxConnsPerUser, "WebSocket connections of one user (token sub) per node; past it the handshake gets 429 or the connection is closed with 4009")
+	fs.IntVar(&o.publishRate, "publish-rate", engine.DefaultPublishRate, "publish and broadcast ops per second per connection (burst of one second's worth); past it rate_limited, then close 4008")
+	fs.IntVar(&o.subscribeRate, "subscribe-rate", engine.DefaultSubscribeRate, "subscribe and unsubscribe ops per second per connection; past it rate_limited, then close 4008")
+	fs.IntVar(&o.authRate, "auth-rate", engine.DefaultAuthRate, "auth ops per second per connection; past it rate_limited, then close 4008")
 	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs or addresses of proxies whose PROXY protocol header (v1/v2) or X-Forwarded-For names the client, for the limits and the access log")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", `comma-separated Origin values accepted on WebSocket handshakes ("https://app.example.com", "https://*.example.com"); others get 403. Empty: any`)
 }
