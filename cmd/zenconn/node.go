@@ -50,13 +50,13 @@ func agentSocket(data string) (string, error) {
 // a crash loop of workers), claim the port and the agent's socket, open
 // the store, then run the agent until a signal or its failure. An error
 // before the node serves is a startError.
-func runNode(o *serveOptions, args []string, log *slog.Logger) error {
+func runNode(o *serveOptions, args []string, verifier *auth.Verifier, log *slog.Logger) error {
 	unlock, err := claimData(o.data)
 	if err != nil {
 		return startError{err}
 	}
 	defer unlock()
-	n, err := planNode(o, args, log)
+	n, err := planNode(o, args, verifier, log)
 	if err != nil {
 		return startError{err}
 	}
@@ -102,31 +102,22 @@ type nodePlan struct {
 	alogs atomicLog // the in-process worker's access log, for SIGUSR1
 }
 
-// planNode reads the node id and checks the workers' configuration once,
-// here, rather than in a crash loop of workers.
-func planNode(o *serveOptions, args []string, log *slog.Logger) (*nodePlan, error) {
+// planNode reads the node id and checks the files the workers will open
+// (--public, --access-log) once, here, rather than in a crash loop of
+// workers; checkServeFlags has checked the engine's configuration.
+func planNode(o *serveOptions, args []string, verifier *auth.Verifier, log *slog.Logger) (*nodePlan, error) {
 	node, err := prepare(o, log)
 	if err != nil {
 		return nil, err
 	}
-	n := &nodePlan{o: o, args: args, log: log, node: node, workers: max(o.workers, 1), loops: o.loops}
+	n := &nodePlan{o: o, args: args, log: log, node: node, workers: max(o.workers, 1), loops: o.loops, verifier: verifier}
 	if n.loops <= 0 {
 		n.loops = max(1, runtime.NumCPU()/n.workers)
-	}
-	if n.verifier, err = newVerifier(o); err != nil {
-		return nil, err
 	}
 	if err := errors.Join(checkPublic(o.public), checkAccessLog(o.accessLog)); err != nil {
 		return nil, err
 	}
-	check := *o
-	check.accessLog = "off"
-	ecfg, _, _, err := engineConfig(&check, n.verifier, log, node, n.compressDir())
-	if err != nil {
-		return nil, err
-	}
-	ecfg.Loops = n.loops
-	return n, ecfg.Validate()
+	return n, nil
 }
 
 // compressDir is the folder of the static files' compressed copies.

@@ -185,13 +185,13 @@ func serve(args []string) int {
 		}
 		return usageError(os.Stderr, "serve", fmt.Errorf("%v (see zenconn serve --help)", err))
 	}
-	level, err := checkServeFlags(fs, &o)
+	level, verifier, err := checkServeFlags(fs, &o)
 	if err != nil {
 		return usageError(os.Stderr, "serve", err)
 	}
 	restrictFiles()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := runNode(&o, args, log); err != nil {
+	if err := runNode(&o, args, verifier, log); err != nil {
 		var se startError
 		if errors.As(err, &se) {
 			return usageError(os.Stderr, "serve", se.err)
@@ -203,59 +203,60 @@ func serve(args []string) int {
 }
 
 // checkServeFlags applies the environment to the flags not given and
-// checks the values that need no file or socket; it returns the log level.
-func checkServeFlags(fs *flag.FlagSet, o *serveOptions) (slog.Level, error) {
+// checks the values that need no file or socket, the engine's among them;
+// it returns the log level and the token verifier.
+func checkServeFlags(fs *flag.FlagSet, o *serveOptions) (slog.Level, *auth.Verifier, error) {
 	var level slog.Level
 	if fs.NArg() > 0 {
-		return level, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return level, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if err := applyEnv(fs); err != nil {
-		return level, err
+		return level, nil, err
 	}
 	clearSecretEnv()
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return level, fmt.Errorf("--log-level: %w", err)
+		return level, nil, fmt.Errorf("--log-level: %w", err)
 	}
 	if _, _, err := parseAddr(o.addr); err != nil {
-		return level, err
+		return level, nil, err
 	}
 	if o.workers < 0 || o.workers > nodemsg.MaxWorkers {
-		return level, fmt.Errorf("--workers: %d is outside 0..%d", o.workers, nodemsg.MaxWorkers)
+		return level, nil, fmt.Errorf("--workers: %d is outside 0..%d", o.workers, nodemsg.MaxWorkers)
 	}
 	if o.publicPublish != "open" && o.publicPublish != "granted" {
-		return level, fmt.Errorf("--public-publish: %q is neither open nor granted", o.publicPublish)
+		return level, nil, fmt.Errorf("--public-publish: %q is neither open nor granted", o.publicPublish)
 	}
 	if _, err := store.ParseSyncMode(o.auditSync); err != nil {
-		return level, fmt.Errorf("--audit-sync: %q is not always, batch or none", o.auditSync)
+		return level, nil, fmt.Errorf("--audit-sync: %q is not always, batch or none", o.auditSync)
 	}
 	if o.pprof != "" {
 		if err := checkPprofAddr(o.pprof); err != nil {
-			return level, err
+			return level, nil, err
 		}
 	}
 	switch {
 	case o.stallTimeout <= 0:
-		return level, errors.New("--worker-stall-timeout: must be positive")
+		return level, nil, errors.New("--worker-stall-timeout: must be positive")
 	case o.auditSyncInterval <= 0:
-		return level, errors.New("--audit-sync-interval: must be positive")
+		return level, nil, errors.New("--audit-sync-interval: must be positive")
 	case o.auditRetention < 0:
-		return level, errors.New("--audit-retention: must not be negative")
+		return level, nil, errors.New("--audit-retention: must not be negative")
 	}
 	if err := checkAuditLimits(o); err != nil {
-		return level, err
+		return level, nil, err
 	}
 	verifier, err := newVerifier(o)
 	if err != nil {
-		return level, err
+		return level, nil, err
 	}
 	// The engine's own checks, before anything touches the disk.
 	check := *o
 	check.accessLog = "off"
 	ecfg, _, _, err := engineConfig(&check, verifier, nil, "", "")
 	if err != nil {
-		return level, err
+		return level, nil, err
 	}
-	return level, ecfg.Validate()
+	return level, verifier, ecfg.Validate()
 }
 
 // checkAuditLimits checks the audit log's limits.
