@@ -92,6 +92,7 @@ func Start(cfg Config, host Host) (*Cluster, error) {
 	}
 	c.interest = newInterest(c.nc, cfg.Name+".msg.", c.msgs, c.log)
 	c.interest.retire = c.slow.retire
+	c.interest.confirm = c.syncPeers
 	if err := c.subscribe(); err != nil {
 		c.Close()
 		return nil, err
