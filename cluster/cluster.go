@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	neturl "net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -117,7 +118,7 @@ func (c *Cluster) connect(url string) error {
 	}
 	c.nc = nc
 	if !nc.IsConnected() {
-		c.log.Warn("cluster: NATS unreachable; serving locally and retrying", "url", url)
+		c.log.Warn("cluster: NATS unreachable; serving locally and retrying", "url", redact(url))
 	}
 	return nil
 }
@@ -347,4 +348,15 @@ func subjectParts(subject string) (node, kind string) {
 		return "", ""
 	}
 	return parts[2], parts[3]
+}
+
+// redact hides the passwords of a list of URLs.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
