@@ -74,7 +74,7 @@ func (h *host) count() int {
 }
 
 // startNATS runs a NATS server on port (0: any) and returns it.
-func startNATS(t *testing.T, port int) *server.Server {
+func startNATS(t testing.TB, port int) *server.Server {
 	t.Helper()
 	if port == 0 {
 		port = server.RANDOM_PORT
