@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"net/http"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -18,8 +19,8 @@ type countHost struct {
 }
 
 func (h *countHost) Deliver([]byte, *nodemsg.Msg) { h.n.Add(1) }
-func (h *countHost) Beat() Beat                    { return h.beat }
-func (h *countHost) API() http.Handler             { return http.NotFoundHandler() }
+func (h *countHost) Beat() Beat                   { return h.beat }
+func (h *countHost) API() http.Handler            { return http.NotFoundHandler() }
 
 func cpuNow() time.Duration {
 	var ru syscall.Rusage
@@ -101,4 +102,27 @@ func BenchmarkEmit(b *testing.B) {
 	_ = a.nc.Flush()
 	b.StopTimer()
 	b.ReportMetric(float64(cpuNow()-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkInterestMemory: the heap held per channel a node subscribes
+// to, with the NATS server in this process (the client's subscription,
+// the server's, and the node's own state).
+func BenchmarkInterestMemory(b *testing.B) {
+	_, c, _ := benchPair(b)
+	const n = 20000
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		c.Want(fmt.Sprint("user-", i, "-inbox"), true)
+	}
+	done := make(chan struct{})
+	c.Live(fmt.Sprint("user-", n-1, "-inbox"), func(error) { close(done) })
+	<-done
+	_ = c.nc.Flush()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/channel")
+	for range b.N {
+	}
 }
