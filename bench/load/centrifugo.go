@@ -145,7 +145,7 @@ func (l *loop) onCentReply(c *conn, m *centReply, p []byte, now int64) {
 	case id == 2 && m.Subscribe != nil && !c.subAck:
 		c.subAck = true
 		l.checkReady(c)
-	case c.role == rolePub && id >= l.pubBase && m.Publish != nil:
+	case c.role == rolePub && id >= l.firstPubID() && m.Publish != nil:
 		l.onPublishAnswer(c, id, true, p, now)
 	default:
 		l.protoErr("unexpected_ack", string(p))
@@ -156,7 +156,7 @@ func (l *loop) onCentReply(c *conn, m *centReply, p []byte, now int64) {
 // reply is a protocol error.
 func (l *loop) onCentError(c *conn, m *centReply, p []byte, now int64) {
 	id := *m.ID
-	if c.role != rolePub || id < l.pubBase || id >= l.pubBase+c.pubSent {
+	if c.role != rolePub || id < l.firstPubID() || id >= l.firstPubID()+c.pubSent {
 		l.protoErr("error_reply", string(p))
 		return
 	}

@@ -78,21 +78,24 @@ type loop struct {
 	pbody      []byte
 	pframe     []byte
 
-	// the client protocol: Centrifugo's (--protocol centrifugo) or
-	// ZenConn's, and the id of each publisher's first publish (ids below
-	// it are the handshake's).
-	cent    bool
-	pubBase int64
+	cent bool // the client protocol: Centrifugo's (--protocol centrifugo), else ZenConn's
+}
+
+// firstPubID is the id of a publisher's first publish: the ids below it
+// are the handshake's (ZenConn: 1 subscribe; Centrifugo: 1 connect, 2
+// subscribe).
+func (l *loop) firstPubID() int64 {
+	if l.cent {
+		return 3
+	}
+	return 2
 }
 
 // newLoop makes the loop of process idx: nSubs subscribers, spread over
 // the URLs of --url in turn (counting the subscribers of the processes
 // before it), and nPubs publishers on the --pub-url one.
 func newLoop(cfg *config, nSubs, nPubs int, idx int) (*loop, error) {
-	l := &loop{cfg: cfg, localSubs: nSubs, cent: cfg.protocol == "centrifugo", pubBase: 2}
-	if l.cent {
-		l.pubBase = 3 // 1: connect, 2: subscribe
-	}
+	l := &loop{cfg: cfg, localSubs: nSubs, cent: cfg.protocol == "centrifugo"}
 	if err := l.init(cfg, l, nSubs+nPubs, idx); err != nil {
 		return nil, err
 	}
@@ -107,7 +110,7 @@ func newLoop(cfg *config, nSubs, nPubs int, idx int) (*loop, error) {
 	for range nPubs {
 		t := uint8(cfg.pubTarget)
 		c := &conn{role: rolePub, lastOff: -1, wsConn: wsConn{fd: -1, target: t},
-			nextAck: l.pubBase, sentAt: make([]int64, max(cfg.window, 1))}
+			nextAck: l.firstPubID(), sentAt: make([]int64, max(cfg.window, 1))}
 		// In publish mode publishers do not subscribe: they are ready at
 		// their welcome. Nor do Centrifugo's, which would receive their
 		// own messages (ZenConn does not send a publisher its own).
@@ -315,7 +318,7 @@ func (l *loop) onAck(c *conn, m *serverMsg, p []byte, now int64) {
 // onErrorReply: a refused publish (e.g. "overloaded") is answered, so the
 // window moves on; any other error reply is a protocol error.
 func (l *loop) onErrorReply(c *conn, m *serverMsg, p []byte, now int64) {
-	if c.role != rolePub || m.ID == nil || *m.ID < l.pubBase || *m.ID >= l.pubBase+c.pubSent {
+	if c.role != rolePub || m.ID == nil || *m.ID < l.firstPubID() || *m.ID >= l.firstPubID()+c.pubSent {
 		l.protoErr("error_reply", string(p))
 		return
 	}
@@ -337,7 +340,7 @@ func (l *loop) noteRefused(code string, p []byte) {
 // onPublishAnswer handles the ack (ok) or error reply to publish id on
 // publisher c.
 func (l *loop) onPublishAnswer(c *conn, id int64, ok bool, p []byte, now int64) {
-	seq := id - l.pubBase
+	seq := id - l.firstPubID()
 	if seq < 0 || seq >= c.pubSent {
 		l.protoErr("unexpected_ack", string(p))
 		return
@@ -447,7 +450,7 @@ func (l *loop) publish(c *conn, now int64) {
 // (strictly increasing), padded with 'x' to the frame size asked for.
 func (l *loop) appendPublish(dst []byte, c *conn, now int64) []byte {
 	seq := c.pubSent
-	id := seq + l.pubBase
+	id := seq + l.firstPubID()
 	off := (now - l.epochNs) / 1000
 	if off <= l.lastPubOff && l.published > 0 {
 		off = l.lastPubOff + 1
