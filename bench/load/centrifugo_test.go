@@ -240,3 +240,32 @@ func TestCentPublishFrameSize(t *testing.T) {
 		}
 	}
 }
+
+// TestSpreadAndValidator: subscribers go to the URLs in turn, counting
+// those of the processes before; the publisher to --pub-url; the
+// subscriber checked in full is on another node than the publisher's.
+func TestSpreadAndValidator(t *testing.T) {
+	cfg, err := parseFlags("fanout", []string{"--url", "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws,ws://127.0.0.1:3/ws",
+		"--subs", "10", "--procs", "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := newLoop(cfg, 5, 1, 1) // process 1 of 2: subscribers 5..9
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.closeAll()
+	var got []uint8
+	for _, c := range l.conns {
+		got = append(got, c.target)
+	}
+	if fmt.Sprint(got) != "[2 0 1 2 0 0]" {
+		t.Errorf("targets %v, want [2 0 1 2 0 0] (5 subscribers from the 6th, then the publisher)", got)
+	}
+	if l.validator == nil {
+		t.Fatal("no validator")
+	}
+	if l.validator.target == 0 {
+		t.Errorf("validator on target 0, want one other than the publisher's (0)")
+	}
+}

@@ -122,7 +122,15 @@ func newLoop(cfg *config, nSubs, nPubs int, idx int) (*loop, error) {
 		l.pub = l.pubs[0]
 	}
 	if nSubs > 0 {
+		// With several URLs, a subscriber of another node than the
+		// publisher's, so that what crossed nodes is checked in full.
 		l.validator = l.conns[0]
+		for _, c := range l.conns[:nSubs] {
+			if int(c.target) != cfg.pubTarget {
+				l.validator = c
+				break
+			}
+		}
 	}
 	l.total = len(l.conns)
 	return l, nil
