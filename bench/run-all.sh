@@ -28,6 +28,7 @@
 #                       cluster)
 #   ROUNDS, DURATION    passed to every scenario script that takes them
 #                       (run-idle.sh takes no DURATION, run-scale.sh no ROUNDS)
+#   SUBS, NODES         passed to the cluster scenario (and written in its command)
 #   BENCHTIME           -benchtime of the micro-benchmarks (default: go test's, 1s)
 #   LOG_TAIL            lines of a failed scenario's log kept in its JSON (40)
 # Exit status: 0 when every scenario run succeeded (skipped ones aside), 1
@@ -161,7 +162,7 @@ for s in "${selected[@]}"; do
 	static) scenario static bench/run-static.sh "ROUNDS DURATION" ;;
 	audit) scenario audit bench/run-audit.sh "ROUNDS DURATION" ;;
 	scale) scenario scale bench/run-scale.sh DURATION ;;
-	cluster) scenario cluster bench/run-cluster.sh "ROUNDS DURATION" ;;
+	cluster) scenario cluster bench/run-cluster.sh "ROUNDS DURATION SUBS NODES" ;;
 	esac
 done
 
