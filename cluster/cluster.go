@@ -134,7 +134,10 @@ func (c *Cluster) options() ([]nats.Option, error) {
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			c.log.Info("cluster: connected", "url", nc.ConnectedUrlRedacted(), "cluster", c.cfg.Name)
 		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return // the node is stopping
+			}
 			c.log.Warn("cluster: disconnected; local delivery goes on, messages for other nodes are buffered", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
