@@ -20,6 +20,7 @@ type countHost struct {
 
 func (h *countHost) Deliver([]byte, *nodemsg.Msg) { h.n.Add(1) }
 func (h *countHost) Beat() Beat                   { return h.beat }
+func (h *countHost) Flush()                       {}
 func (h *countHost) API() http.Handler            { return http.NotFoundHandler() }
 
 func cpuNow() time.Duration {
