@@ -162,7 +162,7 @@ func (a *Agent) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case a.kick(req.Conn):
 		reply(w, http.StatusOK, map[string]bool{"disconnected": true})
-	case a.cl != nil && node != "" && node != a.cfg.Node:
+	case a.cl != nil && node != "" && node != a.cfg.Node && a.cl.Known(node):
 		a.relayDisconnect(w, r, node, req.Conn)
 	case !settled:
 		reply(w, http.StatusServiceUnavailable, apiError{"no such connection yet: the node is behind reading its workers; retry"})

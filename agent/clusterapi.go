@@ -2,11 +2,13 @@ package agent
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/zenconn/server/cluster"
 )
 
@@ -188,6 +190,10 @@ func connNode(id string) string {
 func (a *Agent) relayDisconnect(w http.ResponseWriter, r *http.Request, node, conn string) {
 	body, _ := json.Marshal(map[string]string{"conn": conn})
 	ans := a.cl.Ask(r.Context(), node, http.MethodPost, "/api/disconnect", body)
+	if errors.Is(ans.Err, nats.ErrNoResponders) {
+		reply(w, http.StatusNotFound, apiError{"no such connection: its node (" + node + ") is not in the cluster"})
+		return
+	}
 	if ans.Err != nil {
 		reply(w, http.StatusBadGateway, apiError{"the node holding the connection (" + node + ") did not answer: " + ans.Err.Error()})
 		return

@@ -57,6 +57,7 @@ type Cluster struct {
 	msgs chan *nats.Msg // channel messages and broadcasts, for the reader
 
 	bcastSubj string
+	hold      *hold
 	interest  *interest
 	peers     *peers
 	api       *apiServer
@@ -82,6 +83,8 @@ func Start(cfg Config, host Host) (*Cluster, error) {
 	c := &Cluster{cfg: cfg, host: host, log: cfg.Log, msgs: make(chan *nats.Msg, inbox),
 		bcastSubj: cfg.Name + ".bcast", stop: make(chan struct{})}
 	c.peers = newPeers(cfg.Node, cfg.DownAfter, c.log)
+	c.hold = &hold{limit: cfg.Buffer, drop: c.dropped}
+	c.hold.active.Store(true) // until the first connection
 	url := cfg.NATS
 	if cfg.NATS == Embedded {
 		srv, err := startEmbedded(&cfg)
@@ -115,11 +118,14 @@ func (c *Cluster) connect(url string) error {
 	if err != nil {
 		return err
 	}
+	c.hold.mu.Lock() // the handlers may run before nc is set
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
+		c.hold.mu.Unlock()
 		return fmt.Errorf("cluster: NATS: %w", err)
 	}
-	c.nc = nc
+	c.nc, c.hold.nc = nc, nc
+	c.hold.mu.Unlock()
 	if !nc.IsConnected() {
 		c.log.Warn("cluster: NATS unreachable; serving locally and retrying", "url", redact(url))
 	}
@@ -133,18 +139,25 @@ func (c *Cluster) options() ([]nats.Option, error) {
 		nats.Name("zenconn " + c.cfg.Node), nats.NoEcho(),
 		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond), nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.ReconnectBufSize(c.cfg.Buffer), nats.PingInterval(2 * time.Second), nats.MaxPingsOutstanding(2),
+		// Messages wait in c.hold while NATS is away, not in the client.
+		nats.ReconnectBufSize(-1), nats.PingInterval(2 * time.Second), nats.MaxPingsOutstanding(2),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			c.log.Info("cluster: connected", "url", nc.ConnectedUrlRedacted(), "cluster", c.cfg.Name)
+			c.hold.returned(time.Now(), true)
+			c.release()
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			if nc.IsClosed() {
 				return // the node is stopping
 			}
-			c.log.Warn("cluster: disconnected; local delivery goes on, messages for other nodes are buffered", "err", err)
+			c.hold.away(c.peers.up())
+			c.log.Warn("cluster: disconnected; local delivery goes on, messages for other nodes wait", "err", err,
+				"bound", c.cfg.Buffer)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			c.log.Info("cluster: reconnected; interest re-established", "url", nc.ConnectedUrlRedacted())
+			c.hold.returned(time.Now(), false)
+			c.release()
 		}),
 		nats.ErrorHandler(c.asyncError),
 	}
@@ -294,12 +307,19 @@ func (c *Cluster) Publish(channel string, rec []byte) {
 	c.published.Add(1)
 }
 
-// send publishes, counting what the client refuses.
-func (c *Cluster) send(subject string, data []byte) {
-	if err := c.nc.Publish(subject, data); err != nil {
-		c.droppedBuf.Add(1)
-		c.dropLog.note(c.log, "buffer_full")
-	}
+// send publishes a message or an event, through the hold while NATS is
+// away.
+func (c *Cluster) send(subject string, data []byte) { c.hold.send(subject, data) }
+
+// dropped counts and logs a message lost to the hold's bound.
+func (c *Cluster) dropped() {
+	c.droppedBuf.Add(1)
+	c.dropLog.note(c.log, "buffer_full")
+}
+
+// release sends what the hold kept once the peers are back.
+func (c *Cluster) release() {
+	c.hold.release(time.Now(), c.cfg.DownAfter, c.peers.lastSeen)
 }
 
 // Want says whether this node has subscribers of channel; it never waits.

@@ -135,6 +135,16 @@ func (p *peers) list() []Node {
 	return out
 }
 
+// lastSeen returns when peer id was last heard (zero: never).
+func (p *peers) lastSeen(id string) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := p.nodes[id]; n != nil {
+		return n.LastSeen
+	}
+	return time.Time{}
+}
+
 // up returns the ids of the peers up.
 func (p *peers) up() []string {
 	p.mu.Lock()
@@ -149,34 +159,44 @@ func (p *peers) up() []string {
 	return ids
 }
 
-// beat sends this node's heartbeat every Beat interval and marks down the
-// silent peers, until the cluster stops.
+// checksPerBeat: silent peers are looked for four times per Beat, so a
+// peer is down at most a quarter Beat after DownAfter.
+const checksPerBeat = 4
+
+// beat sends this node's heartbeat every Beat interval, marks down the
+// silent peers and releases held messages, until the cluster stops.
 func (c *Cluster) beat() {
-	t := time.NewTicker(c.cfg.Beat)
+	t := time.NewTicker(c.cfg.Beat / checksPerBeat)
 	defer t.Stop()
 	c.sendBeat(false)
-	for {
+	for i := 1; ; i++ {
 		select {
 		case <-c.stop:
 			return
 		case now := <-t.C:
-			c.sendBeat(false)
+			if i%checksPerBeat == 0 {
+				c.sendBeat(false)
+			}
 			c.peers.check(now)
+			c.release()
 		}
 	}
 }
 
+// sendBeat publishes the heartbeat directly: while NATS is away a
+// heartbeat is worth nothing later, so it is not held.
 func (c *Cluster) sendBeat(leaving bool) {
 	b := c.host.Beat()
 	b.ID, b.Address, b.Leaving = c.cfg.Node, c.cfg.Address, leaving
 	data, _ := json.Marshal(b)
-	c.send(c.cfg.Name+".node.beat", data)
+	_ = c.nc.Publish(c.cfg.Name+".node.beat", data)
 }
 
 func (c *Cluster) onBeat(m *nats.Msg) {
 	var b Beat
 	if json.Unmarshal(m.Data, &b) == nil {
 		c.peers.beat(b, time.Now())
+		c.release()
 	}
 }
 
@@ -187,6 +207,9 @@ func (c *Cluster) Nodes() []Node {
 	self := Node{Beat: b, LastSeen: time.Now(), Up: true, Self: true}
 	return append([]Node{self}, c.peers.list()...)
 }
+
+// Known reports whether node is a peer this node has heard of.
+func (c *Cluster) Known(node string) bool { return !c.peers.lastSeen(node).IsZero() }
 
 // Up returns the ids of the peers up.
 func (c *Cluster) Up() []string { return c.peers.up() }

@@ -53,6 +53,9 @@ func clusterConfig(fs *flag.FlagSet, o *clusterOptions) (*cluster.Config, error)
 		}
 		return nil, nil
 	}
+	if o.name == "" {
+		return nil, errors.New("--cluster-name: must not be empty")
+	}
 	cfg := &cluster.Config{NATS: o.nats, Name: o.name, Address: o.advertise, Listen: o.listen, ClusterListen: o.clusterListen,
 		Creds: o.creds, User: o.user, Password: o.password, Token: o.token, CA: o.ca, Cert: o.cert, Key: o.key, Buffer: int(o.buffer)}
 	for _, r := range strings.Split(o.routes, ",") {
