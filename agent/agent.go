@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/zenconn/server/cluster"
 	"github.com/zenconn/server/internal/keyguard"
 	"github.com/zenconn/server/link"
 	"github.com/zenconn/server/nodemsg"
@@ -71,6 +72,9 @@ type Config struct {
 	// MaxQueries bounds the audit and session queries answered at once;
 	// past it they get 503. Default 4.
 	MaxQueries int
+	// Cluster, when set, joins the node to a cluster over NATS (package
+	// cluster); its Node and Log are the agent's. Nil: the node is alone.
+	Cluster *cluster.Config
 	// Registry receives the agent's Prometheus collectors (the store's),
 	// rendered in GET /metrics after the per-worker families. Nil: none.
 	Registry *prometheus.Registry
@@ -82,9 +86,13 @@ type Agent struct {
 	cfg   Config
 	log   *slog.Logger
 	slots []*slot
-	st    *store.Store   // nil: no sessions, no audit log
-	fatal chan error     // errors that stop the agent (in-process worker)
-	keys  keyguard.Guard // failed API-key attempts of the node (refused.go)
+	st    *store.Store     // nil: no sessions, no audit log
+	cl    *cluster.Cluster // nil: the node is alone (cluster.go)
+	api   http.Handler
+	// started is when the agent was made.
+	started time.Time
+	fatal   chan error     // errors that stop the agent (in-process worker)
+	keys    keyguard.Guard // failed API-key attempts of the node (refused.go)
 
 	mu     sync.Mutex
 	tab    *table // under mu
@@ -119,7 +127,8 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, st: cfg.Store, tab: newTable(cfg.Workers),
-		fatal: make(chan error, 2*cfg.Workers)}
+		fatal: make(chan error, 2*cfg.Workers), started: time.Now().UTC()}
+	a.api = a.apiHandler()
 	for i := range cfg.Workers {
 		a.slots = append(a.slots, &slot{id: i})
 	}
@@ -144,7 +153,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: api socket: %w", err)
 	}
 	_ = os.Chmod(a.cfg.Socket, 0o600)
-	hs := &http.Server{Handler: a.apiHandler(), ReadHeaderTimeout: 5 * time.Second}
+	if err := a.startCluster(); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	hs := &http.Server{Handler: a.api, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 
 	var wg sync.WaitGroup
@@ -168,6 +181,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			// process is about to exit with err.
 			a.log.Error("the in-process worker did not stop; leaving it", "err", err)
 		}
+	}
+	if a.cl != nil {
+		a.cl.Close()
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

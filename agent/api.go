@@ -20,24 +20,19 @@ func (a *Agent) apiHandler() http.Handler {
 	mux.HandleFunc("POST /api/publish", a.apiPublish)
 	mux.HandleFunc("POST /api/broadcast", a.apiBroadcast)
 	mux.HandleFunc("POST /api/disconnect", a.apiDisconnect)
-	mux.HandleFunc("GET /api/connections", func(w http.ResponseWriter, _ *http.Request) {
-		settled := a.settleRings()
-		a.mu.Lock()
-		list := a.tab.list()
-		a.mu.Unlock()
-		replyTable(w, settled, "connections", list)
-	})
-	mux.HandleFunc("GET /api/channels", a.apiChannels)
+	mux.HandleFunc("GET /api/connections", a.scoped("connections", a.apiConnections))
+	mux.HandleFunc("GET /api/channels", a.scoped("channels", a.apiChannels))
+	mux.HandleFunc("GET /api/nodes", a.apiNodes)
 	mux.HandleFunc("GET /api/workers", func(w http.ResponseWriter, _ *http.Request) {
 		reply(w, http.StatusOK, map[string]any{"workers": a.Workers()})
 	})
-	mux.HandleFunc("GET /api/sessions", a.apiSessions)
-	mux.HandleFunc("GET /api/audit", a.apiAudit)
+	mux.HandleFunc("GET /api/sessions", a.scoped("sessions", a.apiSessions))
+	mux.HandleFunc("GET /api/audit", a.scoped("records", a.apiAudit))
 	mux.HandleFunc("GET /metrics", a.metrics)
 	mux.HandleFunc("POST /internal/refused", a.apiRefused)
 	mux.HandleFunc("GET /internal/blocked", a.apiBlocked)
 	methods := map[string]string{"publish": "POST", "broadcast": "POST", "disconnect": "POST", "connections": "GET",
-		"channels": "GET", "workers": "GET", "sessions": "GET", "audit": "GET"}
+		"channels": "GET", "nodes": "GET", "workers": "GET", "sessions": "GET", "audit": "GET"}
 	mux.HandleFunc("/api/{name}", func(w http.ResponseWriter, r *http.Request) {
 		if m, ok := methods[r.PathValue("name")]; ok {
 			w.Header().Set("Allow", m)
@@ -163,14 +158,25 @@ func (a *Agent) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	settled := a.settleRings()
+	node := connNode(req.Conn)
 	switch {
 	case a.kick(req.Conn):
 		reply(w, http.StatusOK, map[string]bool{"disconnected": true})
+	case a.cl != nil && node != "" && node != a.cfg.Node:
+		a.relayDisconnect(w, r, node, req.Conn)
 	case !settled:
 		reply(w, http.StatusServiceUnavailable, apiError{"no such connection yet: the node is behind reading its workers; retry"})
 	default:
 		reply(w, http.StatusNotFound, apiError{"no such connection"})
 	}
+}
+
+func (a *Agent) apiConnections(w http.ResponseWriter, _ *http.Request) {
+	settled := a.settleRings()
+	a.mu.Lock()
+	list := a.tab.list(a.cfg.Node)
+	a.mu.Unlock()
+	replyTable(w, settled, "connections", list)
 }
 
 func (a *Agent) apiChannels(w http.ResponseWriter, _ *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/zenconn/server/cluster"
 	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/store"
 )
@@ -69,10 +70,10 @@ func (a *Agent) dropWorker(w int) {
 	a.mu.Lock()
 	gone := a.tab.dropWorker(w)
 	a.mu.Unlock()
-	if a.st == nil {
-		return
-	}
 	for id, c := range gone {
-		a.closeSession(id, c, closeAbnormal)
+		a.emit(cluster.KindDisconnect, cluster.Event{Conn: id, User: c.user, Worker: w, Code: closeAbnormal})
+		if a.st != nil {
+			a.closeSession(id, c, closeAbnormal)
+		}
 	}
 }

@@ -38,6 +38,7 @@ func (a *Agent) metrics(w http.ResponseWriter, _ *http.Request) {
 	family("zenconn_node_messages_out_total", "counter", "Messages queued to clients, per worker (reported every second).", func(wi WorkerInfo) float64 { return float64(wi.MessagesOut) })
 	fmt.Fprintf(&b, "# HELP zenconn_node_user_limit_closed_total Connections closed with 4009: their user held more than --max-conns-per-user on the node.\n# TYPE zenconn_node_user_limit_closed_total counter\nzenconn_node_user_limit_closed_total %d\n", a.userEvictions.Load())
 	fmt.Fprintf(&b, "# HELP zenconn_node_channels Channels with subscribers on the node.\n# TYPE zenconn_node_channels gauge\nzenconn_node_channels %d\n", channels)
+	a.writeClusterMetrics(&b)
 	if a.cfg.Registry != nil {
 		if mfs, err := a.cfg.Registry.Gather(); err == nil {
 			enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))

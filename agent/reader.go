@@ -3,6 +3,7 @@ package agent
 import (
 	"time"
 
+	"github.com/zenconn/server/cluster"
 	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/shm"
 	"github.com/zenconn/server/store"
@@ -124,6 +125,7 @@ func (a *Agent) onOpened(s *slot, m *nodemsg.Msg) {
 	if over {
 		a.evictForUser(s, m.Conn, m.User)
 	}
+	a.emit(cluster.KindConnect, cluster.Event{Conn: m.Conn, User: m.User, Worker: s.id, Remote: m.Remote, Protocol: m.Proto})
 	if a.st != nil {
 		a.putSession(m.Conn, c, time.Time{}, 0)
 		a.audit(&store.Record{Worker: s.id, Conn: m.Conn, User: m.User, Op: store.OpConnect, Remote: m.Remote}, nil)
@@ -134,6 +136,9 @@ func (a *Agent) onClosed(_ *slot, m *nodemsg.Msg) {
 	a.mu.Lock()
 	c := a.tab.close(m.Conn)
 	a.mu.Unlock()
+	if c != nil {
+		a.emit(cluster.KindDisconnect, cluster.Event{Conn: m.Conn, User: c.user, Worker: c.worker, Code: int(m.Status)})
+	}
 	if c != nil && a.st != nil {
 		a.closeSession(m.Conn, c, int(m.Status))
 	}
@@ -165,7 +170,10 @@ func (a *Agent) onSub(s *slot, m *nodemsg.Msg) {
 	// this point, from any worker, reaches the subscriber.
 	var done func(error)
 	if m.Token != 0 {
-		done = a.answer(s, m.Token)
+		done = a.whenLive(m.Channel, a.answer(s, m.Token))
+	}
+	if added {
+		a.emit(cluster.KindSubscribe, cluster.Event{Conn: m.Conn, User: c.user, Worker: s.id, Channel: m.Channel})
 	}
 	if a.st == nil || !added {
 		if done != nil {
@@ -185,6 +193,9 @@ func (a *Agent) onUnsub(s *slot, m *nodemsg.Msg) {
 		user = c.user
 	}
 	a.mu.Unlock()
+	if removed {
+		a.emit(cluster.KindUnsubscribe, cluster.Event{Conn: m.Conn, User: user, Worker: s.id, Channel: m.Channel})
+	}
 	if removed && a.st != nil {
 		a.audit(&store.Record{Worker: s.id, Conn: m.Conn, User: user, Op: store.OpUnsubscribe, Channel: m.Channel}, nil)
 	}

@@ -9,7 +9,7 @@ import (
 
 // forward sends a message published on worker origin (-1 for the API) to
 // every other worker with subscribers of channel, or every other worker
-// for a broadcast.
+// for a broadcast, then to the other nodes of the cluster, if any.
 //
 // A node whose only worker acknowledges subscriptions itself (in this
 // process, without durable acks) may not have applied yet a subscription
@@ -21,12 +21,15 @@ func (a *Agent) forward(origin int, channel, from string, data []byte, opaque bo
 	a.mu.Lock()
 	targets := a.tab.targets(buf[:0], origin, channel, all)
 	a.mu.Unlock()
-	if len(targets) == 0 {
+	if len(targets) == 0 && a.cl == nil {
 		return
 	}
 	rec := nodemsg.AppendDeliver(nil, channel, from, opaque, data)
 	for _, w := range targets {
 		a.send(a.slots[w], rec)
+	}
+	if a.cl != nil {
+		a.cl.Publish(channel, rec)
 	}
 }
 

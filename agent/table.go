@@ -14,6 +14,10 @@ type table struct {
 	conns    map[string]*connRec
 	interest map[string][]int // channel → subscriber count per worker
 	users    map[string]int   // user → open connections (limits.go)
+	// onChannel, if set, hears of a channel gaining its first subscriber
+	// on the node (on) or losing its last; it is called under the
+	// Agent's mutex and must not block.
+	onChannel func(ch string, on bool)
 }
 
 // connRec is one connection in the table.
@@ -78,6 +82,7 @@ func (t *table) subscribe(id, ch string, keepJoined bool) (*connRec, bool) {
 	if counts == nil {
 		counts = make([]int, t.workers)
 		t.interest[ch] = counts
+		t.channelChanged(ch, true)
 	}
 	counts[c.worker]++
 	if keepJoined && !slices.Contains(c.joined, ch) {
@@ -111,6 +116,13 @@ func (t *table) dropInterest(ch string, w int) {
 	}
 	if !anyPositive(counts) {
 		delete(t.interest, ch)
+		t.channelChanged(ch, false)
+	}
+}
+
+func (t *table) channelChanged(ch string, on bool) {
+	if t.onChannel != nil {
+		t.onChannel(ch, on)
 	}
 }
 
@@ -138,6 +150,7 @@ func (t *table) dropWorker(w int) map[string]*connRec {
 		counts[w] = 0
 		if !anyPositive(counts) {
 			delete(t.interest, ch)
+			t.channelChanged(ch, false)
 		}
 	}
 	return gone
@@ -176,10 +189,12 @@ type connInfo struct {
 	Protocol string   `json:"protocol"`
 	Channels []string `json:"channels"`
 	Worker   int      `json:"worker"`
+	Node     string   `json:"node"`
 }
 
-// list returns the connections, sorted by id, with their channels sorted.
-func (t *table) list() []connInfo {
+// list returns the connections of node, sorted by id, with their
+// channels sorted.
+func (t *table) list(node string) []connInfo {
 	out := make([]connInfo, 0, len(t.conns))
 	for id, c := range t.conns {
 		chans := make([]string, 0, len(c.chans))
@@ -187,7 +202,7 @@ func (t *table) list() []connInfo {
 			chans = append(chans, ch)
 		}
 		sort.Strings(chans)
-		out = append(out, connInfo{ID: id, User: c.user, Remote: c.remote, Protocol: c.protocl, Channels: chans, Worker: c.worker})
+		out = append(out, connInfo{ID: id, User: c.user, Remote: c.remote, Protocol: c.protocl, Channels: chans, Worker: c.worker, Node: node})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out

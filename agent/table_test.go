@@ -121,7 +121,7 @@ func TestTableList(t *testing.T) {
 		{ID: "a", User: "u-a", Remote: "127.0.0.1:1", Protocol: "json", Channels: []string{"m", "z"}, Worker: 0},
 		{ID: "b", User: "u-b", Channels: []string{}, Worker: 1},
 	}
-	if got := tab.list(); !reflect.DeepEqual(got, want) {
+	if got := tab.list(""); !reflect.DeepEqual(got, want) {
 		t.Errorf("list = %+v, want %+v", got, want)
 	}
 }

@@ -79,6 +79,9 @@ type Config struct {
 	InputBudget int
 	// Node is this node's id, sent in welcome. Default "local".
 	Node string
+	// ConnPrefix starts every connection id: a clustered node's
+	// "<node>-", so that ids are unique across the cluster. Default none.
+	ConnPrefix string
 	// Logger receives application logs. Default: discard.
 	Logger *slog.Logger
 	// AccessLog receives one combined-format line per HTTP request and per

@@ -250,10 +250,13 @@ func (s *Server) open(l *loop, t Transport) *Conn {
 	return c
 }
 
-// nextConnID returns a node-unique connection id in base 36. Ids start at
-// the boot time in microseconds, so a restarted node does not reuse them.
+// nextConnID returns a node-unique connection id: ConnPrefix, then a
+// sequence in base 36. The sequence starts at the boot time in
+// microseconds, so a restarted node does not reuse ids.
 func (s *Server) nextConnID() string {
-	return strconv.FormatUint(s.connSeq.Add(nodemsg.MaxWorkers), 36)
+	var buf [48]byte
+	b := append(buf[:0], s.cfg.ConnPrefix...)
+	return string(strconv.AppendUint(b, s.connSeq.Add(nodemsg.MaxWorkers), 36))
 }
 
 // accessLog writes the combined-format line for a request handled on the

@@ -171,6 +171,13 @@ func (n *nodePlan) agentConfig(st *store.Store, reg *prometheus.Registry) (agent
 	if st != nil {
 		cfg.Store = st
 	}
+	if c := n.o.clusterCfg; c != nil {
+		cc := *c
+		if cc.Address == "" {
+			cc.Address = n.addr
+		}
+		cfg.Cluster = &cc
+	}
 	if n.o.workers == 0 {
 		spareProc(n.loops, n.log)
 		cfg.InProcess = n.runInProcess
@@ -203,7 +210,7 @@ func (n *nodePlan) runInProcess(ctx context.Context, id int, rings *link.Rings) 
 	n.alogs.set(alog)
 	defer n.alogs.set(nil)
 	return worker.Run(ctx, ecfg, worker.Config{ID: id, Rings: rings, AgentSocket: n.sock, Log: n.log,
-		OnStart: accessLogMetric(alog), Alone: true})
+		OnStart: accessLogMetric(alog), Alone: n.o.clusterCfg == nil})
 }
 
 // run starts the agent and serves until SIGTERM or SIGINT (then drains)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/zenconn/server/accesslog"
 	"github.com/zenconn/server/auth"
+	"github.com/zenconn/server/cluster"
 	"github.com/zenconn/server/engine"
 	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/proto"
@@ -63,7 +64,10 @@ type serveOptions struct {
 	pprof             string
 	metrics           string
 
-	limits limitOptions // limits.go
+	limits  limitOptions   // limits.go
+	cluster clusterOptions // cluster.go
+	// clusterCfg is the checked cluster configuration, nil when alone.
+	clusterCfg *cluster.Config
 }
 
 func newServeFlags(o *serveOptions) *flag.FlagSet {
@@ -102,6 +106,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.metrics, "metrics", "open", `who may read /metrics on --addr: "open" (anyone), "key" (requests with the --api-key, like /api/) or "off" (404)`)
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (the agent; worker i on the port after it plus i)")
 	registerLimitFlags(fs, &o.limits)
+	registerClusterFlags(fs, &o.cluster)
 	return fs
 }
 
@@ -245,6 +250,10 @@ func checkServeFlags(fs *flag.FlagSet, o *serveOptions) (slog.Level, *auth.Verif
 	if err := checkAuditLimits(o); err != nil {
 		return level, nil, err
 	}
+	var err error
+	if o.clusterCfg, err = clusterConfig(fs, &o.cluster); err != nil {
+		return level, nil, err
+	}
 	verifier, err := newVerifier(o)
 	if err != nil {
 		return level, nil, err
@@ -330,6 +339,7 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 		MessageTimeout:   o.messageTimeout,
 		InputBudget:      inputShare(o),
 		Node:             node,
+		ConnPrefix:       connPrefix(o, node),
 		Logger:           log,
 
 		Verifier:             verifier,

@@ -133,7 +133,7 @@ func claimData(dir string) (release func(), err error) {
 // from the workers' arguments and passes them in the workers'
 // environment (readable by the node's user only), which a worker clears
 // once it has read it.
-var secretFlags = []string{"api-key", "jwt-secret"}
+var secretFlags = []string{"api-key", "jwt-secret", "nats-password", "nats-token"}
 
 // envName is the environment variable of a flag: ZENCONN_<FLAG>.
 func envName(flag string) string {
