@@ -98,9 +98,7 @@ func clTestOutage(t *testing.T, cl *clCluster) {
 	pubs := map[*ibConn]*clusterNode{pa: cl.a, pc: cl.c}
 	for p := range pubs {
 		p.pub(1, "outage", `{"seq":0}`)
-	}
-	for _, n := range nodes {
-		for p := range pubs {
+		for _, n := range nodes {
 			subs[n].expectMsg("outage", p.ID, `{"seq":0}`)
 		}
 	}
@@ -253,9 +251,11 @@ func clTestKill(t *testing.T, cl *clCluster) {
 
 	pa, pc := clDial(t, cl.a, "", ibGrants{}), clDial(t, cl.c, "", ibGrants{})
 	pa.pub(1, "afterkill", `"from A"`)
-	pc.pub(1, "afterkill", `"from C"`)
 	for _, s := range []*ibConn{sa, sc} {
 		s.expectMsg("afterkill", pa.ID, `"from A"`)
+	}
+	pc.pub(1, "afterkill", `"from C"`)
+	for _, s := range []*ibConn{sa, sc} {
 		s.expectMsg("afterkill", pc.ID, `"from C"`)
 		s.quiet(100 * time.Millisecond)
 	}
@@ -320,7 +320,7 @@ func TestClusterBadFlags(t *testing.T) {
 		flag string
 	}{
 		{[]string{"--nats", "nats://127.0.0.1:4222", "--cluster-name", "a.b"}, "--cluster-name"},
-		{[]string{"--nats", "nats://127.0.0.1:4222", "--cluster-name", ""}, "--cluster-name"},
+		{[]string{"--nats", "nats://127.0.0.1:4222", "--cluster-name", strings.Repeat("x", 65)}, "--cluster-name"},
 		{[]string{"--nats", "foo://x"}, "--nats"},
 		{[]string{"--nats", "nats://127.0.0.1:4222", "--nats-routes", "nats://127.0.0.1:6222"}, "--nats-routes"},
 		{[]string{"--nats-routes", "nats://127.0.0.1:6222"}, "--nats-routes"},

@@ -156,9 +156,13 @@ func (n clNodes) String() string {
 type clusterNode struct {
 	*serverProc
 	ID      string // node id (the welcome's "node", /api/nodes "self")
-	Workers int
+	Workers int    // --workers
 	Name    string // A, B, C: for messages
 }
+
+// workerCount is the number of workers the node reports: --workers 0 runs one
+// worker in the agent's process.
+func (n *clusterNode) workerCount() int { return max(n.Workers, 1) }
 
 // apiNodes is GET /api/nodes.
 func apiNodes(t *testing.T, s *serverProc) clNodes {
@@ -168,13 +172,16 @@ func apiNodes(t *testing.T, s *serverProc) clNodes {
 	return out
 }
 
-// startClusterNode starts a node of cluster name on the NATS at url with workers
-// worker processes, the API key and the JWT secret of the other tests, and
+// startClusterNode starts a node of cluster (the default when empty) on the NATS
+// at url with workers worker processes, the API key and the JWT secret of the other tests, and
 // returns it once GET /api/nodes names it (and its workers are up).
 func startClusterNode(t *testing.T, name, url, cluster string, workers int, extra ...string) *clusterNode {
 	t.Helper()
-	args := append([]string{"--workers", strconv.Itoa(workers), "--api-key", ibAPIKey, "--jwt-secret", ibSecret,
-		"--nats", url, "--cluster-name", cluster}, extra...)
+	args := []string{"--workers", strconv.Itoa(workers), "--api-key", ibAPIKey, "--jwt-secret", ibSecret, "--nats", url}
+	if cluster != "" {
+		args = append(args, "--cluster-name", cluster)
+	}
+	args = append(args, extra...)
 	s := startServerIn(t, t.TempDir(), nil, nil, args...) // one node, in cluster mode too
 	n := &clusterNode{serverProc: s, Workers: workers, Name: name}
 	eventually(t, 10*time.Second, func() string {
