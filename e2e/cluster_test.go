@@ -250,7 +250,10 @@ func clTestDisconnect(t *testing.T, cl *clCluster) {
 		}
 		return ""
 	})
-	apiFails(t, cl.b.serverProc, "POST", "/api/disconnect", ibAPIKey, fmt.Sprintf(`{"conn":%q}`, cl.c.ID+"-zzzzzz"), http.StatusNotFound)
+	// An id no node holds: of a node of the cluster, of no node, of no shape.
+	for _, id := range []string{cl.c.ID + "-zzzzzz", "nosuchnode-1", "no-such-conn"} {
+		apiFails(t, cl.b.serverProc, "POST", "/api/disconnect", ibAPIKey, fmt.Sprintf(`{"conn":%q}`, id), http.StatusNotFound)
+	}
 	bystander.pingPong()
 }
 
