@@ -12,12 +12,12 @@ import (
 // for a broadcast, then to the other nodes of the cluster, if any.
 //
 // A node whose only worker acknowledges subscriptions itself (in this
-// process, without durable acks) may not have applied yet a subscription
+// process, without durable acks, alone) may not have applied yet a subscription
 // its client already saw acknowledged: there every message goes to that
 // worker, which delivers it to its local subscribers, if any.
 func (a *Agent) forward(origin int, channel, from string, data []byte, opaque bool) {
 	var buf [nodemsg.MaxWorkers]int
-	all := a.cfg.InProcess != nil && !a.cfg.DurableAcks
+	all := a.cfg.InProcess != nil && !a.cfg.DurableAcks && a.cfg.Cluster == nil
 	a.mu.Lock()
 	targets := a.tab.targets(buf[:0], origin, channel, all)
 	a.mu.Unlock()

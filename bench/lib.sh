@@ -36,11 +36,14 @@ check_machine() {
 	command -v taskset >/dev/null || { log "taskset (util-linux) is required"; exit 1; }
 }
 
-# build_all: zenconn, baseline, floor and load into $WORK. ZENCONN_BIN, when
-# set, is a zenconn binary used instead of building ./cmd/zenconn (the one
-# bench/run-compare.sh built from a commit); BENCH_TOOLS, when set, is a
-# folder holding baseline, floor and load already built.
+# build_all [TOOL...]: zenconn and the tools of bench/ (default: baseline,
+# floor and load) into $WORK. ZENCONN_BIN, when set, is a zenconn binary
+# used instead of building ./cmd/zenconn (the one bench/run-compare.sh built
+# from a commit); BENCH_TOOLS, when set, is a folder holding those tools
+# already built.
 build_all() {
+	local tools=("$@")
+	[ ${#tools[@]} -gt 0 ] || tools=(baseline floor load)
 	if [ -n "${ZENCONN_BIN:-}" ]; then
 		log "zenconn: $ZENCONN_BIN"
 		cp "$ZENCONN_BIN" "$WORK/zenconn"
@@ -49,7 +52,7 @@ build_all() {
 		go build -o "$WORK/zenconn" ./cmd/zenconn
 	fi
 	local t
-	for t in baseline floor load; do
+	for t in "${tools[@]}"; do
 		if [ -n "${BENCH_TOOLS:-}" ]; then
 			cp "$BENCH_TOOLS/$t" "$WORK/$t"
 		else

@@ -11,6 +11,8 @@
 #   static        bash bench/run-static.sh   (wrk and nginx: bench/ensure-tools.sh first)
 #   audit         bash bench/run-audit.sh
 #   scale         bash bench/run-scale.sh
+#   cluster       bash bench/run-cluster.sh  (nats-server and Centrifugo:
+#                 bench/ensure-tools.sh cluster first)
 #
 # Each scenario's JSON goes to bench/results/NAME.json, inside an envelope
 # made by bench/report (the command, start time, duration, commit, exit
@@ -22,9 +24,11 @@
 #
 # Usage: bash bench/run-all.sh   (make bench)
 #   ONLY="idle fanout"  run only these (fanout = the three subscriber counts;
-#                       also fanout-5000 etc., micro, churn, static, audit, scale)
+#                       also fanout-5000 etc., micro, churn, static, audit, scale,
+#                       cluster)
 #   ROUNDS, DURATION    passed to every scenario script that takes them
 #                       (run-idle.sh takes no DURATION, run-scale.sh no ROUNDS)
+#   SUBS, NODES         passed to the cluster scenario (and written in its command)
 #   BENCHTIME           -benchtime of the micro-benchmarks (default: go test's, 1s)
 #   LOG_TAIL            lines of a failed scenario's log kept in its JSON (40)
 # Exit status: 0 when every scenario run succeeded (skipped ones aside), 1
@@ -32,7 +36,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=(micro idle fanout-1000 fanout-5000 fanout-15000 churn static audit scale)
+ALL=(micro idle fanout-1000 fanout-5000 fanout-15000 churn static audit scale cluster)
 RESULTS=bench/results
 : "${ONLY:=}" "${LOG_TAIL:=40}" "${BENCHTIME:=}"
 
@@ -47,7 +51,7 @@ else
 	for w in ${words[@]+"${words[@]}"}; do
 		case $w in
 		fanout) want[fanout-1000]=1 want[fanout-5000]=1 want[fanout-15000]=1 ;;
-		micro | idle | fanout-1000 | fanout-5000 | fanout-15000 | churn | static | audit | scale) want[$w]=1 ;;
+		micro | idle | fanout-1000 | fanout-5000 | fanout-15000 | churn | static | audit | scale | cluster) want[$w]=1 ;;
 		*)
 			log "unknown scenario in ONLY: $w (known: fanout ${ALL[*]})"
 			exit 2
@@ -140,6 +144,10 @@ if [ -n "${want[static]:-}" ]; then
 	log "bash bench/ensure-tools.sh (wrk and nginx for the static scenario)"
 	bash bench/ensure-tools.sh || log "ensure-tools.sh failed (exit $?): the static scenario will say why"
 fi
+if [ -n "${want[cluster]:-}" ]; then
+	log "bash bench/ensure-tools.sh cluster (nats-server and Centrifugo for the cluster scenario)"
+	bash bench/ensure-tools.sh cluster || log "ensure-tools.sh cluster failed (exit $?): the cluster scenario will say why"
+fi
 
 for s in "${selected[@]}"; do
 	case $s in
@@ -154,6 +162,7 @@ for s in "${selected[@]}"; do
 	static) scenario static bench/run-static.sh "ROUNDS DURATION" ;;
 	audit) scenario audit bench/run-audit.sh "ROUNDS DURATION" ;;
 	scale) scenario scale bench/run-scale.sh DURATION ;;
+	cluster) scenario cluster bench/run-cluster.sh "ROUNDS DURATION SUBS NODES" ;;
 	esac
 done
 

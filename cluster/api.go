@@ -32,6 +32,29 @@ const maxServing = 8
 // AskTimeout bounds a request to another node.
 const AskTimeout = 5 * time.Second
 
+// methodSync asks a node for an empty answer (syncPeers).
+const methodSync = "SYNC"
+
+// syncTimeout bounds syncPeers: a peer that does not answer by then is
+// down or cut off, and waiting longer would not help it.
+const syncTimeout = time.Second
+
+// syncPeers returns once every peer up has answered an empty request, or
+// after syncTimeout. When this node's NATS server is part of a NATS
+// cluster, a new subscription reaches the other servers over their
+// routes, after the flush that confirmed it here; a request to a peer
+// travels the same route after it, so the peer's answer proves that its
+// server routes the channel's messages here. With one NATS server there
+// is nothing to wait for.
+func (c *Cluster) syncPeers() {
+	if len(c.nc.DiscoveredServers()) == 0 && len(c.nc.Servers()) < 2 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	c.AskAll(ctx, methodSync, "/")
+}
+
 type apiServer struct {
 	h    http.Handler
 	log  *slog.Logger
@@ -46,6 +69,10 @@ func newAPIServer(h http.Handler, log *slog.Logger) *apiServer {
 // holds back no other.
 func (s *apiServer) serve(m *nats.Msg) {
 	if m.Reply == "" {
+		return
+	}
+	if m.Header.Get("Method") == methodSync {
+		respond(m, http.StatusNoContent, nil)
 		return
 	}
 	select {

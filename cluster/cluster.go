@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	neturl "net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +93,7 @@ func Start(cfg Config, host Host) (*Cluster, error) {
 	}
 	c.interest = newInterest(c.nc, cfg.Name+".msg.", c.msgs, c.log)
 	c.interest.retire = c.slow.retire
+	c.interest.confirm = c.syncPeers
 	if err := c.subscribe(); err != nil {
 		c.Close()
 		return nil, err
@@ -116,7 +118,7 @@ func (c *Cluster) connect(url string) error {
 	}
 	c.nc = nc
 	if !nc.IsConnected() {
-		c.log.Warn("cluster: NATS unreachable; serving locally and retrying", "url", url)
+		c.log.Warn("cluster: NATS unreachable; serving locally and retrying", "url", redact(url))
 	}
 	return nil
 }
@@ -132,7 +134,10 @@ func (c *Cluster) options() ([]nats.Option, error) {
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			c.log.Info("cluster: connected", "url", nc.ConnectedUrlRedacted(), "cluster", c.cfg.Name)
 		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return // the node is stopping
+			}
 			c.log.Warn("cluster: disconnected; local delivery goes on, messages for other nodes are buffered", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
@@ -346,4 +351,15 @@ func subjectParts(subject string) (node, kind string) {
 		return "", ""
 	}
 	return parts[2], parts[3]
+}
+
+// redact hides the passwords of a list of URLs.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }

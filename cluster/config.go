@@ -49,6 +49,9 @@ func (c *Config) Validate() error {
 	if !validName(c.Name) {
 		errs = append(errs, fmt.Errorf("--cluster-name %q: use 1-64 of A-Z a-z 0-9 _ -", c.Name))
 	}
+	if c.Node != "" && !validNode(c.Node) {
+		errs = append(errs, fmt.Errorf("node id %q (the node-id file in --data): a cluster needs 1-64 of A-Z a-z 0-9 _", c.Node))
+	}
 	errs = append(errs, c.checkURLs(), c.checkEmbedded())
 	if (c.Cert == "") != (c.Key == "") {
 		errs = append(errs, errors.New("--nats-cert and --nats-key go together"))
@@ -123,6 +126,12 @@ func validName(s string) bool {
 		}
 	}
 	return true
+}
+
+// validNode: a node id is a subject token and the prefix of connection
+// ids (<node>-<seq>), so it holds no '-'.
+func validNode(s string) bool {
+	return validName(s) && !strings.Contains(s, "-")
 }
 
 // plain reports whether b stands for itself in a subject token.

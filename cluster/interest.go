@@ -27,6 +27,9 @@ type interest struct {
 	wake   chan struct{}
 	// retire, if set, is called with a subscription before it ends.
 	retire func(*nats.Subscription)
+	// confirm, if set, returns once the other NATS servers have the
+	// subscriptions this server has (see Cluster.syncPeers).
+	confirm func()
 
 	mu    sync.Mutex
 	chans map[string]*chanState
@@ -114,27 +117,32 @@ func (in *interest) apply() {
 		wants[i], states[i] = st.want, st
 	}
 	in.mu.Unlock()
+	added := false
 	for i, ch := range batch {
-		in.sync(ch, states[i], wants[i])
+		added = in.sync(ch, states[i], wants[i]) || added
 	}
 	if in.nc.IsConnected() {
 		if err := in.nc.FlushTimeout(flushWait); err != nil {
 			in.log.Warn("cluster: interest not confirmed by NATS", "err", err)
+		} else if added && in.confirm != nil {
+			in.confirm()
 		}
 	}
 	in.settle(batch, states)
 }
 
-// sync makes channel ch's subscription match want.
-func (in *interest) sync(ch string, st *chanState, want bool) {
+// sync makes channel ch's subscription match want; it reports whether it
+// subscribed.
+func (in *interest) sync(ch string, st *chanState, want bool) bool {
 	switch {
 	case want && st.sub == nil:
 		sub, err := in.nc.ChanSubscribe(string(AppendToken([]byte(in.prefix), ch)), in.msgs)
 		if err != nil {
 			in.log.Error("cluster: subscribe", "channel", ch, "err", err)
-			return
+			return false
 		}
 		st.sub = sub
+		return true
 	case !want && st.sub != nil:
 		if in.retire != nil {
 			in.retire(st.sub)
@@ -142,6 +150,7 @@ func (in *interest) sync(ch string, st *chanState, want bool) {
 		_ = st.sub.Unsubscribe()
 		st.sub = nil
 	}
+	return false
 }
 
 // settle marks live the channels of batch still wanted and answers their

@@ -48,6 +48,7 @@ type wsConn struct {
 	frag    []byte // fragmented message being assembled
 	out     []byte // output the socket did not take yet
 	pollOut bool
+	target  uint8 // index of its URL in the client's targets
 }
 
 // closed reports whether the connection's socket is closed.
@@ -99,10 +100,10 @@ type client[C endpoint] struct {
 	rbuf    []byte
 	wbuf    []byte
 	events  []unix.EpollEvent
-	dst     unix.SockaddrInet4
+	dsts    []unix.SockaddrInet4 // one per URL of --url
 	srcs    []unix.SockaddrInet4
-	srcN    int    // dials bound so far (round robin over srcs)
-	request []byte // handshake request without its key line
+	srcN    int      // dials bound so far (round robin over srcs)
+	request [][]byte // per URL: handshake request without its key line
 	rnd     uint64
 	errs    map[string]*errStat
 
@@ -131,15 +132,19 @@ func (cl *client[C]) init(cfg *config, h handler[C], n, srcOffset int) error {
 	cl.events = make([]unix.EpollEvent, 1024)
 	cl.errs = make(map[string]*errStat)
 	cl.rnd = uint64(time.Now().UnixNano()) | 1
-	copy(cl.dst.Addr[:], cfg.dstIP.To4())
-	cl.dst.Port = cfg.dstPort
+	for _, t := range cfg.targets {
+		var sa unix.SockaddrInet4
+		copy(sa.Addr[:], t.ip.To4())
+		sa.Port = t.port
+		cl.dsts = append(cl.dsts, sa)
+		cl.request = append(cl.request, fmt.Appendf(nil, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n", t.path, t.host))
+	}
 	for i := range cfg.srcIPs {
 		ip := cfg.srcIPs[(i+srcOffset)%len(cfg.srcIPs)]
 		var sa unix.SockaddrInet4
 		copy(sa.Addr[:], ip.To4())
 		cl.srcs = append(cl.srcs, sa)
 	}
-	cl.request = fmt.Appendf(nil, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n", cfg.path, cfg.host)
 	return nil
 }
 
@@ -206,7 +211,7 @@ func (cl *client[C]) dial(c C) {
 			return
 		}
 	}
-	if err := unix.Connect(fd, &cl.dst); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+	if err := unix.Connect(fd, &cl.dsts[w.target]); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		cl.h.onFail(c, "dial_connect", err.Error())
 		return
 	}
@@ -245,7 +250,7 @@ func (cl *client[C]) upgradeRequest(w *wsConn) []byte {
 	key := base64.StdEncoding.EncodeToString(nonce[:])
 	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
 	w.accept = base64.StdEncoding.EncodeToString(h[:])
-	req := append(cl.wbuf[:0], cl.request...)
+	req := append(cl.wbuf[:0], cl.request[w.target]...)
 	req = append(req, "Sec-WebSocket-Key: "...)
 	req = append(req, key...)
 	req = append(req, "\r\n\r\n"...)

@@ -30,6 +30,7 @@ type conn struct {
 	welcome bool
 	subAck  bool
 	ready   bool
+	pong    bool  // centrifugo: answer the server's pings ("{}")
 	lastOff int64 // send offset of the last delivery, -1 before the first
 
 	// publisher state: publishes sent and answered (ack or error) on this
@@ -76,21 +77,44 @@ type loop struct {
 	frameBytes int
 	pbody      []byte
 	pframe     []byte
+
+	cent bool // the client protocol: Centrifugo's (--protocol centrifugo), else ZenConn's
 }
 
-func newLoop(cfg *config, nSubs, nPubs int, srcOffset int) (*loop, error) {
-	l := &loop{cfg: cfg, localSubs: nSubs}
-	if err := l.init(cfg, l, nSubs+nPubs, srcOffset); err != nil {
+// firstPubID is the id of a publisher's first publish: the ids below it
+// are the handshake's (ZenConn: 1 subscribe; Centrifugo: 1 connect, 2
+// subscribe).
+func (l *loop) firstPubID() int64 {
+	if l.cent {
+		return 3
+	}
+	return 2
+}
+
+// newLoop makes the loop of process idx: nSubs subscribers, spread over
+// the URLs of --url in turn (counting the subscribers of the processes
+// before it), and nPubs publishers on the --pub-url one.
+func newLoop(cfg *config, nSubs, nPubs int, idx int) (*loop, error) {
+	l := &loop{cfg: cfg, localSubs: nSubs, cent: cfg.protocol == "centrifugo"}
+	if err := l.init(cfg, l, nSubs+nPubs, idx); err != nil {
 		return nil, err
 	}
-	for range nSubs {
-		l.conns = append(l.conns, &conn{role: roleSub, lastOff: -1, wsConn: wsConn{fd: -1}})
+	first := 0
+	for i := range idx {
+		first += share(cfg.conns, i, cfg.procs)
+	}
+	for i := range nSubs {
+		t := uint8((first + i) % len(cfg.targets))
+		l.conns = append(l.conns, &conn{role: roleSub, lastOff: -1, wsConn: wsConn{fd: -1, target: t}})
 	}
 	for range nPubs {
-		c := &conn{role: rolePub, lastOff: -1, wsConn: wsConn{fd: -1}, nextAck: 2, sentAt: make([]int64, max(cfg.window, 1))}
+		t := uint8(cfg.pubTarget)
+		c := &conn{role: rolePub, lastOff: -1, wsConn: wsConn{fd: -1, target: t},
+			nextAck: l.firstPubID(), sentAt: make([]int64, max(cfg.window, 1))}
 		// In publish mode publishers do not subscribe: they are ready at
-		// their welcome.
-		c.subAck = cfg.mode == "publish"
+		// their welcome. Nor do Centrifugo's, which would receive their
+		// own messages (ZenConn does not send a publisher its own).
+		c.subAck = cfg.mode == "publish" || l.cent
 		l.pubs = append(l.pubs, c)
 		l.conns = append(l.conns, c)
 	}
@@ -98,7 +122,15 @@ func newLoop(cfg *config, nSubs, nPubs int, srcOffset int) (*loop, error) {
 		l.pub = l.pubs[0]
 	}
 	if nSubs > 0 {
+		// With several URLs, a subscriber of another node than the
+		// publisher's, so that what crossed nodes is checked in full.
 		l.validator = l.conns[0]
+		for _, c := range l.conns[:nSubs] {
+			if int(c.target) != cfg.pubTarget {
+				l.validator = c
+				break
+			}
+		}
 	}
 	l.total = len(l.conns)
 	return l, nil
@@ -163,6 +195,10 @@ func (l *loop) closeAll() {
 
 // onUpgrade subscribes at once; the welcome must still come first.
 func (l *loop) onUpgrade(c *conn, _ int64) {
+	if l.cent {
+		l.send(c, ws.OpText, centConnect)
+		return
+	}
 	if !c.subAck {
 		l.send(c, ws.OpText, fmt.Appendf(nil, `{"id":1,"op":"subscribe","channel":%q}`, l.cfg.channel))
 	}
@@ -205,6 +241,10 @@ type serverMsg struct {
 }
 
 func (l *loop) onMessage(c *conn, p []byte, now int64) {
+	if l.cent {
+		l.onCentFrame(c, p, now)
+		return
+	}
 	c.frames++
 	if c.welcome && c != l.validator && bytes.Contains(p, opMessage) {
 		l.onDelivery(c, p, now)
@@ -286,12 +326,18 @@ func (l *loop) onAck(c *conn, m *serverMsg, p []byte, now int64) {
 // onErrorReply: a refused publish (e.g. "overloaded") is answered, so the
 // window moves on; any other error reply is a protocol error.
 func (l *loop) onErrorReply(c *conn, m *serverMsg, p []byte, now int64) {
-	if c.role != rolePub || m.ID == nil || *m.ID < 2 || *m.ID >= 2+c.pubSent {
+	if c.role != rolePub || m.ID == nil || *m.ID < l.firstPubID() || *m.ID >= l.firstPubID()+c.pubSent {
 		l.protoErr("error_reply", string(p))
 		return
 	}
 	l.onPublishAnswer(c, *m.ID, false, p, now)
-	kind := "publish_refused_" + m.Code
+	l.noteRefused(m.Code, p)
+}
+
+// noteRefused records a refused publish: a protocol error in fan-out runs,
+// a note in publish runs (the node pushing back).
+func (l *loop) noteRefused(code string, p []byte) {
+	kind := "publish_refused_" + code
 	if l.cfg.mode == "publish" {
 		l.note(kind, string(p))
 	} else {
@@ -302,8 +348,8 @@ func (l *loop) onErrorReply(c *conn, m *serverMsg, p []byte, now int64) {
 // onPublishAnswer handles the ack (ok) or error reply to publish id on
 // publisher c.
 func (l *loop) onPublishAnswer(c *conn, id int64, ok bool, p []byte, now int64) {
-	seq := id - 2
-	if seq >= c.pubSent {
+	seq := id - l.firstPubID()
+	if seq < 0 || seq >= c.pubSent {
 		l.protoErr("unexpected_ack", string(p))
 		return
 	}
@@ -335,14 +381,20 @@ func (l *loop) checkReady(c *conn) {
 
 // validate fully checks one subscriber's messages against the contract.
 func (l *loop) validate(m *serverMsg, p []byte) {
-	if m.Channel == nil || *m.Channel != l.cfg.channel {
+	l.validateMsg(m.Channel, m.From, m.Data, p)
+}
+
+// validateMsg checks a message's channel, sender (the publisher's
+// connection id) and data (the send offset and its padding, unchanged).
+func (l *loop) validateMsg(channel *string, from string, data json.RawMessage, p []byte) {
+	if channel == nil || *channel != l.cfg.channel {
 		l.protoErr("message_wrong_channel", string(p))
 	}
-	if l.pubID != "" && m.From != l.pubID {
-		l.protoErr("message_wrong_from", fmt.Sprintf("from %q, publisher is %q: %s", m.From, l.pubID, p))
+	if l.pubID != "" && from != l.pubID {
+		l.protoErr("message_wrong_from", fmt.Sprintf("from %q, publisher is %q: %s", from, l.pubID, p))
 	}
 	var s string
-	if err := json.Unmarshal(m.Data, &s); err != nil {
+	if err := json.Unmarshal(data, &s); err != nil {
 		l.protoErr("message_data_changed", string(p))
 		return
 	}
@@ -406,7 +458,7 @@ func (l *loop) publish(c *conn, now int64) {
 // (strictly increasing), padded with 'x' to the frame size asked for.
 func (l *loop) appendPublish(dst []byte, c *conn, now int64) []byte {
 	seq := c.pubSent
-	id := seq + 2
+	id := seq + l.firstPubID()
 	off := (now - l.epochNs) / 1000
 	if off <= l.lastPubOff && l.published > 0 {
 		off = l.lastPubOff + 1
@@ -415,12 +467,18 @@ func (l *loop) appendPublish(dst []byte, c *conn, now int64) []byte {
 	body := l.pbody[:0]
 	body = append(body, `{"id":`...)
 	body = strconv.AppendInt(body, id, 10)
-	body = append(body, `,"op":"publish","channel":`...)
+	end := `"}`
+	if l.cent {
+		body = append(body, `,"publish":{"channel":`...)
+		end = `"}}`
+	} else {
+		body = append(body, `,"op":"publish","channel":`...)
+	}
 	body = strconv.AppendQuote(body, l.cfg.channel)
 	body = append(body, `,"data":"`...)
 	body = strconv.AppendInt(body, off, 10)
 	// Pad so that the whole masked frame is cfg.size bytes.
-	base := len(body) + 2
+	base := len(body) + len(end)
 	hdr := 6
 	switch {
 	case l.cfg.size-14 > 0xffff:
@@ -431,7 +489,7 @@ func (l *loop) appendPublish(dst []byte, c *conn, now int64) []byte {
 	for range max(0, l.cfg.size-hdr-base) {
 		body = append(body, 'x')
 	}
-	body = append(body, `"}`...)
+	body = append(body, end...)
 	l.pbody = body
 	dst = l.appendFrame(dst, ws.OpText, body)
 	if l.published == 0 {

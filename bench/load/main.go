@@ -15,9 +15,9 @@ import (
 type config struct {
 	mode       string
 	url        string
-	host, path string
-	dstIP      net.IP
-	dstPort    int
+	targets    []wsTarget // the URLs of --url, in order
+	pubTarget  int        // index in targets of the publishers' URL
+	protocol   string     // zenconn or centrifugo
 	server     string
 	label      string
 	serverPIDs []int
@@ -85,7 +85,9 @@ func main() {
 func parseFlags(mode string, args []string) (*config, error) {
 	cfg := &config{mode: mode}
 	fs := flag.NewFlagSet("load "+mode, flag.ContinueOnError)
-	fs.StringVar(&cfg.url, "url", "ws://127.0.0.1:8090/ws", "WebSocket URL of the server (IPv4 literal or name)")
+	fs.StringVar(&cfg.url, "url", "ws://127.0.0.1:8090/ws", "WebSocket URL of the server (IPv4 literal or name); idle and fanout: several, comma-separated, share the subscribers in turn")
+	fs.StringVar(&cfg.protocol, "protocol", "zenconn", "client protocol: zenconn (ZenConn's JSON protocol) or centrifugo (Centrifugo's JSON protocol; idle and fanout)")
+	fs.IntVar(&cfg.pubTarget, "pub-url", 0, "fanout: index in --url of the URL the publisher connects to")
 	fs.StringVar(&cfg.server, "server", "", "label of the server under test, copied to the output")
 	fs.StringVar(&cfg.label, "label", "", "label of the test, copied to the output as \"test\"")
 	pid := fs.Int("server-pid", 0, "server process id, for RSS and CPU sampling")
@@ -168,25 +170,40 @@ func (cfg *config) resolve(pid int, pids, srcs string) error {
 		}
 		cfg.srcIPs = append(cfg.srcIPs, ip)
 	}
-	u, err := url.Parse(cfg.url)
+	for f := range strings.SplitSeq(cfg.url, ",") {
+		t, err := parseTarget(strings.TrimSpace(f))
+		if err != nil {
+			return err
+		}
+		cfg.targets = append(cfg.targets, t)
+	}
+	return nil
+}
+
+// wsTarget is one WebSocket URL of --url, resolved.
+type wsTarget struct {
+	host, path string
+	ip         net.IP
+	port       int
+}
+
+func parseTarget(s string) (wsTarget, error) {
+	u, err := url.Parse(s)
 	if err != nil {
-		return err
+		return wsTarget{}, err
 	}
 	if u.Scheme != "ws" {
-		return fmt.Errorf("url scheme must be ws")
+		return wsTarget{}, fmt.Errorf("url scheme must be ws: %q", s)
 	}
-	cfg.host = u.Host
-	cfg.path = u.RequestURI()
 	port := u.Port()
 	if port == "" {
 		port = "80"
 	}
 	ta, err := net.ResolveTCPAddr("tcp4", net.JoinHostPort(u.Hostname(), port))
 	if err != nil {
-		return err
+		return wsTarget{}, err
 	}
-	cfg.dstIP, cfg.dstPort = ta.IP.To4(), ta.Port
-	return nil
+	return wsTarget{host: u.Host, path: u.RequestURI(), ip: ta.IP.To4(), port: ta.Port}, nil
 }
 
 // check reports the first setting out of its range.
@@ -200,6 +217,16 @@ func (cfg *config) check() error {
 		return fmt.Errorf("--dial-concurrency must be positive")
 	case cfg.metricsURL != "" && !strings.HasPrefix(cfg.metricsURL, "http://"):
 		return fmt.Errorf("--metrics-url must be an http:// URL")
+	case cfg.pubTarget < 0 || cfg.pubTarget >= len(cfg.targets):
+		return fmt.Errorf("--pub-url must be an index in --url (0..%d)", len(cfg.targets)-1)
+	case len(cfg.targets) > 255:
+		return fmt.Errorf("at most 255 URLs in --url")
+	case len(cfg.targets) > 1 && cfg.mode != "idle" && cfg.mode != "fanout":
+		return fmt.Errorf("several URLs in --url: idle and fanout modes only")
+	case cfg.protocol != "zenconn" && cfg.protocol != "centrifugo":
+		return fmt.Errorf("--protocol must be zenconn or centrifugo")
+	case cfg.protocol == "centrifugo" && cfg.mode != "idle" && cfg.mode != "fanout":
+		return fmt.Errorf("--protocol centrifugo: idle and fanout modes only")
 	}
 	switch cfg.mode {
 	case "churn":

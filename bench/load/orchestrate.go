@@ -21,6 +21,13 @@ func runHeader(cfg *config) map[string]any {
 	if cfg.label != "" {
 		out["test"] = cfg.label
 	}
+	if cfg.protocol != "zenconn" {
+		out["protocol"] = cfg.protocol
+	}
+	if len(cfg.targets) > 1 {
+		// The subscribers are spread over the URLs in turn.
+		out["urls"], out["pub_url"] = len(cfg.targets), cfg.pubTarget
+	}
 	return out
 }
 

@@ -23,9 +23,10 @@ func summarize(args []string) int { return summarizeTo(os.Stdout, args) }
 
 func summarizeTo(w io.Writer, args []string) int {
 	fs := flag.NewFlagSet("load summarize", flag.ContinueOnError)
-	targets := fs.String("targets", "", "check the targets of: idle, fanout or audit (audit: --candidate is the node with the audit log, --baseline the one without)")
+	targets := fs.String("targets", "", "check the targets of: idle, fanout, audit (--candidate is the node with the audit log, --baseline the one without) or cluster (--candidate the cluster, --baseline one node, --competitor the other cluster)")
 	cand := fs.String("candidate", "zenconn", "server label of the candidate")
 	base := fs.String("baseline", "baseline", "server label of the baseline")
+	comp := fs.String("competitor", "centrifugo", "cluster targets: server label of the other cluster")
 	floor := fs.String("floor", "floor", "server label of the floor server (bench/floor), compared in the fixed-rate test when present")
 	maxOther := fs.Float64("max-other", 0, "leave runs where other processes used more than this share of a CPU (other_cpu_share) out of the medians, when their test and server have a quieter run; 0 keeps every run")
 	meta := metaFlag{}
@@ -40,6 +41,9 @@ func summarizeTo(w io.Writer, args []string) int {
 	}
 	sm := summarizeRuns(runs, *maxOther)
 	tgs, ok := sm.targets(*targets, *cand, *base)
+	if *targets == "cluster" {
+		tgs = sm.clusterTargets(*cand, *base, *comp)
+	}
 	if !ok {
 		fmt.Fprintf(os.Stderr, "load summarize: unknown --targets %q\n", *targets)
 		return 2
@@ -199,12 +203,14 @@ func (sm *summary) get(test, srv, field string) (float64, bool) {
 // target is one goal checked on the medians of the candidate and the
 // baseline.
 type target struct {
-	Name      string  `json:"name"`
-	Candidate float64 `json:"candidate"`
-	Baseline  float64 `json:"baseline"`
-	Ratio     float64 `json:"ratio_candidate_to_baseline"`
-	Goal      string  `json:"goal"`
-	Met       bool    `json:"met"`
+	Name      string   `json:"name"`
+	Candidate float64  `json:"candidate"`
+	Baseline  float64  `json:"baseline"`
+	Ratio     float64  `json:"ratio_candidate_to_baseline"`
+	Goal      string   `json:"goal"`
+	Met       bool     `json:"met"`
+	Reference string   `json:"reference,omitempty"`  // the baseline's server label, when not --baseline
+	Diff      *float64 `json:"difference,omitempty"` // candidate - baseline, for a goal on the difference
 }
 
 // targets checks the targets of kind (idle, fanout, audit or none); false
@@ -233,7 +239,7 @@ func (sm *summary) targets(kind, cand, base string) ([]target, bool) {
 		add("p99 latency at fixed rate", "fixed", "latency_us.p99", "candidate <= baseline/2", func(c, b float64) bool { return c <= b/2 })
 	case "audit":
 		add("fan-out deliveries/s, audit log on vs off", "fanout", "deliveries_per_sec", "candidate >= 0.9 x baseline", func(c, b float64) bool { return c >= 0.9*b })
-	case "":
+	case "", "cluster":
 	default:
 		return nil, false
 	}
@@ -315,4 +321,36 @@ func median(v []float64) float64 {
 		return s[n/2]
 	}
 	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// clusterTargets checks the cluster's targets: maximum deliveries/s at
+// least 0.75x one node's (base) and 3x the competitor's, and the median
+// latency at the fixed rate at most 1 ms above one node's (the cost of the
+// NATS hop).
+func (sm *summary) clusterTargets(cand, base, comp string) []target {
+	var tgs []target
+	add := func(name, test, field, ref, goal string, check func(c, b float64) bool, diff bool) {
+		c, ok1 := sm.get(test, cand, field)
+		b, ok2 := sm.get(test, ref, field)
+		if !ok1 || !ok2 {
+			sm.problems = append(sm.problems, fmt.Sprintf("target %q: no median for %s/%s of %s and %s", name, test, field, cand, ref))
+			return
+		}
+		t := target{Name: name, Candidate: c, Baseline: b, Goal: goal, Met: check(c, b), Reference: ref}
+		if b != 0 {
+			t.Ratio = round3(c / b)
+		}
+		if diff {
+			d := round3(c - b)
+			t.Diff = &d
+		}
+		tgs = append(tgs, t)
+	}
+	add("max deliveries/s, cluster vs one node", "max", "deliveries_per_sec", base, "candidate >= 0.75x baseline",
+		func(c, b float64) bool { return c >= 0.75*b }, false)
+	add("max deliveries/s, cluster vs "+comp, "max", "deliveries_per_sec", comp, "candidate >= 3x baseline",
+		func(c, b float64) bool { return c >= 3*b }, false)
+	add("median latency at fixed rate, cluster vs one node (the NATS hop)", "fixed", "latency_us.p50", base,
+		"candidate - baseline <= 1000 us", func(c, b float64) bool { return c-b <= 1000 }, true)
+	return tgs
 }

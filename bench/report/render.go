@@ -222,6 +222,8 @@ func scenarios(results map[string]*Envelope) []scenario {
 			command: "bash bench/run-audit.sh", script: "run-audit.sh", render: renderAudit},
 		scenario{key: "scale", family: "scale", title: "Scale: many connections on several worker processes",
 			command: "bash bench/run-scale.sh", script: "run-scale.sh", render: renderScale},
+		scenario{key: "cluster", family: "cluster", title: "Cluster over NATS against one node and Centrifugo",
+			command: "bash bench/run-cluster.sh", script: "run-cluster.sh", render: renderCluster},
 		scenario{key: "micro", family: "micro", title: "Micro-benchmarks",
 			command: "go test -run '^$' -bench . -benchmem ./proto/ ./engine/ ./shm/ ./store/", render: renderMicro},
 	)

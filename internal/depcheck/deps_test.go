@@ -31,6 +31,9 @@ var forbidden = map[string][]string{
 	"engine/static": {"engine", "agent", "store", "worker"},
 	"store":         {"engine"},
 	"worker":        {"agent", "store"},
+	// The cluster is the agent's: it knows the records it carries and
+	// nothing of the engine, the workers or the store.
+	"cluster": {"engine", "agent", "worker", "store", "shm", "link", "proto"},
 	// The contract between a node's processes: the records (nodemsg) and
 	// the rings that carry them (link) know neither side.
 	"nodemsg": {"engine", "agent", "worker", "store", "shm", "link", "proto"},
