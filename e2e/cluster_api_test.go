@@ -176,6 +176,7 @@ func clTestAPI(t *testing.T, cl *clCluster) {
 		t.Errorf("GET /api/channels?scope=cluster on B: %v %s; want api-all 3, api-a, api-b, api-c 1", got, why)
 	}
 	clCheckRecords(t, cl, clients)
+	clCheckStatus(t, cl)
 	for _, q := range []string{"/api/sessions?scope=cluster&cursor=x", "/api/audit?scope=cluster&cursor=x",
 		"/api/connections?scope=everywhere", "/api/audit?scope=world"} {
 		apiFails(t, cl.a.serverProc, "GET", q, ibAPIKey, "", http.StatusBadRequest)
@@ -275,4 +276,18 @@ func clCheckRecords(t *testing.T, cl *clCluster, clients map[string]*ibConn) {
 		}
 		return ss.complete(cl) + au.complete(cl)
 	})
+}
+
+// clCheckStatus: `zenconn status` of B prints the cluster's three nodes.
+func clCheckStatus(t *testing.T, cl *clCluster) {
+	t.Helper()
+	out, code := runCLI(t, 20*time.Second, nil, "status", "--url", "http://"+cl.b.Addr, "--api-key", ibAPIKey)
+	if code != 0 || !strings.Contains(out, "cluster zenconn") || !strings.Contains(out, cl.b.ID+" (this)") {
+		t.Errorf("zenconn status of B: exit %d, want the cluster zenconn with %s (this)\n%s", code, cl.b.ID, out)
+	}
+	for _, n := range cl.nodes() {
+		if !strings.Contains(out, n.ID) || !strings.Contains(out, n.Addr) {
+			t.Errorf("zenconn status of B does not show node %s at %s\n%s", n, n.Addr, out)
+		}
+	}
 }

@@ -359,3 +359,57 @@ func TestClusterEmbedded(t *testing.T) {
 		s.quiet(100 * time.Millisecond)
 	}
 }
+
+// TestClusterNames: two clusters (--cluster-name red, blue) share one NATS
+// server and see nothing of each other: nodes, messages, broadcasts, events.
+func TestClusterNames(t *testing.T) {
+	n := startNATS(t)
+	nc := natsClient(t, n)
+	events, err := nc.SubscribeSync("blue.event.>")
+	if err != nil || nc.Flush() != nil {
+		t.Fatalf("subscribing to blue.event.>: %v", err)
+	}
+	red1 := startClusterNode(t, "red1", n.URL(), "red", 0)
+	red2 := startClusterNode(t, "red2", n.URL(), "red", 0)
+	blue := startClusterNode(t, "blue", n.URL(), "blue", 0)
+	reds := []*clusterNode{red1, red2}
+	clWaitUp(t, 10*time.Second, reds, reds)
+	for _, r := range reds {
+		if ns := apiNodes(t, r.serverProc); len(ns.Nodes) != 2 || *ns.Cluster != "red" {
+			t.Errorf("GET /api/nodes on %s: %s, want the two red nodes only", r, ns)
+		}
+	}
+	if ns := apiNodes(t, blue.serverProc); len(ns.Nodes) != 1 || *ns.Cluster != "blue" {
+		t.Errorf("GET /api/nodes on blue: %s, want itself only", ns)
+	}
+	s := clDial(t, red1, "", ibGrants{})
+	s.sub(1, "shared")
+	bs := clDial(t, blue, "", ibGrants{})
+	bs.sub(1, "shared")
+	pb := clDial(t, blue, "caster", ibGrants{Broadcast: true})
+	pb.pub(1, "shared", `"blue"`)
+	pb.ok(2, `{"id":2,"op":"broadcast","data":"blue"}`)
+	bs.expectMsg("shared", pb.ID, `"blue"`)
+	bs.expectMsg("", pb.ID, `"blue"`)
+	pr := clDial(t, red2, "", ibGrants{})
+	pr.pub(1, "shared", `"red"`)
+	s.expectMsg("shared", pr.ID, `"red"`) // and nothing of blue's before it
+	s.quiet(200 * time.Millisecond)
+	bs.quiet(10 * time.Millisecond)
+	connects := 0
+	for {
+		m, err := events.NextMsg(200 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		if !strings.HasPrefix(m.Subject, "blue.event."+blue.ID+".") {
+			t.Errorf("an event of another cluster on blue.event.>: %s %s", m.Subject, m.Data)
+		}
+		if strings.HasSuffix(m.Subject, ".connect") {
+			connects++
+		}
+	}
+	if connects != 2 {
+		t.Errorf("blue.event.>: %d connect events, want those of blue's two connections", connects)
+	}
+}
