@@ -26,7 +26,7 @@ func (a *Agent) startCluster() error {
 	a.mu.Lock()
 	a.tab.onChannel = nil
 	a.mu.Unlock()
-	cl, err := cluster.Start(cfg, clusterHost{a})
+	cl, err := cluster.Start(cfg, &clusterHost{a: a})
 	if err != nil {
 		return err
 	}
@@ -41,22 +41,39 @@ func (a *Agent) startCluster() error {
 }
 
 // clusterHost is the agent as package cluster sees it.
-type clusterHost struct{ a *Agent }
+type clusterHost struct {
+	a *Agent
+	// touched: the workers given records since the last Flush; only the
+	// cluster's reader goroutine uses it.
+	touched [nodemsg.MaxWorkers]bool
+}
 
 // Deliver hands a message of another node to the local workers with
-// subscribers of its channel (every worker for a broadcast).
-func (h clusterHost) Deliver(rec []byte, m *nodemsg.Msg) {
+// subscribers of its channel (every worker for a broadcast); the workers
+// are woken by Flush.
+func (h *clusterHost) Deliver(rec []byte, m *nodemsg.Msg) {
 	a := h.a
 	var buf [nodemsg.MaxWorkers]int
 	a.mu.Lock()
 	targets := a.tab.targets(buf[:0], -1, m.Channel, false)
 	a.mu.Unlock()
 	for _, w := range targets {
-		a.send(a.slots[w], rec)
+		a.put(a.slots[w], rec, false)
+		h.touched[w] = true
 	}
 }
 
-func (h clusterHost) Beat() cluster.Beat {
+// Flush wakes the workers Deliver gave records to.
+func (h *clusterHost) Flush() {
+	for w, t := range h.touched[:len(h.a.slots)] {
+		if t {
+			h.a.release(h.a.slots[w])
+			h.touched[w] = false
+		}
+	}
+}
+
+func (h *clusterHost) Beat() cluster.Beat {
 	a := h.a
 	a.mu.Lock()
 	conns, subs := a.tab.perWorker()
@@ -69,7 +86,7 @@ func (h clusterHost) Beat() cluster.Beat {
 	return b
 }
 
-func (h clusterHost) API() http.Handler { return h.a.api }
+func (h *clusterHost) API() http.Handler { return h.a.api }
 
 // emit announces an event when the node is in a cluster.
 func (a *Agent) emit(kind string, ev cluster.Event) {

@@ -17,7 +17,7 @@ import (
 
 func (a *Agent) apiNodes(w http.ResponseWriter, _ *http.Request) {
 	if a.cl == nil {
-		b := clusterHost{a}.Beat()
+		b := (&clusterHost{a: a}).Beat()
 		b.ID = a.cfg.Node
 		self := cluster.Node{Beat: b, LastSeen: time.Now().UTC(), Up: true, Self: true}
 		reply(w, http.StatusOK, map[string]any{"cluster": "", "connected": false, "nodes": []cluster.Node{self}})

@@ -77,7 +77,23 @@ func newOutbox(prod *shm.Producer, maxRecord, limit int, stall time.Duration, fa
 // returns shm.ErrTooLarge for a record the ring can never hold,
 // errQueueFull when the queue overflows (the worker is then reported
 // failed) and errWorkerGone once the worker has failed or is gone.
-func (o *outbox) enqueue(rec []byte) error {
+func (o *outbox) enqueue(rec []byte) error { return o.put(rec, true) }
+
+// hold is enqueue without waking the worker: what it writes onto the ring
+// is published by the next enqueue or release, so that the worker takes a
+// run of records in one wake-up.
+func (o *outbox) hold(rec []byte) error { return o.put(rec, false) }
+
+// release publishes what hold wrote onto the ring.
+func (o *outbox) release() {
+	o.mu.Lock()
+	if !o.draining && !o.closed {
+		o.prod.Flush()
+	}
+	o.mu.Unlock()
+}
+
+func (o *outbox) put(rec []byte, flush bool) error {
 	if len(rec) > o.maxRecord {
 		return shm.ErrTooLarge
 	}
@@ -87,7 +103,9 @@ func (o *outbox) enqueue(rec []byte) error {
 		return errWorkerGone
 	}
 	if !o.draining && o.prod.TryWrite(rec) == nil {
-		o.prod.Flush()
+		if flush {
+			o.prod.Flush()
+		}
 		o.mu.Unlock()
 		return nil
 	}

@@ -53,12 +53,25 @@ func (a *Agent) kick(conn string) bool {
 // the worker. A worker that cannot take it is failed by the outbox
 // (logged, counted, killed and restarted): records for a process that is
 // down or being replaced go nowhere, as its connections end with it.
-func (a *Agent) send(s *slot, rec []byte) {
+func (a *Agent) send(s *slot, rec []byte) { a.put(s, rec, true) }
+
+func (a *Agent) put(s *slot, rec []byte, flush bool) {
 	out := s.out.Load()
 	if out == nil {
 		return
 	}
-	if err := out.enqueue(rec); errors.Is(err, shm.ErrTooLarge) {
+	put := out.enqueue
+	if !flush {
+		put = out.hold
+	}
+	if err := put(rec); errors.Is(err, shm.ErrTooLarge) {
 		a.log.Error("record too large for the ring to a worker: not sent", "worker", s.id, "bytes", len(rec))
+	}
+}
+
+// release wakes worker s for what put without flush left on its ring.
+func (a *Agent) release(s *slot) {
+	if out := s.out.Load(); out != nil {
+		out.release()
 	}
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"net/http"
+	"os"
 	"runtime"
 	"sync/atomic"
 	"syscall"
@@ -20,6 +21,7 @@ type countHost struct {
 
 func (h *countHost) Deliver([]byte, *nodemsg.Msg) { h.n.Add(1) }
 func (h *countHost) Beat() Beat                   { return h.beat }
+func (h *countHost) Flush()                       {}
 func (h *countHost) API() http.Handler            { return http.NotFoundHandler() }
 
 func cpuNow() time.Duration {
@@ -30,15 +32,22 @@ func cpuNow() time.Duration {
 
 // benchPair is two nodes on one NATS server in this process: every CPU
 // cost of a cluster message (both clients, the server) is counted.
+//
+// With ZENCONN_BENCH_NATS set (a URL), the nodes use that server instead,
+// so that the heap measured is the nodes' alone.
 func benchPair(b *testing.B) (a, c *Cluster, hc *countHost) {
-	s := startNATS(b, 0)
-	b.Cleanup(s.Shutdown)
+	url := os.Getenv("ZENCONN_BENCH_NATS")
+	if url == "" {
+		s := startNATS(b, 0)
+		b.Cleanup(s.Shutdown)
+		url = s.ClientURL()
+	}
 	hc = &countHost{}
-	a, err := Start(Config{NATS: s.ClientURL(), Node: "a"}, &countHost{})
+	a, err := Start(Config{NATS: url, Node: "a"}, &countHost{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	c, err = Start(Config{NATS: s.ClientURL(), Node: "c"}, hc)
+	c, err = Start(Config{NATS: url, Node: "c"}, hc)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -105,8 +114,9 @@ func BenchmarkEmit(b *testing.B) {
 }
 
 // BenchmarkInterestMemory: the heap held per channel a node subscribes
-// to, with the NATS server in this process (the client's subscription,
-// the server's, and the node's own state).
+// to: with the NATS server in this process, the client's subscription,
+// the server's and the node's own state; with ZENCONN_BENCH_NATS, the
+// node's alone.
 func BenchmarkInterestMemory(b *testing.B) {
 	_, c, _ := benchPair(b)
 	const n = 20000

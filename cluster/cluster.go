@@ -19,8 +19,11 @@ import (
 // Host is the node a Cluster serves: the agent.
 type Host interface {
 	// Deliver hands a message of another node (a checked nodemsg Deliver
-	// record, and its decoding) to the local subscribers. It must not block.
+	// record, and its decoding) to the local subscribers. It must not
+	// block. Flush follows a run of Delivers (they may wait for it).
+	// Both are called from one goroutine.
 	Deliver(rec []byte, m *nodemsg.Msg)
+	Flush()
 	// Beat returns this node's figures for its heartbeat.
 	Beat() Beat
 	// API answers requests from other nodes (cluster queries, disconnects).
@@ -238,8 +241,13 @@ func (c *Cluster) subscribe() error {
 	return err
 }
 
+// readRun bounds the messages handed to the host between two Flushes.
+const readRun = 256
+
 // read hands the channel messages and broadcasts of other nodes to the
-// host, in the order NATS delivered them.
+// host, in the order NATS delivered them: what has arrived, up to
+// readRun messages, then a Flush, so that a worker takes a run of
+// messages in one wake-up and writes them to each subscriber together.
 func (c *Cluster) read() {
 	var m nodemsg.Msg
 	for {
@@ -247,14 +255,28 @@ func (c *Cluster) read() {
 		case <-c.stop:
 			return
 		case msg := <-c.msgs:
-			if err := nodemsg.Decode(msg.Data, &m); err != nil || m.Kind != nodemsg.KindDeliver {
-				c.log.Warn("cluster: not a message record; ignored", "subject", msg.Subject, "bytes", len(msg.Data))
-				continue
-			}
-			c.received.Add(1)
-			c.host.Deliver(msg.Data, &m)
+			c.deliver(msg, &m)
 		}
+		for n := 1; n < readRun; n++ {
+			select {
+			case msg := <-c.msgs:
+				c.deliver(msg, &m)
+				continue
+			default:
+			}
+			break
+		}
+		c.host.Flush()
 	}
+}
+
+func (c *Cluster) deliver(msg *nats.Msg, m *nodemsg.Msg) {
+	if err := nodemsg.Decode(msg.Data, m); err != nil || m.Kind != nodemsg.KindDeliver {
+		c.log.Warn("cluster: not a message record; ignored", "subject", msg.Subject, "bytes", len(msg.Data))
+		return
+	}
+	c.received.Add(1)
+	c.host.Deliver(msg.Data, m)
 }
 
 // Publish sends rec, a nodemsg Deliver record of a message published on

@@ -36,6 +36,7 @@ func (h *host) Deliver(rec []byte, m *nodemsg.Msg) {
 }
 
 func (h *host) Beat() Beat { return h.beat }
+func (h *host) Flush()     {}
 
 func (h *host) API() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
