@@ -41,6 +41,9 @@ test: lint
 	$(GO) test -race -shuffle=on -count=1 -timeout 12m ./...
 	# The protocol suites once more against a node with two worker processes.
 	ZENCONN_E2E_WORKERS=2 $(GO) test -race -count=1 -timeout 6m -run 'TestJSON|TestWS|TestFanOut|TestIdentity|TestBinary|TestAPI|TestAccessLog|TestAuditProbe|TestAuditFilters|TestAuditRefusals|TestAuditServerAPI|TestAuditData$$|TestAuditRetention|TestSession' ./e2e/
+	# And once more with the clients spread over two nodes of a cluster (NATS embedded in the test); left out:
+	# the tests that compare welcome node ids or read one node's connections, sessions or audit records.
+	ZENCONN_E2E_CLUSTER=1 $(GO) test -race -count=1 -timeout 6m -run 'TestJSON(Ping|PubSub|DataRoundTrip|Errors|ChannelNames|DuplicateSubscribe|LargeMessage|ConcurrentPublishers)|TestWS|TestFanOut|TestIdentity(StartupChecks|HandshakeTokens|IssuerAudience|PublicKeys|AnonymousDisabled|NoVerifier|AuthOp|PrivateChannels|PublicPublishGranted|Broadcast|TokenExpiryRequired|TokenSubcommand)|TestBinary(TextFrameOnBinary|Requests|PubSub|CrossProtocol|Auth|BroadcastSmaller|SizeTable)|TestAPI(Disabled|KeyTooShort|Auth|Publish|Broadcast|Disconnect)|TestAccessLog|TestAuditServerAPI|TestAuditRetention' ./e2e/
 
 bench:
 	bash bench/run-all.sh

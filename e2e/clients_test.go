@@ -143,9 +143,10 @@ func (s *serverProc) dialRawWS(t *testing.T, rcvbuf int) (*rawWS, message) {
 			return serr
 		}
 	}
-	conn, err := d.Dial("tcp", s.Addr)
+	addr := s.wsAddr()
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
-		t.Fatalf("dial %s: %v", s.Addr, err)
+		t.Fatalf("dial %s: %v", addr, err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	c := &rawWS{t: t, conn: conn, br: bufio.NewReader(conn)}
@@ -377,7 +378,7 @@ type wsClient struct {
 // dialWSE dials /ws and reads the welcome message; safe to call from any goroutine.
 func (s *serverProc) dialWSE() (*wsClient, error) {
 	d := websocket.Dialer{HandshakeTimeout: defaultTimeout}
-	c, resp, err := d.Dial("ws://"+s.Addr+"/ws", nil)
+	c, resp, err := d.Dial("ws://"+s.wsAddr()+"/ws", nil)
 	if err != nil {
 		if resp != nil {
 			return nil, fmt.Errorf("dial /ws: %w (status %d)", err, resp.StatusCode)

@@ -48,6 +48,9 @@ type serverProc struct {
 
 	prefix, env, extra []string // how it was started, for restart
 
+	peer  *serverProc  // the other node of a pair (ZENCONN_E2E_CLUSTER=1), or nil
+	dials atomic.Int64 // WebSocket dials so far, to alternate with peer
+
 	done     chan struct{} // closed when the process has been reaped
 	waitErr  error         // cmd.Wait result, valid after done
 	signaled atomic.Bool   // a test or the cleanup signaled the process on purpose
@@ -71,6 +74,9 @@ func startServerEnv(t *testing.T, env []string, extra ...string) *serverProc {
 // command prefix (e.g. prlimit) that execs it.
 func startServerVia(t *testing.T, prefix, env []string, extra ...string) *serverProc {
 	t.Helper()
+	if clusterMode() {
+		return startClusterPair(t, prefix, env, extra...)
+	}
 	return startServerIn(t, t.TempDir(), prefix, env, extra...)
 }
 

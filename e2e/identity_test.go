@@ -163,7 +163,7 @@ type ibDialOpts struct {
 // response (its body holds at most 1 KiB) and websocket.ErrBadHandshake.
 func ibDialE(s *serverProc, o ibDialOpts) (*ibConn, *http.Response, error) {
 	d := websocket.Dialer{HandshakeTimeout: defaultTimeout, Subprotocols: o.Subproto}
-	u := "ws://" + s.Addr + "/ws"
+	u := "ws://" + s.wsAddr() + "/ws"
 	if o.Query != "" {
 		u += "?" + o.Query
 	}

@@ -9,6 +9,10 @@
 //
 //	ZENCONN_E2E_BIN=/path/to/zenconn  use a prebuilt binary instead of building one
 //	ZENCONN_E2E_RACE=1                build the server with -race as well
+//	ZENCONN_E2E_WORKERS=2             every node with two worker processes
+//	ZENCONN_E2E_CLUSTER=1             startServer starts two nodes of one cluster (an
+//	                                  embedded NATS server) and WebSocket clients
+//	                                  alternate between them
 package e2e
 
 import (
@@ -59,6 +63,7 @@ func run(m *testing.M) int {
 	zenconnBin = bin
 
 	code := m.Run()
+	stopSharedNATS()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: goroutine leak: %v\n", err)
