@@ -367,8 +367,8 @@ func TestAPIConnectionsAndChannels(t *testing.T) {
 	for _, c := range shape["connections"] {
 		keys := make([]string, 0, len(c))
 		for k := range c {
-			if k == "worker" {
-				continue // a node with worker processes also names the worker (PROTOCOL.md)
+			if k == "worker" || k == "node" {
+				continue // the worker and the node holding it (PROTOCOL.md)
 			}
 			keys = append(keys, k)
 		}
