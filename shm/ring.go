@@ -54,6 +54,9 @@ type Ring struct {
 	dataFd  int // eventfd: records available
 	spaceFd int // eventfd: space available
 	mapped  bool
+	// dataWait and spaceWait are the eventfds as files of the runtime's
+	// poller, which Wait and Write sleep on (see sleep).
+	dataWait, spaceWait *os.File
 
 	interrupted atomic.Bool // set by Interrupt: Wait returns false
 }
@@ -148,7 +151,26 @@ func newRing(mem []byte, memFd, dataFd, spaceFd int) *Ring {
 		memFd:     memFd,
 		dataFd:    dataFd,
 		spaceFd:   spaceFd,
+		dataWait:  pollable(dataFd, "shm-data-wait"),
+		spaceWait: pollable(spaceFd, "shm-space-wait"),
 	}
+}
+
+// pollable returns a duplicate of the eventfd fd (non-blocking, as every
+// ring's eventfds are made) as a file of the runtime's poller, or nil.
+func pollable(fd int, name string) *os.File {
+	if fd < 0 {
+		return nil
+	}
+	d, err := unix.Dup(fd)
+	if err != nil {
+		return nil
+	}
+	if err := unix.SetNonblock(d, true); err != nil {
+		_ = unix.Close(d)
+		return nil
+	}
+	return os.NewFile(uintptr(d), name)
 }
 
 // Files returns duplicates of the ring's descriptors (memfd, data eventfd,
@@ -201,7 +223,13 @@ func (r *Ring) Close() error {
 			_ = unix.Close(fd)
 		}
 	}
+	for _, f := range []*os.File{r.dataWait, r.spaceWait} {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
 	r.memFd, r.dataFd, r.spaceFd = -1, -1, -1
+	r.dataWait, r.spaceWait = nil, nil
 	return err
 }
 
@@ -217,25 +245,25 @@ func wake(fd int) {
 	}
 }
 
-// sleep waits until fd is readable or timeout passes (negative: no
-// limit), then resets its counter.
-func sleep(fd int, timeout time.Duration) {
-	if fd < 0 {
+// sleep waits until the eventfd f is readable or timeout passes
+// (negative: no limit), then resets its counter. It waits in the
+// runtime's poller, not in a blocking system call: a goroutine blocked in
+// a system call keeps its processor until the runtime's monitor takes it
+// back, up to 10 ms later on an idle process, and a goroutine woken
+// meanwhile (a delivery) may wait that long for a processor.
+func sleep(f *os.File, timeout time.Duration) {
+	if f == nil {
 		return
 	}
-	ms := -1
+	var deadline time.Time
 	if timeout >= 0 {
-		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
+		deadline = time.Now().Add(timeout)
 	}
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		_, err := unix.Poll(pfd, ms)
-		if err != unix.EINTR {
-			break
-		}
+	if f.SetReadDeadline(deadline) != nil {
+		return
 	}
 	var buf [8]byte
-	_, _ = unix.Read(fd, buf[:])
+	_, _ = f.Read(buf[:])
 }
 
 // WakeFd returns the eventfd that becomes readable when records arrive,
@@ -341,7 +369,7 @@ func (p *Producer) Write(rec []byte, timeout time.Duration) error {
 		}
 		p.r.prodSleep.Store(1)
 		if _, total := p.footprint(len(rec)); !p.space(total) {
-			sleep(p.r.spaceFd, left)
+			sleep(p.r.spaceWait, left)
 		}
 		p.r.prodSleep.Store(0)
 	}
@@ -423,7 +451,7 @@ func (c *Consumer) Wait(timeout time.Duration) bool {
 		}
 		r.consSleep.Store(1)
 		if r.head.Load() == c.tail {
-			sleep(r.dataFd, left)
+			sleep(r.dataWait, left)
 		}
 		r.consSleep.Store(0)
 	}
