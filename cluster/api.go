@@ -47,8 +47,8 @@ const syncTimeout = time.Second
 // server routes the channel's messages here. With one NATS server there
 // is nothing to wait for.
 func (c *Cluster) syncPeers() {
-	if len(c.nc.DiscoveredServers()) == 0 && len(c.nc.Servers()) < 2 {
-		return
+	if c.nc.ConnectedClusterName() == "" && len(c.nc.DiscoveredServers()) == 0 && len(c.nc.Servers()) < 2 {
+		return // one NATS server
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
 	defer cancel()
