@@ -1,0 +1,352 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/zenconn/server/internal/testca"
+)
+
+// startTLSServer starts a real server that serves TLS with a certificate
+// from a CA made for the test.
+func startTLSServer(t *testing.T, cfg Config) (*Server, *testca.CA) {
+	t.Helper()
+	ca, err := testca.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.TLS = TLSConfig(ca.Server, tls.VersionTLS12)
+	return startServer(t, cfg), ca
+}
+
+// httpsClient is an HTTP client that trusts only ca.
+func httpsClient(t *testing.T, ca *testca.CA) *http.Client {
+	cfg := ca.ClientConfig()
+	cfg.NextProtos = []string{"http/1.1"}
+	tr := &http.Transport{TLSClientConfig: cfg}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 5 * time.Second}
+}
+
+// dialWSS opens a wss:// WebSocket that verifies the server's certificate
+// and reads the welcome.
+func dialWSS(t *testing.T, addr string, ca *testca.CA) *websocket.Conn {
+	t.Helper()
+	return dialWSSWith(t, addr, ca.ClientConfig())
+}
+
+func dialWSSWith(t *testing.T, addr string, cfg *tls.Config) *websocket.Conn {
+	t.Helper()
+	d := websocket.Dialer{TLSClientConfig: cfg, HandshakeTimeout: 5 * time.Second}
+	ws, resp, err := d.Dial("wss://"+addr+"/ws", nil)
+	if err != nil {
+		t.Fatalf("wss dial: %v", err)
+	}
+	resp.Body.Close()
+	t.Cleanup(func() { ws.Close() })
+	if m := readWSS(t, ws); m["op"] != "welcome" {
+		t.Fatalf("want welcome, got %v", m)
+	}
+	return ws
+}
+
+func readWSS(t *testing.T, ws *websocket.Conn) map[string]any {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, b, err := ws.ReadMessage()
+	if err != nil {
+		t.Fatalf("wss read: %v", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("wss read %q: %v", b, err)
+	}
+	return m
+}
+
+func writeWSS(t *testing.T, ws *websocket.Conn, msg string) {
+	t.Helper()
+	_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		t.Fatalf("wss write: %v", err)
+	}
+}
+
+func TestTLSStaticFiles(t *testing.T) {
+	public := t.TempDir()
+	writeFile(t, public, "index.html", "<!doctype html><title>zenconn</title>\n")
+	big := strings.Repeat("0123456789abcdef", 40<<10) // 640 KiB: many records, a full socket
+	writeFile(t, public, "big.txt", big)
+	s, ca := startTLSServer(t, Config{PublicDir: public})
+	c := httpsClient(t, ca)
+	for _, tc := range []struct{ path, want string }{
+		{"/", "<!doctype html><title>zenconn</title>\n"},
+		{"/big.txt", big},
+		{"/big.txt", big}, // from the cache
+	} {
+		resp, err := c.Get("https://" + s.Addr().String() + tc.path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", tc.path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || string(body) != tc.want {
+			t.Fatalf("GET %s: status %d, %d bytes (want %d), %v", tc.path, resp.StatusCode, len(body), len(tc.want), err)
+		}
+		if resp.TLS == nil || resp.TLS.NegotiatedProtocol != "http/1.1" {
+			t.Fatalf("GET %s: TLS state %+v, want ALPN http/1.1", tc.path, resp.TLS)
+		}
+	}
+}
+
+func TestTLSPubSub(t *testing.T) {
+	for _, v := range []struct {
+		name string
+		max  uint16
+	}{{"tls1.2", tls.VersionTLS12}, {"tls1.3", tls.VersionTLS13}} {
+		t.Run(v.name, func(t *testing.T) {
+			s, ca := startTLSServer(t, Config{})
+			addr := s.Addr().String()
+			cfg := ca.ClientConfig()
+			cfg.MaxVersion = v.max
+			sub := dialWSSWith(t, addr, cfg)
+			pub := dialWSSWith(t, addr, cfg)
+			if got := sub.UnderlyingConn().(*tls.Conn).ConnectionState().Version; got != v.max {
+				t.Fatalf("version %x, want %x", got, v.max)
+			}
+			writeWSS(t, sub, `{"id":1,"op":"subscribe","channel":"news"}`)
+			if m := readWSS(t, sub); m["op"] != "ack" {
+				t.Fatalf("subscribe: %v", m)
+			}
+			large := strings.Repeat("x", 100<<10) // several records
+			for _, data := range []string{"hello", large} {
+				writeWSS(t, pub, `{"id":2,"op":"publish","channel":"news","data":"`+data+`"}`)
+				if m := readWSS(t, pub); m["op"] != "ack" {
+					t.Fatalf("publish: %v", m)
+				}
+				m := readWSS(t, sub)
+				if m["op"] != "message" || m["channel"] != "news" || m["data"] != data {
+					t.Fatalf("delivery: op %v channel %v, %d bytes", m["op"], m["channel"], len(m["data"].(string)))
+				}
+			}
+		})
+	}
+}
+
+// clientHello returns the first record a TLS client sends: its
+// ClientHello.
+func clientHello(t *testing.T, ca *testca.CA) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	defer b.Close()
+	go func() {
+		cfg := ca.ClientConfig()
+		cfg.ServerName = "localhost"
+		_ = tls.Client(a, cfg).Handshake()
+		a.Close()
+	}()
+	_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(b, hdr); err != nil {
+		t.Fatal(err)
+	}
+	rec := make([]byte, 5+int(hdr[3])<<8|int(hdr[4]))
+	copy(rec, hdr)
+	if _, err := io.ReadFull(b, rec[5:]); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// waitClosed reads from nc until the server closes it, and fails the test
+// if that takes longer than within.
+func waitClosed(t *testing.T, nc net.Conn, within time.Duration) []byte {
+	t.Helper()
+	_ = nc.SetReadDeadline(time.Now().Add(within))
+	var got bytes.Buffer
+	_, err := io.Copy(&got, nc)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("still open after %s (read %d bytes)", within, got.Len())
+	}
+	return got.Bytes()
+}
+
+// waitHandshakes waits until no TLS handshake is in progress.
+func waitHandshakes(t *testing.T, s *Server) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.tlsHandshakes.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handshakes still in progress", s.tlsHandshakes.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func dialTCP(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+// checkServes fails the test unless the server still serves HTTPS.
+func checkServes(t *testing.T, s *Server, ca *testca.CA) {
+	t.Helper()
+	resp, err := httpsClient(t, ca).Get("https://" + s.Addr().String() + "/")
+	if err != nil {
+		t.Fatalf("server no longer serves: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+func TestTLSPlainTextRequest(t *testing.T) {
+	s, ca := startTLSServer(t, Config{})
+	nc := dialTCP(t, s.Addr().String())
+	if _, err := nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	got := waitClosed(t, nc, 5*time.Second)
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(got)), nil)
+	if err != nil || resp.StatusCode != 400 {
+		t.Fatalf("answer %q: %v", got, err)
+	}
+	checkServes(t, s, ca)
+}
+
+func TestTLSTruncatedHandshake(t *testing.T) {
+	s, ca := startTLSServer(t, Config{})
+	hello := clientHello(t, ca)
+	for _, tc := range []struct {
+		name string
+		send []byte
+	}{
+		{"header", hello[:3]},
+		{"half hello", hello[:len(hello)/2]},
+		{"whole hello", hello},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc := dialTCP(t, s.Addr().String())
+			if _, err := nc.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			nc.Close()
+			waitHandshakes(t, s)
+			checkServes(t, s, ca)
+		})
+	}
+	if n := s.openConns.Load(); n != 0 {
+		t.Fatalf("%d connections still open", n)
+	}
+}
+
+func TestTLSHandshakeDeadline(t *testing.T) {
+	s, ca := startTLSServer(t, Config{HandshakeTimeout: time.Second})
+	hello := clientHello(t, ca)
+	for _, tc := range []struct {
+		name string
+		send []byte
+	}{
+		{"silent", nil},
+		{"half hello", hello[:len(hello)/2]},
+		{"stalled after the hello", hello}, // a handshake goroutine runs
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc := dialTCP(t, s.Addr().String())
+			start := time.Now()
+			if _, err := nc.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			waitClosed(t, nc, 4*time.Second)
+			if d := time.Since(start); d < 900*time.Millisecond {
+				t.Fatalf("closed after %s, before the 1 s deadline", d)
+			}
+			waitHandshakes(t, s)
+		})
+	}
+	if n := s.tlsFailed.Load(); n == 0 {
+		t.Fatal("no failed handshake counted")
+	}
+}
+
+func TestTLSHandshakesBounded(t *testing.T) {
+	s, ca := startTLSServer(t, Config{MaxTLSHandshakes: 2, HandshakeTimeout: 3 * time.Second})
+	hello := clientHello(t, ca)
+	stalled := make([]net.Conn, 2)
+	for i := range stalled {
+		stalled[i] = dialTCP(t, s.Addr().String())
+		if _, err := stalled[i].Write(hello); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.tlsHandshakes.Load() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handshakes in progress, want 2", s.tlsHandshakes.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	third := dialTCP(t, s.Addr().String())
+	if _, err := third.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, third, time.Second) // long before the deadline
+	if s.tlsRefused.Load() != 1 {
+		t.Fatalf("refused %d, want 1", s.tlsRefused.Load())
+	}
+	for _, nc := range stalled {
+		nc.Close()
+	}
+	waitHandshakes(t, s)
+	checkServes(t, s, ca)
+}
+
+// TestTLSIdleConnsHoldNoGoroutine opens idle wss:// connections and counts
+// the goroutines they hold once their handshakes are done.
+func TestTLSIdleConnsHoldNoGoroutine(t *testing.T) {
+	const n = 200
+	s, ca := startTLSServer(t, Config{})
+	dialWSS(t, s.Addr().String(), ca) // warm up the loops and pools
+	waitHandshakes(t, s)
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before, heapBefore := runtime.NumGoroutine(), ms.HeapAlloc
+	conns := make([]*websocket.Conn, n)
+	for i := range conns {
+		conns[i] = dialWSS(t, s.Addr().String(), ca)
+	}
+	waitHandshakes(t, s)
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	after := runtime.NumGoroutine()
+	if after-before > 10 {
+		t.Fatalf("%d goroutines before, %d with %d idle TLS connections", before, after, n)
+	}
+	t.Logf("%d idle wss connections: %d goroutines more; heap %d bytes per connection, client and server together",
+		n, after-before, (int64(ms.HeapAlloc)-int64(heapBefore))/n)
+	for _, c := range conns {
+		writeWSS(t, c, `{"op":"ping"}`)
+		if m := readWSS(t, c); m["op"] != "pong" {
+			t.Fatalf("ping: %v", m)
+		}
+	}
+}
