@@ -228,8 +228,7 @@ func (t *tlsConn) serveRecords(c *Conn) {
 			served = true
 		}
 		if err != nil {
-			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Temporary() { //nolint:staticcheck // crypto/tls's own test
+			if !errors.Is(err, errWouldBlock) {
 				t.Close() // close_notify, or a bad record
 			}
 			break
