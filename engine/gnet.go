@@ -149,7 +149,7 @@ func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	var lim connLimits
 	if refusal := g.s.admitPeer(c.RemoteAddr(), &lim); refusal != nil {
-		return refusal, gnet.Close
+		return g.plainAnswer(refusal), gnet.Close
 	}
 	l := g.loopFor(c.EventLoop())
 	if l == nil {
@@ -158,7 +158,7 @@ func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	if g.s.overCapacity(l) {
 		g.s.lim.ips.releaseIf(lim.peer)
-		return busyResponse, gnet.Close
+		return g.plainAnswer(busyResponse), gnet.Close
 	}
 	gc := &gnetConn{c: c, w: g.writes}
 	var t Transport = gc
@@ -169,6 +169,16 @@ func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	conn.lim = lim
 	c.SetContext(conn)
 	return nil, gnet.None
+}
+
+// plainAnswer is an HTTP answer written before a connection is served, or
+// nil with TLS: it cannot be sent before the TLS handshake, so the
+// connection is just closed.
+func (g *gnetTransportServer) plainAnswer(b []byte) []byte {
+	if g.s.cfg.TLS != nil {
+		return nil
+	}
+	return b
 }
 
 func (g *gnetTransportServer) OnTraffic(c gnet.Conn) gnet.Action {

@@ -329,7 +329,7 @@ func TestTLSHandshakesBounded(t *testing.T) {
 // the goroutines they hold once their handshakes are done.
 func TestTLSIdleConnsHoldNoGoroutine(t *testing.T) {
 	const n = 200
-	s, ca := startTLSServer(t, Config{})
+	s, ca := startTLSServer(t, Config{Limits: Limits{MaxConnsPerIP: 10 * n, ConnRatePerIP: 10 * n}})
 	dialWSS(t, s.Addr().String(), ca) // warm up the loops and pools
 	waitHandshakes(t, s)
 	var ms runtime.MemStats
@@ -355,4 +355,34 @@ func TestTLSIdleConnsHoldNoGoroutine(t *testing.T) {
 			t.Fatalf("ping: %v", m)
 		}
 	}
+}
+
+// TestTLSRefusalIsNotPlainText checks that a connection refused when it
+// opens (here by the per-address connection rate) is closed without a
+// plain-text answer, which a TLS client would read as garbage.
+func TestTLSRefusalIsNotPlainText(t *testing.T) {
+	s, _ := startTLSServer(t, Config{Limits: Limits{ConnRatePerIP: 1}})
+	refused := false
+	for i := 0; i < 5 && !refused; i++ {
+		nc := dialTCP(t, s.Addr().String())
+		_ = nc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		b := make([]byte, 64)
+		n, err := nc.Read(b)
+		switch {
+		case n > 0:
+			t.Fatalf("refused connection answered %q", b[:n])
+		case err != nil && !errors.Is(err, io.EOF) && !isTimeout(err):
+			refused = true // reset
+		case errors.Is(err, io.EOF):
+			refused = true
+		}
+	}
+	if !refused {
+		t.Fatal("no connection was refused at 1 per second")
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
