@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -385,4 +386,76 @@ func TestTLSRefusalIsNotPlainText(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestTLSSlowReaderGetsEverythingInOrder is the TLS form of
+// TestServerSlowReaderGetsEverythingInOrder: a wss:// subscriber that stops
+// reading while large messages and its own replies pile up (ciphertext the
+// kernel does not take, then frames queued behind it) gets all of them,
+// intact and in order, once it reads again.
+func TestTLSSlowReaderGetsEverythingInOrder(t *testing.T) {
+	const (
+		msgs    = 40
+		size    = 256 << 10
+		pingGap = 5
+	)
+	s, ca := startTLSServer(t, Config{MaxOutbound: 32 << 20})
+	sub := dialWSS(t, s.Addr().String(), ca)
+	pub := dialWSS(t, s.Addr().String(), ca)
+	writeWSS(t, sub, `{"id":1,"op":"subscribe","channel":"big"}`)
+	if m := readWSS(t, sub); m["op"] != "ack" {
+		t.Fatalf("subscribe: %v", m)
+	}
+	fill := strings.Repeat("x", size)
+	for i := range msgs {
+		writeWSS(t, pub, `{"id":2,"op":"publish","channel":"big","data":"`+strconv.Itoa(1000+i)+fill+`"}`)
+		if m := readWSS(t, pub); m["op"] != "ack" {
+			t.Fatalf("publish %d: %v", i, m)
+		}
+		if i%pingGap == 0 {
+			writeWSS(t, sub, `{"op":"ping"}`)
+		}
+	}
+	next, pongs := 0, 0
+	for next < msgs || pongs < msgs/pingGap {
+		m := readWSS(t, sub)
+		switch m["op"] {
+		case "pong":
+			pongs++
+		case "message":
+			if m["data"] != strconv.Itoa(1000+next)+fill {
+				t.Fatalf("message %d: got %.20q…", next, m["data"])
+			}
+			next++
+		default:
+			t.Fatalf("unexpected %v", m["op"])
+		}
+	}
+	if slow := s.Stats().SlowClosed; slow != 0 {
+		t.Errorf("%d slow-consumer closes under the limit", slow)
+	}
+}
+
+// TestTLSSlowConsumerClosed checks that ciphertext the kernel does not
+// take counts against MaxOutbound: a wss:// subscriber that never reads is
+// closed as a slow consumer.
+func TestTLSSlowConsumerClosed(t *testing.T) {
+	s, ca := startTLSServer(t, Config{MaxOutbound: 1 << 20})
+	sub := dialWSS(t, s.Addr().String(), ca)
+	pub := dialWSS(t, s.Addr().String(), ca)
+	writeWSS(t, sub, `{"id":1,"op":"subscribe","channel":"big"}`)
+	if m := readWSS(t, sub); m["op"] != "ack" {
+		t.Fatalf("subscribe: %v", m)
+	}
+	fill := strings.Repeat("x", 256<<10)
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; s.Stats().SlowClosed == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("not closed after %d messages of 256 KiB", i)
+		}
+		writeWSS(t, pub, `{"id":2,"op":"publish","channel":"big","data":"`+fill+`"}`)
+		if m := readWSS(t, pub); m["op"] != "ack" {
+			t.Fatalf("publish %d: %v", i, m)
+		}
+	}
 }
