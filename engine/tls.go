@@ -214,7 +214,8 @@ func (t *tlsConn) traffic(conn *Conn, in []byte) {
 }
 
 // serveRecords decrypts the records in t.src and serves their plaintext;
-// with none (a Wake), it serves no new input.
+// with none (a Wake), it serves no new input. A bad record or the peer's
+// close_notify closes the connection.
 func (t *tlsConn) serveRecords(c *Conn) {
 	l := c.loop
 	if l.tlsPlain == nil {
@@ -237,6 +238,9 @@ func (t *tlsConn) serveRecords(c *Conn) {
 	if !served && c.state != stateClosed && !t.closing.Load() {
 		c.Serve(nil)
 	}
+	// What crypto/tls wrote while reading (an alert, a TLS 1.3 KeyUpdate
+	// answer) goes out now.
+	t.push()
 }
 
 // closed runs on the loop when gnet closed the connection.

@@ -459,3 +459,26 @@ func TestTLSSlowConsumerClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSBadRecordAlerted checks that a record that does not decrypt ends
+// the connection with a TLS alert (written by crypto/tls while the loop
+// reads) rather than a bare close.
+func TestTLSBadRecordAlerted(t *testing.T) {
+	s, ca := startTLSServer(t, Config{})
+	nc := dialTCP(t, s.Addr().String())
+	cfg := ca.ClientConfig()
+	cfg.ServerName = "localhost"
+	tc := tls.Client(nc, cfg)
+	_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte{0x17, 0x03, 0x03, 0x00, 0x20}, bytes.Repeat([]byte{0xa5}, 0x20)...)
+	if _, err := nc.Write(bad); err != nil {
+		t.Fatal(err)
+	}
+	_, err := tc.Read(make([]byte, 64))
+	if err == nil || !strings.Contains(err.Error(), "bad record MAC") {
+		t.Fatalf("read after a bad record: %v, want the bad_record_mac alert", err)
+	}
+}

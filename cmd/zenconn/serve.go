@@ -114,7 +114,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 
 // addInputFlags adds the deadlines and the budget of client input.
 func addInputFlags(fs *flag.FlagSet, o *serveOptions) {
-	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "a new connection's first request head (the WebSocket handshake) must arrive this soon after connecting, else 408 and close")
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "a new connection's first request head (the WebSocket handshake; with TLS, the TLS handshake before it) must arrive this soon after connecting, else 408 and close")
 	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "a request head must be complete this soon after its first byte, else 408 and close")
 	fs.DurationVar(&o.bodyTimeout, "body-timeout", 30*time.Second, "a request body must be complete this soon after its head, else 408 and close")
 	fs.DurationVar(&o.messageTimeout, "message-timeout", 30*time.Second, "a WebSocket message must be complete this soon after its first byte, else close 4004")
