@@ -42,8 +42,9 @@ import (
 // record-sized input buffer kept by crypto/tls) and no buffer of ours.
 
 // maxHandshakeInput bounds the ciphertext held for a connection during its
-// handshake: a client's flight is a few KiB.
-const maxHandshakeInput = 64 << 10
+// handshake: a client's flight is a few KiB, a ClientHello record at most
+// 16 KiB.
+const maxHandshakeInput = 32 << 10
 
 // tlsRecordMax is the most plaintext one TLS record carries (RFC 8446
 // section 5.1).
@@ -82,7 +83,8 @@ type tlsConn struct {
 	opened time.Time
 
 	// Shared with the handshake goroutine, under mu: the ciphertext not
-	// read yet, and whether the connection is gone. ready (capacity 1)
+	// read yet (charged to the process's input budget), and whether the
+	// connection is gone. ready (capacity 1)
 	// wakes the goroutine after either changes.
 	mu       sync.Mutex
 	hsIn     []byte
@@ -122,8 +124,9 @@ func (t *tlsConn) feedHandshake(in []byte) {
 		return
 	}
 	t.mu.Lock()
-	if len(t.hsIn)+len(in) > maxHandshakeInput {
+	if len(t.hsIn)+len(in) > maxHandshakeInput || !t.srv.input.take(len(in)) {
 		t.mu.Unlock()
+		t.srv.tlsFailed.Add(1)
 		t.Close()
 		return
 	}
@@ -141,7 +144,14 @@ func (t *tlsConn) feedHandshake(in []byte) {
 		t.Close()
 		return
 	}
-	if len(first) < 5 || len(first) < 5+int(binary.BigEndian.Uint16(first[3:5])) {
+	if len(first) < 5 {
+		return
+	}
+	if n := int(binary.BigEndian.Uint16(first[3:5])); n > tlsRecordMax {
+		t.srv.tlsFailed.Add(1)
+		t.Close() // no ClientHello record is that long
+		return
+	} else if len(first) < 5+n {
 		return // the ClientHello record is not whole yet
 	}
 	t.startHandshake()
@@ -191,6 +201,7 @@ func (t *tlsConn) handshakeDone(err error) {
 	t.established = true
 	rest := t.hsIn
 	t.hsIn = nil
+	t.srv.input.give(len(rest))
 	t.mu.Unlock()
 	conn, ok := t.gc.c.Context().(*Conn)
 	if !ok {
@@ -248,6 +259,7 @@ func (t *tlsConn) closed() {
 	t.closing.Store(true)
 	t.mu.Lock()
 	t.hsClosed = true
+	t.srv.input.give(len(t.hsIn))
 	t.hsIn = nil
 	t.mu.Unlock()
 	t.signal()
@@ -279,6 +291,7 @@ func (w tlsWireConn) Read(p []byte) (int, error) {
 	}
 	n := copy(p, t.hsIn)
 	t.hsIn = t.hsIn[n:]
+	t.srv.input.give(n)
 	if len(t.hsIn) == 0 {
 		t.hsIn = t.hsIn[:0:0]
 	}

@@ -184,13 +184,14 @@ func waitClosed(t *testing.T, nc net.Conn, within time.Duration) []byte {
 	return got.Bytes()
 }
 
-// waitHandshakes waits until no TLS handshake is in progress.
+// waitHandshakes waits until no TLS handshake is in progress and no
+// handshake input is held.
 func waitHandshakes(t *testing.T, s *Server) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for s.tlsHandshakes.Load() != 0 {
+	for s.tlsHandshakes.Load() != 0 || s.input.held.Load() != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d handshakes still in progress", s.tlsHandshakes.Load())
+			t.Fatalf("%d handshakes still in progress, %d bytes of input held", s.tlsHandshakes.Load(), s.input.held.Load())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -263,6 +264,21 @@ func TestTLSTruncatedHandshake(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestTLSOversizedRecordClosed checks that a first record longer than any
+// ClientHello closes the connection at once, without waiting for it.
+func TestTLSOversizedRecordClosed(t *testing.T) {
+	s, ca := startTLSServer(t, Config{})
+	nc := dialTCP(t, s.Addr().String())
+	if _, err := nc.Write([]byte{0x16, 0x03, 0x01, 0xff, 0xff, 0x01}); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitClosed(t, nc, time.Second); len(got) != 0 {
+		t.Fatalf("answered %q", got)
+	}
+	waitHandshakes(t, s)
+	checkServes(t, s, ca)
 }
 
 func TestTLSHandshakeDeadline(t *testing.T) {
