@@ -59,9 +59,9 @@ const tlsWritevBudget = 64 << 10
 const recordTypeHandshake = 0x16
 
 // plainToTLS answers a plain-text HTTP request sent to the TLS port.
-var plainToTLS = []byte("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 48\r\n\r\nThis port speaks TLS: use https:// or wss://.\r\n\r\n")
+var plainToTLS = []byte("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 47\r\n\r\nThis port speaks TLS: use https:// or wss://.\r\n")
 
-// errWouldBlock is what tlsWire.Read returns on the loop when the bytes
+// errWouldBlock is what tlsWireConn.Read returns on the loop when the bytes
 // read from the socket are used up.
 var errWouldBlock net.Error = wouldBlock{}
 
@@ -84,8 +84,8 @@ type tlsConn struct {
 
 	// Shared with the handshake goroutine, under mu: the ciphertext not
 	// read yet (charged to the process's input budget), and whether the
-	// connection is gone. ready (capacity 1)
-	// wakes the goroutine after either changes.
+	// connection is gone. ready (capacity 1) wakes the goroutine
+	// after either changes.
 	mu       sync.Mutex
 	hsIn     []byte
 	hsClosed bool
