@@ -377,8 +377,8 @@ type wsClient struct {
 
 // dialWSE dials /ws and reads the welcome message; safe to call from any goroutine.
 func (s *serverProc) dialWSE() (*wsClient, error) {
-	d := websocket.Dialer{HandshakeTimeout: defaultTimeout}
-	c, resp, err := d.Dial("ws://"+s.wsAddr()+"/ws", nil)
+	d := websocket.Dialer{HandshakeTimeout: defaultTimeout, TLSClientConfig: s.tlsClient}
+	c, resp, err := d.Dial(s.scheme("ws")+"://"+s.wsAddr()+"/ws", nil)
 	if err != nil {
 		if resp != nil {
 			return nil, fmt.Errorf("dial /ws: %w (status %d)", err, resp.StatusCode)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,9 @@ type serverProc struct {
 	HTTP *http.Client // no automatic decompression, own transport
 
 	prefix, env, extra []string // how it was started, for restart
+	// tlsClient, when the server serves TLS, is how clients verify it
+	// (https://, wss://); nil for plain HTTP.
+	tlsClient *tls.Config
 
 	peer  *serverProc  // the other node of a pair (ZENCONN_E2E_CLUSTER=1), or nil
 	dials atomic.Int64 // WebSocket dials so far, to alternate with peer
@@ -88,13 +92,22 @@ func (s *serverProc) restart(t *testing.T) *serverProc {
 	if !s.Exited() {
 		t.Fatalf("restart: the previous process %d is still running", s.cmd.Process.Pid)
 	}
-	return startServerIn(t, s.Root, s.prefix, s.env, s.extra...)
+	return startServerWith(t, s.Root, s.prefix, s.env, s.tlsClient, s.extra...)
 }
 
 // startServerIn is startServerVia in the folder root.
 func startServerIn(t *testing.T, root string, prefix, env []string, extra ...string) *serverProc {
 	t.Helper()
+	return startServerWith(t, root, prefix, env, nil, extra...)
+}
+
+// startServerWith is startServerIn for a server that serves TLS when
+// tlsClient is set (extra then holds --tls-cert and --tls-key): clients
+// verify it with tlsClient.
+func startServerWith(t *testing.T, root string, prefix, env []string, tlsClient *tls.Config, extra ...string) *serverProc {
+	t.Helper()
 	s := &serverProc{
+		tlsClient: tlsClient,
 		t:         t,
 		Root:      root,
 		Public:    filepath.Join(root, "public"),
@@ -154,7 +167,7 @@ func startServerIn(t *testing.T, root string, prefix, env []string, extra ...str
 		close(s.done)
 	}()
 	s.HTTP = &http.Client{
-		Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 8},
+		Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 8, TLSClientConfig: tlsClient},
 		Timeout:   10 * time.Second,
 	}
 	t.Cleanup(s.cleanup)
@@ -181,7 +194,15 @@ func cleanEnv() []string {
 	return env
 }
 
-func (s *serverProc) URL(path string) string { return "http://" + s.Addr + path }
+func (s *serverProc) URL(path string) string { return s.scheme("http") + "://" + s.Addr + path }
+
+// scheme is plain ("http" or "ws") with an "s" when the server serves TLS.
+func (s *serverProc) scheme(plain string) string {
+	if s.tlsClient != nil {
+		return plain + "s"
+	}
+	return plain
+}
 
 // Logs returns the child's stdout and stderr for failure messages.
 func (s *serverProc) Logs() string {

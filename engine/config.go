@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -82,6 +83,15 @@ type Config struct {
 	// ConnPrefix starts every connection id: a clustered node's
 	// "<node>-", so that ids are unique across the cluster. Default none.
 	ConnPrefix string
+	// TLS, when set, serves every connection of Addr over TLS with this
+	// configuration ("--tls-cert", "--tls-key"); nil serves plain TCP. It
+	// must not be modified once the server runs.
+	TLS *tls.Config
+	// MaxTLSHandshakes bounds the TLS handshakes in progress in the
+	// process, each on a goroutine of its own until it ends; a connection
+	// whose ClientHello arrives while that many are under way is closed.
+	// Default 1024.
+	MaxTLSHandshakes int
 	// Logger receives application logs. Default: discard.
 	Logger *slog.Logger
 	// AccessLog receives one combined-format line per HTTP request and per
@@ -194,6 +204,9 @@ func (c *Config) fillDefaults() {
 		c.IdleTimeout = 60 * time.Second
 	}
 	c.fillInputDefaults()
+	if c.MaxTLSHandshakes == 0 {
+		c.MaxTLSHandshakes = 1024
+	}
 	if c.Node == "" {
 		c.Node = "local"
 	}

@@ -43,6 +43,14 @@
 // on the loop with the time of the read being served. Users are counted
 // per process at the handshake; the agent keeps the node-wide count.
 //
+// TLS (tls.go). With Config.TLS a connection's Transport is a tlsConn over
+// its gnetConn. Its handshake runs on a goroutine of its own (bounded in
+// number and by the handshake deadline) that reads what the loop hands it
+// and writes through loop tasks; once it is done, the loop owns the
+// tls.Conn: it decrypts the records it reads and encrypts every write,
+// AsyncWrite's included (as a task), so tls.Conn is never used by two
+// goroutines at once.
+//
 // Bridge (bridge.go). The link to the node's agent, always present (a
 // worker's goes over shared-memory rings; NopBridge serves tests). The
 // engine calls it on loops, with the loop's index, and it never blocks.

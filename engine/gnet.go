@@ -149,7 +149,7 @@ func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	var lim connLimits
 	if refusal := g.s.admitPeer(c.RemoteAddr(), &lim); refusal != nil {
-		return refusal, gnet.Close
+		return g.plainAnswer(refusal), gnet.Close
 	}
 	l := g.loopFor(c.EventLoop())
 	if l == nil {
@@ -158,12 +158,27 @@ func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	if g.s.overCapacity(l) {
 		g.s.lim.ips.releaseIf(lim.peer)
-		return busyResponse, gnet.Close
+		return g.plainAnswer(busyResponse), gnet.Close
 	}
-	conn := g.s.open(l, &gnetConn{c: c, w: g.writes})
+	gc := &gnetConn{c: c, w: g.writes}
+	var t Transport = gc
+	if g.s.cfg.TLS != nil {
+		t = newTLSConn(g.s, l, gc)
+	}
+	conn := g.s.open(l, t)
 	conn.lim = lim
 	c.SetContext(conn)
 	return nil, gnet.None
+}
+
+// plainAnswer is an HTTP answer written before a connection is served, or
+// nil with TLS: it cannot be sent before the TLS handshake, so the
+// connection is just closed.
+func (g *gnetTransportServer) plainAnswer(b []byte) []byte {
+	if g.s.cfg.TLS != nil {
+		return nil
+	}
+	return b
 }
 
 func (g *gnetTransportServer) OnTraffic(c gnet.Conn) gnet.Action {
@@ -172,11 +187,16 @@ func (g *gnetTransportServer) OnTraffic(c gnet.Conn) gnet.Action {
 		return gnet.Close
 	}
 	in, _ := c.Peek(-1)
-	gc, _ := conn.t.(*gnetConn)
+	gc := gnetOf(conn.t)
 	if gc != nil {
 		gc.serving = true
 	}
-	if n := conn.Serve(in); n > 0 {
+	if tc, ok := conn.t.(*tlsConn); ok {
+		tc.traffic(conn, in)
+		if len(in) > 0 {
+			_, _ = c.Discard(len(in))
+		}
+	} else if n := conn.Serve(in); n > 0 {
 		_, _ = c.Discard(n)
 	}
 	if gc != nil {
@@ -190,15 +210,29 @@ func (g *gnetTransportServer) OnTraffic(c gnet.Conn) gnet.Action {
 
 func (g *gnetTransportServer) OnClose(c gnet.Conn, _ error) gnet.Action {
 	if conn, ok := c.Context().(*Conn); ok {
-		if gc, _ := conn.t.(*gnetConn); gc != nil {
+		if gc := gnetOf(conn.t); gc != nil {
 			gc.gone = true
 			if gc.waited {
 				g.writes.forget(gc)
 			}
 		}
+		if tc, ok := conn.t.(*tlsConn); ok {
+			tc.closed()
+		}
 		conn.Closed()
 	}
 	return gnet.None
+}
+
+// gnetOf returns the gnet connection under t, nil if there is none.
+func gnetOf(t Transport) *gnetConn {
+	switch t := t.(type) {
+	case *gnetConn:
+		return t
+	case *tlsConn:
+		return t.gc
+	}
+	return nil
 }
 
 // gnetConn adapts gnet.Conn to Transport.

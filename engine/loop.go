@@ -38,6 +38,9 @@ type loop struct {
 	// emptied (outqueue.go); iov is the pieces of one writev, reused.
 	spareQueues []*writeQueue
 	iov         [][]byte
+	// tlsPlain receives the plaintext of one TLS record, tlsGather the
+	// frames of one TLS Writev (tls.go); made on first use.
+	tlsPlain, tlsGather []byte
 
 	http    *httpParser // request-head parser, reused
 	scratch []byte      // reply frame scratch, reused

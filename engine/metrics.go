@@ -66,6 +66,9 @@ func (s *Server) registerMetrics() {
 	r.MustRegister(s.httpByCode)
 	s.registerKeyMetrics(r)
 	s.registerLimitMetrics(r)
+	if s.cfg.TLS != nil {
+		s.registerTLSMetrics(r)
+	}
 	s.registry = r
 }
 

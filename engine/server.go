@@ -54,7 +54,14 @@ type Server struct {
 
 	openConns atomic.Int64  // open transport connections, all loops
 	refused   atomic.Uint64 // connections refused at MaxConnections
-	fatal     chan error    // receives the error if serving stops by itself
+	// TLS (tls.go): handshakes in progress, connections refused at
+	// MaxTLSHandshakes, failed handshakes, and when the last warning was
+	// logged.
+	tlsHandshakes atomic.Int64
+	tlsRefused    atomic.Uint64
+	tlsFailed     atomic.Uint64
+	tlsLogged     atomic.Int64
+	fatal         chan error // receives the error if serving stops by itself
 }
 
 // shutdownDrain is how long Shutdown waits for WebSocket clients to answer

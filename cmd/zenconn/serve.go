@@ -64,6 +64,7 @@ type serveOptions struct {
 	pprof             string
 	metrics           string
 
+	tls     tlsOptions     // tlsflags.go
 	limits  limitOptions   // limits.go
 	cluster clusterOptions // cluster.go
 	// clusterCfg is the checked cluster configuration, nil when alone.
@@ -105,6 +106,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.IntVar(&o.auditMaxQueries, "audit-max-queries", 4, "audit and session API queries answered at once; more get 503")
 	fs.StringVar(&o.metrics, "metrics", "open", `who may read /metrics on --addr: "open" (anyone), "key" (requests with the --api-key, like /api/) or "off" (404)`)
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (the agent; worker i on the port after it plus i)")
+	registerTLSFlags(fs, &o.tls)
 	registerLimitFlags(fs, &o.limits)
 	registerClusterFlags(fs, &o.cluster)
 	return fs
@@ -112,7 +114,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 
 // addInputFlags adds the deadlines and the budget of client input.
 func addInputFlags(fs *flag.FlagSet, o *serveOptions) {
-	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "a new connection's first request head (the WebSocket handshake) must arrive this soon after connecting, else 408 and close")
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "a new connection's first request head (the WebSocket handshake; with TLS, the TLS handshake before it) must arrive this soon after connecting, else 408 and close")
 	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "a request head must be complete this soon after its first byte, else 408 and close")
 	fs.DurationVar(&o.bodyTimeout, "body-timeout", 30*time.Second, "a request body must be complete this soon after its head, else 408 and close")
 	fs.DurationVar(&o.messageTimeout, "message-timeout", 30*time.Second, "a WebSocket message must be complete this soon after its first byte, else close 4004")
@@ -349,6 +351,9 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 		DurableAcks:          o.audit && o.auditSync == "always",
 	}
 	if err = applyLimits(&cfg, o); err != nil {
+		return cfg, nil, nil, err
+	}
+	if cfg.TLS, err = tlsConfig(&o.tls); err != nil {
 		return cfg, nil, nil, err
 	}
 	if o.accessLog != "off" {

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/zenconn/server/engine"
+)
+
+// tlsOptions are the TLS flags of "zenconn serve".
+type tlsOptions struct {
+	cert, key  string
+	minVersion string
+}
+
+func registerTLSFlags(fs *flag.FlagSet, o *tlsOptions) {
+	fs.StringVar(&o.cert, "tls-cert", "", "PEM file with the server certificate, then any intermediate certificates; with --tls-key, --addr serves TLS (https://, wss://)")
+	fs.StringVar(&o.key, "tls-key", "", "PEM file with the private key of --tls-cert")
+	fs.StringVar(&o.minVersion, "tls-min-version", "1.2", `oldest TLS version accepted: "1.2" or "1.3"`)
+}
+
+// tlsConfig loads the certificate and key named by the flags and returns
+// the engine's TLS configuration, nil when TLS is off. Every error names
+// its flag.
+func tlsConfig(o *tlsOptions) (*tls.Config, error) {
+	var minVersion uint16
+	switch o.minVersion {
+	case "1.2":
+		minVersion = tls.VersionTLS12
+	case "1.3":
+		minVersion = tls.VersionTLS13
+	default:
+		return nil, fmt.Errorf("--tls-min-version: %q is neither 1.2 nor 1.3", o.minVersion)
+	}
+	switch {
+	case o.cert == "" && o.key == "":
+		return nil, nil
+	case o.cert == "":
+		return nil, errors.New("--tls-cert: needed with --tls-key")
+	case o.key == "":
+		return nil, errors.New("--tls-key: needed with --tls-cert")
+	}
+	cert, err := loadCertificate(o.cert, o.key)
+	if err != nil {
+		return nil, err
+	}
+	return engine.TLSConfig(cert, minVersion), nil
+}
+
+// loadCertificate reads and checks the certificate chain and its key.
+func loadCertificate(certFile, keyFile string) (tls.Certificate, error) {
+	var none tls.Certificate
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return none, fmt.Errorf("--tls-cert: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return none, fmt.Errorf("--tls-key: %w", err)
+	}
+	leaf, err := parseLeaf(certFile, certPEM)
+	if err != nil {
+		return none, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	switch {
+	case err != nil && strings.Contains(err.Error(), "does not match"):
+		return none, fmt.Errorf("--tls-key: the key in %s does not match the certificate in %s", keyFile, certFile)
+	case err != nil:
+		return none, fmt.Errorf("--tls-key: %s: %w", keyFile, err)
+	}
+	cert.Leaf = leaf
+	return cert, nil
+}
+
+// parseLeaf parses every certificate of a PEM chain and returns the first,
+// refusing a chain whose first certificate is not valid now.
+func parseLeaf(file string, certPEM []byte) (*x509.Certificate, error) {
+	var leaf *x509.Certificate
+	rest := certPEM
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("--tls-cert: %s holds a %q block; only certificates belong there", file, block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert: %s: %w", file, err)
+		}
+		if leaf == nil {
+			leaf = c
+		}
+	}
+	if leaf == nil {
+		return nil, fmt.Errorf("--tls-cert: no PEM certificate in %s", file)
+	}
+	if now := time.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		return nil, fmt.Errorf("--tls-cert: the certificate in %s is valid from %s to %s only",
+			file, leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return leaf, nil
+}
