@@ -54,8 +54,9 @@ type Ring struct {
 	dataFd  int // eventfd: records available
 	spaceFd int // eventfd: space available
 	mapped  bool
-	// dataWait and spaceWait are the eventfds as files of the runtime's
-	// poller, which Wait and Write sleep on (see sleep).
+	// dataWait and spaceWait are dataFd and spaceFd as files of the
+	// runtime's poller, which Wait and Write sleep on (see sleep); they
+	// own the descriptors.
 	dataWait, spaceWait *os.File
 
 	interrupted atomic.Bool // set by Interrupt: Wait returns false
@@ -156,21 +157,17 @@ func newRing(mem []byte, memFd, dataFd, spaceFd int) *Ring {
 	}
 }
 
-// pollable returns a duplicate of the eventfd fd (non-blocking, as every
-// ring's eventfds are made) as a file of the runtime's poller, or nil.
+// pollable returns the eventfd fd (non-blocking, as every ring's eventfds
+// are made) as a file of the runtime's poller, which then owns it; nil
+// for no descriptor. The ring keeps using the number for its writes.
 func pollable(fd int, name string) *os.File {
 	if fd < 0 {
 		return nil
 	}
-	d, err := unix.Dup(fd)
-	if err != nil {
+	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil
 	}
-	if err := unix.SetNonblock(d, true); err != nil {
-		_ = unix.Close(d)
-		return nil
-	}
-	return os.NewFile(uintptr(d), name)
+	return os.NewFile(uintptr(fd), name)
 }
 
 // Files returns duplicates of the ring's descriptors (memfd, data eventfd,
@@ -218,14 +215,12 @@ func (r *Ring) Close() error {
 		err = unix.Munmap(r.mem)
 		r.mapped = false
 	}
-	for _, fd := range []int{r.memFd, r.dataFd, r.spaceFd} {
-		if fd >= 0 {
-			_ = unix.Close(fd)
-		}
-	}
-	for _, f := range []*os.File{r.dataWait, r.spaceWait} {
-		if f != nil {
+	for i, fd := range []int{r.memFd, r.dataFd, r.spaceFd} {
+		switch f := []*os.File{nil, r.dataWait, r.spaceWait}[i]; {
+		case f != nil:
 			_ = f.Close()
+		case fd >= 0:
+			_ = unix.Close(fd)
 		}
 	}
 	r.memFd, r.dataFd, r.spaceFd = -1, -1, -1
