@@ -87,6 +87,11 @@ type Config struct {
 	// configuration ("--tls-cert", "--tls-key"); nil serves plain TCP. It
 	// must not be modified once the server runs.
 	TLS *tls.Config
+	// TLSCertificates, when set, are the files TLS's certificate comes
+	// from (TLS serves them through its GetCertificate, see
+	// CertFiles.TLSConfig): while the server runs it looks at them every
+	// CertPollInterval and reloads them when they change.
+	TLSCertificates *CertFiles
 	// MaxTLSHandshakes bounds the TLS handshakes in progress in the
 	// process, each on a goroutine of its own until it ends; a connection
 	// whose ClientHello arrives while that many are under way is closed.

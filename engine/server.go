@@ -39,7 +39,7 @@ type Server struct {
 	httpByCode  *prometheus.CounterVec
 	statusCache sync.Map // int → prometheus.Counter
 
-	jobsWG sync.WaitGroup // the ticker, tellKeyFailures
+	jobsWG sync.WaitGroup // the ticker, tellKeyFailures, the certificate watch
 	done   chan struct{}
 
 	transport *gnetTransportServer
@@ -107,6 +107,13 @@ func (s *Server) Start() error {
 	s.jobsWG.Add(2)
 	go s.tick()
 	go s.tellKeyFailures()
+	if c := s.cfg.TLSCertificates; c != nil {
+		s.jobsWG.Add(1)
+		go func() {
+			defer s.jobsWG.Done()
+			c.Watch(s.done, CertPollInterval, s.log)
+		}()
+	}
 	t, err := startGnet(s)
 	if err != nil {
 		s.stopOnce.Do(s.stop)

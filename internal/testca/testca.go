@@ -34,7 +34,8 @@ type CA struct {
 	Server tls.Certificate
 }
 
-// New makes a CA and a server certificate valid for an hour.
+// New makes a CA and a server certificate valid for an hour, with a
+// random serial number.
 func New() (*CA, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -62,8 +63,12 @@ func New() (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		return nil, err
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
+		SerialNumber: serial.Add(serial, big.NewInt(2)), // random: each server certificate has its own
 		Subject:      pkix.Name{CommonName: "localhost"},
 		NotBefore:    now.Add(-time.Minute),
 		NotAfter:     now.Add(time.Hour),
