@@ -353,7 +353,7 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 	if err = applyLimits(&cfg, o); err != nil {
 		return cfg, nil, nil, err
 	}
-	if cfg.TLS, err = tlsConfig(&o.tls); err != nil {
+	if cfg.TLS, cfg.TLSCertificates, err = tlsConfig(&o.tls); err != nil {
 		return cfg, nil, nil, err
 	}
 	if o.accessLog != "off" {

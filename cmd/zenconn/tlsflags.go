@@ -27,9 +27,9 @@ func registerTLSFlags(fs *flag.FlagSet, o *tlsOptions) {
 }
 
 // tlsConfig loads the certificate and key named by the flags and returns
-// the engine's TLS configuration, nil when TLS is off. Every error names
-// its flag.
-func tlsConfig(o *tlsOptions) (*tls.Config, error) {
+// the engine's TLS configuration and the files it reloads its certificate
+// from, nil when TLS is off. Every error names its flag.
+func tlsConfig(o *tlsOptions) (*tls.Config, *engine.CertFiles, error) {
 	var minVersion uint16
 	switch o.minVersion {
 	case "1.2":
@@ -37,21 +37,23 @@ func tlsConfig(o *tlsOptions) (*tls.Config, error) {
 	case "1.3":
 		minVersion = tls.VersionTLS13
 	default:
-		return nil, fmt.Errorf("--tls-min-version: %q is neither 1.2 nor 1.3", o.minVersion)
+		return nil, nil, fmt.Errorf("--tls-min-version: %q is neither 1.2 nor 1.3", o.minVersion)
 	}
 	switch {
 	case o.cert == "" && o.key == "":
-		return nil, nil
+		return nil, nil, nil
 	case o.cert == "":
-		return nil, errors.New("--tls-cert: needed with --tls-key")
+		return nil, nil, errors.New("--tls-cert: needed with --tls-key")
 	case o.key == "":
-		return nil, errors.New("--tls-key: needed with --tls-cert")
+		return nil, nil, errors.New("--tls-key: needed with --tls-cert")
 	}
-	cert, err := loadCertificate(o.cert, o.key)
+	certs, err := engine.NewCertFiles(o.cert, o.key, func() (tls.Certificate, error) {
+		return loadCertificate(o.cert, o.key)
+	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return engine.TLSConfig(cert, minVersion), nil
+	return certs.TLSConfig(minVersion), certs, nil
 }
 
 // loadCertificate reads and checks the certificate chain and its key.

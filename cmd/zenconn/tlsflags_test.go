@@ -72,9 +72,12 @@ func TestTLSFlagsChecked(t *testing.T) {
 			if tc.want != "" {
 				return
 			}
-			cfg, err := tlsConfig(&o.tls)
-			if err != nil || cfg == nil || len(cfg.Certificates) != 1 || cfg.NextProtos[0] != "http/1.1" {
+			cfg, certs, err := tlsConfig(&o.tls)
+			if err != nil || cfg == nil || certs == nil || cfg.GetCertificate == nil || cfg.NextProtos[0] != "http/1.1" {
 				t.Fatalf("config %+v, %v", cfg, err)
+			}
+			if c, err := cfg.GetCertificate(&tls.ClientHelloInfo{ServerName: "unknown.example"}); err != nil || c.Leaf.SerialNumber.Cmp(ca.Server.Leaf.SerialNumber) != 0 {
+				t.Fatalf("certificate for an unknown name: %v", err)
 			}
 			if want := map[string]uint16{"1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}[o.tls.minVersion]; cfg.MinVersion != want {
 				t.Fatalf("min version %x, want %x", cfg.MinVersion, want)

@@ -1,0 +1,172 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zenconn/server/internal/testca"
+)
+
+// replaceFile replaces path with b by a rename, as a certificate manager
+// does.
+func replaceFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// handshakeSerial makes a new TLS connection to addr that verifies the
+// server with cfg and returns the serial of the certificate it presented.
+func handshakeSerial(addr string, cfg *tls.Config) (*big.Int, error) {
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: defaultTimeout}, "tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].SerialNumber, nil
+}
+
+// waitServes waits until 16 new handshakes in a row (spread over the
+// workers by SO_REUSEPORT) present the certificate of ca.
+func waitServes(t *testing.T, s *serverProc, client *tls.Config, ca *testca.CA, within time.Duration) {
+	t.Helper()
+	want := ca.Server.Leaf.SerialNumber
+	row := 0
+	eventually(t, within, func() string {
+		for ; row < 16; row++ {
+			got, err := handshakeSerial(s.Addr, client)
+			if err != nil {
+				row = 0
+				return err.Error()
+			}
+			if got.Cmp(want) != 0 {
+				row = 0
+				return fmt.Sprintf("a new handshake got serial %s, want %s", got, want)
+			}
+		}
+		return ""
+	})
+}
+
+// waitLogWorkers waits until both worker processes (with workers "2"; the
+// node's process with "0") logged a line holding every one of parts.
+func waitLogWorkers(t *testing.T, s *serverProc, workers string, within time.Duration, parts ...string) {
+	t.Helper()
+	worker := regexp.MustCompile(`\bworker=(\d)\b`)
+	eventually(t, within, func() string {
+		seen := map[string]bool{}
+	lines:
+		for _, line := range strings.Split(s.Stderr.String(), "\n") {
+			for _, p := range parts {
+				if !strings.Contains(line, p) {
+					continue lines
+				}
+			}
+			if m := worker.FindStringSubmatch(line); m != nil {
+				seen[m[1]] = true
+			} else if workers == "0" {
+				seen["0"], seen["1"] = true, true
+			}
+		}
+		if !seen["0"] || !seen["1"] {
+			return fmt.Sprintf("workers that logged %q: %v", parts, seen)
+		}
+		return ""
+	})
+}
+
+// TestTLSReload runs the real binary in one process and with two worker
+// processes and swaps its certificate: SIGHUP to the agent makes every
+// worker reload it, and a change of the files alone is picked up too.
+// Connections opened before keep exchanging messages; new handshakes get
+// the new certificate; a key that does not match is refused with an error
+// line and the certificate in use stays.
+func TestTLSReload(t *testing.T) {
+	for _, workers := range []string{"0", "2"} {
+		t.Run("workers="+workers, func(t *testing.T) {
+			t.Parallel()
+			testTLSReload(t, workers)
+		})
+	}
+}
+
+func testTLSReload(t *testing.T, workers string) {
+	root := t.TempDir()
+	cas := make([]*testca.CA, 3)
+	pool := x509.NewCertPool()
+	for i := range cas {
+		ca, err := testca.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cas[i] = ca
+		pool.AppendCertsFromPEM(ca.CAPEM)
+	}
+	client := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+	cert, key := filepath.Join(root, "cert.pem"), filepath.Join(root, "key.pem")
+	replaceFile(t, cert, cas[0].CertPEM)
+	replaceFile(t, key, cas[0].KeyPEM)
+	s := startServerWith(t, root, nil, nil, client, "--tls-cert", cert, "--tls-key", key, "--workers", workers)
+	waitServes(t, s, client, cas[0], defaultTimeout)
+
+	subs := make([]*wsClient, 6)
+	for i := range subs {
+		subs[i] = s.dialWS(t)
+		subs[i].subscribe(1, "reload")
+	}
+	pub := s.dialWS(t)
+	exchange := func(id int, data string) {
+		t.Helper()
+		pub.request(id, fmt.Sprintf(`{"id":%d,"op":"publish","channel":"reload","data":%q}`, id, data))
+		deadline := time.Now().Add(defaultTimeout)
+		for _, c := range subs {
+			if m := c.expectMessage(t, deadline); !strings.Contains(string(m.raw), data) {
+				t.Fatalf("conn %s got %s, want %q", c.Welcome.Conn, m.raw, data)
+			}
+		}
+	}
+	exchange(10, "before any reload")
+
+	// SIGHUP: both workers reload at once (well before the files' poll).
+	replaceFile(t, cert, cas[1].CertPEM)
+	replaceFile(t, key, cas[1].KeyPEM)
+	s.Signal(syscall.SIGHUP)
+	waitLogWorkers(t, s, workers, defaultTimeout, `msg="TLS certificate reloaded"`, "reason=SIGHUP")
+	waitServes(t, s, client, cas[1], defaultTimeout)
+	exchange(11, "after SIGHUP")
+
+	// A key that does not match: refused by each worker, the certificate
+	// in use stays.
+	replaceFile(t, key, cas[2].KeyPEM)
+	s.Signal(syscall.SIGHUP)
+	waitLogWorkers(t, s, workers, defaultTimeout, `level=ERROR msg="TLS certificate not reloaded: the certificate in use stays"`, "reason=SIGHUP", "does not match")
+	waitServes(t, s, client, cas[1], defaultTimeout)
+	exchange(12, "after a refused reload")
+
+	// No signal: the changed files are picked up.
+	replaceFile(t, cert, cas[2].CertPEM)
+	waitLogWorkers(t, s, workers, 10*time.Second, `msg="TLS certificate reloaded"`, `reason="files changed"`)
+	waitServes(t, s, client, cas[2], defaultTimeout)
+	exchange(13, strings.Repeat("after a change of the files ", 2000))
+	for _, c := range subs {
+		c.pingPong()
+	}
+	if s.Exited() {
+		t.Fatalf("the node exited:\n%s", s.Logs())
+	}
+}
