@@ -123,7 +123,11 @@ func (s *Server) Start() error {
 	s.transport = t
 	go s.watchTransport()
 	// The agent announces the node's address once all workers serve.
-	s.log.Info("worker serving", "addr", t.addr.String(), "loops", s.cfg.Loops, "max_connections", s.cfg.MaxConnections)
+	attrs := []any{"addr", t.addr.String(), "loops", s.cfg.Loops, "max_connections", s.cfg.MaxConnections}
+	if t.tlsAddr != nil {
+		attrs = append(attrs, "tls_addr", t.tlsAddr.String())
+	}
+	s.log.Info("worker serving", attrs...)
 	return nil
 }
 
@@ -163,6 +167,15 @@ func (s *Server) overCapacity(l *loop) bool {
 
 // busyResponse is written to a connection refused at MaxConnections.
 var busyResponse = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 27\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections, retry")
+
+// TLSAddr returns the bound address of Config.TLSAddr, nil before Start
+// or without it.
+func (s *Server) TLSAddr() net.Addr {
+	if s.transport == nil || s.transport.tlsAddr == nil {
+		return nil
+	}
+	return s.transport.tlsAddr
+}
 
 // Addr returns the bound listening address, nil before Start.
 func (s *Server) Addr() net.Addr {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -171,4 +173,72 @@ func TestTLSUnknownServerName(t *testing.T) {
 	if _, err := peerCert(t, addr, cfg); err != nil {
 		t.Fatalf("client asking for localhost: %v", err)
 	}
+}
+
+// TestTLSSecondAddress serves plain on Addr and TLS on TLSAddr from the
+// same loops, with the redirect on: plain requests get 308 to https at
+// the TLS port (WebSocket handshakes too) but /healthz; the TLS address
+// serves files and wss://.
+func TestTLSSecondAddress(t *testing.T) {
+	public := t.TempDir()
+	writeFile(t, public, "index.html", "hello\n")
+	ca := newCA(t)
+	s := startServer(t, Config{PublicDir: public, TLS: TLSConfig(ca.Server, tls.VersionTLS12),
+		TLSAddr: "127.0.0.1:0", TLSRedirect: true})
+	plain, secure := s.Addr().String(), s.TLSAddr().String()
+	_, tlsPort, _ := net.SplitHostPort(secure)
+	noFollow := &http.Client{Timeout: 5 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct{ path, host, want string }{
+		{"/index.html?a=1", "example.com", "https://example.com:" + tlsPort + "/index.html?a=1"},
+		{"/", "example.com:8080", "https://example.com:" + tlsPort + "/"},
+		{"/ws", "[::1]:80", "https://[::1]:" + tlsPort + "/ws"},
+	} {
+		req, _ := http.NewRequest("GET", "http://"+plain+tc.path, nil)
+		req.Host = tc.host
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 308 || resp.Header.Get("Location") != tc.want {
+			t.Fatalf("GET %s Host %s: %d Location %q, want 308 %q", tc.path, tc.host, resp.StatusCode, resp.Header.Get("Location"), tc.want)
+		}
+	}
+	req, _ := http.NewRequest("GET", "http://"+plain+"/", nil)
+	req.Host = "bad\x01host"
+	if resp, err := noFollow.Do(req); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 308 {
+			t.Fatal("a Host with a control character was redirected")
+		}
+	}
+	if resp, err := noFollow.Get("http://" + plain + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("plain /healthz: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	if ws, resp, err := d.Dial("ws://"+plain+"/ws", nil); err == nil {
+		ws.Close()
+		t.Fatal("a plain WebSocket handshake was accepted with the redirect on")
+	} else if resp == nil || resp.StatusCode != 308 {
+		t.Fatalf("plain WebSocket handshake: %v, %v; want 308", resp, err)
+	}
+	c := httpsClient(t, ca)
+	resp, err := c.Get("https://" + secure + "/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "hello\n" {
+		t.Fatalf("https GET: %d %q", resp.StatusCode, body)
+	}
+	sub, pub := dialWSS(t, secure, ca), dialWSS(t, secure, ca)
+	writeWSS(t, sub, `{"id":1,"op":"subscribe","channel":"news"}`)
+	if m := readWSS(t, sub); m["op"] != "ack" {
+		t.Fatalf("subscribe: %v", m)
+	}
+	pubSubOK(t, pub, sub, "on the TLS address")
 }

@@ -97,7 +97,9 @@ type nodePlan struct {
 	verifier *auth.Verifier
 
 	addr        string    // --addr with its port resolved
+	tlsAddr     string    // --tls-addr with its port resolved, or ""
 	placeholder io.Closer // holds the port until the workers listen
+	tlsHolder   io.Closer // holds --tls-addr's port until the workers listen
 	sock        string    // the agent's API socket
 
 	alogs atomicLog                        // the in-process worker's access log, for SIGUSR1
@@ -131,9 +133,14 @@ func (n *nodePlan) compressDir() string { return filepath.Join(n.o.data, "cache"
 // server.
 func (n *nodePlan) reserve() error {
 	var err error
-	n.addr, n.placeholder, err = claimPort(n.o.addr)
+	n.addr, n.placeholder, err = claimPort("--addr", n.o.addr)
 	if err != nil {
 		return err
+	}
+	if n.o.tls.addr != "" {
+		if n.tlsAddr, n.tlsHolder, err = claimPort("--tls-addr", n.o.tls.addr); err != nil {
+			return err
+		}
 	}
 	if n.sock, err = agentSocket(n.o.data); err != nil {
 		return err
@@ -149,6 +156,10 @@ func (n *nodePlan) release() {
 	if n.placeholder != nil {
 		_ = n.placeholder.Close()
 		n.placeholder = nil
+	}
+	if n.tlsHolder != nil {
+		_ = n.tlsHolder.Close()
+		n.tlsHolder = nil
 	}
 }
 
@@ -194,6 +205,9 @@ func (n *nodePlan) agentConfig(st *store.Store, reg *prometheus.Registry) (agent
 		wargs = append(wargs,
 			"--addr", n.addr, "--loops", strconv.Itoa(n.loops),
 			"--worker-id", strconv.Itoa(id), "--node-id", n.node, "--agent-socket", n.sock)
+		if n.tlsAddr != "" {
+			wargs = append(wargs, "--tls-addr", n.tlsAddr)
+		}
 		return exe, wargs
 	}
 	return cfg, nil
@@ -203,7 +217,7 @@ func (n *nodePlan) agentConfig(st *store.Store, reg *prometheus.Registry) (agent
 // 0) on the rings the agent made.
 func (n *nodePlan) runInProcess(ctx context.Context, id int, rings *link.Rings) error {
 	wo := *n.o
-	wo.addr, wo.loops = n.addr, n.loops
+	wo.addr, wo.loops, wo.tls.addr = n.addr, n.loops, n.tlsAddr
 	ecfg, alog, closeLog, err := engineConfig(&wo, n.verifier, n.log, n.node, n.compressDir())
 	if err != nil {
 		return err
@@ -239,7 +253,11 @@ func (n *nodePlan) run(cfg agent.Config) error {
 		case <-ready:
 			ready = nil
 			n.release()
-			n.log.Info("listening", "addr", n.addr, "workers", n.o.workers)
+			if n.tlsAddr != "" {
+				n.log.Info("listening", "addr", n.addr, "tls_addr", n.tlsAddr, "workers", n.o.workers)
+			} else {
+				n.log.Info("listening", "addr", n.addr, "workers", n.o.workers)
+			}
 		case sig := <-sigs:
 			if sig == syscall.SIGUSR1 {
 				a.Signal(syscall.SIGUSR1)

@@ -18,12 +18,16 @@ import (
 type tlsOptions struct {
 	cert, key  string
 	minVersion string
+	addr       string // --tls-addr
+	redirect   bool   // --tls-redirect
 }
 
 func registerTLSFlags(fs *flag.FlagSet, o *tlsOptions) {
-	fs.StringVar(&o.cert, "tls-cert", "", "PEM file with the server certificate, then any intermediate certificates; with --tls-key, --addr serves TLS (https://, wss://)")
+	fs.StringVar(&o.cert, "tls-cert", "", "PEM file with the server certificate, then any intermediate certificates; with --tls-key, --addr serves TLS (https://, wss://). Reloaded with --tls-key on SIGHUP and when either file changes; a pair that fails to load then is refused and the certificate in use stays")
 	fs.StringVar(&o.key, "tls-key", "", "PEM file with the private key of --tls-cert")
 	fs.StringVar(&o.minVersion, "tls-min-version", "1.2", `oldest TLS version accepted: "1.2" or "1.3"`)
+	fs.StringVar(&o.addr, "tls-addr", "", "second address, served with TLS (--tls-cert, --tls-key) by the same workers, while --addr stays plain; port 0 picks a free port. Empty: --addr serves TLS when --tls-cert is set")
+	fs.BoolVar(&o.redirect, "tls-redirect", false, "answer every plain-text request on --addr but /healthz and /metrics, WebSocket handshakes included, with 308 to the same URI on https:// at --tls-addr's port (needs --tls-addr)")
 }
 
 // tlsConfig loads the certificate and key named by the flags and returns
