@@ -98,10 +98,11 @@ func TestTLSSecondAddress(t *testing.T) {
 // TestTLSRedirect: with --tls-redirect, plain requests on --addr get 308 to
 // https:// at the TLS port (a client that follows it gets the file over
 // verified TLS), a plain WebSocket handshake gets 308 too, /healthz is
-// answered plain.
+// answered plain. With --hsts the responses over TLS carry
+// Strict-Transport-Security, the plain ones do not.
 func TestTLSRedirect(t *testing.T) {
 	t.Parallel()
-	s, tlsAddr, client := startTLSAddr(t, "2", "--tls-redirect")
+	s, tlsAddr, client := startTLSAddr(t, "2", "--tls-redirect", "--hsts", "8760h")
 	_, port, _ := strings.Cut(tlsAddr, ":")
 	noFollow := &http.Client{Timeout: 10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -113,6 +114,9 @@ func TestTLSRedirect(t *testing.T) {
 	if want := "https://127.0.0.1:" + port + "/logo.png?v=2"; resp.StatusCode != 308 || resp.Header.Get("Location") != want {
 		t.Fatalf("plain GET: %d Location %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), want)
 	}
+	if h := resp.Header.Get("Strict-Transport-Security"); h != "" {
+		t.Fatalf("plain 308 with Strict-Transport-Security %q", h)
+	}
 	follow := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: client}}
 	resp, err = follow.Get("http://" + s.Addr + "/logo.png")
 	if err != nil {
@@ -122,6 +126,9 @@ func TestTLSRedirect(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !bytes.Equal(b, fixturePNG) || resp.TLS == nil {
 		t.Fatalf("followed redirect: %d, %d bytes, TLS %v", resp.StatusCode, len(b), resp.TLS != nil)
+	}
+	if h := resp.Header.Get("Strict-Transport-Security"); h != "max-age=31536000" {
+		t.Fatalf("https response: Strict-Transport-Security %q, want max-age=31536000", h)
 	}
 	d := websocket.Dialer{HandshakeTimeout: defaultTimeout}
 	if c, r, err := d.Dial("ws://"+s.Addr+"/ws", nil); err == nil {
@@ -147,6 +154,8 @@ func TestTLSAddrFlagsChecked(t *testing.T) {
 	}{
 		{[]string{"--tls-addr", "127.0.0.1:0"}, "--tls-addr: needs --tls-cert"},
 		{append(flags, "--tls-redirect"), "--tls-redirect: needs --tls-addr"},
+		{[]string{"--hsts", "1h"}, "--hsts: needs --tls-cert"},
+		{append(flags, "--hsts", "-1s"), "--hsts: must not be negative"},
 		{append(flags, "--tls-addr", "127.0.0.1"), "--tls-addr"},
 		{append(flags, "--addr", "127.0.0.1:18443", "--tls-addr", "127.0.0.1:18443"), "--tls-addr: port 18443 is --addr's"},
 	} {

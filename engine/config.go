@@ -96,6 +96,10 @@ type Config struct {
 	// the same path on https:// at TLSAddr's port ("--tls-redirect").
 	// Needs TLSAddr.
 	TLSRedirect bool
+	// HSTS, when positive, adds "Strict-Transport-Security: max-age=" (in
+	// seconds) to the HTTP responses sent over TLS: files, /healthz,
+	// /metrics, the server API, errors ("--hsts"). Needs TLS. Default: off.
+	HSTS time.Duration
 	// TLSCertificates, when set, are the files TLS's certificate comes
 	// from (TLS serves them through its GetCertificate, see
 	// CertFiles.TLSConfig): while the server runs it looks at them every
@@ -339,6 +343,12 @@ func (c *Config) checkWiring() error {
 
 // checkTLS checks the second, TLS address and the redirect to it.
 func (c *Config) checkTLS() error {
+	switch {
+	case c.HSTS < 0:
+		return errors.New("--hsts: must not be negative")
+	case c.HSTS > 0 && c.TLS == nil:
+		return errors.New("--hsts: needs --tls-cert and --tls-key")
+	}
 	if c.TLSAddr == "" {
 		if c.TLSRedirect {
 			return errors.New("--tls-redirect: needs --tls-addr")

@@ -198,7 +198,7 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 	keepAlive := !hdr.ConnectionClose()
 	c.noteForwarded(hdr) // proxy.go
 	if c.srv.cfg.TLSRedirect && string(path) != "/healthz" && string(path) != "/metrics" {
-		if _, isTLS := c.t.(*tlsConn); !isTLS {
+		if !c.secure() {
 			c.redirectTLS(req, keepAlive)
 			return
 		}
@@ -261,6 +261,11 @@ func (c *Conn) respondSimple(req *requestInfo, status int, body string, keepAliv
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n"...)
 	b = append(b, extra...)
+	if c.srv.hsts != "" && c.secure() {
+		b = append(b, "Strict-Transport-Security: "...)
+		b = append(b, c.srv.hsts...)
+		b = append(b, "\r\n"...)
+	}
 	if !keepAlive {
 		b = append(b, "Connection: close\r\n"...)
 	}

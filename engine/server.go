@@ -25,6 +25,7 @@ type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	publicAbs string
+	hsts      string         // the Strict-Transport-Security value (Config.HSTS), "" when off
 	files     *static.Server // static files, and the workers that answer off the loops
 	hub       *hub
 
@@ -86,6 +87,7 @@ func New(cfg Config) (*Server, error) {
 		done:      make(chan struct{}),
 		fatal:     make(chan error, 1),
 	}
+	s.hsts = s.hstsValue()
 	if s.files, err = s.newFiles(); err != nil {
 		return nil, err
 	}

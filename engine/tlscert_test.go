@@ -242,3 +242,37 @@ func TestTLSSecondAddress(t *testing.T) {
 	}
 	pubSubOK(t, pub, sub, "on the TLS address")
 }
+
+// TestTLSHSTS: with HSTS every response over TLS carries
+// Strict-Transport-Security (a cached file, a large file from the
+// workers, a 404, /healthz), no response on the plain address does.
+func TestTLSHSTS(t *testing.T) {
+	public := t.TempDir()
+	writeFile(t, public, "index.html", "hello\n")
+	writeFile(t, public, "big.txt", strings.Repeat("z", 3<<20))
+	ca := newCA(t)
+	s := startServer(t, Config{PublicDir: public, TLS: TLSConfig(ca.Server, tls.VersionTLS12),
+		TLSAddr: "127.0.0.1:0", HSTS: 365 * 24 * time.Hour})
+	c := httpsClient(t, ca)
+	plain := &http.Client{Timeout: 5 * time.Second}
+	for _, path := range []string{"/index.html", "/index.html", "/big.txt", "/missing", "/healthz"} {
+		for _, tc := range []struct {
+			client *http.Client
+			url    string
+			want   string
+		}{
+			{c, "https://" + s.TLSAddr().String() + path, "max-age=31536000"},
+			{plain, "http://" + s.Addr().String() + path, ""},
+		} {
+			resp, err := tc.client.Get(tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if got := resp.Header.Get("Strict-Transport-Security"); got != tc.want {
+				t.Fatalf("GET %s: status %d, Strict-Transport-Security %q, want %q", tc.url, resp.StatusCode, got, tc.want)
+			}
+		}
+	}
+}

@@ -361,7 +361,7 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 	if cfg.TLS, cfg.TLSCertificates, err = tlsConfig(&o.tls); err != nil {
 		return cfg, nil, nil, err
 	}
-	cfg.TLSAddr, cfg.TLSRedirect = o.tls.addr, o.tls.redirect
+	cfg.TLSAddr, cfg.TLSRedirect, cfg.HSTS = o.tls.addr, o.tls.redirect, o.tls.hsts
 	if o.accessLog != "off" {
 		if alog, err = accesslog.Open(o.accessLog); err != nil {
 			return cfg, nil, nil, fmt.Errorf("--access-log: %w", err)

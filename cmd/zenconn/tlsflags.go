@@ -20,6 +20,7 @@ type tlsOptions struct {
 	minVersion string
 	addr       string // --tls-addr
 	redirect   bool   // --tls-redirect
+	hsts       time.Duration
 }
 
 func registerTLSFlags(fs *flag.FlagSet, o *tlsOptions) {
@@ -27,6 +28,7 @@ func registerTLSFlags(fs *flag.FlagSet, o *tlsOptions) {
 	fs.StringVar(&o.key, "tls-key", "", "PEM file with the private key of --tls-cert")
 	fs.StringVar(&o.minVersion, "tls-min-version", "1.2", `oldest TLS version accepted: "1.2" or "1.3"`)
 	fs.StringVar(&o.addr, "tls-addr", "", "second address, served with TLS (--tls-cert, --tls-key) by the same workers, while --addr stays plain; port 0 picks a free port. Empty: --addr serves TLS when --tls-cert is set")
+	fs.DurationVar(&o.hsts, "hsts", 0, "with TLS, send Strict-Transport-Security: max-age=<this, in seconds> on every HTTP response over TLS (files, errors, /healthz, the API; never over plain text), e.g. 8760h for a year; 0: off")
 	fs.BoolVar(&o.redirect, "tls-redirect", false, "answer every plain-text request on --addr but /healthz and /metrics, WebSocket handshakes included, with 308 to the same URI on https:// at --tls-addr's port (needs --tls-addr)")
 }
 
