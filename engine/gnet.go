@@ -67,6 +67,7 @@ func startGnet(s *Server) (*gnetTransportServer, error) {
 			return nil, fmt.Errorf("engine: listen on %s: %w", s.cfg.TLSAddr, err)
 		}
 		addrs = append(addrs, "tcp://"+tlsResolved)
+		s.tlsPort = g.tlsAddr.Port // before the loops run: they read it
 	}
 	if g.writes, err = newWriteWatcher(); err != nil {
 		return nil, fmt.Errorf("engine: write watcher: %w", err)

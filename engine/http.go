@@ -305,14 +305,14 @@ var canned400 = []byte("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n
 func (c *Conn) redirectTLS(req *requestInfo, keepAlive bool) {
 	hdr := &c.loop.http.hdr
 	host, ok := redirectHost(hdr.Host())
-	tlsAddr, _ := c.srv.TLSAddr().(*net.TCPAddr)
-	if !ok || tlsAddr == nil {
+	port := c.srv.tlsPort
+	if !ok || port == 0 {
 		c.respondSimple(req, 400, "bad request: no usable Host header\n", false, hdr.IsHead(), nil)
 		return
 	}
 	loc := append([]byte("Location: https://"), host...)
-	if tlsAddr.Port != 443 {
-		loc = append(append(loc, ':'), strconv.Itoa(tlsAddr.Port)...)
+	if port != 443 {
+		loc = append(append(loc, ':'), strconv.Itoa(port)...)
 	}
 	loc = append(append(loc, hdr.RequestURI()...), "\r\n"...)
 	c.respondSimple(req, 308, "this server is served over https\n", keepAlive, hdr.IsHead(), loc)

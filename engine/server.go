@@ -26,6 +26,7 @@ type Server struct {
 	log       *slog.Logger
 	publicAbs string
 	hsts      string         // the Strict-Transport-Security value (Config.HSTS), "" when off
+	tlsPort   int            // Config.TLSAddr's port once bound, for redirects
 	files     *static.Server // static files, and the workers that answer off the loops
 	hub       *hub
 
