@@ -93,9 +93,10 @@ func waitLogWorkers(t *testing.T, s *serverProc, workers string, within time.Dur
 // TestTLSReload runs the real binary in one process and with two worker
 // processes and swaps its certificate: SIGHUP to the agent makes every
 // worker reload it, and a change of the files alone is picked up too.
-// Connections opened before keep exchanging messages; new handshakes get
-// the new certificate; a key that does not match is refused with an error
-// line and the certificate in use stays.
+// Connections opened before keep exchanging messages, under a steady
+// stream of publishes and new handshakes, none lost or failed; new
+// handshakes get the new certificate; a key that does not match is
+// refused with an error line and the certificate in use stays.
 func TestTLSReload(t *testing.T) {
 	for _, workers := range []string{"0", "2"} {
 		t.Run("workers="+workers, func(t *testing.T) {
@@ -141,6 +142,7 @@ func testTLSReload(t *testing.T, workers string) {
 		}
 	}
 	exchange(10, "before any reload")
+	load := startReloadLoad(t, s, client, 40)
 
 	// SIGHUP: both workers reload at once (well before the files' poll).
 	replaceFile(t, cert, cas[1].CertPEM)
@@ -163,10 +165,92 @@ func testTLSReload(t *testing.T, workers string) {
 	waitLogWorkers(t, s, workers, 10*time.Second, `msg="TLS certificate reloaded"`, `reason="files changed"`)
 	waitServes(t, s, client, cas[2], defaultTimeout)
 	exchange(13, strings.Repeat("after a change of the files ", 2000))
+	load.stop(t)
 	for _, c := range subs {
 		c.pingPong()
 	}
 	if s.Exited() {
 		t.Fatalf("the node exited:\n%s", s.Logs())
 	}
+}
+
+// reloadLoad keeps a node busy while its certificate is swapped: one wss://
+// client publishes on "load" without pause, each publish acked, while
+// another goroutine keeps opening new TLS connections. stop ends both and
+// checks that every subscriber got every message, in order, and that no
+// handshake failed.
+type reloadLoad struct {
+	subs      []*wsClient
+	done      chan struct{}
+	published chan int   // the number of acked publishes, once stopped
+	failures  chan error // the first failure of either goroutine, once stopped
+}
+
+func startReloadLoad(t *testing.T, s *serverProc, client *tls.Config, nSubs int) *reloadLoad {
+	t.Helper()
+	l := &reloadLoad{done: make(chan struct{}), published: make(chan int, 1), failures: make(chan error, 2)}
+	for i := 0; i < nSubs; i++ {
+		c := s.dialWS(t)
+		c.subscribe(1, "load")
+		l.subs = append(l.subs, c)
+	}
+	pub := s.dialWS(t)
+	go func() {
+		n := 0
+		defer func() { l.published <- n }()
+		for {
+			select {
+			case <-l.done:
+				return
+			default:
+			}
+			if err := pub.sendE(fmt.Sprintf(`{"id":%d,"op":"publish","channel":"load","data":"m%d"}`, n+1, n)); err != nil {
+				l.failures <- fmt.Errorf("publish %d: %w", n, err)
+				return
+			}
+			if m, err := pub.readE(defaultTimeout); err != nil || m.Op != "ack" {
+				l.failures <- fmt.Errorf("ack of publish %d: %v %v", n, m, err)
+				return
+			}
+			n++
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case <-l.done:
+				l.failures <- nil
+				return
+			default:
+			}
+			if _, err := handshakeSerial(s.Addr, client); err != nil {
+				l.failures <- fmt.Errorf("a new handshake during the reloads: %w", err)
+				return
+			}
+		}
+	}()
+	return l
+}
+
+func (l *reloadLoad) stop(t *testing.T) {
+	t.Helper()
+	close(l.done)
+	n := <-l.published
+	if err := <-l.failures; err != nil {
+		t.Fatal(err)
+	}
+	if n < 50 {
+		t.Fatalf("only %d publishes acked during the reloads", n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, c := range l.subs {
+		for i := 0; i < n; i++ {
+			m := c.expectMessage(t, deadline)
+			if string(m.Data) != fmt.Sprintf(`"m%d"`, i) {
+				t.Fatalf("conn %s: message %d is %s", c.Welcome.Conn, i, m.Data)
+			}
+		}
+	}
+	t.Logf("%d subscribers got all %d messages published across the reloads", len(l.subs), n)
 }
