@@ -147,9 +147,11 @@ func testTLSReload(t *testing.T, workers string) {
 	// SIGHUP: both workers reload at once (well before the files' poll).
 	replaceFile(t, cert, cas[1].CertPEM)
 	replaceFile(t, key, cas[1].KeyPEM)
+	hup := time.Now()
 	s.Signal(syscall.SIGHUP)
 	waitLogWorkers(t, s, workers, defaultTimeout, `msg="TLS certificate reloaded"`, "reason=SIGHUP")
 	waitServes(t, s, client, cas[1], defaultTimeout)
+	t.Logf("SIGHUP to 16 new handshakes in a row with the new certificate: %s", time.Since(hup).Round(time.Millisecond))
 	exchange(11, "after SIGHUP")
 
 	// A key that does not match: refused by each worker, the certificate
@@ -161,9 +163,11 @@ func testTLSReload(t *testing.T, workers string) {
 	exchange(12, "after a refused reload")
 
 	// No signal: the changed files are picked up.
+	changed := time.Now()
 	replaceFile(t, cert, cas[2].CertPEM)
 	waitLogWorkers(t, s, workers, 10*time.Second, `msg="TLS certificate reloaded"`, `reason="files changed"`)
 	waitServes(t, s, client, cas[2], defaultTimeout)
+	t.Logf("file change to 16 new handshakes in a row with the new certificate: %s", time.Since(changed).Round(time.Millisecond))
 	exchange(13, strings.Repeat("after a change of the files ", 2000))
 	load.stop(t)
 	for _, c := range subs {
