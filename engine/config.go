@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"time"
 
@@ -87,6 +88,23 @@ type Config struct {
 	// configuration ("--tls-cert", "--tls-key"); nil serves plain TCP. It
 	// must not be modified once the server runs.
 	TLS *tls.Config
+	// TLSAddr, when set (with TLS), is a second address, served with TLS,
+	// while Addr serves plain TCP ("--tls-addr"); port 0 picks a free one.
+	TLSAddr string
+	// TLSRedirect answers every plain-text HTTP request on Addr but
+	// /healthz and /metrics, WebSocket handshakes included, with 308 to
+	// the same path on https:// at TLSAddr's port ("--tls-redirect").
+	// Needs TLSAddr.
+	TLSRedirect bool
+	// HSTS, when positive, adds "Strict-Transport-Security: max-age=" (in
+	// seconds) to the HTTP responses sent over TLS: files, /healthz,
+	// /metrics, the server API, errors ("--hsts"). Needs TLS. Default: off.
+	HSTS time.Duration
+	// TLSCertificates, when set, are the files TLS's certificate comes
+	// from (TLS serves them through its GetCertificate, see
+	// CertFiles.TLSConfig): while the server runs it looks at them every
+	// CertPollInterval and reloads them when they change.
+	TLSCertificates *CertFiles
 	// MaxTLSHandshakes bounds the TLS handshakes in progress in the
 	// process, each on a goroutine of its own until it ends; a connection
 	// whose ClientHello arrives while that many are under way is closed.
@@ -171,7 +189,7 @@ func (c *Config) Validate() error {
 	if c.WorkerID < 0 || c.WorkerID >= nodemsg.MaxWorkers {
 		errWorker = fmt.Errorf("worker id %d is outside 0..%d", c.WorkerID, nodemsg.MaxWorkers-1)
 	}
-	return errors.Join(c.checkLimits(), c.Limits.check(), c.checkInput(), c.checkAccess(), c.checkMetrics(), errWorker)
+	return errors.Join(c.checkLimits(), c.Limits.check(), c.checkInput(), c.checkAccess(), c.checkMetrics(), c.checkTLS(), errWorker)
 }
 
 // fillDefaults replaces every zero field that has a default by it.
@@ -321,4 +339,31 @@ func (c *Config) checkWiring() error {
 		errs = append(errs, errors.New("engine: Config.APIProxy is required with an API key"))
 	}
 	return errors.Join(errs...)
+}
+
+// checkTLS checks the second, TLS address and the redirect to it.
+func (c *Config) checkTLS() error {
+	switch {
+	case c.HSTS < 0:
+		return errors.New("--hsts: must not be negative")
+	case c.HSTS > 0 && c.TLS == nil:
+		return errors.New("--hsts: needs --tls-cert and --tls-key")
+	}
+	if c.TLSAddr == "" {
+		if c.TLSRedirect {
+			return errors.New("--tls-redirect: needs --tls-addr")
+		}
+		return nil
+	}
+	if c.TLS == nil {
+		return errors.New("--tls-addr: needs --tls-cert and --tls-key")
+	}
+	_, tlsPort, err := net.SplitHostPort(c.TLSAddr)
+	if err != nil {
+		return fmt.Errorf("--tls-addr: %w", err)
+	}
+	if _, port, err := net.SplitHostPort(c.Addr); err == nil && port == tlsPort && port != "0" {
+		return fmt.Errorf("--tls-addr: port %s is --addr's; the TLS address needs a port of its own", port)
+	}
+	return nil
 }

@@ -19,11 +19,12 @@ import (
 // gnetTransportServer runs the engine on gnet event loops.
 type gnetTransportServer struct {
 	gnet.BuiltinEventEngine
-	s      *Server
-	eng    gnet.Engine
-	addr   net.Addr
-	booted chan struct{}
-	runErr chan error
+	s       *Server
+	eng     gnet.Engine
+	addr    net.Addr
+	tlsAddr *net.TCPAddr // Config.TLSAddr resolved, or nil
+	booted  chan struct{}
+	runErr  chan error
 
 	mu    sync.Mutex
 	loops map[gnet.EventLoop]*loop
@@ -53,11 +54,26 @@ func startGnet(s *Server) (*gnetTransportServer, error) {
 	if g.addr, err = net.ResolveTCPAddr("tcp", resolved); err != nil {
 		return nil, fmt.Errorf("engine: listen on %s: %w", s.cfg.Addr, err)
 	}
+	addrs := []string{"tcp://" + resolved}
+	if s.cfg.TLSAddr != "" {
+		tlsResolved, tlsPlaceholder, err := ReservePort(s.cfg.TLSAddr)
+		if err != nil {
+			return nil, fmt.Errorf("engine: listen on %s: %w", s.cfg.TLSAddr, err)
+		}
+		if tlsPlaceholder != nil {
+			defer tlsPlaceholder.Close()
+		}
+		if g.tlsAddr, err = net.ResolveTCPAddr("tcp", tlsResolved); err != nil {
+			return nil, fmt.Errorf("engine: listen on %s: %w", s.cfg.TLSAddr, err)
+		}
+		addrs = append(addrs, "tcp://"+tlsResolved)
+		s.tlsPort = g.tlsAddr.Port // before the loops run: they read it
+	}
 	if g.writes, err = newWriteWatcher(); err != nil {
 		return nil, fmt.Errorf("engine: write watcher: %w", err)
 	}
 	go func() {
-		g.runErr <- gnet.Run(g, "tcp://"+resolved,
+		g.runErr <- gnet.Rotate(g, addrs,
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(s.cfg.Loops),
 			gnet.WithReusePort(true),
@@ -148,8 +164,9 @@ func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.Close
 	}
 	var lim connLimits
+	isTLS := g.servesTLS(c)
 	if refusal := g.s.admitPeer(c.RemoteAddr(), &lim); refusal != nil {
-		return g.plainAnswer(refusal), gnet.Close
+		return plainAnswer(refusal, isTLS), gnet.Close
 	}
 	l := g.loopFor(c.EventLoop())
 	if l == nil {
@@ -158,11 +175,11 @@ func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	if g.s.overCapacity(l) {
 		g.s.lim.ips.releaseIf(lim.peer)
-		return g.plainAnswer(busyResponse), gnet.Close
+		return plainAnswer(busyResponse, isTLS), gnet.Close
 	}
 	gc := &gnetConn{c: c, w: g.writes}
 	var t Transport = gc
-	if g.s.cfg.TLS != nil {
+	if isTLS {
 		t = newTLSConn(g.s, l, gc)
 	}
 	conn := g.s.open(l, t)
@@ -171,11 +188,24 @@ func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	return nil, gnet.None
 }
 
+// servesTLS tells whether c serves TLS: every connection with Config.TLS
+// alone, those accepted on Config.TLSAddr's port with it.
+func (g *gnetTransportServer) servesTLS(c gnet.Conn) bool {
+	if g.s.cfg.TLS == nil {
+		return false
+	}
+	if g.tlsAddr == nil {
+		return true
+	}
+	local, ok := c.LocalAddr().(*net.TCPAddr)
+	return ok && local.Port == g.tlsAddr.Port
+}
+
 // plainAnswer is an HTTP answer written before a connection is served, or
 // nil with TLS: it cannot be sent before the TLS handshake, so the
 // connection is just closed.
-func (g *gnetTransportServer) plainAnswer(b []byte) []byte {
-	if g.s.cfg.TLS != nil {
+func plainAnswer(b []byte, isTLS bool) []byte {
+	if isTLS {
 		return nil
 	}
 	return b

@@ -3,6 +3,7 @@ package engine
 import (
 	"bufio"
 	"bytes"
+	"net"
 	"strconv"
 
 	"github.com/valyala/fasthttp"
@@ -196,6 +197,12 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 	}
 	keepAlive := !hdr.ConnectionClose()
 	c.noteForwarded(hdr) // proxy.go
+	if c.srv.cfg.TLSRedirect && string(path) != "/healthz" && string(path) != "/metrics" {
+		if !c.secure() {
+			c.redirectTLS(req, keepAlive)
+			return
+		}
+	}
 	switch string(path) {
 	case "/ws":
 		c.upgradeWS(head, req)
@@ -254,6 +261,11 @@ func (c *Conn) respondSimple(req *requestInfo, status int, body string, keepAliv
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n"...)
 	b = append(b, extra...)
+	if c.srv.hsts != "" && c.secure() {
+		b = append(b, "Strict-Transport-Security: "...)
+		b = append(b, c.srv.hsts...)
+		b = append(b, "\r\n"...)
+	}
 	if !keepAlive {
 		b = append(b, "Connection: close\r\n"...)
 	}
@@ -286,3 +298,49 @@ func (c *Conn) httpFail(req *requestInfo, status int, body string) {
 }
 
 var canned400 = []byte("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n")
+
+// redirectTLS answers a plain-text request with 308 to the same URI on
+// https:// at the TLS address's port (Config.TLSRedirect); a request
+// without a usable Host gets 400.
+func (c *Conn) redirectTLS(req *requestInfo, keepAlive bool) {
+	hdr := &c.loop.http.hdr
+	host, ok := redirectHost(hdr.Host())
+	port := c.srv.tlsPort
+	if !ok || port == 0 {
+		c.respondSimple(req, 400, "bad request: no usable Host header\n", false, hdr.IsHead(), nil)
+		return
+	}
+	loc := append([]byte("Location: https://"), host...)
+	if port != 443 {
+		loc = append(append(loc, ':'), strconv.Itoa(port)...)
+	}
+	loc = append(append(loc, hdr.RequestURI()...), "\r\n"...)
+	c.respondSimple(req, 308, "this server is served over https\n", keepAlive, hdr.IsHead(), loc)
+}
+
+// redirectHost is the host of a Host header without its port, if it is a
+// name or an address (nothing that could break the Location header).
+func redirectHost(h []byte) ([]byte, bool) {
+	if len(h) == 0 || len(h) > 255 {
+		return nil, false
+	}
+	if h[0] == '[' {
+		end := bytes.IndexByte(h, ']')
+		if end < 0 {
+			return nil, false
+		}
+		if net.ParseIP(string(h[1:end])) == nil {
+			return nil, false
+		}
+		return h[:end+1], true
+	}
+	if i := bytes.IndexByte(h, ':'); i >= 0 {
+		h = h[:i]
+	}
+	for _, b := range h {
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '-') {
+			return nil, false
+		}
+	}
+	return h, len(h) > 0
+}

@@ -3,6 +3,8 @@ package engine
 import (
 	"bytes"
 	"net"
+	"strconv"
+	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/valyala/fasthttp"
@@ -24,6 +26,7 @@ func (s *Server) newFiles() (*static.Server, error) {
 		CompressDir: s.cfg.CompressDir,
 		Clock:       &s.clock,
 		Logger:      s.log,
+		HSTS:        s.hstsValue(),
 	})
 }
 
@@ -31,7 +34,7 @@ func (s *Server) newFiles() (*static.Server, error) {
 // reports whether it did; otherwise the request goes to a file worker.
 func (c *Conn) serveFile(req *requestInfo, keepAlive bool) bool {
 	l, s := c.loop, c.srv
-	b, status, sent, ok := s.files.AppendCached(l.respBuf[:0], &l.date, &l.http.hdr, c.t.Buffered(), keepAlive)
+	b, status, sent, ok := s.files.AppendCachedSecure(l.respBuf[:0], &l.date, &l.http.hdr, c.t.Buffered(), keepAlive, c.secure())
 	if !ok {
 		return false
 	}
@@ -70,6 +73,25 @@ func (fc *fileConn) AsyncWrite(p []byte, done func(int, error)) error {
 }
 
 func (fc *fileConn) RemoteAddr() net.Addr { return fc.t.RemoteAddr() }
+
+// Secure makes fileConn a static.SecureConn: responses over TLS carry
+// Config.HSTS.
+func (fc *fileConn) Secure() bool { return (*Conn)(fc).secure() }
+
+// secure tells whether the connection is served over TLS.
+func (c *Conn) secure() bool {
+	_, ok := c.t.(*tlsConn)
+	return ok
+}
+
+// hstsValue is the Strict-Transport-Security value of Config.HSTS, "" when
+// off.
+func (s *Server) hstsValue() string {
+	if s.cfg.HSTS <= 0 {
+		return ""
+	}
+	return "max-age=" + strconv.FormatInt(int64(s.cfg.HSTS/time.Second), 10)
+}
 
 func (fc *fileConn) Sent(n int) { fc.loop.stats.bytesOut.Add(uint64(n)) }
 

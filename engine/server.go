@@ -25,6 +25,8 @@ type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	publicAbs string
+	hsts      string         // the Strict-Transport-Security value (Config.HSTS), "" when off
+	tlsPort   int            // Config.TLSAddr's port once bound, for redirects
 	files     *static.Server // static files, and the workers that answer off the loops
 	hub       *hub
 
@@ -39,7 +41,7 @@ type Server struct {
 	httpByCode  *prometheus.CounterVec
 	statusCache sync.Map // int → prometheus.Counter
 
-	jobsWG sync.WaitGroup // the ticker, tellKeyFailures
+	jobsWG sync.WaitGroup // the ticker, tellKeyFailures, the certificate watch
 	done   chan struct{}
 
 	transport *gnetTransportServer
@@ -86,6 +88,7 @@ func New(cfg Config) (*Server, error) {
 		done:      make(chan struct{}),
 		fatal:     make(chan error, 1),
 	}
+	s.hsts = s.hstsValue()
 	if s.files, err = s.newFiles(); err != nil {
 		return nil, err
 	}
@@ -107,6 +110,13 @@ func (s *Server) Start() error {
 	s.jobsWG.Add(2)
 	go s.tick()
 	go s.tellKeyFailures()
+	if c := s.cfg.TLSCertificates; c != nil {
+		s.jobsWG.Add(1)
+		go func() {
+			defer s.jobsWG.Done()
+			c.Watch(s.done, CertPollInterval, s.log)
+		}()
+	}
 	t, err := startGnet(s)
 	if err != nil {
 		s.stopOnce.Do(s.stop)
@@ -116,7 +126,11 @@ func (s *Server) Start() error {
 	s.transport = t
 	go s.watchTransport()
 	// The agent announces the node's address once all workers serve.
-	s.log.Info("worker serving", "addr", t.addr.String(), "loops", s.cfg.Loops, "max_connections", s.cfg.MaxConnections)
+	attrs := []any{"addr", t.addr.String(), "loops", s.cfg.Loops, "max_connections", s.cfg.MaxConnections}
+	if t.tlsAddr != nil {
+		attrs = append(attrs, "tls_addr", t.tlsAddr.String())
+	}
+	s.log.Info("worker serving", attrs...)
 	return nil
 }
 
@@ -156,6 +170,15 @@ func (s *Server) overCapacity(l *loop) bool {
 
 // busyResponse is written to a connection refused at MaxConnections.
 var busyResponse = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 27\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections, retry")
+
+// TLSAddr returns the bound address of Config.TLSAddr, nil before Start
+// or without it.
+func (s *Server) TLSAddr() net.Addr {
+	if s.transport == nil || s.transport.tlsAddr == nil {
+		return nil
+	}
+	return s.transport.tlsAddr
+}
 
 // Addr returns the bound listening address, nil before Start.
 func (s *Server) Addr() net.Addr {

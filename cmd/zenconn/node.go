@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -96,10 +97,13 @@ type nodePlan struct {
 	verifier *auth.Verifier
 
 	addr        string    // --addr with its port resolved
+	tlsAddr     string    // --tls-addr with its port resolved, or ""
 	placeholder io.Closer // holds the port until the workers listen
+	tlsHolder   io.Closer // holds --tls-addr's port until the workers listen
 	sock        string    // the agent's API socket
 
-	alogs atomicLog // the in-process worker's access log, for SIGUSR1
+	alogs atomicLog                        // the in-process worker's access log, for SIGUSR1
+	certs atomic.Pointer[engine.CertFiles] // the in-process worker's TLS certificate, for SIGHUP
 }
 
 // planNode reads the node id and checks the files the workers will open
@@ -129,9 +133,14 @@ func (n *nodePlan) compressDir() string { return filepath.Join(n.o.data, "cache"
 // server.
 func (n *nodePlan) reserve() error {
 	var err error
-	n.addr, n.placeholder, err = claimPort(n.o.addr)
+	n.addr, n.placeholder, err = claimPort("--addr", n.o.addr)
 	if err != nil {
 		return err
+	}
+	if n.o.tls.addr != "" {
+		if n.tlsAddr, n.tlsHolder, err = claimPort("--tls-addr", n.o.tls.addr); err != nil {
+			return err
+		}
 	}
 	if n.sock, err = agentSocket(n.o.data); err != nil {
 		return err
@@ -147,6 +156,10 @@ func (n *nodePlan) release() {
 	if n.placeholder != nil {
 		_ = n.placeholder.Close()
 		n.placeholder = nil
+	}
+	if n.tlsHolder != nil {
+		_ = n.tlsHolder.Close()
+		n.tlsHolder = nil
 	}
 }
 
@@ -192,6 +205,9 @@ func (n *nodePlan) agentConfig(st *store.Store, reg *prometheus.Registry) (agent
 		wargs = append(wargs,
 			"--addr", n.addr, "--loops", strconv.Itoa(n.loops),
 			"--worker-id", strconv.Itoa(id), "--node-id", n.node, "--agent-socket", n.sock)
+		if n.tlsAddr != "" {
+			wargs = append(wargs, "--tls-addr", n.tlsAddr)
+		}
 		return exe, wargs
 	}
 	return cfg, nil
@@ -201,7 +217,7 @@ func (n *nodePlan) agentConfig(st *store.Store, reg *prometheus.Registry) (agent
 // 0) on the rings the agent made.
 func (n *nodePlan) runInProcess(ctx context.Context, id int, rings *link.Rings) error {
 	wo := *n.o
-	wo.addr, wo.loops = n.addr, n.loops
+	wo.addr, wo.loops, wo.tls.addr = n.addr, n.loops, n.tlsAddr
 	ecfg, alog, closeLog, err := engineConfig(&wo, n.verifier, n.log, n.node, n.compressDir())
 	if err != nil {
 		return err
@@ -209,12 +225,15 @@ func (n *nodePlan) runInProcess(ctx context.Context, id int, rings *link.Rings) 
 	defer closeLog()
 	n.alogs.set(alog)
 	defer n.alogs.set(nil)
+	n.certs.Store(ecfg.TLSCertificates)
+	defer n.certs.Store(nil)
 	return worker.Run(ctx, ecfg, worker.Config{ID: id, Rings: rings, AgentSocket: n.sock, Log: n.log,
 		OnStart: accessLogMetric(alog), Alone: n.o.clusterCfg == nil})
 }
 
 // run starts the agent and serves until SIGTERM or SIGINT (then drains)
-// or until the agent fails; SIGUSR1 reopens the access logs.
+// or until the agent fails; SIGUSR1 reopens the access logs, SIGHUP
+// reloads the TLS certificate (every worker process reloads its own).
 func (n *nodePlan) run(cfg agent.Config) error {
 	ready := make(chan struct{})
 	cfg.Ready = func() { close(ready) }
@@ -225,7 +244,7 @@ func (n *nodePlan) run(cfg agent.Config) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -234,11 +253,20 @@ func (n *nodePlan) run(cfg agent.Config) error {
 		case <-ready:
 			ready = nil
 			n.release()
-			n.log.Info("listening", "addr", n.addr, "workers", n.o.workers)
+			if n.tlsAddr != "" {
+				n.log.Info("listening", "addr", n.addr, "tls_addr", n.tlsAddr, "workers", n.o.workers)
+			} else {
+				n.log.Info("listening", "addr", n.addr, "workers", n.o.workers)
+			}
 		case sig := <-sigs:
 			if sig == syscall.SIGUSR1 {
 				a.Signal(syscall.SIGUSR1)
 				n.alogs.reopen(n.log)
+				continue
+			}
+			if sig == syscall.SIGHUP {
+				a.Signal(syscall.SIGHUP)
+				reloadCertificates(n.certs.Load(), n.log)
 				continue
 			}
 			n.log.Info("shutting down", "signal", sig.String())
@@ -300,6 +328,16 @@ func accessLogMetric(alog *accesslog.Writer) func(*engine.Server) {
 	}
 }
 
+// reloadCertificates reloads the TLS certificate on SIGHUP; a pair that
+// fails to load is logged and the certificate in use stays.
+func reloadCertificates(certs *engine.CertFiles, log *slog.Logger) {
+	if certs == nil {
+		log.Info("SIGHUP: no TLS certificate to reload")
+		return
+	}
+	_ = certs.Reload(log, "SIGHUP")
+}
+
 // atomicLog holds the in-process worker's access log for SIGUSR1.
 type atomicLog struct {
 	mu  sync.Mutex
@@ -328,6 +366,9 @@ func (a *atomicLog) reopen(log *slog.Logger) {
 // workerMain is the hidden "zenconn worker" subcommand, started by the
 // agent with its rings as extra files.
 func workerMain(args []string) int {
+	// A SIGHUP the agent forwards while this worker starts must not end
+	// it: it loads the certificate files as they are now anyway.
+	signal.Ignore(syscall.SIGHUP)
 	var o serveOptions
 	fs := newServeFlags(&o)
 	id := fs.Int("worker-id", 0, "worker id (set by the agent)")
@@ -388,20 +429,25 @@ func runWorker(o *serveOptions, id int, node, sock string, log *slog.Logger) err
 		return startError{err}
 	}
 	defer closeLog()
-	ctx, stop := workerSignals(alog, log)
+	ctx, stop := workerSignals(alog, cfg.TLSCertificates, log)
 	defer stop()
 	return worker.Run(ctx, cfg, worker.Config{ID: id, Rings: rings, AgentSocket: sock, Log: log,
 		OnStart: accessLogMetric(alog)})
 }
 
-// workerSignals returns a context that ends on SIGTERM or SIGINT, and
-// reopens alog on SIGUSR1; stop releases the signals.
-func workerSignals(alog *accesslog.Writer, log *slog.Logger) (ctx context.Context, stop func()) {
+// workerSignals returns a context that ends on SIGTERM or SIGINT, reopens
+// alog on SIGUSR1 and reloads the TLS certificate on SIGHUP; stop releases
+// the signals.
+func workerSignals(alog *accesslog.Writer, certs *engine.CertFiles, log *slog.Logger) (ctx context.Context, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
 	go func() {
 		for sig := range sigs {
+			if sig == syscall.SIGHUP {
+				reloadCertificates(certs, log)
+				continue
+			}
 			if sig == syscall.SIGUSR1 {
 				if alog != nil {
 					if err := alog.Reopen(); err != nil {

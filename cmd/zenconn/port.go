@@ -36,41 +36,43 @@ import (
 // serves.
 var errPortServed = errors.New("another process is already listening on this port (a second node would silently take a share of its connections)")
 
-// claimPort checks --addr, makes sure no other process serves it, and
-// reserves it: it returns the address with its port resolved (port 0
-// picks a free one) and the placeholder to close once the workers listen.
-func claimPort(addr string) (string, io.Closer, error) {
-	host, p, err := parseAddr(addr)
+// claimPort checks the address of flag (--addr, --tls-addr), makes sure
+// no other process serves it, and reserves it: it returns the address with
+// its port resolved (port 0 picks a free one) and the placeholder to close
+// once the workers listen.
+func claimPort(flag, addr string) (string, io.Closer, error) {
+	host, p, err := parseAddr(flag, addr)
 	if err != nil {
 		return "", nil, err
 	}
 	if p != 0 {
 		probe, err := net.Listen("tcp", addr)
 		if err != nil {
-			return "", nil, fmt.Errorf("--addr %s: %w", addr, portErr(err))
+			return "", nil, fmt.Errorf("%s %s: %w", flag, addr, portErr(err))
 		}
 		_ = probe.Close()
 	}
 	ln, err := engine.ListenReusePort(addr)
 	if err != nil {
-		return "", nil, fmt.Errorf("--addr %s: %w", addr, portErr(err))
+		return "", nil, fmt.Errorf("%s %s: %w", flag, addr, portErr(err))
 	}
 	tcp := ln.Addr().(*net.TCPAddr)
 	if err := checkAlone(ln, tcp); err != nil {
 		_ = ln.Close()
-		return "", nil, fmt.Errorf("--addr %s: %w", addr, err)
+		return "", nil, fmt.Errorf("%s %s: %w", flag, addr, err)
 	}
 	return net.JoinHostPort(host, strconv.Itoa(tcp.Port)), ln, nil
 }
 
-// parseAddr checks the form of --addr: host:port with a port number.
-func parseAddr(addr string) (host string, port uint64, err error) {
+// parseAddr checks the form of flag's address: host:port with a port
+// number.
+func parseAddr(flag, addr string) (host string, port uint64, err error) {
 	host, ps, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", 0, fmt.Errorf("--addr: %w", err)
+		return "", 0, fmt.Errorf("%s: %w", flag, err)
 	}
 	if port, err = strconv.ParseUint(ps, 10, 16); err != nil {
-		return "", 0, fmt.Errorf("--addr: invalid port %q", ps)
+		return "", 0, fmt.Errorf("%s: invalid port %q", flag, ps)
 	}
 	return host, port, nil
 }

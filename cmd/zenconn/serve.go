@@ -224,8 +224,13 @@ func checkServeFlags(fs *flag.FlagSet, o *serveOptions) (slog.Level, *auth.Verif
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return level, nil, fmt.Errorf("--log-level: %w", err)
 	}
-	if _, _, err := parseAddr(o.addr); err != nil {
+	if _, _, err := parseAddr("--addr", o.addr); err != nil {
 		return level, nil, err
+	}
+	if o.tls.addr != "" {
+		if _, _, err := parseAddr("--tls-addr", o.tls.addr); err != nil {
+			return level, nil, err
+		}
 	}
 	if o.workers < 0 || o.workers > nodemsg.MaxWorkers {
 		return level, nil, fmt.Errorf("--workers: %d is outside 0..%d", o.workers, nodemsg.MaxWorkers)
@@ -353,9 +358,10 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 	if err = applyLimits(&cfg, o); err != nil {
 		return cfg, nil, nil, err
 	}
-	if cfg.TLS, err = tlsConfig(&o.tls); err != nil {
+	if cfg.TLS, cfg.TLSCertificates, err = tlsConfig(&o.tls); err != nil {
 		return cfg, nil, nil, err
 	}
+	cfg.TLSAddr, cfg.TLSRedirect, cfg.HSTS = o.tls.addr, o.tls.redirect, o.tls.hsts
 	if o.accessLog != "off" {
 		if alog, err = accesslog.Open(o.accessLog); err != nil {
 			return cfg, nil, nil, fmt.Errorf("--access-log: %w", err)

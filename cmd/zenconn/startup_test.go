@@ -50,7 +50,7 @@ func TestClaimPort(t *testing.T) {
 	}
 	defer shared.Close()
 	for _, addr := range []string{plain.Addr().String(), shared.Addr().String()} {
-		if _, ph, err := claimPort(addr); err == nil || !strings.Contains(err.Error(), "--addr "+addr+": another process") {
+		if _, ph, err := claimPort("--addr", addr); err == nil || !strings.Contains(err.Error(), "--addr "+addr+": another process") {
 			if ph != nil {
 				ph.Close()
 			}
@@ -58,15 +58,15 @@ func TestClaimPort(t *testing.T) {
 		}
 	}
 	for _, addr := range []string{"nonsense", "127.0.0.1:99999", "127.0.0.1:http"} {
-		if _, _, err := claimPort(addr); err == nil || !strings.HasPrefix(err.Error(), "--addr") {
+		if _, _, err := claimPort("--addr", addr); err == nil || !strings.HasPrefix(err.Error(), "--addr") {
 			t.Errorf("claimPort(%s) = %v, want an --addr error", addr, err)
 		}
 	}
-	addr, ph, err := claimPort("127.0.0.1:0")
+	addr, ph, err := claimPort("--addr", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := claimPort(addr); err == nil {
+	if _, _, err := claimPort("--addr", addr); err == nil {
 		t.Errorf("claimPort(%s) while reserved: no error", addr)
 	}
 	ph.Close()

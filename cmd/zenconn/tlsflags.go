@@ -18,18 +18,26 @@ import (
 type tlsOptions struct {
 	cert, key  string
 	minVersion string
+	addr       string // --tls-addr
+	redirect   bool   // --tls-redirect
+	hsts       time.Duration
+	clientCA   string // --tls-client-ca
 }
 
 func registerTLSFlags(fs *flag.FlagSet, o *tlsOptions) {
-	fs.StringVar(&o.cert, "tls-cert", "", "PEM file with the server certificate, then any intermediate certificates; with --tls-key, --addr serves TLS (https://, wss://)")
+	fs.StringVar(&o.cert, "tls-cert", "", "PEM file with the server certificate, then any intermediate certificates; with --tls-key, --addr serves TLS (https://, wss://). Reloaded with --tls-key on SIGHUP and when either file changes; a pair that fails to load then is refused and the certificate in use stays")
 	fs.StringVar(&o.key, "tls-key", "", "PEM file with the private key of --tls-cert")
 	fs.StringVar(&o.minVersion, "tls-min-version", "1.2", `oldest TLS version accepted: "1.2" or "1.3"`)
+	fs.StringVar(&o.addr, "tls-addr", "", "second address, served with TLS (--tls-cert, --tls-key) by the same workers, while --addr stays plain; port 0 picks a free port. Empty: --addr serves TLS when --tls-cert is set")
+	fs.StringVar(&o.clientCA, "tls-client-ca", "", "PEM file of the CA certificates that sign client certificates: with it every TLS client must present a certificate signed by one of them (tls.RequireAndVerifyClientCert), else its handshake fails. Read at start only")
+	fs.DurationVar(&o.hsts, "hsts", 0, "with TLS, send Strict-Transport-Security: max-age=<this, in seconds> on every HTTP response over TLS (files, errors, /healthz, the API; never over plain text), e.g. 8760h for a year; 0: off")
+	fs.BoolVar(&o.redirect, "tls-redirect", false, "answer every plain-text request on --addr but /healthz and /metrics, WebSocket handshakes included, with 308 to the same URI on https:// at --tls-addr's port (needs --tls-addr)")
 }
 
 // tlsConfig loads the certificate and key named by the flags and returns
-// the engine's TLS configuration, nil when TLS is off. Every error names
-// its flag.
-func tlsConfig(o *tlsOptions) (*tls.Config, error) {
+// the engine's TLS configuration and the files it reloads its certificate
+// from, nil when TLS is off. Every error names its flag.
+func tlsConfig(o *tlsOptions) (*tls.Config, *engine.CertFiles, error) {
 	var minVersion uint16
 	switch o.minVersion {
 	case "1.2":
@@ -37,21 +45,63 @@ func tlsConfig(o *tlsOptions) (*tls.Config, error) {
 	case "1.3":
 		minVersion = tls.VersionTLS13
 	default:
-		return nil, fmt.Errorf("--tls-min-version: %q is neither 1.2 nor 1.3", o.minVersion)
+		return nil, nil, fmt.Errorf("--tls-min-version: %q is neither 1.2 nor 1.3", o.minVersion)
 	}
 	switch {
+	case o.cert == "" && o.key == "" && o.clientCA != "":
+		return nil, nil, errors.New("--tls-client-ca: needs --tls-cert and --tls-key")
 	case o.cert == "" && o.key == "":
-		return nil, nil
+		return nil, nil, nil
 	case o.cert == "":
-		return nil, errors.New("--tls-cert: needed with --tls-key")
+		return nil, nil, errors.New("--tls-cert: needed with --tls-key")
 	case o.key == "":
-		return nil, errors.New("--tls-key: needed with --tls-cert")
+		return nil, nil, errors.New("--tls-key: needed with --tls-cert")
 	}
-	cert, err := loadCertificate(o.cert, o.key)
+	certs, err := engine.NewCertFiles(o.cert, o.key, func() (tls.Certificate, error) {
+		return loadCertificate(o.cert, o.key)
+	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return engine.TLSConfig(cert, minVersion), nil
+	cfg := certs.TLSConfig(minVersion)
+	if o.clientCA != "" {
+		pool, err := loadClientCAs(o.clientCA)
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, certs, nil
+}
+
+// loadClientCAs reads the CA certificates of --tls-client-ca.
+func loadClientCAs(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-client-ca: %w", err)
+	}
+	pool, n := x509.NewCertPool(), 0
+	rest := b
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("--tls-client-ca: %s holds a %q block; only certificates belong there", file, block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-client-ca: %s: %w", file, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("--tls-client-ca: no PEM certificate in %s", file)
+	}
+	return pool, nil
 }
 
 // loadCertificate reads and checks the certificate chain and its key.

@@ -53,6 +53,11 @@ func TestTLSFlagsChecked(t *testing.T) {
 		{"key in the cert file", []string{"--tls-cert", keyAsCert, "--tls-key", key}, "--tls-cert: " + keyAsCert + " holds a"},
 		{"key garbage", []string{"--tls-cert", cert, "--tls-key", garbage}, "--tls-key: " + garbage},
 		{"key not matching", []string{"--tls-cert", cert, "--tls-key", otherKey}, "--tls-key: the key in " + otherKey + " does not match"},
+		{"client CA", []string{"--tls-cert", cert, "--tls-key", key, "--tls-client-ca", writeTemp(t, dir, "ca.pem", ca.CAPEM)}, ""},
+		{"client CA without TLS", []string{"--tls-client-ca", cert}, "--tls-client-ca: needs --tls-cert"},
+		{"client CA missing", []string{"--tls-cert", cert, "--tls-key", key, "--tls-client-ca", missing}, "--tls-client-ca: open"},
+		{"client CA garbage", []string{"--tls-cert", cert, "--tls-key", key, "--tls-client-ca", garbage}, "--tls-client-ca: no PEM certificate"},
+		{"client CA a key", []string{"--tls-cert", cert, "--tls-key", key, "--tls-client-ca", keyAsCert}, "--tls-client-ca: " + keyAsCert + " holds a"},
 		{"bad version", []string{"--tls-cert", cert, "--tls-key", key, "--tls-min-version", "1.1"}, `--tls-min-version: "1.1"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -72,9 +77,15 @@ func TestTLSFlagsChecked(t *testing.T) {
 			if tc.want != "" {
 				return
 			}
-			cfg, err := tlsConfig(&o.tls)
-			if err != nil || cfg == nil || len(cfg.Certificates) != 1 || cfg.NextProtos[0] != "http/1.1" {
+			cfg, certs, err := tlsConfig(&o.tls)
+			if err != nil || cfg == nil || certs == nil || cfg.GetCertificate == nil || cfg.NextProtos[0] != "http/1.1" {
 				t.Fatalf("config %+v, %v", cfg, err)
+			}
+			if c, err := cfg.GetCertificate(&tls.ClientHelloInfo{ServerName: "unknown.example"}); err != nil || c.Leaf.SerialNumber.Cmp(ca.Server.Leaf.SerialNumber) != 0 {
+				t.Fatalf("certificate for an unknown name: %v", err)
+			}
+			if (o.tls.clientCA != "") != (cfg.ClientAuth == tls.RequireAndVerifyClientCert && cfg.ClientCAs != nil) {
+				t.Fatalf("client auth %v with --tls-client-ca %q", cfg.ClientAuth, o.tls.clientCA)
 			}
 			if want := map[string]uint16{"1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}[o.tls.minVersion]; cfg.MinVersion != want {
 				t.Fatalf("min version %x, want %x", cfg.MinVersion, want)

@@ -401,7 +401,7 @@ func (e *fileEntry) notModified(h *fasthttp.RequestHeader) bool {
 
 // appendFileResponse appends the response to a request for e: 200 with v
 // (head only for HEAD) or 304. It returns the body bytes included.
-func appendFileResponse(b []byte, v *fileVariant, notModified bool, date []byte, head, keepAlive bool) ([]byte, int) {
+func appendFileResponse(b []byte, v *fileVariant, notModified bool, date []byte, head, keepAlive bool, hsts string) ([]byte, int) {
 	if notModified {
 		b = append(b, "HTTP/1.1 304 Not Modified\r\nServer: zenconn\r\nDate: "...)
 	} else {
@@ -409,6 +409,11 @@ func appendFileResponse(b []byte, v *fileVariant, notModified bool, date []byte,
 	}
 	b = append(b, date...)
 	b = append(b, "\r\n"...)
+	if hsts != "" {
+		b = append(b, "Strict-Transport-Security: "...)
+		b = append(b, hsts...)
+		b = append(b, "\r\n"...)
+	}
 	if notModified {
 		b = append(b, v.notModified...)
 	} else {

@@ -26,6 +26,7 @@ type job struct {
 	c         Conn
 	handler   fasthttp.RequestHandler // nil: a static file
 	keepAlive bool
+	hsts      string // Strict-Transport-Security value, "" for none
 	// congested is set when the connection had over streamHighWater
 	// bytes unsent as the job started: the response waits for them.
 	congested bool
@@ -86,7 +87,7 @@ func (j *job) release() {
 	if j.abandoned {
 		return
 	}
-	j.srv, j.c, j.handler, j.err, j.congested = nil, nil, nil, nil, false
+	j.srv, j.c, j.handler, j.err, j.congested, j.hsts = nil, nil, nil, nil, false, ""
 	j.res = Result{}
 	j.req.Reset()
 	j.ctx.Response.Reset()
@@ -160,7 +161,7 @@ func (s *Server) serveCachedFile(j *job) bool {
 		j.status = fasthttp.StatusNotModified
 	}
 	var date Date
-	b, body := appendFileResponse(j.raw[:0], e.pick(h), notMod, date.Get(now), h.IsHead(), j.keepAlive)
+	b, body := appendFileResponse(j.raw[:0], e.pick(h), notMod, date.Get(now), h.IsHead(), j.keepAlive, j.hsts)
 	j.raw = b
 	j.hdrLen = len(b) - body
 	// Chunks with flow control, as a streamed response.
@@ -287,6 +288,9 @@ func (j *job) ack(buffered int, err error) {
 func (j *job) writeResponse() {
 	resp := &j.ctx.Response
 	resp.Header.Set("Server", "zenconn")
+	if j.hsts != "" {
+		resp.Header.Set("Strict-Transport-Security", j.hsts)
+	}
 	err := j.waitCongestion()
 	if err == nil {
 		err = resp.Write(j.bw)

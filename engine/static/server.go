@@ -28,6 +28,18 @@ type Options struct {
 	// Logger receives debug messages of the workers and of fasthttp.
 	// Default: discard.
 	Logger *slog.Logger
+	// HSTS, when set, is the value of a Strict-Transport-Security header
+	// added to every response to a secure connection (AppendCachedSecure
+	// with secure set; a Conn given to Go that is a SecureConn reporting
+	// true). Default: none.
+	HSTS string
+}
+
+// SecureConn is a Conn that tells whether it is secure (TLS): responses
+// to it carry Options.HSTS.
+type SecureConn interface {
+	Conn
+	Secure() bool
 }
 
 // Server answers static-file requests from the public folder: from
@@ -42,6 +54,7 @@ type Server struct {
 	clock *atomic.Int64
 	log   *slog.Logger
 	fhLog fasthttp.Logger
+	hsts  string // Options.HSTS
 
 	files  *fileCache              // small files, answered on the loops
 	fs     fasthttp.RequestHandler // everything else, on the workers
@@ -112,6 +125,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		root:   root,
+		hsts:   opts.HSTS,
 		clock:  opts.Clock,
 		log:    log,
 		fhLog:  fasthttpLogger{log},
@@ -152,6 +166,12 @@ func (s *Server) Close() {
 // accepted by the kernel; date is the loop's. It never touches the disk
 // and does not allocate.
 func (s *Server) AppendCached(dst []byte, date *Date, h *fasthttp.RequestHeader, unsent int, keepAlive bool) (resp []byte, status, body int, ok bool) {
+	return s.AppendCachedSecure(dst, date, h, unsent, keepAlive, false)
+}
+
+// AppendCachedSecure is AppendCached for a connection that may be secure:
+// with secure set the response carries Options.HSTS.
+func (s *Server) AppendCachedSecure(dst []byte, date *Date, h *fasthttp.RequestHeader, unsent int, keepAlive, secure bool) (resp []byte, status, body int, ok bool) {
 	key, ok := cachePath(h.RequestURI())
 	if !ok {
 		return dst, 0, 0, false
@@ -174,7 +194,11 @@ func (s *Server) AppendCached(dst []byte, date *Date, h *fasthttp.RequestHeader,
 	if notMod {
 		status = fasthttp.StatusNotModified
 	}
-	resp, body = appendFileResponse(dst, e.pick(h), notMod, date.Get(now), h.IsHead(), keepAlive)
+	hsts := ""
+	if secure {
+		hsts = s.hsts
+	}
+	resp, body = appendFileResponse(dst, e.pick(h), notMod, date.Get(now), h.IsHead(), keepAlive, hsts)
 	return resp, status, body, true
 }
 
@@ -189,6 +213,9 @@ func (s *Server) AppendCached(dst []byte, date *Date, h *fasthttp.RequestHeader,
 func (s *Server) Go(c Conn, h *fasthttp.RequestHeader, body []byte, unsent int, keepAlive bool, handler fasthttp.RequestHandler) bool {
 	j := jobPool.Get().(*job)
 	j.srv, j.c, j.handler, j.keepAlive = s, c, handler, keepAlive
+	if sc, ok := c.(SecureConn); ok && s.hsts != "" && sc.Secure() {
+		j.hsts = s.hsts
+	}
 	j.congested = unsent > streamHighWater
 	h.CopyTo(&j.req.Header)
 	j.req.SetBody(body)

@@ -32,9 +32,13 @@ type CA struct {
 	CAPEM []byte
 	// Server is the server certificate and key, for a tls.Config.
 	Server tls.Certificate
+
+	caCert *x509.Certificate
+	caKey  *ecdsa.PrivateKey
 }
 
-// New makes a CA and a server certificate valid for an hour.
+// New makes a CA and a server certificate valid for an hour, with a
+// random serial number.
 func New() (*CA, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -62,8 +66,12 @@ func New() (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		return nil, err
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
+		SerialNumber: serial.Add(serial, big.NewInt(2)), // random: each server certificate has its own
 		Subject:      pkix.Name{CommonName: "localhost"},
 		NotBefore:    now.Add(-time.Minute),
 		NotAfter:     now.Add(time.Hour),
@@ -80,7 +88,7 @@ func New() (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	ca := &CA{Pool: x509.NewCertPool()}
+	ca := &CA{Pool: x509.NewCertPool(), caCert: caCert, caKey: caKey}
 	ca.Pool.AddCert(caCert)
 	ca.CAPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 	ca.CertPEM = append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca.CAPEM...)
@@ -94,4 +102,35 @@ func New() (*CA, error) {
 // ClientConfig returns a client configuration that trusts only the CA.
 func (ca *CA) ClientConfig() *tls.Config {
 	return &tls.Config{RootCAs: ca.Pool, MinVersion: tls.VersionTLS12}
+}
+
+// ClientCert makes a client certificate for name signed by the CA, valid
+// for an hour, for a client's tls.Config.Certificates.
+func (ca *CA) ClientCert(name string) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    now.Add(-time.Minute),
+		NotAfter:     now.Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.caCert, &key.PublicKey, ca.caKey)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("testca: client certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
