@@ -62,19 +62,24 @@ func (f testsslFinding) String() string {
 	return fmt.Sprintf("%s %s %q", f.ID, f.Severity, f.Finding)
 }
 
-// TestTLSTestssl runs testssl.sh against nodes with an ECDSA and an RSA
-// certificate from a test CA it trusts (--add-ca).
+// TestTLSTestssl runs testssl.sh against two nodes with a certificate from
+// a test CA it trusts (--add-ca): one process with an ECDSA key, and two
+// worker processes with an RSA key.
 func TestTLSTestssl(t *testing.T) {
 	t.Parallel()
 	if _, err := os.Stat(testsslPath); err != nil {
 		t.Fatalf("testssl.sh is not installed (run `bash scripts/ensure-tls-tools.sh`, which `make test` does): %v", err)
 	}
-	for _, key := range []string{"ecdsa", "rsa"} {
-		t.Run(key, func(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		rsa     bool
+		workers string
+	}{{"ecdsa", false, "0"}, {"rsa-workers=2", true, "2"}} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			root := t.TempDir()
-			pki := newTLSPKI(t, root, key == "rsa")
-			s := startServerWith(t, root, nil, nil, pki.Client, pki.Flags()...)
+			pki := newTLSPKI(t, root, tc.rsa)
+			s := startServerWith(t, root, nil, nil, pki.Client, append(pki.Flags(), "--workers", tc.workers)...)
 			findings := runTestssl(t, s, pki)
 			checkTestssl(t, findings)
 		})
@@ -178,6 +183,11 @@ func checkTestssl(t *testing.T, findings []testsslFinding) {
 			bad = append(bad, id+": not reported")
 		case f.Severity != "OK" && f.Severity != "INFO" || !strings.HasPrefix(f.Finding, want):
 			bad = append(bad, fmt.Sprintf("%s (want severity OK or INFO and a finding starting %q)", f, want))
+		}
+	}
+	for id := range testsslKnown {
+		if f, ok := byID[id]; !ok || f.Severity != "MEDIUM" && f.Severity != "HIGH" && f.Severity != "CRITICAL" {
+			t.Logf("testssl.sh no longer reports the known finding %s (got %v): take it out of testsslKnown", id, f)
 		}
 	}
 	sort.Strings(bad)
