@@ -38,6 +38,7 @@ lint: vet fmt-check
 
 test: lint
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-tls-tools.sh
 	$(GO) test -race -shuffle=on -count=1 -timeout 12m ./...
 	# The protocol suites once more against a node with two worker processes.
 	ZENCONN_E2E_WORKERS=2 $(GO) test -race -count=1 -timeout 6m -run 'TestJSON|TestWS|TestFanOut|TestIdentity|TestBinary|TestAPI|TestAccessLog|TestAuditProbe|TestAuditFilters|TestAuditRefusals|TestAuditServerAPI|TestAuditData$$|TestAuditRetention|TestSession' ./e2e/

@@ -36,9 +36,10 @@ const (
 )
 
 // newBrowser starts headless Chromium for the test and returns the context of its
-// first tab, bounded by browserTimeout. The tab, the browser and its profile folder
-// are gone when the test ends; Chromium's own output is logged if the test failed.
-func newBrowser(t *testing.T) context.Context {
+// first tab, bounded by browserTimeout, with extra options after the suite's. The
+// tab, the browser and its profile folder are gone when the test ends; Chromium's
+// own output is logged if the test failed.
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Fatalf("browser tests need Chromium at %s (run `bash scripts/ensure-chromium.sh`, which `make test` does): %v", chromiumPath, err)
@@ -56,6 +57,7 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("no-first-run", true),
 		chromedp.CombinedOutput(out),
 	)
+	opts = append(opts, extra...)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(allocCtx)
 	t.Cleanup(func() {

@@ -162,8 +162,8 @@ type ibDialOpts struct {
 // ibDialE dials /ws and reads the welcome. On a refused handshake it returns the HTTP
 // response (its body holds at most 1 KiB) and websocket.ErrBadHandshake.
 func ibDialE(s *serverProc, o ibDialOpts) (*ibConn, *http.Response, error) {
-	d := websocket.Dialer{HandshakeTimeout: defaultTimeout, Subprotocols: o.Subproto}
-	u := "ws://" + s.wsAddr() + "/ws"
+	d := websocket.Dialer{HandshakeTimeout: defaultTimeout, Subprotocols: o.Subproto, TLSClientConfig: s.tlsClient}
+	u := s.scheme("ws") + "://" + s.wsAddr() + "/ws"
 	if o.Query != "" {
 		u += "?" + o.Query
 	}
