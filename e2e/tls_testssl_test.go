@@ -43,15 +43,7 @@ var testsslChecks = []string{"-p", "-s", "-f", "-P", "-S", "-h", "-U", "-E"}
 
 // testsslKnown are findings of severity MEDIUM or worse that are known and
 // accepted, by id, each with why. Anything else fails the test.
-var testsslKnown = map[string]string{
-	// No response header among X-Frame-Options, X-Content-Type-Options,
-	// Content-Security-Policy, Expect-CT, Cache-Control, Referrer-Policy...
-	// on GET /: the static file server sends none of them, over TLS or
-	// plain. It is about the HTTP responses, not the TLS listener; adding
-	// one (e.g. X-Content-Type-Options: nosniff) to static responses would
-	// clear it.
-	"security_headers": "static responses carry no security header",
-}
+var testsslKnown = map[string]string{}
 
 // testsslFinding is one entry of testssl.sh's --jsonfile output.
 type testsslFinding struct {

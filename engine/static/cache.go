@@ -254,7 +254,7 @@ func (e *fileEntry) variant(ctype string, enc fileEncoding, body []byte) fileVar
 	var h []byte
 	h = append(h, "Content-Type: "...)
 	h = append(h, ctype...)
-	h = append(h, "\r\n"...)
+	h = append(h, "\r\nX-Content-Type-Options: nosniff\r\n"...)
 	if enc != encIdentity {
 		h = append(h, "Content-Encoding: "...)
 		h = append(h, encodingNames[enc]...)

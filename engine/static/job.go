@@ -288,6 +288,9 @@ func (j *job) ack(buffered int, err error) {
 func (j *job) writeResponse() {
 	resp := &j.ctx.Response
 	resp.Header.Set("Server", "zenconn")
+	// Browsers take the file for its Content-Type, not for what its bytes
+	// look like.
+	resp.Header.Set("X-Content-Type-Options", "nosniff")
 	if j.hsts != "" {
 		resp.Header.Set("Strict-Transport-Security", j.hsts)
 	}
