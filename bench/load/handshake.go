@@ -27,8 +27,10 @@ import (
 // --tls-ca; later ones check that the server sent that same certificate
 // (a byte comparison), so the generator's CPU goes to the key exchange and
 // not to verifying one chain thousands of times.
-// Prints one JSON object: handshakes/s, the server's CPU per handshake,
-// errors.
+// Prints one JSON object: handshakes/s, the server's CPU per handshake and
+// the handshakes one core of the server would do (1 s / CPU per
+// handshake: the generator, on one core too, may not keep the server's
+// core busy), errors.
 
 type hsConfig struct {
 	url, server, label, ca string
@@ -118,6 +120,11 @@ func handshakes(c *hsConfig) (map[string]any, error) {
 		out["server_cpu_us"] = w.total()
 		if ok1 > ok0 {
 			out["server_cpu_us_per_handshake"] = round3(float64(w.total()) / float64(ok1-ok0))
+			if w.total() > 0 {
+				// What one core of the server would do if the
+				// generator kept it busy all the time.
+				out["handshakes_per_core_s"] = round3(float64(ok1-ok0) * 1e6 / float64(w.total()))
+			}
 		}
 		out["server_cpu_share"] = round3(float64(w.total()) / 1e6 / span)
 	}

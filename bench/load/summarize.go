@@ -380,6 +380,6 @@ func (sm *summary) tlsTargets(cand, plain, comp string) []target {
 	add("idle RSS per TLS connection", "idle", "kib_per_conn", plain, "candidate <= 6 KiB", func(c, _ float64) bool { return c <= 6 })
 	add("max TLS deliveries/s vs plain ZenConn", "max", "deliveries_per_sec", plain, "candidate >= 0.6x plain", func(c, b float64) bool { return c >= 0.6*b })
 	add("max TLS deliveries/s vs Centrifugo with TLS", "max", "deliveries_per_sec", comp, "candidate >= 3x Centrifugo", func(c, b float64) bool { return c >= 3*b })
-	add("full TLS handshakes/s on one core vs nginx", "handshake", "handshakes_per_s", "nginx-tls", "candidate >= nginx", func(c, b float64) bool { return c >= b })
+	add("full TLS handshakes/s on one core vs nginx", "handshake", "handshakes_per_core_s", "nginx-tls", "candidate >= nginx", func(c, b float64) bool { return c >= b })
 	return tgs
 }
