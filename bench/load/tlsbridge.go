@@ -91,11 +91,13 @@ func bridge(local net.Conn, addr string, cfg *tls.Config, timeout time.Duration,
 	_ = tc.SetDeadline(time.Time{})
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(local, tc) // server -> client
+		// One TLS record (at most 16 KiB of plaintext) per read.
+		_, _ = io.CopyBuffer(local, tc, make([]byte, 16<<10)) // server -> client
 		_ = local.(*net.UnixConn).CloseWrite()
 		close(done)
 	}()
-	_, _ = io.Copy(tc, local) // client -> server; ends when the client closes its end
+	// Upgrade requests, subscribes and publishes: small.
+	_, _ = io.CopyBuffer(tc, local, make([]byte, 4<<10)) // client -> server; ends when the client closes its end
 	_ = raw.(*net.TCPConn).SetLinger(0)
 	_ = tc.Close()
 	<-done
