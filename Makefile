@@ -8,7 +8,7 @@ help:
 	@echo "  make run          serve ./public on :8080 with embedded defaults"
 	@echo "  make test         vet, gofmt check and the whole test suite with -race"
 	@echo "  make build        build bin/zenconn"
-	@echo "  make bench        every benchmark scenario (about 36 min), JSON to bench/results/, rewrites bench/RESULTS.md"
+	@echo "  make bench        every benchmark scenario (about 46 min), JSON to bench/results/, rewrites bench/RESULTS.md"
 	@echo "                    (ONLY=\"idle fanout\" for some of them; ROUNDS=, DURATION= passed to the scripts)"
 	@echo "  make bench-micro  micro-benchmarks (go test -bench) of the hot paths, the shm rings and the store"
 	@echo "  make bench-report bench/RESULTS.md again from bench/results/, measuring nothing"
