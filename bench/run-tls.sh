@@ -40,6 +40,14 @@ NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 # 15,000 connections through nginx are 30,000 descriptors, and a bridged
 # wss:// connection costs the generator three.
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# With a lower limit (not root), the idle test spreads its connections over
+# more generator processes (each one holds 3 descriptors per connection).
+NOFILE=$(ulimit -n)
+IDLE_PROCS=$PROCS
+if [ "$NOFILE" != unlimited ] && [ $((3 * CONNS / IDLE_PROCS + 1024)) -gt "$NOFILE" ]; then
+	IDLE_PROCS=$(((3 * CONNS + NOFILE - 1025) / (NOFILE - 1024)))
+	log "descriptor limit $NOFILE: the idle test uses $IDLE_PROCS generator processes"
+fi
 
 servers=()
 for s in $TLS_SERVERS; do
@@ -252,7 +260,7 @@ for round in $(seq "$ROUNDS"); do
 		common=(--server "$srv" --protocol "$PROTO" --url "$WS_URL" --server-pids "$SERVER_PIDS" --tls-ca "$CA" --timeout 300s)
 		if has_test idle; then
 			log "round $round: $srv (pids $SERVER_PIDS, port $port): $CONNS idle connections"
-			run_load idle --label idle "${common[@]}" --conns "$CONNS" --procs "$PROCS" --settle "$SETTLE"
+			run_load idle --label idle "${common[@]}" --conns "$CONNS" --procs "$IDLE_PROCS" --settle "$SETTLE"
 		fi
 		if has_test max; then
 			log "round $round: $srv: max fan-out to $SUBS subscribers"
