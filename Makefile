@@ -1,14 +1,14 @@
 # ZenConn. Plain `make` lists the targets.
 GO ?= go
 
-.PHONY: help test vet lint fmt-check build run bench bench-micro bench-report bench-idle bench-fanout bench-scale bench-audit bench-static bench-churn bench-cluster fuzz
+.PHONY: help test vet lint fmt-check build run bench bench-micro bench-report bench-idle bench-fanout bench-scale bench-audit bench-static bench-churn bench-cluster bench-tls fuzz
 
 help:
 	@echo "targets:"
 	@echo "  make run          serve ./public on :8080 with embedded defaults"
 	@echo "  make test         vet, gofmt check and the whole test suite with -race"
 	@echo "  make build        build bin/zenconn"
-	@echo "  make bench        every benchmark scenario (about 36 min), JSON to bench/results/, rewrites bench/RESULTS.md"
+	@echo "  make bench        every benchmark scenario (about 46 min), JSON to bench/results/, rewrites bench/RESULTS.md"
 	@echo "                    (ONLY=\"idle fanout\" for some of them; ROUNDS=, DURATION= passed to the scripts)"
 	@echo "  make bench-micro  micro-benchmarks (go test -bench) of the hot paths, the shm rings and the store"
 	@echo "  make bench-report bench/RESULTS.md again from bench/results/, measuring nothing"
@@ -18,6 +18,7 @@ help:
 	@echo "  make bench-audit  audit log: fan-out with it on and off, audit records per second (bench/)"
 	@echo "  make bench-static static files (1 KiB, 100 KiB) vs nginx with wrk; installs wrk and nginx if missing (bench/)"
 	@echo "  make bench-cluster three nodes joined through NATS vs one node and Centrifugo's NATS broker (builds nats-server and Centrifugo once) (bench/)"
+	@echo "  make bench-tls    TLS: idle memory, max fan-out, handshakes per core vs plain ZenConn, nginx and Centrifugo with TLS (installs nginx, builds Centrifugo once) (bench/)"
 	@echo "  make bench-churn  connection churn (connect, subscribe, publish, close) vs the baseline: cycles/s, growth (bench/)"
 	@echo "  make bench-compare BASE=ref [NEW=ref]  zenconn of two commits (NEW: the working tree) on idle, max fan-out and churn, ABBA (~15 min)"
 	@echo "  make fuzz         run each fuzz target for a short while"
@@ -76,6 +77,10 @@ bench-churn:
 
 bench-cluster:
 	bash bench/run-cluster.sh
+
+bench-tls:
+	bash bench/ensure-tools.sh static cluster
+	bash bench/run-tls.sh
 
 .PHONY: bench-compare
 bench-compare:

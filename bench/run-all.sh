@@ -13,6 +13,8 @@
 #   scale         bash bench/run-scale.sh
 #   cluster       bash bench/run-cluster.sh  (nats-server and Centrifugo:
 #                 bench/ensure-tools.sh cluster first)
+#   tls           bash bench/run-tls.sh      (nginx and Centrifugo:
+#                 bench/ensure-tools.sh static cluster first)
 #
 # Each scenario's JSON goes to bench/results/NAME.json, inside an envelope
 # made by bench/report (the command, start time, duration, commit, exit
@@ -25,7 +27,7 @@
 # Usage: bash bench/run-all.sh   (make bench)
 #   ONLY="idle fanout"  run only these (fanout = the three subscriber counts;
 #                       also fanout-5000 etc., micro, churn, static, audit, scale,
-#                       cluster)
+#                       cluster, tls)
 #   ROUNDS, DURATION    passed to every scenario script that takes them
 #                       (run-idle.sh takes no DURATION, run-scale.sh no ROUNDS)
 #   SUBS, NODES         passed to the cluster scenario (and written in its command)
@@ -36,7 +38,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=(micro idle fanout-1000 fanout-5000 fanout-15000 churn static audit scale cluster)
+ALL=(micro idle fanout-1000 fanout-5000 fanout-15000 churn static audit scale cluster tls)
 RESULTS=bench/results
 : "${ONLY:=}" "${LOG_TAIL:=40}" "${BENCHTIME:=}"
 
@@ -51,7 +53,7 @@ else
 	for w in ${words[@]+"${words[@]}"}; do
 		case $w in
 		fanout) want[fanout-1000]=1 want[fanout-5000]=1 want[fanout-15000]=1 ;;
-		micro | idle | fanout-1000 | fanout-5000 | fanout-15000 | churn | static | audit | scale | cluster) want[$w]=1 ;;
+		micro | idle | fanout-1000 | fanout-5000 | fanout-15000 | churn | static | audit | scale | cluster | tls) want[$w]=1 ;;
 		*)
 			log "unknown scenario in ONLY: $w (known: fanout ${ALL[*]})"
 			exit 2
@@ -140,12 +142,12 @@ micro() {
 	record micro "$cmd" "$rc" "$started" --bench-text "$TMP/micro.txt"
 }
 
-if [ -n "${want[static]:-}" ]; then
-	log "bash bench/ensure-tools.sh (wrk and nginx for the static scenario)"
+if [ -n "${want[static]:-}${want[tls]:-}" ]; then
+	log "bash bench/ensure-tools.sh (wrk and nginx for the static and tls scenarios)"
 	bash bench/ensure-tools.sh || log "ensure-tools.sh failed (exit $?): the static scenario will say why"
 fi
-if [ -n "${want[cluster]:-}" ]; then
-	log "bash bench/ensure-tools.sh cluster (nats-server and Centrifugo for the cluster scenario)"
+if [ -n "${want[cluster]:-}${want[tls]:-}" ]; then
+	log "bash bench/ensure-tools.sh cluster (nats-server and Centrifugo for the cluster and tls scenarios)"
 	bash bench/ensure-tools.sh cluster || log "ensure-tools.sh cluster failed (exit $?): the cluster scenario will say why"
 fi
 
@@ -163,6 +165,7 @@ for s in "${selected[@]}"; do
 	audit) scenario audit bench/run-audit.sh "ROUNDS DURATION" ;;
 	scale) scenario scale bench/run-scale.sh DURATION ;;
 	cluster) scenario cluster bench/run-cluster.sh "ROUNDS DURATION SUBS NODES" ;;
+	tls) scenario tls bench/run-tls.sh "ROUNDS DURATION" ;;
 	esac
 done
 

@@ -17,10 +17,12 @@ package main
 import (
 	"bytes"
 	"crypto/sha1"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"time"
 
@@ -102,8 +104,12 @@ type client[C endpoint] struct {
 	events  []unix.EpollEvent
 	dsts    []unix.SockaddrInet4 // one per URL of --url
 	srcs    []unix.SockaddrInet4
-	srcN    int      // dials bound so far (round robin over srcs)
-	request [][]byte // per URL: handshake request without its key line
+	srcN    int           // dials bound so far (round robin over srcs)
+	request [][]byte      // per URL: handshake request without its key line
+	tlsAddr []string      // per URL: host:port of a wss:// URL ("" for ws://)
+	tlsCfg  []*tls.Config // per URL: its TLS configuration (nil for ws://)
+	tlsErrs *tlsFails
+	timeout time.Duration
 	rnd     uint64
 	errs    map[string]*errStat
 
@@ -132,11 +138,24 @@ func (cl *client[C]) init(cfg *config, h handler[C], n, srcOffset int) error {
 	cl.events = make([]unix.EpollEvent, 1024)
 	cl.errs = make(map[string]*errStat)
 	cl.rnd = uint64(time.Now().UnixNano()) | 1
+	cl.tlsErrs, cl.timeout = newTLSFails(), min(cfg.timeout, 30*time.Second)
 	for _, t := range cfg.targets {
 		var sa unix.SockaddrInet4
 		copy(sa.Addr[:], t.ip.To4())
 		sa.Port = t.port
 		cl.dsts = append(cl.dsts, sa)
+		addr, tc := "", (*tls.Config)(nil)
+		if t.tls {
+			addr, tc = sa2addr(sa), cfg.tls.Clone()
+			if tc.ServerName == "" {
+				tc.ServerName = t.ip.String()
+				if h, _, err := net.SplitHostPort(t.host); err == nil {
+					tc.ServerName = h
+				}
+			}
+		}
+		cl.tlsAddr = append(cl.tlsAddr, addr)
+		cl.tlsCfg = append(cl.tlsCfg, tc)
 		cl.request = append(cl.request, fmt.Appendf(nil, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n", t.path, t.host))
 	}
 	for i := range cfg.srcIPs {
@@ -193,6 +212,10 @@ func (cl *client[C]) dial(c C) {
 	w := c.transport()
 	w.pending, w.frag, w.out, w.pollOut = w.pending[:0], w.frag[:0], nil, false
 	w.phase = wsDialing
+	if cl.tlsAddr[w.target] != "" {
+		cl.dialTLS(c)
+		return
+	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		cl.h.onFail(c, "dial_socket", err.Error())
@@ -215,6 +238,29 @@ func (cl *client[C]) dial(c C) {
 		cl.h.onFail(c, "dial_connect", err.Error())
 		return
 	}
+	cl.sendUpgrade(c, fd)
+}
+
+// dialTLS opens c through a TLS bridge (tlsbridge.go): the socketpair is
+// connected at once, so the upgrade request goes out right away.
+func (cl *client[C]) dialTLS(c C) {
+	w := c.transport()
+	if err := cl.tlsErrs.first(); err != nil {
+		cl.note("tls_handshake", err.Error())
+	}
+	fd, err := dialTLSPair(cl.tlsAddr[w.target], cl.tlsCfg[w.target], cl.timeout, cl.tlsErrs)
+	if err != nil {
+		cl.h.onFail(c, "dial_socket", err.Error())
+		return
+	}
+	w.fd = fd
+	cl.sendUpgrade(c, fd)
+}
+
+// sendUpgrade writes the upgrade request on c's new descriptor fd and adds
+// it to the epoll set (with EPOLLOUT while the connect is in progress).
+func (cl *client[C]) sendUpgrade(c C, fd int) {
+	w := c.transport()
 	events := uint32(unix.EPOLLIN | unix.EPOLLRDHUP)
 	req := cl.upgradeRequest(w)
 	n, err := unix.Write(fd, req)
@@ -575,4 +621,9 @@ func (cl *client[C]) onFrame(c C, op ws.OpCode, fin bool, p []byte, now int64) {
 	default:
 		cl.h.protoErr("bad_opcode", fmt.Sprintf("opcode %d", op))
 	}
+}
+
+// sa2addr is the host:port of an IPv4 socket address.
+func sa2addr(sa unix.SockaddrInet4) string {
+	return net.JoinHostPort(net.IP(sa.Addr[:]).String(), strconv.Itoa(sa.Port))
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -39,12 +40,15 @@ type config struct {
 	metricsURL string
 	childIndex int
 	churn      churnOpts
+	tlsCA      string      // --tls-ca
+	tlsName    string      // --tls-server-name
+	tls        *tls.Config // for wss:// targets (nil when none)
 
 	deadline time.Time
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: load idle|fanout|publish|churn [flags]   or   load summarize|summarize-churn [flags] FILE...   (load MODE -h for flags)")
+	fmt.Fprintln(os.Stderr, "usage: load idle|fanout|publish|churn|handshake [flags]   or   load summarize|summarize-churn [flags] FILE...   (load MODE -h for flags)")
 	os.Exit(2)
 }
 
@@ -59,6 +63,8 @@ func main() {
 		os.Exit(summarize(os.Args[2:]))
 	case "summarize-churn":
 		os.Exit(summarizeChurn(os.Args[2:]))
+	case "handshake":
+		os.Exit(runHandshake(os.Args[2:]))
 	default:
 		usage()
 	}
@@ -94,6 +100,8 @@ func parseFlags(mode string, args []string) (*config, error) {
 	pids := fs.String("server-pids", "", "more server process ids, comma-separated (summed)")
 	fs.IntVar(&cfg.procs, "procs", 1, "number of generator processes the connections are split across")
 	srcs := fs.String("source-ips", "", "comma-separated local addresses to bind (e.g. 127.0.0.2,127.0.0.3)")
+	fs.StringVar(&cfg.tlsCA, "tls-ca", "", "wss:// URLs: PEM file of the certificate authorities trusted (default: the system's); the server's certificate is always verified")
+	fs.StringVar(&cfg.tlsName, "tls-server-name", "", "wss:// URLs: the name the server's certificate must carry (default: the URL's host)")
 	fs.DurationVar(&cfg.timeout, "timeout", 120*time.Second, "hard limit for the whole run")
 	fs.IntVar(&cfg.dialConc, "dial-concurrency", 256, "connection handshakes in flight per process")
 	chanDefault := "c"
@@ -176,6 +184,12 @@ func (cfg *config) resolve(pid int, pids, srcs string) error {
 			return err
 		}
 		cfg.targets = append(cfg.targets, t)
+		if t.tls && cfg.tls == nil {
+			var err error
+			if cfg.tls, err = tlsClientConfig(cfg.tlsCA, cfg.tlsName); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -185,6 +199,7 @@ type wsTarget struct {
 	host, path string
 	ip         net.IP
 	port       int
+	tls        bool // wss://: through a TLS bridge (tlsbridge.go)
 }
 
 func parseTarget(s string) (wsTarget, error) {
@@ -192,18 +207,18 @@ func parseTarget(s string) (wsTarget, error) {
 	if err != nil {
 		return wsTarget{}, err
 	}
-	if u.Scheme != "ws" {
-		return wsTarget{}, fmt.Errorf("url scheme must be ws: %q", s)
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return wsTarget{}, fmt.Errorf("url scheme must be ws or wss: %q", s)
 	}
 	port := u.Port()
 	if port == "" {
-		port = "80"
+		port = map[string]string{"ws": "80", "wss": "443"}[u.Scheme]
 	}
 	ta, err := net.ResolveTCPAddr("tcp4", net.JoinHostPort(u.Hostname(), port))
 	if err != nil {
 		return wsTarget{}, err
 	}
-	return wsTarget{host: u.Host, path: u.RequestURI(), ip: ta.IP.To4(), port: ta.Port}, nil
+	return wsTarget{host: u.Host, path: u.RequestURI(), ip: ta.IP.To4(), port: ta.Port, tls: u.Scheme == "wss"}, nil
 }
 
 // check reports the first setting out of its range.

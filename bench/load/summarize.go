@@ -23,7 +23,7 @@ func summarize(args []string) int { return summarizeTo(os.Stdout, args) }
 
 func summarizeTo(w io.Writer, args []string) int {
 	fs := flag.NewFlagSet("load summarize", flag.ContinueOnError)
-	targets := fs.String("targets", "", "check the targets of: idle, fanout, audit (--candidate is the node with the audit log, --baseline the one without) or cluster (--candidate the cluster, --baseline one node, --competitor the other cluster)")
+	targets := fs.String("targets", "", "check the targets of: idle, fanout, audit, tls (--candidate ZenConn with TLS, --baseline plain ZenConn, --competitor Centrifugo with TLS; nginx-tls is nginx terminating TLS) (--candidate is the node with the audit log, --baseline the one without) or cluster (--candidate the cluster, --baseline one node, --competitor the other cluster)")
 	cand := fs.String("candidate", "zenconn", "server label of the candidate")
 	base := fs.String("baseline", "baseline", "server label of the baseline")
 	comp := fs.String("competitor", "centrifugo", "cluster targets: server label of the other cluster")
@@ -41,8 +41,11 @@ func summarizeTo(w io.Writer, args []string) int {
 	}
 	sm := summarizeRuns(runs, *maxOther)
 	tgs, ok := sm.targets(*targets, *cand, *base)
-	if *targets == "cluster" {
+	switch *targets {
+	case "cluster":
 		tgs = sm.clusterTargets(*cand, *base, *comp)
+	case "tls":
+		tgs = sm.tlsTargets(*cand, *base, *comp)
 	}
 	if !ok {
 		fmt.Fprintf(os.Stderr, "load summarize: unknown --targets %q\n", *targets)
@@ -239,7 +242,7 @@ func (sm *summary) targets(kind, cand, base string) ([]target, bool) {
 		add("p99 latency at fixed rate", "fixed", "latency_us.p99", "candidate <= baseline/2", func(c, b float64) bool { return c <= b/2 })
 	case "audit":
 		add("fan-out deliveries/s, audit log on vs off", "fanout", "deliveries_per_sec", "candidate >= 0.9 x baseline", func(c, b float64) bool { return c >= 0.9*b })
-	case "", "cluster":
+	case "", "cluster", "tls":
 	default:
 		return nil, false
 	}
@@ -352,5 +355,31 @@ func (sm *summary) clusterTargets(cand, base, comp string) []target {
 		func(c, b float64) bool { return c >= 3*b }, false)
 	add("median latency at fixed rate, cluster vs one node (the NATS hop)", "fixed", "latency_us.p50", base,
 		"candidate - baseline <= 1000 us", func(c, b float64) bool { return c-b <= 1000 }, true)
+	return tgs
+}
+
+// tlsTargets checks the TLS scenario's targets (bench/run-tls.sh): cand is
+// ZenConn with TLS, plain ZenConn without, comp Centrifugo with TLS, and
+// nginx-tls nginx terminating TLS (in front of the baseline server, or
+// serving the static file of the handshake test).
+func (sm *summary) tlsTargets(cand, plain, comp string) []target {
+	var tgs []target
+	add := func(name, test, field, ref, goal string, check func(c, b float64) bool) {
+		c, ok1 := sm.get(test, cand, field)
+		b, ok2 := sm.get(test, ref, field)
+		if !ok1 || !ok2 {
+			sm.problems = append(sm.problems, fmt.Sprintf("target %q: no median for %s/%s of %s and %s", name, test, field, cand, ref))
+			return
+		}
+		t := target{Name: name, Candidate: c, Baseline: b, Goal: goal, Met: check(c, b), Reference: ref}
+		if b != 0 {
+			t.Ratio = round3(c / b)
+		}
+		tgs = append(tgs, t)
+	}
+	add("idle RSS per TLS connection", "idle", "kib_per_conn", plain, "candidate <= 6 KiB", func(c, _ float64) bool { return c <= 6 })
+	add("max TLS deliveries/s vs plain ZenConn", "max", "deliveries_per_sec", plain, "candidate >= 0.6x plain", func(c, b float64) bool { return c >= 0.6*b })
+	add("max TLS deliveries/s vs Centrifugo with TLS", "max", "deliveries_per_sec", comp, "candidate >= 3x Centrifugo", func(c, b float64) bool { return c >= 3*b })
+	add("full TLS handshakes/s on one core vs nginx", "handshake", "handshakes_per_core_s", "nginx-tls", "candidate >= nginx", func(c, b float64) bool { return c >= b })
 	return tgs
 }

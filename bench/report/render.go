@@ -224,6 +224,8 @@ func scenarios(results map[string]*Envelope) []scenario {
 			command: "bash bench/run-scale.sh", script: "run-scale.sh", render: renderScale},
 		scenario{key: "cluster", family: "cluster", title: "Cluster over NATS against one node and Centrifugo",
 			command: "bash bench/run-cluster.sh", script: "run-cluster.sh", render: renderCluster},
+		scenario{key: "tls", family: "tls", title: "TLS against plain ZenConn, nginx and Centrifugo",
+			command: "bash bench/run-tls.sh", script: "run-tls.sh", render: renderTLS},
 		scenario{key: "micro", family: "micro", title: "Micro-benchmarks",
 			command: "go test -run '^$' -bench . -benchmem ./proto/ ./engine/ ./shm/ ./store/", render: renderMicro},
 	)

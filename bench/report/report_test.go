@@ -22,6 +22,7 @@ func now() time.Time { return fixedNow }
 // run-idle.sh, DURATION=2s run-static.sh, SUBS=500 run-audit.sh,
 // CONNS=2000 WORKERS=2 run-scale.sh, -benchtime 200ms micro-benchmarks),
 // ROUNDS=1 DURATION=2s run-churn.sh (while that script was being written),
+// CONNS=1500 SUBS=500 DURATION=3s HS_DURATION=3s ROUNDS=1 run-tls.sh,
 // a failed fan-out run and a machine description.
 func TestGolden(t *testing.T) {
 	got, warnings, err := renderDir("testdata/results", "testdata/notes", "", fixedNow)
