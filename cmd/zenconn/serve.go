@@ -232,29 +232,7 @@ func checkServeFlags(fs *flag.FlagSet, o *serveOptions) (slog.Level, *auth.Verif
 			return level, nil, err
 		}
 	}
-	if o.workers < 0 || o.workers > nodemsg.MaxWorkers {
-		return level, nil, fmt.Errorf("--workers: %d is outside 0..%d", o.workers, nodemsg.MaxWorkers)
-	}
-	if o.publicPublish != "open" && o.publicPublish != "granted" {
-		return level, nil, fmt.Errorf("--public-publish: %q is neither open nor granted", o.publicPublish)
-	}
-	if _, err := store.ParseSyncMode(o.auditSync); err != nil {
-		return level, nil, fmt.Errorf("--audit-sync: %q is not always, batch or none", o.auditSync)
-	}
-	if o.pprof != "" {
-		if err := checkPprofAddr(o.pprof); err != nil {
-			return level, nil, err
-		}
-	}
-	switch {
-	case o.stallTimeout <= 0:
-		return level, nil, errors.New("--worker-stall-timeout: must be positive")
-	case o.auditSyncInterval <= 0:
-		return level, nil, errors.New("--audit-sync-interval: must be positive")
-	case o.auditRetention < 0:
-		return level, nil, errors.New("--audit-retention: must not be negative")
-	}
-	if err := checkAuditLimits(o); err != nil {
+	if err := checkValues(o); err != nil {
 		return level, nil, err
 	}
 	var err error
@@ -273,6 +251,34 @@ func checkServeFlags(fs *flag.FlagSet, o *serveOptions) (slog.Level, *auth.Verif
 		return level, nil, err
 	}
 	return level, verifier, ecfg.Validate()
+}
+
+// checkValues checks the flags whose values stand alone: worker count,
+// modes, durations, the pprof address and the audit limits.
+func checkValues(o *serveOptions) error {
+	if o.workers < 0 || o.workers > nodemsg.MaxWorkers {
+		return fmt.Errorf("--workers: %d is outside 0..%d", o.workers, nodemsg.MaxWorkers)
+	}
+	if o.publicPublish != "open" && o.publicPublish != "granted" {
+		return fmt.Errorf("--public-publish: %q is neither open nor granted", o.publicPublish)
+	}
+	if _, err := store.ParseSyncMode(o.auditSync); err != nil {
+		return fmt.Errorf("--audit-sync: %q is not always, batch or none", o.auditSync)
+	}
+	if o.pprof != "" {
+		if err := checkPprofAddr(o.pprof); err != nil {
+			return err
+		}
+	}
+	switch {
+	case o.stallTimeout <= 0:
+		return errors.New("--worker-stall-timeout: must be positive")
+	case o.auditSyncInterval <= 0:
+		return errors.New("--audit-sync-interval: must be positive")
+	case o.auditRetention < 0:
+		return errors.New("--audit-retention: must not be negative")
+	}
+	return checkAuditLimits(o)
 }
 
 // checkAuditLimits checks the audit log's limits.

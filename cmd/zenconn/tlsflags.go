@@ -80,28 +80,40 @@ func loadClientCAs(file string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--tls-client-ca: %w", err)
 	}
-	pool, n := x509.NewCertPool(), 0
-	rest := b
-	for {
+	certs, err := parseCerts("--tls-client-ca", file, b)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}
+
+// parseCerts parses the PEM certificates of file, for flag: at least one,
+// and nothing but certificates.
+func parseCerts(flag, file string, data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for rest := data; ; {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
 		if block == nil {
 			break
 		}
 		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("--tls-client-ca: %s holds a %q block; only certificates belong there", file, block.Type)
+			return nil, fmt.Errorf("%s: %s holds a %q block; only certificates belong there", flag, file, block.Type)
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("--tls-client-ca: %s: %w", file, err)
+			return nil, fmt.Errorf("%s: %s: %w", flag, file, err)
 		}
-		pool.AddCert(c)
-		n++
+		certs = append(certs, c)
 	}
-	if n == 0 {
-		return nil, fmt.Errorf("--tls-client-ca: no PEM certificate in %s", file)
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate in %s", flag, file)
 	}
-	return pool, nil
+	return certs, nil
 }
 
 // loadCertificate reads and checks the certificate chain and its key.
@@ -133,28 +145,11 @@ func loadCertificate(certFile, keyFile string) (tls.Certificate, error) {
 // parseLeaf parses every certificate of a PEM chain and returns the first,
 // refusing a chain whose first certificate is not valid now.
 func parseLeaf(file string, certPEM []byte) (*x509.Certificate, error) {
-	var leaf *x509.Certificate
-	rest := certPEM
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("--tls-cert: %s holds a %q block; only certificates belong there", file, block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-cert: %s: %w", file, err)
-		}
-		if leaf == nil {
-			leaf = c
-		}
+	certs, err := parseCerts("--tls-cert", file, certPEM)
+	if err != nil {
+		return nil, err
 	}
-	if leaf == nil {
-		return nil, fmt.Errorf("--tls-cert: no PEM certificate in %s", file)
-	}
+	leaf := certs[0]
 	if now := time.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
 		return nil, fmt.Errorf("--tls-cert: the certificate in %s is valid from %s to %s only",
 			file, leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
