@@ -49,10 +49,15 @@ type apiError struct {
 }
 
 func reply(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	replyRaw(w, status, append(b, '\n'))
+}
+
+// replyRaw answers with a JSON body already encoded (another node's).
+func replyRaw(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	b, _ := json.Marshal(v)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(body)
 }
 
 // decodeBody reads a JSON body into v, answering 400 itself on failure.

@@ -76,13 +76,9 @@ func (h *clusterHost) Flush() {
 func (h *clusterHost) Beat() cluster.Beat {
 	a := h.a
 	a.mu.Lock()
-	conns, subs := a.tab.perWorker()
 	b := cluster.Beat{Workers: len(a.slots), Channels: a.tab.channelCount(), Started: a.started}
+	b.Connections, b.Subscriptions = a.tab.totals()
 	a.mu.Unlock()
-	for i := range conns {
-		b.Connections += conns[i]
-		b.Subscriptions += subs[i]
-	}
 	return b
 }
 
@@ -117,14 +113,8 @@ func (a *Agent) writeClusterMetrics(b *strings.Builder) {
 		return
 	}
 	st := a.cl.Stats()
-	up, down := 0, 0
-	for _, n := range a.cl.Nodes() {
-		if n.Up {
-			up++
-		} else {
-			down++
-		}
-	}
+	up, down := a.cl.Peers()
+	up++ // this node
 	gauge := func(name, help string, v any) {
 		fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %v\n", name, help, name, name, v)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/zenconn/server/cluster"
+	"github.com/zenconn/server/store"
 )
 
 // The server API of a cluster: GET /api/nodes, the scope=cluster form of
@@ -56,9 +57,7 @@ func (a *Agent) gather(w http.ResponseWriter, r *http.Request, key string, local
 	}
 	status, body := cluster.Record(local, r)
 	if status != http.StatusOK {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		_, _ = w.Write(body)
+		replyRaw(w, status, body)
 		return
 	}
 	answers := []cluster.Answer{{Node: a.cfg.Node, Status: status, Body: body}}
@@ -133,7 +132,7 @@ func mergeList(key string, items []json.RawMessage, limit int) (any, error) {
 	sort.SliceStable(idx, func(x, y int) bool { return keys[idx[x]].less(&keys[idx[y]], key) })
 	if key == "sessions" || key == "records" {
 		if limit == 0 {
-			limit = 100
+			limit = store.DefaultLimit
 		}
 		idx = idx[:min(limit, len(idx))]
 	}
@@ -198,7 +197,5 @@ func (a *Agent) relayDisconnect(w http.ResponseWriter, r *http.Request, node, co
 		reply(w, http.StatusBadGateway, apiError{"the node holding the connection (" + node + ") did not answer: " + ans.Err.Error()})
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(ans.Status)
-	_, _ = w.Write(ans.Body)
+	replyRaw(w, ans.Status, ans.Body)
 }

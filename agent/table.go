@@ -14,6 +14,7 @@ type table struct {
 	conns    map[string]*connRec
 	interest map[string][]int // channel → subscriber count per worker
 	users    map[string]int   // user → open connections (limits.go)
+	subs     int              // subscriptions of every connection
 	// onChannel, if set, hears of a channel gaining its first subscriber
 	// on the node (on) or losing its last; it is called under the
 	// Agent's mutex and must not block.
@@ -42,6 +43,7 @@ func (t *table) open(id string, c *connRec) {
 	}
 	if old := t.conns[id]; old != nil {
 		t.countUser(old.user, -1)
+		t.subs -= len(old.chans)
 	}
 	t.conns[id] = c
 	t.countUser(c.user, 1)
@@ -60,6 +62,7 @@ func (t *table) close(id string) *connRec {
 	for ch := range c.chans {
 		t.dropInterest(ch, c.worker)
 	}
+	t.subs -= len(c.chans)
 	delete(t.conns, id)
 	t.countUser(c.user, -1)
 	return c
@@ -78,6 +81,7 @@ func (t *table) subscribe(id, ch string, keepJoined bool) (*connRec, bool) {
 		return c, false
 	}
 	c.chans[ch] = struct{}{}
+	t.subs++
 	counts := t.interest[ch]
 	if counts == nil {
 		counts = make([]int, t.workers)
@@ -102,6 +106,7 @@ func (t *table) unsubscribe(id, ch string) (*connRec, bool) {
 		return c, false
 	}
 	delete(c.chans, ch)
+	t.subs--
 	t.dropInterest(ch, c.worker)
 	return c, true
 }
@@ -141,6 +146,7 @@ func (t *table) dropWorker(w int) map[string]*connRec {
 	gone := map[string]*connRec{}
 	for id, c := range t.conns {
 		if c.worker == w {
+			t.subs -= len(c.chans)
 			delete(t.conns, id)
 			t.countUser(c.user, -1)
 			gone[id] = c
@@ -170,6 +176,9 @@ func (t *table) targets(dst []int, origin int, channel string, all bool) []int {
 	}
 	return dst
 }
+
+// totals returns the node's connections and subscriptions.
+func (t *table) totals() (conns, subs int) { return len(t.conns), t.subs }
 
 // perWorker counts the connections and subscriptions of each worker.
 func (t *table) perWorker() (conns, subs []int) {

@@ -125,3 +125,35 @@ func TestTableList(t *testing.T) {
 		t.Errorf("list = %+v, want %+v", got, want)
 	}
 }
+
+// TestTableTotalsFollowEveryChange: the node's totals, kept as the table
+// changes, match a count of every connection after subscribes, repeated
+// and unknown ones, unsubscribes, a close and a dead worker.
+func TestTableTotalsFollowEveryChange(t *testing.T) {
+	tab := tableOf(opened("a", 0), opened("b", 1), opened("c", 1), opened("d", 2),
+		subbed("a", "news"), subbed("a", "news"), subbed("b", "news"), subbed("b", "x"),
+		subbed("c", "solo"), subbed("d", "news"), subbed("nobody", "news"))
+	check := func(step string) {
+		t.Helper()
+		conns, subs := tab.perWorker()
+		wantConns, wantSubs := 0, 0
+		for i := range conns {
+			wantConns += conns[i]
+			wantSubs += subs[i]
+		}
+		if c, s := tab.totals(); c != wantConns || s != wantSubs {
+			t.Errorf("%s: totals %d connections, %d subscriptions; counted %d, %d", step, c, s, wantConns, wantSubs)
+		}
+	}
+	check("subscribed")
+	tab.unsubscribe("b", "x")
+	tab.unsubscribe("b", "x")
+	check("unsubscribed")
+	tab.close("a")
+	check("closed")
+	tab.dropWorker(1)
+	check("worker dropped")
+	if c, s := tab.totals(); c != 1 || s != 1 {
+		t.Errorf("left: %d connections, %d subscriptions; want d and its one", c, s)
+	}
+}

@@ -211,5 +211,19 @@ func (c *Cluster) Nodes() []Node {
 // Known reports whether node is a peer this node has heard of.
 func (c *Cluster) Known(node string) bool { return !c.peers.lastSeen(node).IsZero() }
 
+// Peers counts the peers up and down.
+func (c *Cluster) Peers() (up, down int) {
+	c.peers.mu.Lock()
+	defer c.peers.mu.Unlock()
+	for _, n := range c.peers.nodes {
+		if n.Up {
+			up++
+		} else {
+			down++
+		}
+	}
+	return up, down
+}
+
 // Up returns the ids of the peers up.
 func (c *Cluster) Up() []string { return c.peers.up() }
