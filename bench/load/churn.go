@@ -174,6 +174,9 @@ func (l *churnLoop) close() {
 	l.closeEpoll()
 }
 
+// onRawData: churn connections are never detached from their TLS bridges.
+func (l *churnLoop) onRawData(*cconn, int64) {}
+
 func (l *churnLoop) protoErr(kind, example string) {
 	l.st.protoErrors++
 	if len(example) > 200 {

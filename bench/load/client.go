@@ -50,7 +50,9 @@ type wsConn struct {
 	frag    []byte // fragmented message being assembled
 	out     []byte // output the socket did not take yet
 	pollOut bool
-	target  uint8 // index of its URL in the client's targets
+	target  uint8       // index of its URL in the client's targets
+	br      *tlsBridge  // wss://: its bridge, until detached
+	raw     *rawRecords // detached: its records, counted undecrypted (tlscount.go)
 }
 
 // closed reports whether the connection's socket is closed.
@@ -86,6 +88,9 @@ type handler[C endpoint] interface {
 	// protoErr: a protocol error that does not stop the connection
 	// (masked frame, reserved bits, unknown opcode).
 	protoErr(kind, example string)
+	// onRawData: complete TLS records arrived on a connection detached from
+	// its bridge (c.raw counts them).
+	onRawData(c C, now int64)
 }
 
 // pollStats count epoll waits: a large share of full batches means the
@@ -109,6 +114,7 @@ type client[C endpoint] struct {
 	tlsAddr []string      // per URL: host:port of a wss:// URL ("" for ws://)
 	tlsCfg  []*tls.Config // per URL: its TLS configuration (nil for ws://)
 	tlsErrs *tlsFails
+	detachQ []C // connections to detach from their TLS bridges
 	timeout time.Duration
 	rnd     uint64
 	errs    map[string]*errStat
@@ -211,7 +217,7 @@ func (cl *client[C]) errorsOut() map[string]*errStat {
 func (cl *client[C]) dial(c C) {
 	w := c.transport()
 	w.pending, w.frag, w.out, w.pollOut = w.pending[:0], w.frag[:0], nil, false
-	w.phase = wsDialing
+	w.phase, w.br, w.raw = wsDialing, nil, nil
 	if cl.tlsAddr[w.target] != "" {
 		cl.dialTLS(c)
 		return
@@ -248,12 +254,12 @@ func (cl *client[C]) dialTLS(c C) {
 	if err := cl.tlsErrs.first(); err != nil {
 		cl.note("tls_handshake", err.Error())
 	}
-	fd, err := dialTLSPair(cl.tlsAddr[w.target], cl.tlsCfg[w.target], cl.timeout, cl.tlsErrs)
+	fd, br, err := dialTLSPair(cl.tlsAddr[w.target], cl.tlsCfg[w.target], cl.timeout, cl.tlsErrs)
 	if err != nil {
 		cl.h.onFail(c, "dial_socket", err.Error())
 		return
 	}
-	w.fd = fd
+	w.fd, w.br = fd, br
 	cl.sendUpgrade(c, fd)
 }
 
@@ -472,9 +478,14 @@ func (cl *client[C]) poll(timeout time.Duration) error {
 			}
 		}
 		if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) != 0 {
-			cl.readConn(c, now)
+			if w.raw != nil {
+				cl.readRaw(c, now)
+			} else {
+				cl.readConn(c, now)
+			}
 		}
 	}
+	cl.detachQueued()
 	return nil
 }
 

@@ -32,6 +32,8 @@ type conn struct {
 	ready   bool
 	pong    bool  // centrifugo: answer the server's pings ("{}")
 	lastOff int64 // send offset of the last delivery, -1 before the first
+	sample  bool  // wss:// with --tls-sample: decrypts and checks everything
+	counted int64 // detached: deliveries counted from its records so far
 
 	// publisher state: publishes sent and answered (ack or error) on this
 	// connection, the id expected next, and the send times of the last
@@ -75,6 +77,8 @@ type loop struct {
 	lastRecv   int64
 	hist       hist
 	frameBytes int
+	tlsCount   tlsCount // --tls-sample (tlscount.go)
+	dataLen    int      // length of a publish's data (fixed for the run)
 	pbody      []byte
 	pframe     []byte
 
@@ -105,7 +109,8 @@ func newLoop(cfg *config, nSubs, nPubs int, idx int) (*loop, error) {
 	}
 	for i := range nSubs {
 		t := uint8((first + i) % len(cfg.targets))
-		l.conns = append(l.conns, &conn{role: roleSub, lastOff: -1, wsConn: wsConn{fd: -1, target: t}})
+		l.conns = append(l.conns, &conn{role: roleSub, lastOff: -1, wsConn: wsConn{fd: -1, target: t},
+			sample: isSample(cfg, i)})
 	}
 	for range nPubs {
 		t := uint8(cfg.pubTarget)
@@ -376,6 +381,9 @@ func (l *loop) checkReady(c *conn) {
 		c.ready = true
 		l.readyCount++
 		l.inflight--
+		if c.role == roleSub && !c.sample && c.br != nil {
+			l.queueDetach(c)
+		}
 	}
 }
 
@@ -405,6 +413,23 @@ func (l *loop) validateMsg(channel *string, from string, data json.RawMessage, p
 	if l.frameBytes == 0 {
 		l.frameBytes = len(p)
 	}
+}
+
+// publishDataLen is the length of every publish's data in a run: what
+// makes the first publish's masked frame size bytes (its JSON without the
+// data is fixed bytes long), and at least 10 (a send offset in µs takes up
+// to 10 digits). The data keeps that length while the publish ids grow a
+// digit (the publish then grows a byte), so that every delivery of a run
+// has the same size: --tls-sample counts deliveries by their size.
+func publishDataLen(size, fixed int) int {
+	hdr := 6
+	switch {
+	case size-14 > 0xffff:
+		hdr = 14
+	case size-6 >= 126:
+		hdr = 8
+	}
+	return max(10, size-hdr-fixed)
 }
 
 func parseUint(p []byte) (int64, int) {
@@ -440,6 +465,7 @@ func (l *loop) onDelivery(c *conn, p []byte, now int64) {
 		}
 	}
 	c.lastOff = off
+	l.noteFrameSize(len(p))
 	l.received++
 	if now > l.lastRecv {
 		l.lastRecv = now
@@ -455,7 +481,8 @@ func (l *loop) publish(c *conn, now int64) {
 
 // appendPublish appends the frame of publisher c's next publish to dst and
 // counts it as sent. Its data is the send time in µs since epochNs
-// (strictly increasing), padded with 'x' to the frame size asked for.
+// (strictly increasing), padded with 'x' to the run's fixed length
+// (publishDataLen), which makes the first publish's frame --size bytes.
 func (l *loop) appendPublish(dst []byte, c *conn, now int64) []byte {
 	seq := c.pubSent
 	id := seq + l.firstPubID()
@@ -476,17 +503,12 @@ func (l *loop) appendPublish(dst []byte, c *conn, now int64) []byte {
 	}
 	body = strconv.AppendQuote(body, l.cfg.channel)
 	body = append(body, `,"data":"`...)
+	start := len(body)
 	body = strconv.AppendInt(body, off, 10)
-	// Pad so that the whole masked frame is cfg.size bytes.
-	base := len(body) + len(end)
-	hdr := 6
-	switch {
-	case l.cfg.size-14 > 0xffff:
-		hdr = 14
-	case l.cfg.size-6 >= 126:
-		hdr = 8
+	if l.dataLen == 0 {
+		l.dataLen = publishDataLen(l.cfg.size, start+len(end))
 	}
-	for range max(0, l.cfg.size-hdr-base) {
+	for range l.dataLen - (len(body) - start) {
 		body = append(body, 'x')
 	}
 	body = append(body, end...)

@@ -14,35 +14,37 @@ import (
 )
 
 type config struct {
-	mode       string
-	url        string
-	targets    []wsTarget // the URLs of --url, in order
-	pubTarget  int        // index in targets of the publishers' URL
-	protocol   string     // zenconn or centrifugo
-	server     string
-	label      string
-	serverPIDs []int
-	procs      int
-	srcIPs     []net.IP
-	timeout    time.Duration
-	dialConc   int
-	channel    string
-	conns      int
-	settle     time.Duration
-	size       int
-	rate       float64
-	duration   time.Duration
-	drain      time.Duration
-	window     int
-	maxLag     int
-	busyPoll   bool
-	pubs       int
-	metricsURL string
-	childIndex int
-	churn      churnOpts
-	tlsCA      string      // --tls-ca
-	tlsName    string      // --tls-server-name
-	tls        *tls.Config // for wss:// targets (nil when none)
+	mode         string
+	url          string
+	targets      []wsTarget // the URLs of --url, in order
+	pubTarget    int        // index in targets of the publishers' URL
+	protocol     string     // zenconn or centrifugo
+	server       string
+	label        string
+	serverPIDs   []int
+	procs        int
+	srcIPs       []net.IP
+	timeout      time.Duration
+	dialConc     int
+	channel      string
+	conns        int
+	settle       time.Duration
+	size         int
+	rate         float64
+	duration     time.Duration
+	drain        time.Duration
+	window       int
+	maxLag       int
+	busyPoll     bool
+	pubs         int
+	metricsURL   string
+	childIndex   int
+	churn        churnOpts
+	tlsCA        string      // --tls-ca
+	tlsName      string      // --tls-server-name
+	tls          *tls.Config // for wss:// targets (nil when none)
+	tlsSample    int         // --tls-sample
+	tlsSampleMin int         // --tls-sample-min
 
 	deadline time.Time
 }
@@ -116,8 +118,10 @@ func parseFlags(mode string, args []string) (*config, error) {
 	case "idle":
 		fs.IntVar(&cfg.conns, "conns", 1000, "connections to open")
 		fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "wait after the last ack before sampling RSS")
+		sampleFlags(fs, cfg)
 	default:
 		trafficFlags(fs, cfg)
+		sampleFlags(fs, cfg)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -133,6 +137,13 @@ func parseFlags(mode string, args []string) (*config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// sampleFlags are the flags of the idle, fanout and publish modes that
+// choose which wss:// subscribers decrypt (tlscount.go).
+func sampleFlags(fs *flag.FlagSet, cfg *config) {
+	fs.IntVar(&cfg.tlsSample, "tls-sample", 0, "wss://: one subscriber in N decrypts and checks every delivery, the others count them from the sizes of the TLS records, undecrypted; 0 = every subscriber decrypts")
+	fs.IntVar(&cfg.tlsSampleMin, "tls-sample-min", 20, "wss:// with --tls-sample: at least this many subscribers decrypt")
 }
 
 // trafficFlags are the flags of the fanout and publish modes.
@@ -242,6 +253,12 @@ func (cfg *config) check() error {
 		return fmt.Errorf("--protocol must be zenconn or centrifugo")
 	case cfg.protocol == "centrifugo" && cfg.mode != "idle" && cfg.mode != "fanout":
 		return fmt.Errorf("--protocol centrifugo: idle and fanout modes only")
+	case cfg.tlsSample < 0 || cfg.tlsSampleMin < 1:
+		return fmt.Errorf("--tls-sample must be 0 or more and --tls-sample-min 1 or more")
+	case cfg.tlsSample > 0 && cfg.protocol == "centrifugo":
+		// Centrifugo puts several pushes in one frame, one a line: the
+		// plaintext sizes do not say how many.
+		return fmt.Errorf("--tls-sample: not with --protocol centrifugo (a frame may carry several pushes)")
 	}
 	switch cfg.mode {
 	case "churn":

@@ -76,6 +76,9 @@ func orchestrate(cfg *config) (map[string]any, error) {
 	t := tallyResults(cr.results)
 	errs := append(m.errs, t.errs...)
 	connFigures(out, t)
+	if tc := sumTLSCount(cr.results); tc != nil {
+		out["tls_count"] = tc
+	}
 	if cfg.mode != "idle" {
 		errs = trafficFigures(out, cfg, t, rd.subs, m, errs)
 	}

@@ -89,7 +89,7 @@ func TestTLSBridgeCarriesBytesBothWays(t *testing.T) {
 		t.Fatal(err)
 	}
 	fails := newTLSFails()
-	fd, err := dialTLSPair(addr, cfg, 5*time.Second, fails)
+	fd, _, err := dialTLSPair(addr, cfg, 5*time.Second, fails)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestTLSBridgeRefusesAnUntrustedServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	fails := newTLSFails()
-	fd, err := dialTLSPair(addr, cfg, 5*time.Second, fails)
+	fd, _, err := dialTLSPair(addr, cfg, 5*time.Second, fails)
 	if err != nil {
 		t.Fatal(err)
 	}

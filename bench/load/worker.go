@@ -45,6 +45,7 @@ type workerResult struct {
 	PollCalls   int64               `json:"poll_calls"`
 	PollEvents  int64               `json:"poll_events"`
 	PollFull    int64               `json:"poll_full"`
+	TLSCount    *TLSCountResult     `json:"tls_count,omitempty"`
 	Error       string              `json:"error,omitempty"`
 }
 
@@ -90,6 +91,8 @@ func (l *loop) fill(res *workerResult) {
 	res.Hist, res.HistMax, res.FrameBytes = l.hist.sparse(), l.hist.max, l.frameBytes
 	res.AckHist, res.AckHistMax = l.ackHist.sparse(), l.ackHist.max
 	res.PollCalls, res.PollEvents, res.PollFull = l.polls.calls, l.polls.events, l.polls.full
+	res.TLSCount = l.tlsCountResult()
+	res.ProtoErrors, res.Errors = l.protoErrors, l.errorsOut()
 }
 
 // work connects, reports READY, then waits for END (idle) or runs the
