@@ -7,8 +7,9 @@
 #   idle      - CONNS subscribed connections: the server's RSS before and
 #               after, in KiB per connection (load idle);
 #   max       - fan-out to SUBS subscribers, one publisher, SIZE-byte
-#               publishes as fast as the ack window allows, for DURATION
-#               (load fanout --rate 0): deliveries/s;
+#               publishes as fast as the ack window allows, for DURATION,
+#               then up to DRAIN for the last deliveries (load fanout
+#               --rate 0): deliveries/s;
 #   handshake - HS_CONC clients in a loop over connect, full TLS handshake
 #               (no resumption), one GET of the static /index.html, close,
 #               for HS_DURATION (load handshake): handshakes/s on one core.
@@ -16,13 +17,22 @@
 #               the same loop without TLS (connections/s, for reference).
 # Certificates: an ECDSA P-256 test CA and a P-256 leaf for 127.0.0.1 made
 # here with openssl; every client verifies the server against that CA.
-# The generator's wss:// connections go through a crypto/tls bridge (see
-# bench/load/tlsbridge.go): its CPU is the generator's, not the server's.
+# The generator's wss:// connections do a real handshake and subscribe
+# through a crypto/tls bridge (bench/load/tlsbridge.go); then, for every TLS
+# server but Centrifugo, a sample of subscribers (1 in TLS_SAMPLE, at least
+# TLS_SAMPLE_MIN) decrypts and checks every delivery and the others count
+# them from the sizes of the TLS records they receive, undecrypted
+# (load --tls-sample, bench/load/tlscount.go; bench/notes/tls.md).
+# nginx runs NGINX_PROCS workers on reuseport sockets, NGINX_CONNS
+# connections and NGINX_NOFILE descriptors each (a proxied connection holds
+# two, and no process may hold more than 20,000 here).
 # Targets (load summarize --targets tls): <= 6 KiB per idle TLS connection;
 # TLS fan-out >= 0.6x plain ZenConn's and >= 3x Centrifugo's with TLS;
 # handshakes/s >= nginx's.
-# Usage: bash bench/run-tls.sh   (env: CONNS SUBS SIZE DURATION HS_DURATION
-#        HS_CONC ROUNDS PROCS SETTLE TLS_SERVERS TLS_TESTS BENCH_GO_BIN)
+# Usage: bash bench/run-tls.sh   (env: CONNS SUBS SIZE DURATION DRAIN
+#        HS_DURATION HS_CONC ROUNDS PROCS SETTLE TLS_SAMPLE TLS_SAMPLE_MIN
+#        NGINX_PROCS NGINX_CONNS NGINX_NOFILE TLS_SERVERS TLS_TESTS
+#        BENCH_GO_BIN)
 # Needs nginx (bench/ensure-tools.sh) and Centrifugo (bench/ensure-tools.sh
 # cluster); a server whose binary is missing is left out with a message.
 # Prints one JSON object on stdout; progress on stderr.
@@ -38,8 +48,8 @@ cd "$(dirname "$0")/.."
 check_machine
 CENTRIFUGO=$BENCH_GO_BIN/centrifugo
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
-# 15,000 connections through nginx are 30,000 descriptors, and a bridged
-# wss:// connection costs the generator three.
+# A bridged wss:// connection costs the generator three descriptors (one
+# once detached; Centrifugo's stay bridged).
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # With a lower limit (not root), the idle test spreads its connections over
 # more generator processes (each one holds 3 descriptors per connection).
@@ -297,4 +307,5 @@ for round in $(seq "$ROUNDS"); do
 done
 summarize tls --candidate zenconn-tls --baseline zenconn --competitor centrifugo-tls \
 	--meta "nginx=$("$NGINX_BIN" -v 2>&1 | cut -d/ -f2)" --meta "openssl=$(openssl version)" \
-	--meta "conns=$CONNS" --meta "subs=$SUBS" --meta "hs_conc=$HS_CONC"
+	--meta "conns=$CONNS" --meta "subs=$SUBS" --meta "hs_conc=$HS_CONC" \
+	--meta "tls_sample=$TLS_SAMPLE" --meta "tls_sample_min=$TLS_SAMPLE_MIN" --meta "nginx_procs=$NGINX_PROCS"

@@ -78,6 +78,7 @@ type loop struct {
 	hist       hist
 	frameBytes int
 	tlsCount   tlsCount // --tls-sample (tlscount.go)
+	endN       int64    // fanout: publishes the END line announced (-1 before)
 	dataLen    int      // length of a publish's data (fixed for the run)
 	pbody      []byte
 	pframe     []byte
@@ -99,7 +100,7 @@ func (l *loop) firstPubID() int64 {
 // the URLs of --url in turn (counting the subscribers of the processes
 // before it), and nPubs publishers on the --pub-url one.
 func newLoop(cfg *config, nSubs, nPubs int, idx int) (*loop, error) {
-	l := &loop{cfg: cfg, localSubs: nSubs, cent: cfg.protocol == "centrifugo"}
+	l := &loop{cfg: cfg, localSubs: nSubs, cent: cfg.protocol == "centrifugo", endN: -1}
 	if err := l.init(cfg, l, nSubs+nPubs, idx); err != nil {
 		return nil, err
 	}

@@ -136,6 +136,9 @@ func parseFlags(mode string, args []string) (*config, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
+	if err := checkSample(cfg); err != nil {
+		return nil, err
+	}
 	return cfg, nil
 }
 
@@ -253,18 +256,25 @@ func (cfg *config) check() error {
 		return fmt.Errorf("--protocol must be zenconn or centrifugo")
 	case cfg.protocol == "centrifugo" && cfg.mode != "idle" && cfg.mode != "fanout":
 		return fmt.Errorf("--protocol centrifugo: idle and fanout modes only")
-	case cfg.tlsSample < 0 || cfg.tlsSampleMin < 1:
-		return fmt.Errorf("--tls-sample must be 0 or more and --tls-sample-min 1 or more")
-	case cfg.tlsSample > 0 && cfg.protocol == "centrifugo":
-		// Centrifugo puts several pushes in one frame, one a line: the
-		// plaintext sizes do not say how many.
-		return fmt.Errorf("--tls-sample: not with --protocol centrifugo (a frame may carry several pushes)")
 	}
 	switch cfg.mode {
 	case "churn":
 		return checkChurn(cfg)
 	case "fanout", "publish":
 		return checkTraffic(cfg)
+	}
+	return nil
+}
+
+// checkSample checks --tls-sample and --tls-sample-min.
+func checkSample(cfg *config) error {
+	switch {
+	case cfg.tlsSample < 0 || cfg.tlsSampleMin < 1:
+		return fmt.Errorf("--tls-sample must be 0 or more and --tls-sample-min 1 or more")
+	case cfg.tlsSample > 0 && cfg.protocol == "centrifugo":
+		// Centrifugo puts several pushes in one frame, one a line: the
+		// plaintext sizes do not say how many.
+		return fmt.Errorf("--tls-sample: not with --protocol centrifugo (a frame may carry several pushes)")
 	}
 	return nil
 }

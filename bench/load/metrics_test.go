@@ -159,6 +159,11 @@ func newFakeNode(t *testing.T, refuseEvery int64, pace time.Duration) *fakeNode 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newFakeNodeOn(t, ln, refuseEvery, pace)
+}
+
+// newFakeNodeOn is newFakeNode serving on ln (e.g. a TLS listener).
+func newFakeNodeOn(t *testing.T, ln net.Listener, refuseEvery int64, pace time.Duration) *fakeNode {
 	f := &fakeNode{t: t, ln: ln, refuseEvery: refuseEvery, pace: pace, subs: map[*fakeConn]bool{}}
 	f.metrics = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		n := f.records.Load()

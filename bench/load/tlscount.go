@@ -145,7 +145,6 @@ type tlsCount struct {
 	detached           int   // connections detached
 	records, plain     int64 // their complete records and plaintext bytes
 	deliveries         int64 // deliveries counted from them
-	partial            int   // detached connections whose plaintext ended inside a frame
 }
 
 // TLSCountResult is tlsCount in a worker's result.
@@ -158,6 +157,7 @@ type TLSCountResult struct {
 	Plain      int64 `json:"plaintext_bytes"`
 	Deliveries int64 `json:"deliveries"`
 	Partial    int   `json:"conns_ending_inside_a_frame"`
+	Off        int   `json:"conns_counting_other_than_published"`
 }
 
 // isSample reports whether subscriber i of a process decrypts and checks
@@ -241,6 +241,9 @@ func (l *loop) tlsCountResult() *TLSCountResult {
 			if t.frameMin > 0 && c.raw.plain%int64(t.frameMin) != 0 {
 				r.Partial++
 			}
+			if l.endN >= 0 && c.counted != l.endN {
+				r.Off++
+			}
 		case c.role == roleSub && c.sample:
 			r.Samples++
 		}
@@ -252,6 +255,8 @@ func (l *loop) tlsCountResult() *TLSCountResult {
 		l.protoErr("tls_count_unsized", fmt.Sprintf("%d plaintext bytes and no decrypted delivery to size them", r.Plain))
 	case r.Partial > 0:
 		l.protoErr("tls_count_partial_frame", fmt.Sprintf("%d counted connections end inside a frame", r.Partial))
+	case r.Off > 0:
+		l.protoErr("tls_count_not_published", fmt.Sprintf("%d counted connections did not count the %d publishes", r.Off, l.endN))
 	}
 	return r
 }
@@ -273,6 +278,7 @@ func sumTLSCount(results []*workerResult) *TLSCountResult {
 		s.Plain += t.Plain
 		s.Deliveries += t.Deliveries
 		s.Partial += t.Partial
+		s.Off += t.Off
 		if t.FrameMin > 0 && (s.FrameMin == 0 || t.FrameMin < s.FrameMin) {
 			s.FrameMin = t.FrameMin
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -162,5 +163,53 @@ func TestPublishDataKeepsItsLength(t *testing.T) {
 	}
 	if len(lens) != 1 {
 		t.Fatalf("data lengths %v, want one", lens)
+	}
+}
+
+func TestSampleFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--protocol", "centrifugo", "--tls-sample", "50"}, "centrifugo"},
+		{[]string{"--tls-sample", "-1"}, "--tls-sample"},
+		{[]string{"--tls-sample", "50", "--tls-sample-min", "0"}, "--tls-sample-min"},
+	} {
+		_, err := parseFlags("fanout", append([]string{"--url", "wss://127.0.0.1:1/ws"}, tc.args...))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error naming %q", tc.args, err, tc.want)
+		}
+	}
+	if _, err := parseFlags("fanout", []string{"--url", "wss://127.0.0.1:1/ws", "--tls-sample", "50"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFanoutCountsTLSRecords runs a fan-out over TLS against the fake node
+// with --tls-sample: the samples decrypt, the other subscribers count
+// their deliveries from record sizes (the fake node writes a frame's
+// header and payload in two records), and every count is exact.
+func TestFanoutCountsTLSRecords(t *testing.T) {
+	ca, file := caFile(t)
+	tcp, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newFakeNodeOn(t, tls.NewListener(tcp, &tls.Config{Certificates: []tls.Certificate{ca.Server}}), 0, 0)
+	m := runScenario(t, "fanout", []string{"--url", "wss://" + tcp.Addr().String() + "/ws", "--tls-ca", file,
+		"--tls-sample", "3", "--tls-sample-min", "2", "--subs", "12", "--rate", "300", "--duration", "300ms",
+		"--timeout", "30s", "--drain", "3s"})
+	published := num(t, m, "published")
+	if published == 0 || num(t, m, "missing_deliveries") != 0 || num(t, m, "protocol_errors") != 0 ||
+		num(t, m, "received_deliveries") != 12*published {
+		t.Fatalf("fan-out: %v", m)
+	}
+	// Samples: subscribers 0, 1 (the minimum), 3, 6 and 9.
+	if num(t, m, "tls_count.sample_conns") != 5 || num(t, m, "tls_count.counted_conns") != 7 ||
+		num(t, m, "tls_count.deliveries") != 7*published || num(t, m, "tls_count.records") < 7*published {
+		t.Fatalf("tls_count: %v", m["tls_count"])
+	}
+	if num(t, m, "tls_count.frame_bytes_min") != num(t, m, "tls_count.frame_bytes_max") || num(t, m, "latency_us.samples") != 5*published {
+		t.Fatalf("frame sizes or latency samples: %v %v", m["tls_count"], m["latency_us"])
 	}
 }

@@ -221,7 +221,7 @@ func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-
 				if err != nil {
 					return "bad END line"
 				}
-				endN = n
+				endN, l.endN = n, n
 				drainEnd = now.Add(cfg.drain)
 			}
 		default:

@@ -5,6 +5,19 @@ import (
 	"strings"
 )
 
+// tlsMethod says how the generator read the TLS servers' deliveries:
+// samples counts the subscribers that decrypted everything when the others
+// counted deliveries from record sizes (load --tls-sample).
+func tlsMethod(samples val) string {
+	if !samples.ok {
+		return "Every wss:// subscriber decrypts every delivery (through the generator's crypto/tls bridge)."
+	}
+	return "wss:// subscribers, nginx's and ZenConn's: a sample (TLS_SAMPLE, 1 in 50 by default, and TLS_SAMPLE_MIN, 20, at least) decrypts and checks every delivery " +
+		"(content, order, latency); the others, after a real handshake and subscribe, count deliveries from the sizes of " +
+		"the TLS records they receive, undecrypted, whole frames only, and each must count every publish. Centrifugo's " +
+		"subscribers all decrypt (a frame of Centrifugo's may carry several pushes). See the notes below."
+}
+
 // tlsCols: the servers of bench/run-tls.sh, ZenConn with TLS first.
 var tlsCols = []column{{"zenconn-tls", "ZenConn, TLS"}, {"zenconn", "ZenConn, plain"},
 	{"nginx-tls", "nginx TLS → baseline"}, {"centrifugo-tls", "Centrifugo, TLS"}}
@@ -18,8 +31,8 @@ func renderTLS(_ *renderer, res map[string]any, e *Envelope) (string, []target) 
 	z := func(test, f string) val { return numAt(res, "medians", test, "zenconn-tls", f) }
 	fmt.Fprintf(&b, "ECDSA P-256 certificate for 127.0.0.1 from a test CA made by the script, verified by every client; "+
 		"key exchange X25519 for every server. Each server (nginx and the baseline together) on one CPU, the generator "+
-		"on the other; wss:// through the generator's crypto/tls bridge. Medians of %s run(s) per server.\n\n",
-		firstOK(z("idle", "runs"), z("max", "runs"), z("handshake", "runs")).fmt(num))
+		"on the other. %s Medians of %s run(s) per server.\n\n",
+		tlsMethod(z("max", "tls_count.sample_conns")), firstOK(z("idle", "runs"), z("max", "runs"), z("handshake", "runs")).fmt(num))
 	fmt.Fprintf(&b, "Idle: %s subscribed connections; RSS of the server's processes before and after:\n\n",
 		firstOK(z("idle", "conns"), envNum(e, "CONNS")).fmt(num))
 	m := func(test, f string) func(string) val { return medianOf(res, test, f) }
@@ -38,6 +51,7 @@ func renderTLS(_ *renderer, res map[string]any, e *Envelope) (string, []target) 
 		{label: "server CPU (share of one CPU)", get: m("max", "server_cpu_share"), f: share},
 		{label: "server CPU µs per delivery", get: m("max", "server_cpu_us_per_delivery"), f: dec(3)},
 		{label: "generator CPU (share)", get: m("max", "gen_cpu_share"), f: share, noRatio: true},
+		{label: "subscribers decrypting every delivery", get: m("max", "tls_count.sample_conns"), f: num, noRatio: true},
 		{label: "latency p99", get: m("max", "latency_us.p99"), f: micros},
 		{label: "messages lost (all runs)", get: lostOf(res, "max", "missing_deliveries"), f: num, noRatio: true},
 		{label: "disconnects (all runs)", get: lostOf(res, "max", "disconnects"), f: num, noRatio: true},
