@@ -269,9 +269,13 @@ func (cfg *config) check() error {
 // checkSample checks --tls-sample and --tls-sample-min.
 func checkSample(cfg *config) error {
 	switch {
-	case cfg.tlsSample < 0 || cfg.tlsSampleMin < 1:
-		return fmt.Errorf("--tls-sample must be 0 or more and --tls-sample-min 1 or more")
-	case cfg.tlsSample > 0 && cfg.protocol == "centrifugo":
+	case cfg.tlsSample < 0:
+		return fmt.Errorf("--tls-sample must be 0 or more")
+	case cfg.tlsSample == 0:
+		return nil
+	case cfg.tlsSampleMin < 1:
+		return fmt.Errorf("--tls-sample-min must be 1 or more")
+	case cfg.protocol == "centrifugo":
 		// Centrifugo puts several pushes in one frame, one a line: the
 		// plaintext sizes do not say how many.
 		return fmt.Errorf("--tls-sample: not with --protocol centrifugo (a frame may carry several pushes)")
