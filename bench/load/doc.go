@@ -20,6 +20,10 @@
 //     mode's connection type embeds a wsConn, and the mode receives its
 //     connections' events through a handler (onUpgrade, onMessage, ...).
 //   - frame.go: the server frame decoder; hist.go: the latency histogram.
+//   - tlsbridge.go: wss:// connections, a socketpair bridged to crypto/tls
+//     by two goroutines; tlscount.go: --tls-sample, subscribers detached
+//     from their bridges once subscribed that count deliveries from the
+//     sizes of the TLS records they receive, undecrypted.
 //   - loop.go: the idle, fanout and publish modes on that client:
 //     subscribers and publishers, the checks of every message, the
 //     publish frames and the delivery latencies. worker.go: what one

@@ -159,7 +159,7 @@ func trafficFlags(fs *flag.FlagSet, cfg *config) {
 		fs.IntVar(&cfg.pubs, "pubs", 8, "publisher connections (no subscribers)")
 		fs.IntVar(&cfg.window, "window", 64, "maximum unacknowledged publishes per publisher")
 	}
-	fs.IntVar(&cfg.size, "size", 64, "size in bytes of each published WebSocket frame, header and mask included")
+	fs.IntVar(&cfg.size, "size", 64, "size in bytes of the first published WebSocket frame, header and mask included (the data keeps its length for the run: a publish grows a byte per digit its id gains)")
 	fs.Float64Var(&cfg.rate, "rate", 0, "publishes per second (all publishers together); 0 = as fast as the window allows")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "publishing time")
 	fs.DurationVar(&cfg.drain, "drain", 5*time.Second, "time allowed after publishing for the last deliveries and acks")
