@@ -61,6 +61,7 @@ type tlsBridge struct {
 	local     net.Conn
 	ok        bool
 	detaching atomic.Bool
+	dropped   atomic.Bool // server plaintext the client's end did not take
 	handshook chan struct{}
 	finished  chan struct{}
 }
@@ -101,8 +102,7 @@ func (b *tlsBridge) run(addr string, cfg *tls.Config, timeout time.Duration, fai
 	}
 	done := make(chan struct{})
 	go func() {
-		// One TLS record (at most 16 KiB of plaintext) per read.
-		_, _ = io.CopyBuffer(b.local, b.tc, make([]byte, 16<<10)) // server -> client
+		b.toClient()
 		if !b.detaching.Load() {
 			_ = b.local.(*net.UnixConn).CloseWrite()
 		}
@@ -118,6 +118,24 @@ func (b *tlsBridge) run(addr string, cfg *tls.Config, timeout time.Duration, fai
 	_ = b.tc.Close()
 	<-done
 	_ = b.local.Close()
+}
+
+// toClient copies the server's plaintext to the client's end until either
+// fails; plaintext the client's end did not take is noted in b.dropped.
+func (b *tlsBridge) toClient() {
+	buf := make([]byte, 16<<10) // one TLS record (at most 16 KiB of plaintext) per read
+	for {
+		n, err := b.tc.Read(buf)
+		if n > 0 {
+			if _, werr := b.local.Write(buf[:n]); werr != nil {
+				b.dropped.Store(true)
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // handshake dials addr and completes the TLS handshake, then closes
@@ -159,12 +177,12 @@ func (b *tlsBridge) detach() (fd, overhead int, err error) {
 	}
 	past := time.Unix(1, 0)
 	_ = b.raw.SetReadDeadline(past)
-	_ = b.local.SetReadDeadline(past)
+	_ = b.local.SetDeadline(past) // also a write blocked on a full socketpair
 	<-b.finished
 	defer b.local.Close()
 	defer b.raw.Close() // the duplicate below keeps the socket open
-	if !b.rr.atBoundary() {
-		return -1, 0, errors.New("stopped inside a TLS record")
+	if !b.rr.atBoundary() || b.dropped.Load() {
+		return -1, 0, errors.New("stopped inside a TLS record, or with plaintext not passed on")
 	}
 	if overhead, err = aeadOverhead(b.tc.ConnectionState()); err != nil {
 		return -1, 0, err
