@@ -86,4 +86,3 @@ func TestTLSMaxHandshakesChecked(t *testing.T) {
 		}
 	}
 }
-

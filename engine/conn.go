@@ -43,6 +43,10 @@ type Conn struct {
 	busy  bool
 	dirty bool    // on loop.dirty
 	phase inPhase // what the input waits for (input.go)
+	// The TLS version and cipher suite agreed on (crypto/tls's numbers),
+	// 0 over plain text; set when the TLS handshake is done. They fill the
+	// padding before lastRead.
+	tlsVersion, tlsCipher uint16
 
 	lastRead      int64 // wall clock, ns
 	lastPing      int64
@@ -57,9 +61,6 @@ type Conn struct {
 	reported  bool           // the bridge was told the connection is gone
 	closeCode uint16         // close code sent or received; 0 while open
 	bin       bool           // binary protocol (else JSON)
-	// The TLS version and cipher suite agreed on (crypto/tls's numbers);
-	// 0 over plain text. Set when the TLS handshake is done.
-	tlsVersion, tlsCipher uint16
 	ident     *auth.Identity // nil for an anonymous connection
 	expires   int64          // token expiry, ns; 0 when none
 	id        string

@@ -59,26 +59,26 @@ type Stats struct {
 // Msg is a decoded record; fields unused by its kind are zero. Byte
 // slices alias the decoded record.
 type Msg struct {
-	Kind    byte
-	Token   uint64
-	Conn    string
-	User    string
-	Remote  string
-	Agent   string // Opened: the client's User-Agent
-	Proto   string
+	Kind   byte
+	Token  uint64
+	Conn   string
+	User   string
+	Remote string
+	Agent  string // Opened: the client's User-Agent
+	Proto  string
 	// Opened: the TLS version and cipher suite of the connection (the
 	// numbers of crypto/tls), 0 for a plain-text one.
 	TLSVersion, TLSCipher uint16
-	Op      string // Refused: the op turned down
-	Code    string // Refused: the error code sent back
-	Status  uint64 // Closed: close code; Done: 1 when it failed
-	Channel string
-	From    string
-	Flags   byte
-	Data    []byte
-	Worker  uint64 // Ready: the worker's id
-	PID     uint64 // Ready: the worker's process id
-	Stats   Stats  // Stats: the worker's counters
+	Op                    string // Refused: the op turned down
+	Code                  string // Refused: the error code sent back
+	Status                uint64 // Closed: close code; Done: 1 when it failed
+	Channel               string
+	From                  string
+	Flags                 byte
+	Data                  []byte
+	Worker                uint64 // Ready: the worker's id
+	PID                   uint64 // Ready: the worker's process id
+	Stats                 Stats  // Stats: the worker's counters
 }
 
 // AppendReady appends a Ready record.
