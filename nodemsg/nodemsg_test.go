@@ -2,6 +2,7 @@ package nodemsg
 
 import (
 	"bytes"
+	"encoding/binary"
 	"reflect"
 	"testing"
 
@@ -98,4 +99,25 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded more than the record holds")
 		}
 	})
+}
+
+// TestTicketsMalformed: a Tickets record holds 1 to MaxTicketKeys whole
+// keys, else it is malformed.
+func TestTicketsMalformed(t *testing.T) {
+	for _, n := range []int{0, 1, TicketKeySize - 1, TicketKeySize + 1, (MaxTicketKeys + 1) * TicketKeySize} {
+		rec := append(binary.AppendUvarint([]byte{KindTickets}, uint64(n)), make([]byte, n)...)
+		var m Msg
+		if err := Decode(rec, &m); err == nil {
+			t.Errorf("%d bytes of keys decoded", n)
+		}
+	}
+	keys := make([][TicketKeySize]byte, MaxTicketKeys)
+	keys[MaxTicketKeys-1][0] = 7
+	var m Msg
+	if err := Decode(AppendTickets(nil, keys), &m); err != nil {
+		t.Fatal(err)
+	}
+	if got := TicketKeys(m.Data); len(got) != MaxTicketKeys || got[MaxTicketKeys-1][0] != 7 {
+		t.Fatalf("%d keys decoded", len(got))
+	}
 }
