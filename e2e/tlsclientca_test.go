@@ -104,14 +104,22 @@ func waitClientCAs(t *testing.T, s *serverProc, accepted, refused *tls.Config) {
 	})
 }
 
-// TestTLSClientCAReload runs the real binary with --tls-client-ca and two
-// workers and replaces the CA file: a file that is not a certificate is
+// TestTLSClientCAReload runs the real binary with --tls-client-ca, in one
+// process and with two workers, and replaces the CA file: a file that is not a certificate is
 // refused by every worker and the CAs in use stay; a file of another CA
 // is picked up without a signal (then that CA's clients are served and
 // the first CA's refused, even those holding a session to resume); SIGHUP
 // reloads it too.
 func TestTLSClientCAReload(t *testing.T) {
-	t.Parallel()
+	for _, workers := range []string{"0", "2"} {
+		t.Run("workers="+workers, func(t *testing.T) {
+			t.Parallel()
+			testClientCAReload(t, workers)
+		})
+	}
+}
+
+func testClientCAReload(t *testing.T, workers string) {
 	root := t.TempDir()
 	flags, client := tlsFiles(t, root)
 	cas := make([]*testca.CA, 2)
@@ -131,20 +139,20 @@ func TestTLSClientCAReload(t *testing.T) {
 	}
 	caFile := filepath.Join(root, "client-ca.pem")
 	replaceFile(t, caFile, cas[0].CAPEM)
-	s := startServerWith(t, root, nil, nil, clients[0], append(flags, "--tls-client-ca", caFile, "--workers", "2")...)
+	s := startServerWith(t, root, nil, nil, clients[0], append(flags, "--tls-client-ca", caFile, "--workers", workers)...)
 	waitClientCAs(t, s, clients[0], clients[1])
 
 	replaceFile(t, caFile, []byte("not a certificate\n"))
-	waitLogWorkers(t, s, "2", 10*time.Second, `level=ERROR msg="TLS client CAs not reloaded: the CAs in use stay"`, `reason="files changed"`)
+	waitLogWorkers(t, s, workers, 10*time.Second, `level=ERROR msg="TLS client CAs not reloaded: the CAs in use stay"`, `reason="files changed"`)
 	waitClientCAs(t, s, clients[0], clients[1])
 
 	replaceFile(t, caFile, cas[1].CAPEM)
-	waitLogWorkers(t, s, "2", 10*time.Second, `msg="TLS client CAs reloaded"`, `reason="files changed"`)
+	waitLogWorkers(t, s, workers, 10*time.Second, `msg="TLS client CAs reloaded"`, `reason="files changed"`)
 	waitClientCAs(t, s, clients[1], clients[0])
 
 	replaceFile(t, caFile, cas[0].CAPEM)
 	s.Signal(syscall.SIGHUP)
-	waitLogWorkers(t, s, "2", defaultTimeout, `msg="TLS client CAs reloaded"`, "reason=SIGHUP")
+	waitLogWorkers(t, s, workers, defaultTimeout, `msg="TLS client CAs reloaded"`, "reason=SIGHUP")
 	waitClientCAs(t, s, clients[0], clients[1])
 	if s.Exited() {
 		t.Fatalf("the node exited:\n%s", s.Logs())
