@@ -78,7 +78,14 @@ type Config struct {
 	// Registry receives the agent's Prometheus collectors (the store's),
 	// rendered in GET /metrics after the per-worker families. Nil: none.
 	Registry *prometheus.Registry
-	Log      *slog.Logger
+	// TicketRotation is how often the agent makes a new TLS
+	// session-ticket key for its workers, and TicketKeys how many keys
+	// they keep (the newest seals tickets, all open them). Defaults
+	// DefaultTicketRotation and DefaultTicketKeys (at most
+	// nodemsg.MaxTicketKeys).
+	TicketRotation time.Duration
+	TicketKeys     int
+	Log            *slog.Logger
 }
 
 // Agent is a running node agent. Its methods are safe for concurrent use.
@@ -99,6 +106,8 @@ type Agent struct {
 	readyN int    // under mu
 
 	readyOnce sync.Once
+
+	tickets tickets // TLS session-ticket keys (tickets.go)
 
 	userEvictions atomic.Uint64 // connections closed with 4009 (limits.go)
 	queries       queryLimit
@@ -123,12 +132,18 @@ func New(cfg Config) (*Agent, error) {
 	setDefault(&cfg.MaxBackoff, 5*time.Second)
 	setDefault(&cfg.StableAfter, 30*time.Second)
 	setDefault(&cfg.ShutdownGrace, 5*time.Second)
+	setDefault(&cfg.TicketRotation, DefaultTicketRotation)
+	setDefault(&cfg.TicketKeys, DefaultTicketKeys)
+	if cfg.TicketRotation < 0 || cfg.TicketKeys < 1 || cfg.TicketKeys > nodemsg.MaxTicketKeys {
+		return nil, fmt.Errorf("agent: TicketRotation must be positive and TicketKeys 1..%d", nodemsg.MaxTicketKeys)
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, st: cfg.Store, tab: newTable(cfg.Workers),
 		fatal: make(chan error, 2*cfg.Workers), started: time.Now().UTC()}
 	a.api = a.apiHandler()
+	a.tickets.max = cfg.TicketKeys
 	for i := range cfg.Workers {
 		a.slots = append(a.slots, &slot{id: i})
 	}
@@ -169,6 +184,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	stopped := make(chan struct{})
 	go func() { wg.Wait(); close(stopped) }()
+	go a.rotateTickets(stopped)
 	select {
 	case <-ctx.Done():
 		<-stopped

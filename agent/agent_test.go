@@ -98,7 +98,7 @@ var errScriptDone = errors.New("script done")
 func TestRecordsSessionAndAudit(t *testing.T) {
 	st := openStore(t, store.SyncBatch)
 	_, err := runAgent(t, st, false, func(w *fakeWorker, a *Agent) error {
-		w.send(t, nodemsg.AppendOpened(nil, "c1", "alice", "127.0.0.1:5000", "curl/8", "bin"))
+		w.send(t, nodemsg.AppendOpened(nil, "c1", "alice", "127.0.0.1:5000", "curl/8", "bin", 0, 0))
 		w.send(t, nodemsg.AppendSub(nil, 7, "c1", "news"))
 		w.done(t, 7)
 		w.send(t, nodemsg.AppendPublish(nil, 0, "news", "c1", false, []byte(`{"n":1}`)))
@@ -161,7 +161,7 @@ func TestDeadWorkerRecordsAreKept(t *testing.T) {
 	st := openStore(t, store.SyncNone)
 	const n = 3000
 	_, err := runAgent(t, st, false, func(w *fakeWorker, _ *Agent) error {
-		w.send(t, nodemsg.AppendOpened(nil, "c1", "", "127.0.0.1:1", "", "json"))
+		w.send(t, nodemsg.AppendOpened(nil, "c1", "", "127.0.0.1:1", "", "json", 0, 0))
 		for i := range n {
 			w.send(t, nodemsg.AppendPublish(nil, 0, "news", "c1", false, []byte(fmt.Sprint(i))))
 		}
@@ -205,7 +205,7 @@ func TestDeadWorkerRecordsAreKept(t *testing.T) {
 func TestDurableAck(t *testing.T) {
 	st := openStore(t, store.SyncAlways)
 	_, err := runAgent(t, st, true, func(w *fakeWorker, _ *Agent) error {
-		w.send(t, nodemsg.AppendOpened(nil, "c1", "", "127.0.0.1:1", "", "json"))
+		w.send(t, nodemsg.AppendOpened(nil, "c1", "", "127.0.0.1:1", "", "json", 0, 0))
 		for i := uint64(1); i <= 20; i++ {
 			w.send(t, nodemsg.AppendPublish(nil, i, "news", "c1", false, []byte(fmt.Sprint(i))))
 			if !w.done(t, i) {
@@ -270,7 +270,7 @@ func TestListingsSeeReportedConnections(t *testing.T) {
 	_, err := runAgent(t, nil, false, func(w *fakeWorker, a *Agent) error {
 		for i := range n {
 			id := fmt.Sprintf("c%d", i)
-			w.send(t, nodemsg.AppendOpened(nil, id, "", "127.0.0.1:5000", "", "json"))
+			w.send(t, nodemsg.AppendOpened(nil, id, "", "127.0.0.1:5000", "", "json", 0, 0))
 			w.send(t, nodemsg.AppendSub(nil, 0, id, fmt.Sprintf("ch%d", i%7)))
 		}
 		get := func(target string, v any) {
@@ -299,7 +299,7 @@ func TestListingsSeeReportedConnections(t *testing.T) {
 		if len(chans.Channels) != 7 || total != n {
 			t.Errorf("/api/channels %+v: want 7 channels, %d subscribers", chans.Channels, n)
 		}
-		w.send(t, nodemsg.AppendOpened(nil, "last", "", "127.0.0.1:5001", "", "json"))
+		w.send(t, nodemsg.AppendOpened(nil, "last", "", "127.0.0.1:5001", "", "json", 0, 0))
 		rec := httptest.NewRecorder()
 		a.apiHandler().ServeHTTP(rec, httptest.NewRequest("POST", "/api/disconnect", strings.NewReader(`{"conn":"last"}`)))
 		if rec.Code != http.StatusOK {
@@ -361,7 +361,7 @@ func TestStuckWorkerHoldsBackNobody(t *testing.T) {
 				w.toAgent = append(w.toAgent, r.Producer())
 			}
 			if id == 1 {
-				w.send(t, nodemsg.AppendOpened(nil, "stuck", "", "127.0.0.1:2", "", "json"))
+				w.send(t, nodemsg.AppendOpened(nil, "stuck", "", "127.0.0.1:2", "", "json", 0, 0))
 				w.send(t, nodemsg.AppendSub(nil, 0, "stuck", "news"))
 				<-ctx.Done()
 				return nil
@@ -369,7 +369,7 @@ func TestStuckWorkerHoldsBackNobody(t *testing.T) {
 			for a == nil || a.Workers()[1].Subscriptions != 1 {
 				time.Sleep(time.Millisecond)
 			}
-			w.send(t, nodemsg.AppendOpened(nil, "pub", "", "127.0.0.1:1", "", "json"))
+			w.send(t, nodemsg.AppendOpened(nil, "pub", "", "127.0.0.1:1", "", "json", 0, 0))
 			start := time.Now()
 			data := []byte(`"` + strings.Repeat("x", 500) + `"`)
 			for i := uint64(1); i <= publishes; i++ {

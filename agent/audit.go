@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"crypto/tls"
 	"slices"
 	"time"
 
@@ -52,6 +53,7 @@ func (a *Agent) putSession(id string, c *connRec, end time.Time, code int) strin
 	se := store.Session{Conn: id, Node: a.cfg.Node, Worker: c.worker, User: c.user, Remote: c.remote,
 		UserAgent: c.userAgent, Protocol: c.protocl, Connected: c.connected,
 		Disconnected: end, CloseCode: code, Channels: slices.Clone(c.joined)}
+	se.Scheme, se.TLSVersion, se.TLSCipher = c.tlsNames()
 	a.mu.Unlock()
 	// Not under a.mu: PutSession may wait for room in the store's queue.
 	a.st.PutSession(&se)
@@ -76,4 +78,13 @@ func (a *Agent) dropWorker(w int) {
 			a.closeSession(id, c, closeAbnormal)
 		}
 	}
+}
+
+// tlsNames returns the connection's scheme and, over TLS, its version and
+// cipher suite as crypto/tls names them.
+func (c *connRec) tlsNames() (scheme, version, cipher string) {
+	if c.tlsVersion == 0 {
+		return "ws", "", ""
+	}
+	return "wss", tls.VersionName(c.tlsVersion), tls.CipherSuiteName(c.tlsCipher)
 }

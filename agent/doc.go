@@ -31,6 +31,7 @@
 //     them.
 //   - Limits (limits.go): connections per user on the whole node; a
 //     connection past it is evicted (4009) through its worker.
+//   - Session tickets (tickets.go): the node's TLS session-ticket keys.
 //
 // # Supervision policy
 //
@@ -51,4 +52,19 @@
 // worker fed. The in-process worker (Config.InProcess) cannot be killed
 // alone: its failure stops the agent, whose Run returns the error, so that
 // the process exits non-zero and its own supervisor restarts the node.
+//
+// # Session tickets
+//
+// A TLS client resumes its session on whichever worker takes its next
+// connection because every worker holds the same session-ticket keys, the
+// agent's: it makes a random 32-byte key at start and a new one every
+// TicketRotation (an hour), keeps the TicketKeys newest (25: a ticket
+// opens for 24 rotations after the one that sealed it), and sends them
+// all, newest first, in a nodemsg Tickets record to every running worker
+// at each rotation. A worker process it starts, a restarted one included,
+// gets the keys as the first record of its ring (queued before the
+// process's outbox is published, under the keys' lock, so that a rotation
+// reaches either that record or the outbox), and a TLS worker waits for
+// them before it serves. The keys never leave the memory of the agent and
+// its workers.
 package agent

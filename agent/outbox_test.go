@@ -227,7 +227,7 @@ func TestInProcessWorkerStallStopsTheAgent(t *testing.T) {
 		RingSize: shm.MinCapacity, StallTimeout: 200 * time.Millisecond, ShutdownGrace: time.Second,
 		InProcess: func(ctx context.Context, id int, rings *link.Rings) error {
 			p := rings.Loop(0).Producer()
-			if err := p.Write(nodemsg.AppendOpened(nil, "c1", "", "127.0.0.1:1", "", "json"), time.Second); err != nil {
+			if err := p.Write(nodemsg.AppendOpened(nil, "c1", "", "127.0.0.1:1", "", "json", 0, 0), time.Second); err != nil {
 				return err
 			}
 			// Publishes the agent answers with Done records, which this

@@ -114,7 +114,7 @@ func (a *Agent) onReady(s *slot, m *nodemsg.Msg) {
 }
 
 func (a *Agent) onOpened(s *slot, m *nodemsg.Msg) {
-	c := &connRec{worker: s.id, user: m.User, remote: m.Remote, protocl: m.Proto}
+	c := &connRec{worker: s.id, user: m.User, remote: m.Remote, protocl: m.Proto, tlsVersion: m.TLSVersion, tlsCipher: m.TLSCipher}
 	if a.st != nil {
 		c.userAgent, c.connected = m.Agent, time.Now()
 	}
@@ -128,7 +128,9 @@ func (a *Agent) onOpened(s *slot, m *nodemsg.Msg) {
 	a.emit(cluster.KindConnect, cluster.Event{Conn: m.Conn, User: m.User, Worker: s.id, Remote: m.Remote, Protocol: m.Proto})
 	if a.st != nil {
 		a.putSession(m.Conn, c, time.Time{}, 0)
-		a.audit(&store.Record{Worker: s.id, Conn: m.Conn, User: m.User, Op: store.OpConnect, Remote: m.Remote}, nil)
+		r := &store.Record{Worker: s.id, Conn: m.Conn, User: m.User, Op: store.OpConnect, Remote: m.Remote}
+		r.Scheme, r.TLSVersion, r.TLSCipher = c.tlsNames()
+		a.audit(r, nil)
 	}
 }
 

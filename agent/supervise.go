@@ -147,7 +147,7 @@ func (a *Agent) startReaders(s *slot, pid int, proc *os.Process, rings *link.Rin
 	out := newOutbox(fromAgent.Producer(), fromAgent.MaxRecord(), a.cfg.QueueBytes, a.cfg.StallTimeout,
 		func(reason string) { a.workerFailed(s, pid, proc, reason) })
 	go out.run()
-	s.out.Store(out)
+	a.ticketsFirst(s, out)
 	stop := make(chan struct{})
 	var rwg sync.WaitGroup
 	for _, r := range toAgent {

@@ -25,6 +25,9 @@ type table struct {
 type connRec struct {
 	worker                int
 	user, remote, protocl string
+	// The TLS version and cipher suite (crypto/tls's numbers), 0 over
+	// plain text.
+	tlsVersion, tlsCipher uint16
 	chans                 map[string]struct{}
 	// Session fields, kept only when the node has a store.
 	userAgent string

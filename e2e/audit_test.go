@@ -80,7 +80,7 @@ func (s auSession) String() string { return s.raw }
 
 // auSessionKeys are the fields every session carries.
 var auSessionKeys = []string{"conn", "node", "worker", "user", "remote", "user_agent", "protocol",
-	"connected", "disconnected", "close_code", "active", "channels"}
+	"scheme", "tls_version", "tls_cipher", "connected", "disconnected", "close_code", "active", "channels"}
 
 // closed reports whether the session ended with code.
 func (s auSession) closed(code int) bool {

@@ -45,6 +45,9 @@ type Bridge interface {
 // SessionInfo describes a WebSocket connection when it opens.
 type SessionInfo struct {
 	Conn, User, Remote, UserAgent, Protocol string
+	// TLSVersion and TLSCipher are the TLS version and cipher suite of
+	// the connection (crypto/tls's numbers), 0 over plain text.
+	TLSVersion, TLSCipher uint16
 }
 
 // Refusal describes an attempt the engine turned down.

@@ -108,7 +108,8 @@ type Config struct {
 	// MaxTLSHandshakes bounds the TLS handshakes in progress in the
 	// process, each on a goroutine of its own until it ends; a connection
 	// whose ClientHello arrives while that many are under way is closed.
-	// Default 1024.
+	// Default DefaultMaxTLSHandshakes, at most MaxTLSHandshakesLimit
+	// ("--max-tls-handshakes").
 	MaxTLSHandshakes int
 	// Logger receives application logs. Default: discard.
 	Logger *slog.Logger
@@ -223,7 +224,7 @@ func (c *Config) fillDefaults() {
 	}
 	c.fillInputDefaults()
 	if c.MaxTLSHandshakes == 0 {
-		c.MaxTLSHandshakes = 1024
+		c.MaxTLSHandshakes = DefaultMaxTLSHandshakes
 	}
 	if c.Node == "" {
 		c.Node = "local"
@@ -348,6 +349,8 @@ func (c *Config) checkTLS() error {
 		return errors.New("--hsts: must not be negative")
 	case c.HSTS > 0 && c.TLS == nil:
 		return errors.New("--hsts: needs --tls-cert and --tls-key")
+	case c.MaxTLSHandshakes < 0 || c.MaxTLSHandshakes > MaxTLSHandshakesLimit:
+		return fmt.Errorf("--max-tls-handshakes: %d is outside 1..%d", c.MaxTLSHandshakes, MaxTLSHandshakesLimit)
 	}
 	if c.TLSAddr == "" {
 		if c.TLSRedirect {

@@ -43,6 +43,10 @@ type Conn struct {
 	busy  bool
 	dirty bool    // on loop.dirty
 	phase inPhase // what the input waits for (input.go)
+	// The TLS version and cipher suite agreed on (crypto/tls's numbers),
+	// 0 over plain text; set when the TLS handshake is done. They fill the
+	// padding before lastRead.
+	tlsVersion, tlsCipher uint16
 
 	lastRead      int64 // wall clock, ns
 	lastPing      int64

@@ -208,7 +208,7 @@ func (c *Conn) openWS(resp []byte, bin bool, ident *auth.Identity, userAgent []b
 	c.setIdentity(ident)
 	l.stats.websockets.Add(1)
 	si := SessionInfo{Conn: c.id, User: c.user(), Remote: c.clientString(),
-		UserAgent: string(userAgent), Protocol: "json"}
+		UserAgent: string(userAgent), Protocol: "json", TLSVersion: c.tlsVersion, TLSCipher: c.tlsCipher}
 	if c.bin {
 		si.Protocol = "bin"
 	}

@@ -207,6 +207,7 @@ func (t *tlsConn) handshakeDone(err error) {
 	if !ok {
 		return
 	}
+	conn.tlsDone(t.tc.ConnectionState())
 	// A client may send its first request right behind its Finished.
 	t.src = rest
 	t.serveRecords(conn)

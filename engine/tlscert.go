@@ -2,6 +2,7 @@ package engine
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"os"
@@ -29,14 +30,27 @@ const CertPollInterval = 2 * time.Second
 // Every handshake gets the certificate, whatever name its ClientHello asks
 // for (SNI): a client that verifies the name then refuses it, one that
 // does not (or asked for no name) is served.
+//
+// With client CAs (SetClientCAs) the CA file is reloaded with the pair, on
+// its own: a CA file that fails to load keeps the CAs in use.
 type CertFiles struct {
 	certFile, keyFile string
 	load              func() (tls.Certificate, error)
 
 	cur atomic.Pointer[tls.Certificate]
 
-	mu    sync.Mutex // serializes Reload and Changed
-	stamp [2]fileStamp
+	// Client CAs (tlsca.go): the file, how to load it, and the
+	// configuration handshakes get through GetConfigForClient (a copy of
+	// base with the CAs in use).
+	caFile     string
+	loadCA     func() (*x509.CertPool, error)
+	base       *tls.Config
+	perClient  atomic.Pointer[tls.Config]
+	keys       [][32]byte     // the session-ticket keys in use (SetTicketKeys)
+	initialCAs *x509.CertPool // loaded by SetClientCAs, until TLSConfig
+
+	mu    sync.Mutex // serializes Reload, Changed, SetTicketKeys
+	stamp [3]fileStamp
 }
 
 // fileStamp tells whether a file changed.
@@ -72,8 +86,12 @@ func NewCertFiles(certFile, keyFile string, load func() (tls.Certificate, error)
 	return c, nil
 }
 
-func (c *CertFiles) stamps() [2]fileStamp {
-	return [2]fileStamp{stampOf(c.certFile), stampOf(c.keyFile)}
+func (c *CertFiles) stamps() [3]fileStamp {
+	st := [3]fileStamp{stampOf(c.certFile), stampOf(c.keyFile)}
+	if c.caFile != "" {
+		st[2] = stampOf(c.caFile)
+	}
+	return st
 }
 
 // GetCertificate is tls.Config.GetCertificate: the certificate in use, for
@@ -97,6 +115,11 @@ func (c *CertFiles) Reload(log *slog.Logger, why string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stamp = c.stamps()
+	return errors.Join(c.reloadPairLocked(log, why), c.reloadCAsLocked(log, why))
+}
+
+// reloadPairLocked is Reload for the certificate and its key.
+func (c *CertFiles) reloadPairLocked(log *slog.Logger, why string) error {
 	cert, err := c.load()
 	if err != nil {
 		if log != nil {
@@ -117,7 +140,7 @@ func (c *CertFiles) Reload(log *slog.Logger, why string) error {
 	return nil
 }
 
-// Changed tells whether either file changed since the last load.
+// Changed tells whether any of the files changed since the last load.
 func (c *CertFiles) Changed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -142,10 +165,22 @@ func (c *CertFiles) Watch(done <-chan struct{}, interval time.Duration, log *slo
 }
 
 // TLSConfig returns TLSConfig's configuration serving the certificate of c
-// (reloads included).
+// (reloads included), asking clients for a certificate when SetClientCAs
+// was called. Call it once.
 func (c *CertFiles) TLSConfig(minVersion uint16) *tls.Config {
 	cfg := TLSConfig(tls.Certificate{}, minVersion)
 	cfg.Certificates = nil
 	cfg.GetCertificate = c.GetCertificate
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.base = cfg
+	if c.loadCA != nil {
+		c.usePoolLocked(c.initialCAs)
+		// Handshakes take the configuration of GetConfigForClient; this
+		// one keeps the first CAs, should anything read it.
+		cfg.ClientCAs, cfg.ClientAuth = c.initialCAs, tls.RequireAndVerifyClientCert
+		c.initialCAs = nil
+		cfg.GetConfigForClient = c.configForClient
+	}
 	return cfg
 }

@@ -58,12 +58,16 @@
 //	          └──────┴─────────┴─────────┘
 //	            kind   uvarint   uvarint
 //
-// Opened: a WebSocket connection is open. proto is "json" or "bin".
+// Opened: a WebSocket connection is open. proto is "json" or "bin";
+// tlsVer and cipher are the TLS version and cipher suite the connection
+// agreed on, as crypto/tls numbers them (0x0304 is TLS 1.3, 0x1301
+// TLS_AES_128_GCM_SHA256), both 0 for a plain-text connection; each fits
+// 16 bits (a larger value is malformed).
 //
-//	Opened    ┌──────┬──────┬──────┬────────┬───────────┬───────┐
-//	          │  2   │ conn │ user │ remote │ userAgent │ proto │
-//	          └──────┴──────┴──────┴────────┴───────────┴───────┘
-//	            kind   str    str     str        str       str
+//	Opened    ┌──────┬──────┬──────┬────────┬───────────┬───────┬─────────┬─────────┐
+//	          │  2   │ conn │ user │ remote │ userAgent │ proto │  tlsVer │  cipher │
+//	          └──────┴──────┴──────┴────────┴───────────┴───────┴─────────┴─────────┘
+//	            kind   str    str     str        str       str    uvarint   uvarint
 //
 // Closed: a WebSocket connection ended with this close code.
 //
@@ -154,6 +158,23 @@
 //	          │  23  │ conn │  code   │
 //	          └──────┴──────┴─────────┘
 //	            kind   str    uvarint
+//
+// Tickets: the TLS session-ticket keys of the node, for
+// tls.Config.SetSessionTicketKeys: keys is the keys of TicketKeySize (32)
+// bytes each, one after the other, the newest first (it seals new
+// tickets, all of them open tickets); 1 to MaxTicketKeys keys, so its
+// length is a multiple of 32 from 32 to 2048 (else the record is
+// malformed). The agent sends it as the first record to every worker
+// process it starts, before any other, and to every worker again each
+// time it rotates the keys, so that every worker of the node resumes the
+// sessions any of them started. These keys exist only in the memory of
+// the agent and its workers (the rings are memory shared by those
+// processes alone).
+//
+//	Tickets   ┌──────┬─────────┐
+//	          │  24  │   keys  │
+//	          └──────┴─────────┘
+//	            kind    bytes
 //
 // # Use
 //

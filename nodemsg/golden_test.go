@@ -99,7 +99,7 @@ func TestGolden(t *testing.T) {
 		kinds[m.Kind] = true
 	}
 	for _, k := range []byte{KindReady, KindOpened, KindClosed, KindSub, KindUnsub, KindPublish, KindStats,
-		KindUser, KindRefused, KindDone, KindDeliver, KindKick, KindEvict} {
+		KindUser, KindRefused, KindDone, KindDeliver, KindKick, KindEvict, KindTickets} {
 		if !kinds[k] {
 			t.Errorf("no golden vector of kind %d", k)
 		}

@@ -22,7 +22,15 @@ const (
 	KindDeliver byte = 21
 	KindKick    byte = 22
 	KindEvict   byte = 23
+	KindTickets byte = 24
 )
+
+// TicketKeySize is the size of one TLS session-ticket key (the keys of
+// tls.Config.SetSessionTicketKeys).
+const TicketKeySize = 32
+
+// MaxTicketKeys is the most keys one Tickets record carries.
+const MaxTicketKeys = 64
 
 // FlagOpaque marks data as opaque bytes rather than JSON text.
 const FlagOpaque byte = 1
@@ -51,23 +59,26 @@ type Stats struct {
 // Msg is a decoded record; fields unused by its kind are zero. Byte
 // slices alias the decoded record.
 type Msg struct {
-	Kind    byte
-	Token   uint64
-	Conn    string
-	User    string
-	Remote  string
-	Agent   string // Opened: the client's User-Agent
-	Proto   string
-	Op      string // Refused: the op turned down
-	Code    string // Refused: the error code sent back
-	Status  uint64 // Closed: close code; Done: 1 when it failed
-	Channel string
-	From    string
-	Flags   byte
-	Data    []byte
-	Worker  uint64 // Ready: the worker's id
-	PID     uint64 // Ready: the worker's process id
-	Stats   Stats  // Stats: the worker's counters
+	Kind   byte
+	Token  uint64
+	Conn   string
+	User   string
+	Remote string
+	Agent  string // Opened: the client's User-Agent
+	Proto  string
+	// Opened: the TLS version and cipher suite of the connection (the
+	// numbers of crypto/tls), 0 for a plain-text one.
+	TLSVersion, TLSCipher uint16
+	Op                    string // Refused: the op turned down
+	Code                  string // Refused: the error code sent back
+	Status                uint64 // Closed: close code; Done: 1 when it failed
+	Channel               string
+	From                  string
+	Flags                 byte
+	Data                  []byte
+	Worker                uint64 // Ready: the worker's id
+	PID                   uint64 // Ready: the worker's process id
+	Stats                 Stats  // Stats: the worker's counters
 }
 
 // AppendReady appends a Ready record.
@@ -77,14 +88,36 @@ func AppendReady(dst []byte, worker, pid int) []byte {
 	return binary.AppendUvarint(dst, uint64(pid))
 }
 
-// AppendOpened appends an Opened record.
-func AppendOpened(dst []byte, conn, user, remote, userAgent, proto string) []byte {
+// AppendOpened appends an Opened record; tlsVersion and tlsCipher are 0
+// for a plain-text connection.
+func AppendOpened(dst []byte, conn, user, remote, userAgent, proto string, tlsVersion, tlsCipher uint16) []byte {
 	dst = append(dst, KindOpened)
 	dst = varbuf.AppendStr(dst, conn)
 	dst = varbuf.AppendStr(dst, user)
 	dst = varbuf.AppendStr(dst, remote)
 	dst = varbuf.AppendStr(dst, userAgent)
-	return varbuf.AppendStr(dst, proto)
+	dst = varbuf.AppendStr(dst, proto)
+	dst = binary.AppendUvarint(dst, uint64(tlsVersion))
+	return binary.AppendUvarint(dst, uint64(tlsCipher))
+}
+
+// AppendTickets appends a Tickets record: keys, the newest first (1 to
+// MaxTicketKeys of them).
+func AppendTickets(dst []byte, keys [][TicketKeySize]byte) []byte {
+	dst = binary.AppendUvarint(append(dst, KindTickets), uint64(len(keys)*TicketKeySize))
+	for i := range keys {
+		dst = append(dst, keys[i][:]...)
+	}
+	return dst
+}
+
+// TicketKeys copies the keys of a decoded Tickets record (its Data).
+func TicketKeys(data []byte) [][TicketKeySize]byte {
+	keys := make([][TicketKeySize]byte, len(data)/TicketKeySize)
+	for i := range keys {
+		copy(keys[i][:], data[i*TicketKeySize:])
+	}
+	return keys
 }
 
 // AppendClosed appends a Closed record.
@@ -185,6 +218,7 @@ func Decode(rec []byte, m *Msg) error {
 		m.Worker, m.PID = r.Uvarint(), r.Uvarint()
 	case KindOpened:
 		m.Conn, m.User, m.Remote, m.Agent, m.Proto = r.Str(), r.Str(), r.Str(), r.Str(), r.Str()
+		m.TLSVersion, m.TLSCipher = uint16Of(&r), uint16Of(&r)
 	case KindClosed:
 		m.Conn = r.Str()
 		m.Status = r.Uvarint()
@@ -218,6 +252,11 @@ func Decode(rec []byte, m *Msg) error {
 	case KindDone:
 		m.Token = r.Uvarint()
 		m.Status = uint64(r.Byte())
+	case KindTickets:
+		m.Data = r.Bytes()
+		if n := len(m.Data); n == 0 || n%TicketKeySize != 0 || n > MaxTicketKeys*TicketKeySize {
+			return ErrMalformed
+		}
 	default:
 		return ErrMalformed
 	}
@@ -225,4 +264,13 @@ func Decode(rec []byte, m *Msg) error {
 		return ErrMalformed
 	}
 	return nil
+}
+
+// uint16Of reads a uvarint that must fit 16 bits.
+func uint16Of(r *varbuf.Reader) uint16 {
+	v := r.Uvarint()
+	if v > 0xffff {
+		r.Bad = true
+	}
+	return uint16(v)
 }

@@ -2,6 +2,7 @@ package nodemsg
 
 import (
 	"bytes"
+	"encoding/binary"
 	"reflect"
 	"testing"
 
@@ -20,10 +21,16 @@ type vector struct {
 }
 
 func vectors() []vector {
+	var keys [2][TicketKeySize]byte
+	for i := range TicketKeySize {
+		keys[0][i], keys[1][i] = byte(i), byte(0xff-i)
+	}
 	stats := Stats{Connections: 1, Subscriptions: 2, MessagesIn: 3, MessagesOut: 4, BytesIn: 5, BytesOut: 6, SlowClosed: 1 << 40}
 	return []vector{
 		{"ready", AppendReady(nil, 3, 4242), Msg{Kind: KindReady, Worker: 3, PID: 4242}},
-		{"opened", AppendOpened(nil, "c1", "alice", "127.0.0.1:5", "curl/8", "bin"), Msg{Kind: KindOpened, Conn: "c1", User: "alice", Remote: "127.0.0.1:5", Agent: "curl/8", Proto: "bin"}},
+		{"opened", AppendOpened(nil, "c1", "alice", "127.0.0.1:5", "curl/8", "bin", 0, 0), Msg{Kind: KindOpened, Conn: "c1", User: "alice", Remote: "127.0.0.1:5", Agent: "curl/8", Proto: "bin"}},
+		{"opened tls", AppendOpened(nil, "c2", "", "[::1]:7", "", "json", 0x0304, 0x1301),
+			Msg{Kind: KindOpened, Conn: "c2", Remote: "[::1]:7", Proto: "json", TLSVersion: 0x0304, TLSCipher: 0x1301}},
 		{"closed", AppendClosed(nil, "c1", 4001), Msg{Kind: KindClosed, Conn: "c1", Status: 4001}},
 		{"refused", AppendRefused(nil, "c1", "eve", "publish", "private-x", "forbidden", "", true, []byte{1}),
 			Msg{Kind: KindRefused, Conn: "c1", User: "eve", Op: "publish", Channel: "private-x", Code: "forbidden", Flags: FlagOpaque, Data: []byte{1}}},
@@ -40,6 +47,7 @@ func vectors() []vector {
 		{"done failed", AppendDone(nil, 8, true), Msg{Kind: KindDone, Token: 8, Status: 1}},
 		{"kick", AppendKick(nil, "c9"), Msg{Kind: KindKick, Conn: "c9"}},
 		{"evict", AppendEvict(nil, "c9", 4009), Msg{Kind: KindEvict, Conn: "c9", Status: 4009}},
+		{"tickets", AppendTickets(nil, keys[:]), Msg{Kind: KindTickets, Data: append(keys[0][:], keys[1][:]...)}},
 	}
 }
 
@@ -91,4 +99,25 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded more than the record holds")
 		}
 	})
+}
+
+// TestTicketsMalformed: a Tickets record holds 1 to MaxTicketKeys whole
+// keys, else it is malformed.
+func TestTicketsMalformed(t *testing.T) {
+	for _, n := range []int{0, 1, TicketKeySize - 1, TicketKeySize + 1, (MaxTicketKeys + 1) * TicketKeySize} {
+		rec := append(binary.AppendUvarint([]byte{KindTickets}, uint64(n)), make([]byte, n)...)
+		var m Msg
+		if err := Decode(rec, &m); err == nil {
+			t.Errorf("%d bytes of keys decoded", n)
+		}
+	}
+	keys := make([][TicketKeySize]byte, MaxTicketKeys)
+	keys[MaxTicketKeys-1][0] = 7
+	var m Msg
+	if err := Decode(AppendTickets(nil, keys), &m); err != nil {
+		t.Fatal(err)
+	}
+	if got := TicketKeys(m.Data); len(got) != MaxTicketKeys || got[MaxTicketKeys-1][0] != 7 {
+		t.Fatalf("%d keys decoded", len(got))
+	}
 }

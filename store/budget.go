@@ -63,7 +63,8 @@ func jsonLen[T string | []byte](s T) int {
 // recordCost bounds the length of r in JSON (see Record.MarshalJSON).
 func recordCost(r *Record) int {
 	n := 300 + jsonLen(r.Node) + jsonLen(r.Conn) + jsonLen(r.User) + jsonLen(r.Op) + jsonLen(r.Channel) +
-		jsonLen(r.Attempt) + jsonLen(r.Error) + jsonLen(r.Remote)
+		jsonLen(r.Attempt) + jsonLen(r.Error) + jsonLen(r.Remote) +
+		jsonLen(r.Scheme) + jsonLen(r.TLSVersion) + jsonLen(r.TLSCipher)
 	if r.Opaque {
 		return n + (len(r.Data)+2)/3*4
 	}
@@ -73,7 +74,7 @@ func recordCost(r *Record) int {
 // sessionCost bounds the length of se in JSON (see Session.MarshalJSON).
 func sessionCost(se *Session) int {
 	n := 300 + jsonLen(se.Conn) + jsonLen(se.Node) + jsonLen(se.User) + jsonLen(se.Remote) +
-		jsonLen(se.UserAgent) + jsonLen(se.Protocol)
+		jsonLen(se.UserAgent) + jsonLen(se.Protocol) + jsonLen(se.Scheme) + jsonLen(se.TLSVersion) + jsonLen(se.TLSCipher)
 	for _, ch := range se.Channels {
 		n += jsonLen(ch) + 1
 	}

@@ -32,15 +32,25 @@ var errCorrupt = errors.New("store: corrupt value")
 //
 //	audit record:  1 node conn user op channel flags:u8 data attempt error remote code:varint worker:varint
 //	               [size:uvarint sha256:32, with flagCut]
-//	session:       1 conn node user remote userAgent protocol worker:varint
+//	               [scheme tlsVersion tlsCipher, with flagTLS]
+//	session:       2 conn node user remote userAgent protocol worker:varint
 //	               connected:varint disconnected:varint code:varint nchannels channel…
-const valueVersion byte = 1
+//	               scheme tlsVersion tlsCipher
+//
+// Session values of version 1 (written before sessions kept their scheme)
+// end after their channels; they are read with an empty scheme.
+const (
+	valueVersion   byte = 1
+	sessionVersion byte = 2
+)
 
 // Record flags. flagCut: data is a prefix (or nothing) of size bytes whose
-// SHA-256 follows (Record.DataSize).
+// SHA-256 follows (Record.DataSize). flagTLS: the record ends with the
+// connection's scheme, TLS version and cipher suite (Record.Scheme).
 const (
 	flagOpaque byte = 1
 	flagCut    byte = 2
+	flagTLS    byte = 4
 )
 
 func hourOf(ns int64) uint32 {
@@ -100,6 +110,9 @@ func encodeRecord(dst []byte, r *Record) []byte {
 	if r.DataSize > 0 {
 		flags |= flagCut
 	}
+	if r.Scheme != "" {
+		flags |= flagTLS
+	}
 	dst = append(dst, flags)
 	dst = binary.AppendUvarint(dst, uint64(len(r.Data)))
 	dst = append(dst, r.Data...)
@@ -112,7 +125,16 @@ func encodeRecord(dst []byte, r *Record) []byte {
 		dst = binary.AppendUvarint(dst, uint64(r.DataSize))
 		dst = append(dst, r.DataHash[:]...)
 	}
+	if r.Scheme != "" {
+		dst = appendTLS(dst, r.Scheme, r.TLSVersion, r.TLSCipher)
+	}
 	return dst
+}
+
+func appendTLS(dst []byte, scheme, version, cipher string) []byte {
+	dst = varbuf.AppendStr(dst, scheme)
+	dst = varbuf.AppendStr(dst, version)
+	return varbuf.AppendStr(dst, cipher)
 }
 
 // decodeRecord decodes the value of audit key k into r; r owns its bytes.
@@ -140,6 +162,9 @@ func decodeRecord(k, v []byte, r *Record) error {
 		copy(r.DataHash[:], rd.B)
 		rd.B = rd.B[len(r.DataHash):]
 	}
+	if flags&flagTLS != 0 {
+		r.Scheme, r.TLSVersion, r.TLSCipher = rd.Str(), rd.Str(), rd.Str()
+	}
 	if !rd.Done() {
 		return errCorrupt
 	}
@@ -147,7 +172,7 @@ func decodeRecord(k, v []byte, r *Record) error {
 }
 
 func encodeSession(dst []byte, s *Session) []byte {
-	dst = append(dst, valueVersion)
+	dst = append(dst, sessionVersion)
 	dst = varbuf.AppendStr(dst, s.Conn)
 	dst = varbuf.AppendStr(dst, s.Node)
 	dst = varbuf.AppendStr(dst, s.User)
@@ -162,11 +187,11 @@ func encodeSession(dst []byte, s *Session) []byte {
 	for _, ch := range s.Channels {
 		dst = varbuf.AppendStr(dst, ch)
 	}
-	return dst
+	return appendTLS(dst, s.Scheme, s.TLSVersion, s.TLSCipher)
 }
 
 func decodeSession(v []byte, s *Session) error {
-	if len(v) == 0 || v[0] != valueVersion {
+	if len(v) == 0 || (v[0] != valueVersion && v[0] != sessionVersion) {
 		return errCorrupt
 	}
 	*s = Session{}
@@ -183,6 +208,9 @@ func decodeSession(v []byte, s *Session) error {
 	s.Channels = make([]string, 0, n)
 	for range n {
 		s.Channels = append(s.Channels, rd.Str())
+	}
+	if v[0] == sessionVersion {
+		s.Scheme, s.TLSVersion, s.TLSCipher = rd.Str(), rd.Str(), rd.Str()
 	}
 	if !rd.Done() {
 		return errCorrupt

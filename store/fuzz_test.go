@@ -68,6 +68,7 @@ func TestDecodeTruncated(t *testing.T) {
 	at := time.Date(2025, 3, 4, 5, 6, 7, 8, time.UTC)
 	rec := fullRecord(1, at)
 	rec.Seq = 42
+	rec.Scheme, rec.TLSVersion, rec.TLSCipher = "wss", "TLS 1.2", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
 	key := auditKey(nil, at.UnixNano(), rec.Seq)
 	v := encodeRecord(nil, &rec)
 	for n := range len(v) {
@@ -84,7 +85,8 @@ func TestDecodeTruncated(t *testing.T) {
 		t.Fatalf("record with a trailing byte decoded")
 	}
 
-	se := Session{Conn: "c", User: "u", Connected: at, Disconnected: at.Add(time.Second), CloseCode: 1000, Channels: []string{"a", "b"}}
+	se := Session{Conn: "c", User: "u", Connected: at, Disconnected: at.Add(time.Second), CloseCode: 1000, Channels: []string{"a", "b"},
+		Scheme: "wss", TLSVersion: "TLS 1.3", TLSCipher: "TLS_AES_128_GCM_SHA256"}
 	v = encodeSession(nil, &se)
 	for n := range len(v) {
 		var got Session
@@ -95,5 +97,16 @@ func TestDecodeTruncated(t *testing.T) {
 	var got Session
 	if err := decodeSession(v, &got); err != nil || !reflect.DeepEqual(got, se) {
 		t.Fatalf("decodeSession = %+v, %v; want %+v", got, err, se)
+	}
+	// A session of version 1 ends after its channels and has no scheme.
+	plain := se
+	plain.Scheme, plain.TLSVersion, plain.TLSCipher = "", "", ""
+	v1 := encodeSession(nil, &plain)
+	v1 = append([]byte{valueVersion}, v1[1:len(v1)-3]...)
+	if err := decodeSession(v1, &got); err != nil || !reflect.DeepEqual(got, plain) {
+		t.Fatalf("decodeSession of version 1 = %+v, %v; want %+v", got, err, plain)
+	}
+	if err := decodeSession(append(v1, 0, 0, 0), &got); err == nil {
+		t.Fatalf("session of version 1 with a tail decoded")
 	}
 }

@@ -26,6 +26,9 @@ type recordJSON struct {
 	Error   string          `json:"error,omitempty"`
 	Remote  string          `json:"remote,omitempty"`
 	Code    int             `json:"code,omitempty"`
+	Scheme  string          `json:"scheme,omitempty"`
+	TLSVer  string          `json:"tls_version,omitempty"`
+	Cipher  string          `json:"tls_cipher,omitempty"`
 }
 
 // MarshalJSON renders the record as in GET /api/audit: data is the JSON
@@ -38,6 +41,7 @@ func (r Record) MarshalJSON() ([]byte, error) {
 		Time: r.Time.UTC().Format(time.RFC3339Nano), Seq: r.Seq, Node: r.Node, Worker: r.Worker,
 		Conn: r.Conn, User: r.User, Op: r.Op, Channel: r.Channel,
 		Attempt: r.Attempt, Error: r.Error, Remote: r.Remote, Code: r.Code,
+		Scheme: r.Scheme, TLSVer: r.TLSVersion, Cipher: r.TLSCipher,
 	}
 	if r.DataSize > 0 {
 		j.Size, j.SHA256 = r.DataSize, hex.EncodeToString(r.DataHash[:])
@@ -70,7 +74,8 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*r = Record{Time: t, Seq: j.Seq, Node: j.Node, Worker: j.Worker, Conn: j.Conn, User: j.User, Op: j.Op,
-		Channel: j.Channel, Attempt: j.Attempt, Error: j.Error, Remote: j.Remote, Code: j.Code, DataSize: j.Size}
+		Channel: j.Channel, Attempt: j.Attempt, Error: j.Error, Remote: j.Remote, Code: j.Code, DataSize: j.Size,
+		Scheme: j.Scheme, TLSVersion: j.TLSVer, TLSCipher: j.Cipher}
 	if j.SHA256 != "" {
 		h, err := hex.DecodeString(j.SHA256)
 		if err != nil || len(h) != len(r.DataHash) {
@@ -109,6 +114,9 @@ type sessionJSON struct {
 	Remote       string   `json:"remote"`
 	UserAgent    string   `json:"user_agent"`
 	Protocol     string   `json:"protocol"`
+	Scheme       string   `json:"scheme"`
+	TLSVersion   string   `json:"tls_version"`
+	TLSCipher    string   `json:"tls_cipher"`
 	Connected    string   `json:"connected"`
 	Disconnected *string  `json:"disconnected"`
 	CloseCode    *int     `json:"close_code"`
@@ -120,8 +128,9 @@ type sessionJSON struct {
 // and close_code are null while it is active.
 func (s Session) MarshalJSON() ([]byte, error) {
 	j := sessionJSON{Conn: s.Conn, Node: s.Node, Worker: s.Worker, User: s.User, Remote: s.Remote,
-		UserAgent: s.UserAgent, Protocol: s.Protocol, Connected: s.Connected.UTC().Format(time.RFC3339Nano),
-		Active: s.Active(), Channels: s.Channels}
+		UserAgent: s.UserAgent, Protocol: s.Protocol, Scheme: s.Scheme, TLSVersion: s.TLSVersion, TLSCipher: s.TLSCipher,
+		Connected: s.Connected.UTC().Format(time.RFC3339Nano),
+		Active:    s.Active(), Channels: s.Channels}
 	if j.Channels == nil {
 		j.Channels = []string{}
 	}
@@ -144,7 +153,8 @@ func (s *Session) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*s = Session{Conn: j.Conn, Node: j.Node, Worker: j.Worker, User: j.User, Remote: j.Remote,
-		UserAgent: j.UserAgent, Protocol: j.Protocol, Connected: t, Channels: j.Channels}
+		UserAgent: j.UserAgent, Protocol: j.Protocol, Scheme: j.Scheme, TLSVersion: j.TLSVersion, TLSCipher: j.TLSCipher,
+		Connected: t, Channels: j.Channels}
 	if j.Disconnected != nil {
 		if s.Disconnected, err = time.Parse(time.RFC3339Nano, *j.Disconnected); err != nil {
 			return err

@@ -367,7 +367,7 @@ func TestRecordJSON(t *testing.T) {
 func TestSessionJSON(t *testing.T) {
 	at := time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC)
 	active := Session{Conn: "c1", Node: "n", Worker: 1, User: "u", Remote: "1.2.3.4:5", UserAgent: "ua/1",
-		Protocol: "json", Connected: at}
+		Protocol: "json", Scheme: "wss", TLSVersion: "TLS 1.3", TLSCipher: "TLS_AES_128_GCM_SHA256", Connected: at}
 	closed := active
 	closed.Channels = []string{"a", "b"}
 	closed.Disconnected, closed.CloseCode = at.Add(time.Minute), 1001
@@ -377,9 +377,11 @@ func TestSessionJSON(t *testing.T) {
 		want string
 	}{
 		{"active", active, `{"conn":"c1","node":"n","worker":1,"user":"u","remote":"1.2.3.4:5","user_agent":"ua/1",` +
-			`"protocol":"json","connected":"2025-03-04T05:06:07Z","disconnected":null,"close_code":null,"active":true,"channels":[]}`},
+			`"protocol":"json","scheme":"wss","tls_version":"TLS 1.3","tls_cipher":"TLS_AES_128_GCM_SHA256",` +
+			`"connected":"2025-03-04T05:06:07Z","disconnected":null,"close_code":null,"active":true,"channels":[]}`},
 		{"closed", closed, `{"conn":"c1","node":"n","worker":1,"user":"u","remote":"1.2.3.4:5","user_agent":"ua/1",` +
-			`"protocol":"json","connected":"2025-03-04T05:06:07Z","disconnected":"2025-03-04T05:07:07Z","close_code":1001,` +
+			`"protocol":"json","scheme":"wss","tls_version":"TLS 1.3","tls_cipher":"TLS_AES_128_GCM_SHA256",` +
+			`"connected":"2025-03-04T05:06:07Z","disconnected":"2025-03-04T05:07:07Z","close_code":1001,` +
 			`"active":false,"channels":["a","b"]}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

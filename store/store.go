@@ -36,6 +36,11 @@ type Record struct {
 	Error    string // OpRefused: the protocol error code sent back
 	Remote   string // OpConnect and refused handshakes: the peer address
 	Code     int    // OpDisconnect: the WebSocket close code
+	// OpConnect: the connection's scheme ("ws" or "wss") and, for wss,
+	// its TLS version and cipher suite (crypto/tls's VersionName and
+	// CipherSuiteName: "TLS 1.3", "TLS_AES_128_GCM_SHA256"); "" on other
+	// records.
+	Scheme, TLSVersion, TLSCipher string
 }
 
 // Audit ops. Publish, broadcast, subscribe, unsubscribe and auth are the
@@ -54,17 +59,22 @@ const (
 
 // Session is one WebSocket connection's record.
 type Session struct {
-	Conn         string
-	Node         string
-	Worker       int
-	User         string
-	Remote       string
-	UserAgent    string
-	Protocol     string
-	Connected    time.Time
-	Disconnected time.Time // zero while active
-	CloseCode    int       // 0 while active; 1006 when the connection dropped without a close frame
-	Channels     []string  // every channel joined, in order of first join
+	Conn      string
+	Node      string
+	Worker    int
+	User      string
+	Remote    string
+	UserAgent string
+	Protocol  string
+	// Scheme is "ws" or "wss"; for wss, TLSVersion and TLSCipher are the
+	// TLS version and cipher suite (crypto/tls's VersionName and
+	// CipherSuiteName: "TLS 1.3", "TLS_AES_128_GCM_SHA256"). All three are
+	// "" in sessions recorded before ZenConn kept them.
+	Scheme, TLSVersion, TLSCipher string
+	Connected                     time.Time
+	Disconnected                  time.Time // zero while active
+	CloseCode                     int       // 0 while active; 1006 when the connection dropped without a close frame
+	Channels                      []string  // every channel joined, in order of first join
 }
 
 // Active reports whether the session is still open.

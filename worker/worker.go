@@ -102,7 +102,7 @@ func (b *bridge) send(loop int, rec []byte, mustKeep bool) error {
 }
 
 func (b *bridge) Opened(loop int, si engine.SessionInfo) {
-	b.scratch[loop] = nodemsg.AppendOpened(b.scratch[loop][:0], si.Conn, si.User, si.Remote, si.UserAgent, si.Protocol)
+	b.scratch[loop] = nodemsg.AppendOpened(b.scratch[loop][:0], si.Conn, si.User, si.Remote, si.UserAgent, si.Protocol, si.TLSVersion, si.TLSCipher)
 	_ = b.send(loop, b.scratch[loop], true)
 }
 
@@ -200,6 +200,10 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	if cfg.AgentSocket != "" {
 		proxyToAgent(&ecfg, cfg.AgentSocket, cfg.ID)
 	}
+	var early [][]byte
+	if ecfg.TLS != nil {
+		early = awaitTickets(cfg.Rings.FromAgent(), &ecfg, ticketsWait, cfg.Log)
+	}
 	srv, err := engine.New(ecfg)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStart, err)
@@ -218,7 +222,8 @@ func Run(ctx context.Context, ecfg engine.Config, cfg Config) error {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); readAgent(cfg.Rings.FromAgent(), srv, b, done, cfg.Log) }()
+	ra := &agentReader{srv: srv, b: b, ecfg: &ecfg, log: cfg.Log}
+	go func() { defer wg.Done(); ra.run(cfg.Rings.FromAgent(), early, done) }()
 	go func() { defer wg.Done(); reportStats(house, srv, done) }()
 
 	var fatal error
@@ -281,10 +286,22 @@ func reportStats(house *shm.Producer, srv *engine.Server, done <-chan struct{}) 
 	}
 }
 
-// readAgent applies the agent's records until done is closed.
-func readAgent(r *shm.Ring, srv *engine.Server, b *bridge, done <-chan struct{}, log *slog.Logger) {
+// agentReader applies the agent's records.
+type agentReader struct {
+	srv  *engine.Server
+	b    *bridge
+	ecfg *engine.Config // for the TLS session-ticket keys
+	log  *slog.Logger
+	m    nodemsg.Msg
+}
+
+// run applies early (records read before the engine started), then the
+// records of r until done is closed.
+func (ra *agentReader) run(r *shm.Ring, early [][]byte, done <-chan struct{}) {
+	for _, rec := range early {
+		ra.apply(rec)
+	}
 	c := r.Consumer()
-	var m nodemsg.Msg
 	for {
 		select {
 		case <-done:
@@ -294,30 +311,71 @@ func readAgent(r *shm.Ring, srv *engine.Server, b *bridge, done <-chan struct{},
 		if !c.Wait(-1) { // false after Interrupt
 			continue
 		}
-		if _, err := c.Read(func(rec []byte) {
-			if err := nodemsg.Decode(rec, &m); err != nil {
-				log.Error("bad record from the agent", "err", err)
-				return
-			}
-			switch m.Kind {
-			case nodemsg.KindDone:
-				var err error
-				if m.Status != 0 {
-					err = errNotWritten
-				}
-				b.settle(m.Token, err)
-			case nodemsg.KindDeliver:
-				srv.Deliver(m.Channel, m.From, m.Data, m.Flags&nodemsg.FlagOpaque != 0)
-			case nodemsg.KindKick:
-				srv.Kick(m.Conn)
-			case nodemsg.KindEvict:
-				evict(srv, &m)
-			}
-		}); err != nil {
-			log.Error("ring from the agent", "err", err)
+		if _, err := c.Read(ra.apply); err != nil {
+			ra.log.Error("ring from the agent", "err", err)
 			return
 		}
 	}
+}
+
+// apply applies one record from the agent.
+func (ra *agentReader) apply(rec []byte) {
+	m := &ra.m
+	if err := nodemsg.Decode(rec, m); err != nil {
+		ra.log.Error("bad record from the agent", "err", err)
+		return
+	}
+	switch m.Kind {
+	case nodemsg.KindDone:
+		var err error
+		if m.Status != 0 {
+			err = errNotWritten
+		}
+		ra.b.settle(m.Token, err)
+	case nodemsg.KindDeliver:
+		ra.srv.Deliver(m.Channel, m.From, m.Data, m.Flags&nodemsg.FlagOpaque != 0)
+	case nodemsg.KindKick:
+		ra.srv.Kick(m.Conn)
+	case nodemsg.KindEvict:
+		evict(ra.srv, m)
+	case nodemsg.KindTickets:
+		ra.ecfg.SetTicketKeys(nodemsg.TicketKeys(m.Data))
+	}
+}
+
+// ticketsWait bounds how long a TLS worker waits for the node's
+// session-ticket keys before it serves.
+const ticketsWait = 5 * time.Second
+
+// awaitTickets reads, before the engine serves, the agent's first record:
+// the node's TLS session-ticket keys (nodemsg's Tickets), so that no
+// ticket this worker seals is one the other workers cannot open. Records
+// that came with it are returned, copied, for the agent reader. Without
+// keys by timeout the worker serves with keys of its own until they come.
+func awaitTickets(r *shm.Ring, ecfg *engine.Config, timeout time.Duration, log *slog.Logger) [][]byte {
+	c := r.Consumer()
+	deadline := time.Now().Add(timeout)
+	var early [][]byte
+	got := false
+	for !got {
+		left := time.Until(deadline)
+		if left <= 0 || !c.Wait(left) {
+			log.Warn("no TLS session-ticket keys from the agent yet: serving with keys of this worker until they come")
+			return early
+		}
+		_, _ = c.Read(func(rec []byte) {
+			if !got && len(rec) > 0 && rec[0] == nodemsg.KindTickets {
+				var m nodemsg.Msg
+				if nodemsg.Decode(rec, &m) == nil {
+					ecfg.SetTicketKeys(nodemsg.TicketKeys(m.Data))
+					got = true
+					return
+				}
+			}
+			early = append(early, append([]byte(nil), rec...))
+		})
+	}
+	return early
 }
 
 // agentKeys is the engine's KeyAttempts in a worker: the agent counts the

@@ -368,6 +368,7 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 		return cfg, nil, nil, err
 	}
 	cfg.TLSAddr, cfg.TLSRedirect, cfg.HSTS = o.tls.addr, o.tls.redirect, o.tls.hsts
+	cfg.MaxTLSHandshakes = o.tls.handshakes
 	if o.accessLog != "off" {
 		if alog, err = accesslog.Open(o.accessLog); err != nil {
 			return cfg, nil, nil, fmt.Errorf("--access-log: %w", err)

@@ -22,6 +22,7 @@ type tlsOptions struct {
 	redirect   bool   // --tls-redirect
 	hsts       time.Duration
 	clientCA   string // --tls-client-ca
+	handshakes int    // --max-tls-handshakes
 }
 
 func registerTLSFlags(fs *flag.FlagSet, o *tlsOptions) {
@@ -29,7 +30,8 @@ func registerTLSFlags(fs *flag.FlagSet, o *tlsOptions) {
 	fs.StringVar(&o.key, "tls-key", "", "PEM file with the private key of --tls-cert")
 	fs.StringVar(&o.minVersion, "tls-min-version", "1.2", `oldest TLS version accepted: "1.2" or "1.3"`)
 	fs.StringVar(&o.addr, "tls-addr", "", "second address, served with TLS (--tls-cert, --tls-key) by the same workers, while --addr stays plain; port 0 picks a free port. Empty: --addr serves TLS when --tls-cert is set")
-	fs.StringVar(&o.clientCA, "tls-client-ca", "", "PEM file of the CA certificates that sign client certificates: with it every TLS client must present a certificate signed by one of them (tls.RequireAndVerifyClientCert), else its handshake fails. Read at start only")
+	fs.StringVar(&o.clientCA, "tls-client-ca", "", "PEM file of the CA certificates that sign client certificates: with it every TLS client must present a certificate signed by one of them (tls.RequireAndVerifyClientCert), else its handshake fails. Reloaded with --tls-cert on SIGHUP and when it changes; a file that fails to load then is refused and the CAs in use stay")
+	fs.IntVar(&o.handshakes, "max-tls-handshakes", engine.DefaultMaxTLSHandshakes, fmt.Sprintf("TLS handshakes in progress at once in each worker process (each holds a goroutine until it ends, at most --handshake-timeout); a connection whose ClientHello comes past it is closed. 1 to %d", engine.MaxTLSHandshakesLimit))
 	fs.DurationVar(&o.hsts, "hsts", 0, "with TLS, send Strict-Transport-Security: max-age=<this, in seconds> on every HTTP response over TLS (files, errors, /healthz, the API; never over plain text), e.g. 8760h for a year; 0: off")
 	fs.BoolVar(&o.redirect, "tls-redirect", false, "answer every plain-text request on --addr but /healthz and /metrics, WebSocket handshakes included, with 308 to the same URI on https:// at --tls-addr's port (needs --tls-addr)")
 }
@@ -47,6 +49,9 @@ func tlsConfig(o *tlsOptions) (*tls.Config, *engine.CertFiles, error) {
 	default:
 		return nil, nil, fmt.Errorf("--tls-min-version: %q is neither 1.2 nor 1.3", o.minVersion)
 	}
+	if o.handshakes < 1 || o.handshakes > engine.MaxTLSHandshakesLimit {
+		return nil, nil, fmt.Errorf("--max-tls-handshakes: %d is outside 1..%d", o.handshakes, engine.MaxTLSHandshakesLimit)
+	}
 	switch {
 	case o.cert == "" && o.key == "" && o.clientCA != "":
 		return nil, nil, errors.New("--tls-client-ca: needs --tls-cert and --tls-key")
@@ -63,15 +68,13 @@ func tlsConfig(o *tlsOptions) (*tls.Config, *engine.CertFiles, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := certs.TLSConfig(minVersion)
 	if o.clientCA != "" {
-		pool, err := loadClientCAs(o.clientCA)
-		if err != nil {
+		file := o.clientCA
+		if err := certs.SetClientCAs(file, func() (*x509.CertPool, error) { return loadClientCAs(file) }); err != nil {
 			return nil, nil, err
 		}
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
-	return cfg, certs, nil
+	return certs.TLSConfig(minVersion), certs, nil
 }
 
 // loadClientCAs reads the CA certificates of --tls-client-ca.
