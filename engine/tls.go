@@ -110,8 +110,8 @@ type tlsConn struct {
 	// handshake. partialOK lets tlsWire hand it an incomplete record.
 	recLeft   int
 	partialOK bool
-	wbuf        []byte      // ciphertext being written (from the loop's pool)
-	wire        tlsWireConn // what tc reads and writes
+	wbuf      []byte      // ciphertext being written (from the loop's pool)
+	wire      tlsWireConn // what tc reads and writes
 }
 
 // tlsWireConn is the net.Conn under tls.Conn.
