@@ -21,7 +21,9 @@ import (
 
 // BenchmarkTLSIdleMemory measures the heap an idle established connection
 // holds in the server: plain, TLS 1.2 and TLS 1.3 (ECDSA P-256
-// certificate, the client's default key exchange). The clients run in a
+// certificate; crypto/tls's default key exchange, which offers the
+// X25519MLKEM768 hybrid as browsers do, and X25519 alone, as the load
+// generator of bench/run-tls.sh does, for a smaller ClientHello). The clients run in a
 // child process (this test binary, TestIdleClientProcess), so the heap
 // counted is the server's alone. It reports heap-B/conn (live heap after a
 // GC, over the connections) and goroutines/conn. One measurement per run:
@@ -38,12 +40,14 @@ func BenchmarkTLSIdleMemory(b *testing.B) {
 		conns = v
 	}
 	for _, c := range []struct {
-		name string
-		vers uint16 // 0: plain
-	}{{"plain", 0}, {"tls1.2", tls.VersionTLS12}, {"tls1.3", tls.VersionTLS13}} {
+		name   string
+		vers   uint16 // 0: plain
+		x25519 bool   // X25519 only
+	}{{"plain", 0, false}, {"tls1.2", tls.VersionTLS12, false}, {"tls1.3", tls.VersionTLS13, false},
+		{"tls1.3-x25519", tls.VersionTLS13, true}} {
 		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {
-				heap, gor := idleMemory(b, conns, c.vers, c.name)
+				heap, gor := idleMemory(b, conns, c.vers, c.x25519, c.name)
 				b.ReportMetric(heap, "heap-B/conn")
 				b.ReportMetric(gor, "goroutines/conn")
 			}
@@ -53,7 +57,7 @@ func BenchmarkTLSIdleMemory(b *testing.B) {
 
 // idleMemory opens conns idle connections to a fresh server from a child
 // process and returns the server's live heap and goroutines per connection.
-func idleMemory(b *testing.B, conns int, vers uint16, name string) (heap, goroutines float64) {
+func idleMemory(b *testing.B, conns int, vers uint16, x25519 bool, name string) (heap, goroutines float64) {
 	b.StopTimer()
 	defer b.StartTimer()
 	cfg := Config{Addr: "127.0.0.1:0", Loops: 1, Limits: Limits{MaxConnsPerIP: 2 * conns, ConnRatePerIP: 10 * conns}}
@@ -78,7 +82,7 @@ func idleMemory(b *testing.B, conns int, vers uint16, name string) (heap, gorout
 		b.Fatal(err)
 	}
 	before, g0 := liveHeap()
-	child := startIdleClients(b, s.Addr().String(), conns, vers, caFile)
+	child := startIdleClients(b, s.Addr().String(), conns, vers, x25519, caFile)
 	defer child.stop(b)
 	deadline := time.Now().Add(60 * time.Second)
 	for s.Stats().Connections < uint64(conns) || s.tlsHandshakes.Load() > 0 {
@@ -121,10 +125,10 @@ type idleClients struct {
 
 // startIdleClients runs TestIdleClientProcess in a child process and waits
 // (at most 60 s) until its connections are open.
-func startIdleClients(b *testing.B, addr string, conns int, vers uint16, caFile string) *idleClients {
+func startIdleClients(b *testing.B, addr string, conns int, vers uint16, x25519 bool, caFile string) *idleClients {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestIdleClientProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "IDLE_CLIENT_ADDR="+addr, "IDLE_CLIENT_CONNS="+strconv.Itoa(conns),
-		"IDLE_CLIENT_VERS="+strconv.Itoa(int(vers)), "IDLE_CLIENT_CA="+caFile)
+		"IDLE_CLIENT_VERS="+strconv.Itoa(int(vers)), "IDLE_CLIENT_X25519="+strconv.FormatBool(x25519), "IDLE_CLIENT_CA="+caFile)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -185,7 +189,8 @@ func TestIdleClientProcess(t *testing.T) {
 	}
 	conns, _ := strconv.Atoi(os.Getenv("IDLE_CLIENT_CONNS"))
 	vers, _ := strconv.Atoi(os.Getenv("IDLE_CLIENT_VERS"))
-	held, err := openIdleClients(addr, conns, uint16(vers), os.Getenv("IDLE_CLIENT_CA"))
+	x25519, _ := strconv.ParseBool(os.Getenv("IDLE_CLIENT_X25519"))
+	held, err := openIdleClients(addr, conns, uint16(vers), x25519, os.Getenv("IDLE_CLIENT_CA"))
 	if err != nil {
 		fmt.Println("error:", err)
 		return
@@ -195,7 +200,7 @@ func TestIdleClientProcess(t *testing.T) {
 	runtime.KeepAlive(held)
 }
 
-func openIdleClients(addr string, conns int, vers uint16, caFile string) ([]*websocket.Conn, error) {
+func openIdleClients(addr string, conns int, vers uint16, x25519 bool, caFile string) ([]*websocket.Conn, error) {
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	url := "ws://" + addr + "/ws"
 	if vers != 0 {
@@ -206,6 +211,9 @@ func openIdleClients(addr string, conns int, vers uint16, caFile string) ([]*web
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(pem)
 		d.TLSClientConfig = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: vers, MaxVersion: vers}
+		if x25519 {
+			d.TLSClientConfig.CurvePreferences = []tls.CurveID{tls.X25519}
+		}
 		url = "wss://" + addr + "/ws"
 	}
 	var (
