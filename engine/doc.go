@@ -49,7 +49,9 @@
 // and writes through loop tasks; once it is done, the loop owns the
 // tls.Conn: it decrypts the records it reads and encrypts every write,
 // AsyncWrite's included (as a task), so tls.Conn is never used by two
-// goroutines at once.
+// goroutines at once. crypto/tls is handed whole records only, and its
+// input buffer is one the loop lends while it serves the connection
+// (tlsbufs.go): an idle TLS connection holds its keys, no buffer.
 //
 // Bridge (bridge.go). The link to the node's agent, always present (a
 // worker's goes over shared-memory rings; NopBridge serves tests). The
