@@ -32,9 +32,9 @@ import (
 //     reads records from the bytes it just read, whole records only
 //     (tlsWire returns a temporary net.Error at the first incomplete one,
 //     which crypto/tls reports without failing the connection, and the
-//     incomplete record stays in gnet's inbound buffer, as a plain
-//     connection's incomplete frame does), and hands the plaintext to
-//     Conn.Serve. Writes encrypt on the loop into a
+//     incomplete record, at most 5 + tlsCiphertextMax bytes, stays in
+//     gnet's inbound buffer until the rest arrives), and hands the
+//     plaintext to Conn.Serve. Writes encrypt on the loop into a
 //     ciphertext buffer taken from the loop's pool, written to the socket
 //     at once; what the kernel does not take waits in gnet's outbound
 //     buffer (Buffered). AsyncWrite from other goroutines becomes a task
