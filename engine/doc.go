@@ -49,9 +49,12 @@
 // and writes through loop tasks; once it is done, the loop owns the
 // tls.Conn: it decrypts the records it reads and encrypts every write,
 // AsyncWrite's included (as a task), so tls.Conn is never used by two
-// goroutines at once. When the handshake is done the connection keeps its
-// TLS version and cipher suite as two numbers (tlssession.go), which its
-// session reports to the bridge. The certificate and the client CAs come
+// goroutines at once. crypto/tls is handed whole records only, and its
+// input buffer is one the loop lends while it serves the connection
+// (tlsbufs.go): an idle TLS connection holds its keys, no buffer. When
+// the handshake is done the connection keeps its TLS version and cipher
+// suite as two numbers (tlssession.go), which its session reports to the
+// bridge. The certificate and the client CAs come
 // from CertFiles (tlscert.go, tlsca.go), reloaded without touching a
 // connection; the session-ticket keys are the node's, set by the worker
 // with Config.SetTicketKeys.

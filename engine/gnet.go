@@ -222,9 +222,8 @@ func (g *gnetTransportServer) OnTraffic(c gnet.Conn) gnet.Action {
 		gc.serving = true
 	}
 	if tc, ok := conn.t.(*tlsConn); ok {
-		tc.traffic(conn, in)
-		if len(in) > 0 {
-			_, _ = c.Discard(len(in))
+		if n := tc.traffic(conn, in); n > 0 {
+			_, _ = c.Discard(n)
 		}
 	} else if n := conn.Serve(in); n > 0 {
 		_, _ = c.Discard(n)

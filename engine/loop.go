@@ -39,8 +39,10 @@ type loop struct {
 	spareQueues []*writeQueue
 	iov         [][]byte
 	// tlsPlain receives the plaintext of one TLS record, tlsGather the
-	// frames of one TLS Writev (tls.go); made on first use.
-	tlsPlain, tlsGather []byte
+	// frames of one TLS Writev (tls.go), tlsIn is the input buffer lent to
+	// crypto/tls while the loop serves a connection's records (tlsbufs.go);
+	// made on first use.
+	tlsPlain, tlsGather, tlsIn []byte
 
 	http    *httpParser // request-head parser, reused
 	scratch []byte      // reply frame scratch, reused

@@ -29,17 +29,22 @@ import (
 //     at the same deadline.
 //   - Records. When the handshake is done the goroutine ends and a task on
 //     the loop switches the connection to records: from then on the loop
-//     reads records from the bytes it just read (tlsWire returns a
-//     temporary net.Error when they are used up, which crypto/tls reports
-//     without failing the connection, keeping a partial record), and hands
-//     the plaintext to Conn.Serve. Writes encrypt on the loop into a
+//     reads records from the bytes it just read, whole records only
+//     (tlsWire returns a temporary net.Error at the first incomplete one,
+//     which crypto/tls reports without failing the connection, and the
+//     incomplete record, at most 5 + tlsCiphertextMax bytes, stays in
+//     gnet's inbound buffer until the rest arrives), and hands the
+//     plaintext to Conn.Serve. Writes encrypt on the loop into a
 //     ciphertext buffer taken from the loop's pool, written to the socket
 //     at once; what the kernel does not take waits in gnet's outbound
 //     buffer (Buffered). AsyncWrite from other goroutines becomes a task
 //     on the loop, so tls.Conn is only ever written on the loop.
 //
-// An idle established connection holds the tls.Conn (its keys and a
-// record-sized input buffer kept by crypto/tls) and no buffer of ours.
+// tlsWire never hands crypto/tls bytes past the end of the record it is
+// reading, in either phase, so crypto/tls's input buffer is empty between
+// records; while the loop serves a connection's records that buffer is the
+// loop's, taken back after (tlsbufs.go). An idle established connection
+// holds the tls.Conn (its keys) and no input buffer, and no goroutine.
 
 // maxHandshakeInput bounds the ciphertext held for a connection during its
 // handshake: a client's flight is a few KiB, a ClientHello record at most
@@ -49,6 +54,11 @@ const maxHandshakeInput = 32 << 10
 // tlsRecordMax is the most plaintext one TLS record carries (RFC 8446
 // section 5.1).
 const tlsRecordMax = 16 << 10
+
+// tlsCiphertextMax is the longest record body crypto/tls accepts (TLS 1.2's
+// limit; TLS 1.3's is lower): a header announcing more is handed to it at
+// once, and it fails the connection.
+const tlsCiphertextMax = tlsRecordMax + 2048
 
 // tlsWritevBudget is the most plaintext one Writev encrypts: the
 // ciphertext the kernel does not take stays in gnet's buffer, so this
@@ -95,8 +105,13 @@ type tlsConn struct {
 	established bool        // records are read on the loop
 	closing     atomic.Bool // Close was called (any goroutine)
 	src         []byte      // ciphertext being served (records phase)
-	wbuf        []byte      // ciphertext being written (from the loop's pool)
-	wire        tlsWireConn // what tc reads and writes
+	// recLeft is how many bytes of the record crypto/tls is reading it has
+	// not read yet (0 at a record boundary); under mu during the
+	// handshake. partialOK lets tlsWire hand it an incomplete record.
+	recLeft   int
+	partialOK bool
+	wbuf      []byte      // ciphertext being written (from the loop's pool)
+	wire      tlsWireConn // what tc reads and writes
 }
 
 // tlsWireConn is the net.Conn under tls.Conn.
@@ -208,21 +223,30 @@ func (t *tlsConn) handshakeDone(err error) {
 		return
 	}
 	conn.tlsDone(t.tc.ConnectionState())
-	// A client may send its first request right behind its Finished.
-	t.src = rest
+	releaseHand(t.tc)
+	// A client may send its first request right behind its Finished; the
+	// loop has taken these bytes from gnet already, so an incomplete
+	// record among them goes to crypto/tls too.
+	t.src, t.partialOK = rest, true
 	t.serveRecords(conn)
-	t.src = nil
+	t.src, t.partialOK = nil, false
 }
 
-// traffic serves ciphertext read by the loop.
-func (t *tlsConn) traffic(conn *Conn, in []byte) {
+// traffic serves ciphertext read by the loop and returns how many of its
+// bytes were used: all but an incomplete record at the end.
+func (t *tlsConn) traffic(conn *Conn, in []byte) int {
 	if !t.established {
 		t.feedHandshake(in)
-		return
+		return len(in)
 	}
 	t.src = in
 	t.serveRecords(conn)
+	left := len(t.src)
 	t.src = nil
+	if t.closing.Load() || conn.state == stateClosed {
+		return len(in)
+	}
+	return len(in) - left
 }
 
 // serveRecords decrypts the records in t.src and serves their plaintext;
@@ -232,6 +256,9 @@ func (t *tlsConn) serveRecords(c *Conn) {
 	l := c.loop
 	if l.tlsPlain == nil {
 		l.tlsPlain = make([]byte, tlsRecordMax)
+	}
+	if l.lendInput(t.tc) {
+		defer l.takeInput(t.tc)
 	}
 	served := false
 	for c.state != stateClosed && !t.closing.Load() {
@@ -268,35 +295,62 @@ func (t *tlsConn) closed() {
 	t.wbuf = nil
 }
 
-// Read is crypto/tls's read: from hsIn during the handshake (waiting for
-// more), from the bytes being served afterwards.
+// Read is crypto/tls's read, never past the end of the record it reads:
+// from hsIn during the handshake (waiting for more), from the bytes being
+// served afterwards (whole records only, unless partialOK).
 func (w tlsWireConn) Read(p []byte) (int, error) {
 	t := w.t
+	if len(p) == 0 {
+		return 0, nil
+	}
 	if t.established {
-		if len(t.src) == 0 {
+		k := recordBytes(t.src, &t.recLeft, len(p), !t.partialOK)
+		if k == 0 {
 			return 0, errWouldBlock
 		}
-		n := copy(p, t.src)
-		t.src = t.src[n:]
+		n := copy(p, t.src[:k])
+		t.src, t.recLeft = t.src[n:], t.recLeft-n
 		return n, nil
 	}
 	t.mu.Lock()
-	for len(t.hsIn) == 0 && !t.hsClosed {
+	defer t.mu.Unlock()
+	k := 0
+	for !t.hsClosed {
+		if k = recordBytes(t.hsIn, &t.recLeft, len(p), false); k > 0 {
+			break
+		}
 		t.mu.Unlock()
 		<-t.ready
 		t.mu.Lock()
 	}
-	defer t.mu.Unlock()
 	if t.hsClosed {
 		return 0, net.ErrClosed
 	}
-	n := copy(p, t.hsIn)
-	t.hsIn = t.hsIn[n:]
+	n := copy(p, t.hsIn[:k])
+	t.hsIn, t.recLeft = t.hsIn[n:], t.recLeft-n
 	t.srv.input.give(n)
 	if len(t.hsIn) == 0 {
 		t.hsIn = t.hsIn[:0:0]
 	}
 	return n, nil
+}
+
+// recordBytes returns how many bytes of src, at most max, crypto/tls may
+// read now: none past the end of the record it reads, of which left bytes
+// are still to come (0 at a record boundary: the next record starts src,
+// and with whole it must be all there, else 0).
+func recordBytes(src []byte, left *int, max int, whole bool) int {
+	if *left == 0 {
+		if len(src) < 5 {
+			return 0
+		}
+		n := int(binary.BigEndian.Uint16(src[3:5]))
+		if whole && len(src) < 5+n && n <= tlsCiphertextMax {
+			return 0
+		}
+		*left = 5 + n
+	}
+	return min(len(src), *left, max)
 }
 
 // Write is crypto/tls's write: on the loop into t.wbuf, from the
