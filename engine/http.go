@@ -197,6 +197,10 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 	}
 	keepAlive := !hdr.ConnectionClose()
 	c.noteForwarded(hdr) // proxy.go
+	if c.srv.isACMEChallenge(path) {
+		c.serveACMEChallenge(req, path, keepAlive) // acme.go
+		return
+	}
 	if c.srv.cfg.TLSRedirect && string(path) != "/healthz" && string(path) != "/metrics" {
 		if !c.secure() {
 			c.redirectTLS(req, keepAlive)
