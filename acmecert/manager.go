@@ -114,7 +114,10 @@ func (m *Manager) check(ctx context.Context) (time.Duration, error) {
 	case !m.covers(cert.Leaf):
 		m.cfg.Log.Info("ACME: the cached certificate does not cover every domain; ordering one", "domains", m.cfg.Domains)
 	case now.Before(RenewAt(cert.Leaf)):
-		return min(RenewAt(cert.Leaf).Sub(now), maxSleep), nil
+		wait := min(RenewAt(cert.Leaf).Sub(now), maxSleep)
+		m.cfg.Log.Info("ACME: the certificate is good; next look later", "serial", cert.Leaf.SerialNumber.String(),
+			"renew_at", RenewAt(cert.Leaf).UTC().Format(time.RFC3339), "next_look_in", wait.Round(time.Second).String())
+		return wait, nil
 	default:
 		m.cfg.Log.Info("ACME: renewing the certificate", "serial", cert.Leaf.SerialNumber.String(),
 			"not_after", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))

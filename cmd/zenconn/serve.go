@@ -366,6 +366,9 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 	if err = applyLimits(&cfg, o); err != nil {
 		return cfg, nil, nil, err
 	}
+	if _, err = checkACME(o); err != nil { // acme.go: --acme-domain excludes --tls-cert
+		return cfg, nil, nil, err
+	}
 	if cfg.TLS, cfg.TLSCertificates, err = tlsConfig(&o.tls); err != nil {
 		return cfg, nil, nil, err
 	}
