@@ -126,9 +126,9 @@ func HTTP01(dir string) func(token string) ([]byte, bool) {
 
 // ChallengeConfig returns a tls.Config.GetConfigForClient that answers a
 // TLS-ALPN-01 challenge (RFC 8737): a ClientHello offering ALPN
-// "acme-tls/1" for one of domains gets the challenge certificate Manager
-// wrote in dir, or fails when there is none. Every other ClientHello gets
-// the server's configuration (nil).
+// "acme-tls/1" alone (as validators do, section 3) for one of domains gets
+// the challenge certificate Manager wrote in dir, or fails when there is
+// none. Every other ClientHello gets the server's configuration (nil).
 func ChallengeConfig(dir string, domains []string) func(*tls.ClientHelloInfo) (*tls.Config, error) {
 	known := make(map[string]bool, len(domains))
 	for _, d := range domains {
@@ -160,14 +160,7 @@ func ChallengeConfig(dir string, domains []string) func(*tls.ClientHelloInfo) (*
 
 const acmeALPN = "acme-tls/1"
 
-func offersACME(protos []string) bool {
-	for _, p := range protos {
-		if p == acmeALPN {
-			return true
-		}
-	}
-	return false
-}
+func offersACME(protos []string) bool { return len(protos) == 1 && protos[0] == acmeALPN }
 
 // writeFile writes b to path through a temporary file and a rename, mode
 // 0600.

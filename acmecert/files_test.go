@@ -82,6 +82,9 @@ func TestChallengeConfig(t *testing.T) {
 	if cfg, err := get(&tls.ClientHelloInfo{ServerName: "a.example.com", SupportedProtos: []string{"http/1.1"}}); cfg != nil || err != nil {
 		t.Fatalf("a plain hello got %v %v", cfg, err)
 	}
+	if cfg, err := get(&tls.ClientHelloInfo{ServerName: "a.example.com", SupportedProtos: []string{"http/1.1", acmeALPN}}); cfg != nil || err != nil {
+		t.Fatalf("a hello offering more than acme-tls/1 got %v %v", cfg, err)
+	}
 	acmeHello := &tls.ClientHelloInfo{ServerName: "a.example.com", SupportedProtos: []string{acmeALPN}}
 	if _, err := get(acmeHello); err == nil {
 		t.Fatal("acme-tls/1 without a pending challenge succeeded")
