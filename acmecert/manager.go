@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/acme"
 )
 
@@ -51,6 +52,9 @@ type Config struct {
 	Roots      *x509.CertPool
 	Challenges []string // challenge types in the order they are tried
 	Log        *slog.Logger
+	// Registerer, when set, receives zenconn_acme_orders_total and
+	// zenconn_acme_certificate_not_after_seconds.
+	Registerer prometheus.Registerer
 }
 
 // Manager keeps a valid certificate for Config.Domains in Config.Dir:
@@ -60,6 +64,9 @@ type Manager struct {
 	cfg    Config
 	client *acme.Client
 	next   int // index in cfg.Challenges of the type the next order uses
+
+	orders   *prometheus.CounterVec // by result: obtained, failed
+	notAfter prometheus.Gauge       // of the certificate in the cache
 }
 
 // New returns a Manager; it talks to nobody yet.
@@ -70,7 +77,21 @@ func New(cfg Config) *Manager {
 		tr.TLSClientConfig = &tls.Config{RootCAs: cfg.Roots, MinVersion: tls.VersionTLS12}
 		hc.Transport = tr
 	}
-	return &Manager{cfg: cfg, client: &acme.Client{DirectoryURL: cfg.Directory, HTTPClient: hc, UserAgent: "zenconn"}}
+	m := &Manager{cfg: cfg, client: &acme.Client{DirectoryURL: cfg.Directory, HTTPClient: hc, UserAgent: "zenconn"}}
+	m.orders = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "zenconn_acme_orders_total",
+		Help: "Certificate orders to the ACME CA by result (obtained, failed: each failure is retried later).",
+	}, []string{"result"})
+	m.orders.WithLabelValues("obtained")
+	m.orders.WithLabelValues("failed")
+	m.notAfter = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "zenconn_acme_certificate_not_after_seconds",
+		Help: "Expiry (Unix time) of the certificate from the ACME CA in use; 0 before there is one.",
+	})
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(m.orders, m.notAfter)
+	}
+	return m
 }
 
 // Run keeps the certificate until ctx ends. It never fails: a CA that
@@ -84,6 +105,7 @@ func (m *Manager) Run(ctx context.Context) {
 			return
 		}
 		if err != nil {
+			m.orders.WithLabelValues("failed").Inc()
 			m.cfg.Log.Error("ACME: no certificate obtained; trying again later", "err", err, "retry_in", retry.String())
 			wait = retry
 			retry = min(2*retry, maxRetry)
@@ -114,6 +136,7 @@ func (m *Manager) check(ctx context.Context) (time.Duration, error) {
 	case !m.covers(cert.Leaf):
 		m.cfg.Log.Info("ACME: the cached certificate does not cover every domain; ordering one", "domains", m.cfg.Domains)
 	case now.Before(RenewAt(cert.Leaf)):
+		m.notAfter.Set(float64(cert.Leaf.NotAfter.Unix()))
 		wait := min(RenewAt(cert.Leaf).Sub(now), maxSleep)
 		m.cfg.Log.Info("ACME: the certificate is good; next look later", "serial", cert.Leaf.SerialNumber.String(),
 			"renew_at", RenewAt(cert.Leaf).UTC().Format(time.RFC3339), "next_look_in", wait.Round(time.Second).String())
@@ -126,6 +149,8 @@ func (m *Manager) check(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	m.orders.WithLabelValues("obtained").Inc()
+	m.notAfter.Set(float64(leaf.NotAfter.Unix()))
 	return min(max(time.Until(RenewAt(leaf)), time.Second), maxSleep), nil
 }
 

@@ -233,6 +233,24 @@ func waitACMECert(t *testing.T, s *serverProc, p *pebbleEnv, roots *x509.CertPoo
 	return serial
 }
 
+// acmeMetric returns the value of the metric line that starts with name
+// on the node's plain /metrics, or "".
+func acmeMetric(t *testing.T, s *serverProc, name string) string {
+	t.Helper()
+	resp, err := s.HTTP.Get(s.URL("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
 var reloadedRE = regexp.MustCompile(`msg="TLS certificate reloaded" worker=(\d)`)
 
 // TestACMEChallenges obtains a certificate from pebble with each challenge
@@ -270,6 +288,9 @@ func TestACMEChallenges(t *testing.T) {
 			}
 			if n := p.Issued(); n != 1 {
 				t.Fatalf("pebble issued %d certificates, want 1", n)
+			}
+			if v := acmeMetric(t, s, `zenconn_acme_orders_total{result="obtained"}`); v != "1" {
+				t.Fatalf("zenconn_acme_orders_total{result=\"obtained\"} = %q, want 1", v)
 			}
 			ws := acmeWS(t, roots, acmeDomains[0], p.TLSPort)
 			ws.pingPong()
@@ -340,6 +361,12 @@ func TestACMERestartUsesCache(t *testing.T) {
 	if n := p.Issued(); n != 1 {
 		t.Fatalf("pebble issued %d certificates after the restart, want still 1", n)
 	}
+	if v := acmeMetric(t, s2, `zenconn_acme_orders_total{result="obtained"}`); v != "0" {
+		t.Fatalf("the restarted node's zenconn_acme_orders_total{result=\"obtained\"} = %q, want 0", v)
+	}
+	if v := acmeMetric(t, s2, "zenconn_acme_certificate_not_after_seconds"); v == "" || v == "0" {
+		t.Fatalf("zenconn_acme_certificate_not_after_seconds = %q", v)
+	}
 }
 
 // TestACMERenewal gets certificates valid for 30 s from pebble: the node
@@ -392,6 +419,9 @@ func TestACMECAUnreachable(t *testing.T) {
 		"--acme-directory", fmt.Sprintf("https://127.0.0.1:%d/dir", dead))
 	if _, err := s.Stderr.WaitMatch(regexp.MustCompile(`msg="ACME: no certificate obtained; trying again later".*retry_in=10s`), acmeTimeout, s.done); err != nil {
 		t.Fatalf("no retry logged: %v\n%s", err, s.Logs())
+	}
+	if v := acmeMetric(t, s, `zenconn_acme_orders_total{result="failed"}`); v == "" || v == "0" {
+		t.Fatalf("zenconn_acme_orders_total{result=\"failed\"} = %q", v)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTimeout)
 	defer cancel()

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zenconn/server/acmecert"
 	"github.com/zenconn/server/engine"
 )
@@ -223,14 +224,14 @@ func applyACME(cfg *engine.Config, o *serveOptions) error {
 // --acme-domain, in the agent only, once served is closed (the workers
 // listen: the CA's validation reaches them); stop ends it. Without
 // --acme-domain it does nothing.
-func startACME(o *serveOptions, served <-chan struct{}, log *slog.Logger) (stop func(), err error) {
+func startACME(o *serveOptions, served <-chan struct{}, reg prometheus.Registerer, log *slog.Logger) (stop func(), err error) {
 	p, err := checkACME(o)
 	if p == nil || err != nil {
 		return func() {}, err
 	}
 	m := acmecert.New(acmecert.Config{
 		Dir: p.dir, Domains: p.domains, Email: o.acme.email, Directory: o.acme.directory,
-		Roots: p.roots, Challenges: p.challenges, Log: log,
+		Roots: p.roots, Challenges: p.challenges, Log: log, Registerer: reg,
 	})
 	log.Info("ACME: certificates from the CA", "directory", o.acme.directory, "domains", p.domains,
 		"challenges", strings.Join(p.challenges, ","), "cache", p.dir)

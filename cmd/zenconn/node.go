@@ -84,7 +84,7 @@ func runNode(o *serveOptions, args []string, verifier *auth.Verifier, log *slog.
 		return startError{err}
 	}
 	n.served = make(chan struct{})
-	stopACME, err := startACME(o, n.served, log) // acme.go: the agent alone talks to the CA
+	stopACME, err := startACME(o, n.served, reg, log) // acme.go: the agent alone talks to the CA
 	if err != nil {
 		return startError{err}
 	}
