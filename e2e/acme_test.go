@@ -415,7 +415,7 @@ func TestACMECAUnreachable(t *testing.T) {
 	dead := freePort(t)
 	tlsPort := freePort(t)
 	s := startServerWith(t, t.TempDir(), nil, nil, nil,
-		"--tls-addr", "127.0.0.1:"+strconv.Itoa(tlsPort), "--acme-domain", "a.zenconn.test",
+		"--tls-addr", "127.0.0.1:"+strconv.Itoa(tlsPort), "--acme-domain", "a.zenconn.test", "--tls-redirect",
 		"--acme-directory", fmt.Sprintf("https://127.0.0.1:%d/dir", dead))
 	if _, err := s.Stderr.WaitMatch(regexp.MustCompile(`msg="ACME: no certificate obtained; trying again later".*retry_in=10s`), acmeTimeout, s.done); err != nil {
 		t.Fatalf("no retry logged: %v\n%s", err, s.Logs())
@@ -445,6 +445,26 @@ func TestACMECAUnreachable(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != want {
 			t.Fatalf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	// A pending challenge is answered from its file, --tls-redirect or not.
+	tokenFile := filepath.Join(s.Data, "acme", "http-01", "tok-EN_1")
+	if err := os.MkdirAll(filepath.Dir(tokenFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, []byte("tok-EN_1.thumbprint"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.HTTP.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	for path, want := range map[string]string{"/.well-known/acme-challenge/tok-EN_1": "200 tok-EN_1.thumbprint", "/index.html": "308 "} {
+		resp, err := s.HTTP.Get(s.URL(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := fmt.Sprintf("%d %s", resp.StatusCode, b); !strings.HasPrefix(got, want) {
+			t.Fatalf("GET %s: %q, want %q", path, got, want)
 		}
 	}
 	resp, err := s.HTTP.Post(s.URL("/.well-known/acme-challenge/abc"), "text/plain", strings.NewReader("x"))
