@@ -75,8 +75,18 @@ func (s *Server) serveACMEHTTP01(ctx *fasthttp.RequestCtx) {
 	ctx.SetBody(keyAuth)
 }
 
-// isACMEChallenge tells whether path is an HTTP-01 request this server
-// answers.
-func (s *Server) isACMEChallenge(path []byte) bool {
-	return s.cfg.ACMEHTTP01 != nil && bytes.HasPrefix(path, []byte(ACMEChallengePrefix))
+// answeredFirst answers the requests that come before any route and
+// reports whether it did: an HTTP-01 challenge (Config.ACMEHTTP01), then,
+// with Config.TLSRedirect, every plain-text request but /healthz and
+// /metrics with a redirect to TLS.
+func (c *Conn) answeredFirst(req *requestInfo, path []byte, keepAlive bool) bool {
+	if c.srv.cfg.ACMEHTTP01 != nil && bytes.HasPrefix(path, []byte(ACMEChallengePrefix)) {
+		c.serveACMEChallenge(req, path, keepAlive)
+		return true
+	}
+	if c.srv.cfg.TLSRedirect && string(path) != "/healthz" && string(path) != "/metrics" && !c.secure() {
+		c.redirectTLS(req, keepAlive)
+		return true
+	}
+	return false
 }

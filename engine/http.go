@@ -197,15 +197,9 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 	}
 	keepAlive := !hdr.ConnectionClose()
 	c.noteForwarded(hdr) // proxy.go
-	if c.srv.isACMEChallenge(path) {
-		c.serveACMEChallenge(req, path, keepAlive) // acme.go
+	// ACME challenges, then --tls-redirect (acme.go).
+	if c.answeredFirst(req, path, keepAlive) {
 		return
-	}
-	if c.srv.cfg.TLSRedirect && string(path) != "/healthz" && string(path) != "/metrics" {
-		if !c.secure() {
-			c.redirectTLS(req, keepAlive)
-			return
-		}
 	}
 	switch string(path) {
 	case "/ws":
