@@ -185,6 +185,9 @@ func (m *Manager) obtain(ctx context.Context) (*x509.Certificate, error) {
 	if err := m.account(ctx); err != nil {
 		return nil, err
 	}
+	if len(m.cfg.Challenges) == 0 {
+		return nil, errors.New("no challenge type to answer")
+	}
 	var errs []error
 	for range m.cfg.Challenges {
 		typ := m.cfg.Challenges[m.next]
