@@ -266,9 +266,11 @@ func TestACMEChallenges(t *testing.T) {
 			s := startACMENode(t, p, "2", challenge)
 			roots := p.Roots(t)
 			serial := waitACMECert(t, s, p, roots)
-			if !strings.Contains(s.Logs(), `msg="ACME: certificate obtained" challenge=`+challenge) {
+			obtained := regexp.MustCompile(`msg="ACME: certificate obtained" challenge=` + challenge + `.*took=(\S+)`).FindStringSubmatch(s.Logs())
+			if obtained == nil {
 				t.Fatalf("no certificate obtained with %s:\n%s", challenge, s.Logs())
 			}
+			t.Logf("%s: order to certificate in %s", challenge, obtained[1])
 			eventually(t, acmeTimeout, func() string {
 				seen := map[string]bool{}
 				for _, m := range reloadedRE.FindAllStringSubmatch(s.Stderr.String(), -1) {
