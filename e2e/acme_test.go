@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -89,12 +90,12 @@ func startPebble(t *testing.T, validity int) *pebbleEnv {
 		}
 	}
 	p := &pebbleEnv{
-		CAFile: filepath.Join(dir, "wfe-ca.pem"), HTTPPort: freePort(t), TLSPort: freePort(t), Log: newSyncBuffer(),
+		CAFile: filepath.Join(dir, "wfe-ca.pem"), HTTPPort: fixedPort(t), TLSPort: fixedPort(t), Log: newSyncBuffer(),
 		client: &http.Client{Timeout: defaultTimeout, Transport: &http.Transport{TLSClientConfig: ca.ClientConfig()}},
 	}
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p.Directory, p.mgmt = "https://"+listen+"/dir", fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	dns := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", fixedPort(t))
+	p.Directory, p.mgmt = "https://"+listen+"/dir", fmt.Sprintf("127.0.0.1:%d", fixedPort(t))
+	dns := fmt.Sprintf("127.0.0.1:%d", fixedPort(t))
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress": listen, "managementListenAddress": p.mgmt,
 		"certificate": filepath.Join(dir, "wfe-cert.pem"), "privateKey": filepath.Join(dir, "wfe-key.pem"),
@@ -108,7 +109,7 @@ func startPebble(t *testing.T, validity int) *pebbleEnv {
 		t.Fatal(err)
 	}
 	startAux(t, p.Log, nil, filepath.Join(bin, "pebble-challtestsrv"), "-dnsserver", dns, "-defaultIPv6", "",
-		"-management", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "-doh", "", "-http01", "", "-https01", "", "-tlsalpn01", "")
+		"-management", fmt.Sprintf("127.0.0.1:%d", fixedPort(t)), "-doh", "", "-http01", "", "-https01", "", "-tlsalpn01", "")
 	startAux(t, p.Log, []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"},
 		filepath.Join(bin, "pebble"), "-config", conf, "-dnsserver", dns)
 	eventually(t, startTimeout, func() string {
@@ -148,6 +149,26 @@ func startAux(t *testing.T, log *syncBuffer, env []string, argv ...string) {
 			t.Logf("--- %s ---\n%s", filepath.Base(argv[0]), log.String())
 		}
 	})
+}
+
+// fixedPort returns a free port of 127.0.0.1 below the kernel's range of
+// ephemeral ports (net.ipv4.ip_local_port_range, 32768-60999 by default):
+// pebble's configuration names the node's ports before the node binds
+// them, and a port of that range could meanwhile become the local end of
+// some outgoing connection, which a listener cannot share.
+func fixedPort(t *testing.T) int {
+	t.Helper()
+	for range 100 {
+		port := 20000 + mathrand.IntN(12000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
+	}
+	t.Fatal("no free port in 20000-31999")
+	return 0
 }
 
 // Roots is pebble's issuing root, from its management API.
@@ -414,8 +435,8 @@ func TestACMERenewal(t *testing.T) {
 // get a clear answer.
 func TestACMECAUnreachable(t *testing.T) {
 	t.Parallel()
-	dead := freePort(t)
-	tlsPort := freePort(t)
+	dead := fixedPort(t)
+	tlsPort := fixedPort(t)
 	s := startServerWith(t, t.TempDir(), nil, nil, nil,
 		"--tls-addr", "127.0.0.1:"+strconv.Itoa(tlsPort), "--acme-domain", "a.zenconn.test", "--tls-redirect",
 		"--acme-directory", fmt.Sprintf("https://127.0.0.1:%d/dir", dead))
