@@ -108,9 +108,10 @@ type nodePlan struct {
 	tlsHolder   io.Closer // holds --tls-addr's port until the workers listen
 	sock        string    // the agent's API socket
 
-	alogs  atomicLog                        // the in-process worker's access log, for SIGUSR1
-	certs  atomic.Pointer[engine.CertFiles] // the in-process worker's TLS certificate, for SIGHUP
-	served chan struct{}                    // closed once the workers listen
+	alogs atomicLog                        // the in-process worker's access log, for SIGUSR1
+	certs atomic.Pointer[engine.CertFiles] // the in-process worker's TLS certificate, for SIGHUP
+
+	served chan struct{} // closed once the workers listen (ACME orders wait for it)
 }
 
 // planNode reads the node id and checks the files the workers will open
