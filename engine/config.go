@@ -111,6 +111,10 @@ type Config struct {
 	// Default DefaultMaxTLSHandshakes, at most MaxTLSHandshakesLimit
 	// ("--max-tls-handshakes").
 	MaxTLSHandshakes int
+	// ACMEHTTP01, when set, answers GET /.well-known/acme-challenge/<token>
+	// (HTTP-01, see acme.go): the body for a token, or false for 404. It is
+	// called off the loop, with a base64url token of at most 128 bytes.
+	ACMEHTTP01 func(token string) ([]byte, bool)
 	// Logger receives application logs. Default: discard.
 	Logger *slog.Logger
 	// AccessLog receives one combined-format line per HTTP request and per

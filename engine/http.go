@@ -197,11 +197,9 @@ func (c *Conn) route(head []byte, req *requestInfo, body []byte) {
 	}
 	keepAlive := !hdr.ConnectionClose()
 	c.noteForwarded(hdr) // proxy.go
-	if c.srv.cfg.TLSRedirect && string(path) != "/healthz" && string(path) != "/metrics" {
-		if !c.secure() {
-			c.redirectTLS(req, keepAlive)
-			return
-		}
+	// ACME challenges, then --tls-redirect (acme.go).
+	if c.answeredFirst(req, path, keepAlive) {
+		return
 	}
 	switch string(path) {
 	case "/ws":

@@ -60,3 +60,6 @@ if [ "$have" != "$want" ]; then
 		fail "npm ci in $node_dir failed"
 	fi
 fi
+
+# The test ACME CA (pebble), built once into a cache folder.
+bash scripts/ensure-pebble.sh

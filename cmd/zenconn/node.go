@@ -83,6 +83,12 @@ func runNode(o *serveOptions, args []string, verifier *auth.Verifier, log *slog.
 	if err != nil {
 		return startError{err}
 	}
+	n.served = make(chan struct{})
+	stopACME, err := startACME(o, n.served, reg, log) // acme.go: the agent alone talks to the CA
+	if err != nil {
+		return startError{err}
+	}
+	defer stopACME()
 	return n.run(cfg)
 }
 
@@ -104,6 +110,8 @@ type nodePlan struct {
 
 	alogs atomicLog                        // the in-process worker's access log, for SIGUSR1
 	certs atomic.Pointer[engine.CertFiles] // the in-process worker's TLS certificate, for SIGHUP
+
+	served chan struct{} // closed once the workers listen (ACME orders wait for it)
 }
 
 // planNode reads the node id and checks the files the workers will open
@@ -253,6 +261,7 @@ func (n *nodePlan) run(cfg agent.Config) error {
 		case <-ready:
 			ready = nil
 			n.release()
+			close(n.served)
 			if n.tlsAddr != "" {
 				n.log.Info("listening", "addr", n.addr, "tls_addr", n.tlsAddr, "workers", n.o.workers)
 			} else {

@@ -65,6 +65,7 @@ type serveOptions struct {
 	metrics           string
 
 	tls     tlsOptions     // tlsflags.go
+	acme    acmeOptions    // acme.go
 	limits  limitOptions   // limits.go
 	cluster clusterOptions // cluster.go
 	// clusterCfg is the checked cluster configuration, nil when alone.
@@ -107,6 +108,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.metrics, "metrics", "open", `who may read /metrics on --addr: "open" (anyone), "key" (requests with the --api-key, like /api/) or "off" (404)`)
 	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (the agent; worker i on the port after it plus i)")
 	registerTLSFlags(fs, &o.tls)
+	registerACMEFlags(fs, &o.acme)
 	registerLimitFlags(fs, &o.limits)
 	registerClusterFlags(fs, &o.cluster)
 	return fs
@@ -364,7 +366,13 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 	if err = applyLimits(&cfg, o); err != nil {
 		return cfg, nil, nil, err
 	}
+	if _, err = checkACME(o); err != nil { // acme.go: --acme-domain excludes --tls-cert
+		return cfg, nil, nil, err
+	}
 	if cfg.TLS, cfg.TLSCertificates, err = tlsConfig(&o.tls); err != nil {
+		return cfg, nil, nil, err
+	}
+	if err = applyACME(&cfg, o); err != nil {
 		return cfg, nil, nil, err
 	}
 	cfg.TLSAddr, cfg.TLSRedirect, cfg.HSTS = o.tls.addr, o.tls.redirect, o.tls.hsts
