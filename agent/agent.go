@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zenconn/server/cluster"
 	"github.com/zenconn/server/internal/keyguard"
+	"github.com/zenconn/server/internal/memtrim"
 	"github.com/zenconn/server/link"
 	"github.com/zenconn/server/nodemsg"
 	"github.com/zenconn/server/store"
@@ -185,6 +186,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	stopped := make(chan struct{})
 	go func() { wg.Wait(); close(stopped) }()
 	go a.rotateTickets(stopped)
+	if a.cfg.InProcess == nil {
+		// The agent's tables churn with the connections as the workers'
+		// heaps do (an in-process worker's engine trims the process).
+		go memtrim.New().Run(stopped, time.Second)
+	}
 	select {
 	case <-ctx.Done():
 		<-stopped

@@ -2,9 +2,12 @@
 # Idle-connection memory: ZenConn vs the baseline, alternately, medians.
 # Usage: bash bench/run-idle.sh        (env: CONNS ROUNDS PROCS SOURCE_IPS SETTLE IDLE_SERVERS)
 # Prints one JSON object on stdout; progress on stderr.
+# SETTLE: the RSS is read this long after the last connection is up, when
+# the servers' runtimes have settled (ZenConn gives the garbage of a
+# connection storm back to the OS after 3 s of quiet: internal/memtrim).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${CONNS:=15000}" "${ROUNDS:=2}" "${PROCS:=1}" "${SOURCE_IPS:=127.0.0.1}" "${SETTLE:=2s}" "${IDLE_SERVERS:=zenconn baseline}"
+: "${CONNS:=15000}" "${ROUNDS:=2}" "${PROCS:=1}" "${SOURCE_IPS:=127.0.0.1}" "${SETTLE:=10s}" "${IDLE_SERVERS:=zenconn baseline}"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 check_machine

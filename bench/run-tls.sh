@@ -36,10 +36,13 @@
 # Needs nginx (bench/ensure-tools.sh) and Centrifugo (bench/ensure-tools.sh
 # cluster); a server whose binary is missing is left out with a message.
 # Prints one JSON object on stdout; progress on stderr.
+# SETTLE: the RSS is read this long after the last connection is up, when
+# the servers' runtimes have settled (ZenConn gives the garbage of a
+# connection storm back to the OS after 3 s of quiet: internal/memtrim).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${CONNS:=15000}" "${SUBS:=5000}" "${SIZE:=64}" "${DURATION:=10s}" "${HS_DURATION:=10s}" "${HS_CONC:=64}"
-: "${ROUNDS:=3}" "${PROCS:=1}" "${SETTLE:=2s}" "${DRAIN:=30s}" "${TLS_SAMPLE:=50}" "${TLS_SAMPLE_MIN:=20}"
+: "${ROUNDS:=3}" "${PROCS:=1}" "${SETTLE:=10s}" "${DRAIN:=30s}" "${TLS_SAMPLE:=50}" "${TLS_SAMPLE_MIN:=20}"
 : "${NGINX_PROCS:=4}" "${NGINX_NOFILE:=20000}" "${NGINX_CONNS:=9000}"
 : "${TLS_SERVERS:=zenconn-tls zenconn nginx-tls centrifugo-tls}" "${TLS_TESTS:=idle max handshake}"
 : "${BENCH_GO_BIN:=${XDG_CACHE_HOME:-$HOME/.cache}/zenconn-bench/bin}"

@@ -41,7 +41,7 @@ type Server struct {
 	httpByCode  *prometheus.CounterVec
 	statusCache sync.Map // int → prometheus.Counter
 
-	jobsWG sync.WaitGroup // the ticker, tellKeyFailures, the certificate watch
+	jobsWG sync.WaitGroup // the ticker, tellKeyFailures, trimMemory, the certificate watch
 	done   chan struct{}
 
 	transport *gnetTransportServer
@@ -107,9 +107,10 @@ func New(cfg Config) (*Server, error) {
 // is bound, or with the error that prevented it.
 func (s *Server) Start() error {
 	s.files.Start()
-	s.jobsWG.Add(2)
+	s.jobsWG.Add(3)
 	go s.tick()
 	go s.tellKeyFailures()
+	go s.trimMemory()
 	if c := s.cfg.TLSCertificates; c != nil {
 		s.jobsWG.Add(1)
 		go func() {

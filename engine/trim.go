@@ -1,0 +1,28 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/zenconn/server/internal/memtrim"
+)
+
+// trimMemory gives the process's free memory back to the operating system
+// once a burst of allocation (a connection storm, TLS handshakes) is over
+// (internal/memtrim), so that idle connections are not charged the
+// garbage of their arrival.
+func (s *Server) trimMemory() {
+	defer s.jobsWG.Done()
+	t := memtrim.New()
+	tk := time.NewTicker(time.Second)
+	defer tk.Stop()
+	for {
+		select {
+		case <-tk.C:
+			if t.Check(time.Second) {
+				s.log.Debug("free memory returned to the operating system after a burst", "trims", t.Trims())
+			}
+		case <-s.done:
+			return
+		}
+	}
+}

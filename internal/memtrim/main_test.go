@@ -1,0 +1,9 @@
+package memtrim
+
+import (
+	"testing"
+
+	"github.com/zenconn/server/internal/leaktest"
+)
+
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }

@@ -1,0 +1,97 @@
+// Package memtrim gives a process's free memory back to the operating
+// system once a burst of allocation is over.
+//
+// Go's runtime keeps the pages a burst freed, up to about twice the live
+// heap (GOGC=100 lets the heap grow to that before collecting, and the
+// background scavenger keeps a tenth more). A node that has just accepted
+// a storm of connections, TLS handshakes above all, has made far more
+// garbage than it keeps, and its resident memory stays near the peak while
+// its connections sit idle. Trimmer watches the allocation counter: when
+// a process has allocated a lot since the last trim (at least MinBurst
+// and half its live heap) and then allocates next to nothing for Quiet,
+// it runs debug.FreeOSMemory (a collection, then every free page
+// returned). A busy process is never trimmed, and the half-the-live-heap
+// rule keeps trims rarer than the collections the runtime makes anyway.
+package memtrim
+
+import (
+	"runtime/debug"
+	"runtime/metrics"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of Trimmer.
+const (
+	DefaultQuiet    = 3 * time.Second
+	DefaultMinBurst = 32 << 20
+	// quietRate is the most a process allocates per second and still
+	// counts as quiet.
+	quietRate = 1 << 20
+)
+
+// Trimmer decides when to trim (see the package doc).
+type Trimmer struct {
+	Quiet    time.Duration // allocation next to nothing for this long
+	MinBurst uint64        // at least this allocated since the last trim
+
+	trims     atomic.Uint64
+	lastTrim  uint64 // allocation counter at the last trim (or at start)
+	lastAlloc uint64 // allocation counter at the last Check
+	quietFor  time.Duration
+	samples   [2]metrics.Sample
+}
+
+// New returns a Trimmer with the defaults, counting from now.
+func New() *Trimmer {
+	t := &Trimmer{Quiet: DefaultQuiet, MinBurst: DefaultMinBurst}
+	t.samples[0].Name = "/gc/heap/allocs:bytes"
+	t.samples[1].Name = "/gc/heap/live:bytes"
+	alloc, _ := t.read()
+	t.lastTrim, t.lastAlloc = alloc, alloc
+	return t
+}
+
+// Trims returns how many times the process was trimmed.
+func (t *Trimmer) Trims() uint64 { return t.trims.Load() }
+
+func (t *Trimmer) read() (alloc, live uint64) {
+	metrics.Read(t.samples[:])
+	return t.samples[0].Value.Uint64(), t.samples[1].Value.Uint64()
+}
+
+// Check takes one sample, elapsed after the previous one, and trims when
+// it is time; it reports whether it trimmed. One goroutine calls it.
+func (t *Trimmer) Check(elapsed time.Duration) bool {
+	alloc, live := t.read()
+	rate := float64(alloc-t.lastAlloc) / elapsed.Seconds()
+	t.lastAlloc = alloc
+	if rate > quietRate {
+		t.quietFor = 0
+		return false
+	}
+	t.quietFor += elapsed
+	burst := alloc - t.lastTrim
+	if t.quietFor < t.Quiet || burst < t.MinBurst || burst < live/2 {
+		return false
+	}
+	debug.FreeOSMemory()
+	t.trims.Add(1)
+	t.lastTrim, _ = t.read()
+	t.lastAlloc, t.quietFor = t.lastTrim, 0
+	return true
+}
+
+// Run calls Check every interval until done is closed.
+func (t *Trimmer) Run(done <-chan struct{}, interval time.Duration) {
+	tk := time.NewTicker(interval)
+	defer tk.Stop()
+	for {
+		select {
+		case <-tk.C:
+			t.Check(interval)
+		case <-done:
+			return
+		}
+	}
+}

@@ -1,0 +1,72 @@
+package memtrim
+
+import (
+	"runtime/metrics"
+	"testing"
+	"time"
+)
+
+var sink [][]byte
+
+// burst allocates n bytes in 64 KiB pieces, all garbage once it returns.
+func burst(n int) {
+	for i := 0; i < n>>16; i++ {
+		sink = append(sink, make([]byte, 64<<10))
+	}
+	sink = nil
+}
+
+func released() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+func TestTrimAfterBurstThenQuiet(t *testing.T) {
+	tr := New()
+	tr.Quiet = 2 * time.Second
+	burst(96 << 20)
+	// The burst itself: far above the quiet rate.
+	if tr.Check(time.Second) {
+		t.Fatal("trimmed right after a burst")
+	}
+	before := released()
+	if tr.Check(time.Second) {
+		t.Fatal("trimmed after 1 s of quiet; Quiet is 2 s")
+	}
+	if !tr.Check(time.Second) {
+		t.Fatal("not trimmed after 2 s of quiet following a 96 MiB burst")
+	}
+	if tr.Trims() != 1 {
+		t.Fatalf("Trims() = %d, want 1", tr.Trims())
+	}
+	if got := released() - before; got < 32<<20 {
+		t.Fatalf("the trim released %d bytes, want at least 32 MiB of the burst's garbage", got)
+	}
+	// No new burst: quiet alone does not trim again.
+	for i := 0; i < 5; i++ {
+		if tr.Check(time.Second) {
+			t.Fatal("trimmed again without a new burst")
+		}
+	}
+}
+
+func TestNoTrimWhileBusyOrAfterSmallBurst(t *testing.T) {
+	tr := New()
+	tr.Quiet = time.Second
+	for i := 0; i < 5; i++ {
+		burst(8 << 20) // 8 MiB a "second": busy
+		if tr.Check(time.Second) {
+			t.Fatal("trimmed a busy process")
+		}
+	}
+	small := New()
+	small.Quiet = time.Second
+	burst(4 << 20)
+	small.Check(time.Second)
+	for i := 0; i < 3; i++ {
+		if small.Check(time.Second) {
+			t.Fatal("trimmed after a 4 MiB burst; MinBurst is 32 MiB")
+		}
+	}
+}
