@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -50,6 +52,7 @@ func TestTLSServe(t *testing.T) {
 			checkHTTPS(t, s)
 			checkWSSPubSub(t, s)
 			checkPlainToTLS(t, s)
+			checkUnknownSNI(t, s, client)
 			checkHTTPS(t, s) // still serving
 		})
 	}
@@ -129,6 +132,31 @@ func checkPlainToTLS(t *testing.T, s *serverProc) {
 	}
 	if !bytes.HasPrefix(got, []byte("HTTP/1.1 400 ")) {
 		t.Fatalf("plain request to the TLS port: got %q, want a 400", got)
+	}
+}
+
+// checkUnknownSNI asks for a name the certificate does not cover: the
+// node answers with its one certificate, which a verifying client
+// refuses for that name, and the node goes on serving.
+func checkUnknownSNI(t *testing.T, s *serverProc, client *tls.Config) {
+	t.Helper()
+	for _, verify := range []bool{true, false} {
+		cfg := client.Clone()
+		cfg.ServerName, cfg.InsecureSkipVerify = "unknown.invalid", !verify
+		d := &net.Dialer{Timeout: defaultTimeout}
+		c, err := tls.DialWithDialer(d, "tcp", s.Addr, cfg)
+		var hostErr x509.HostnameError
+		switch {
+		case verify && !errors.As(err, &hostErr):
+			t.Fatalf("SNI unknown.invalid, verifying: %v, want a certificate name error", err)
+		case !verify && err != nil:
+			t.Fatalf("SNI unknown.invalid, not verifying: %v", err)
+		case !verify:
+			if len(c.ConnectionState().PeerCertificates) == 0 {
+				t.Fatal("SNI unknown.invalid: no certificate presented")
+			}
+			c.Close()
+		}
 	}
 }
 
