@@ -131,11 +131,11 @@ func TestUnknownCommandAndFlag(t *testing.T) {
 
 func TestNodeIDIsKept(t *testing.T) {
 	dir := t.TempDir()
-	a, err := loadNodeID(dir)
+	a, err := loadNodeID(dir, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := loadNodeID(dir)
+	b, err := loadNodeID(dir, "")
 	if err != nil {
 		t.Fatal(err)
 	}
