@@ -11,7 +11,10 @@ RUN go mod download
 COPY . .
 ARG VERSION=devel
 ARG COMMIT=unknown
-RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false \
+# The compiler's cache outlives the build where the builder keeps cache
+# mounts (BuildKit, podman); the image does not depend on it.
+RUN --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 go build -trimpath -buildvcs=false \
       -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
       -o /out/zenconn ./cmd/zenconn \
  && /out/zenconn version \

@@ -71,7 +71,9 @@ func newComposeCluster(t *testing.T) *composeCluster {
 		t.Fatalf("ZENCONN_COMPOSE_PORTS %q (want three ports) and ZENCONN_API_KEY (set: %v)", ports, cl.apiKey != "")
 	}
 	for i, p := range ports {
-		cl.nodes[i] = &serverProc{t: t, Addr: "127.0.0.1:" + p, HTTP: &http.Client{Timeout: defaultTimeout}}
+		tr := &http.Transport{DisableKeepAlives: true, Proxy: nil}
+		cl.nodes[i] = &serverProc{t: t, Addr: "127.0.0.1:" + p, HTTP: &http.Client{Timeout: defaultTimeout, Transport: tr}}
+		t.Cleanup(tr.CloseIdleConnections)
 	}
 	return cl
 }

@@ -52,6 +52,13 @@ runtime = "runc"
 EOF
 sock="$work/podman.sock"
 export DOCKER_HOST="unix://$sock"
+cat >"$work/test.env" <<EOF
+ZENCONN_JWT_SECRET=$(head -c 32 /dev/urandom | base64)
+ZENCONN_API_KEY=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
+ZENCONN_VERSION=$(git describe --always --dirty 2>/dev/null || echo devel)
+ZENCONN_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+EOF
+
 compose=(timeout 900 docker-compose -p "$PROJECT" --env-file "$work/test.env" -f "$root/docker-compose.yml")
 service_pid=""
 
@@ -76,7 +83,7 @@ cleanup() {
 		ids=$(timeout 30 podman network ls -q --filter "label=com.docker.compose.project=$PROJECT")
 		[ -n "$ids" ] && timeout 60 podman network rm -f $ids >/dev/null
 		if [ "${ZENCONN_COMPOSE_KEEP_IMAGES:-1}" = 0 ]; then
-			timeout 60 podman rmi -f localhost/zenconn:local >/dev/null
+			timeout 60 podman rmi -f zenconn:local >/dev/null
 		fi
 		kill "$service_pid" 2>/dev/null
 		for _ in $(seq 50); do kill -0 "$service_pid" 2>/dev/null || break; sleep 0.1; done
@@ -134,7 +141,7 @@ seed_go_image() {
 		--change 'ENV GOPATH=/go' --change 'ENV GOTOOLCHAIN=local' --change 'ENV HOME=/root' \
 		--change 'WORKDIR /go' --change 'CMD ["/bin/sh"]' \
 		--change "LABEL org.zenconn.seeded=$(go env GOVERSION)" \
-		"$tarball" "$GO_IMAGE" >/dev/null
+		"$tarball" "$GO_IMAGE" >"$work/import.log" 2>&1 || { cat "$work/import.log" >&2; fail "podman import of $GO_IMAGE failed"; }
 	rm -rf "$rootfs" "$tarball"
 }
 
@@ -149,9 +156,9 @@ seed_nats_image() {
 	tar -C "$rootfs" -cf "$work/nats-image.tar" .
 	timeout 120 podman import \
 		--change 'ENTRYPOINT ["/nats-server"]' --change 'CMD ["--config", "nats-server.conf"]' \
-		--change 'EXPOSE 4222 6222 8222' \
+		--change 'EXPOSE 4222' --change 'EXPOSE 6222' --change 'EXPOSE 8222' \
 		--change "LABEL org.zenconn.seeded=$(go list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)" \
-		"$work/nats-image.tar" "$NATS_IMAGE" >/dev/null
+		"$work/nats-image.tar" "$NATS_IMAGE" >"$work/import.log" 2>&1 || { cat "$work/import.log" >&2; fail "podman import of $NATS_IMAGE failed"; }
 	rm -rf "$rootfs" "$work/nats-image.tar"
 }
 
@@ -177,27 +184,25 @@ ensure_image() {
 ensure_image "$GO_IMAGE" seed_go_image
 ensure_image "$NATS_IMAGE" seed_nats_image
 
-cat >"$work/test.env" <<EOF
-ZENCONN_JWT_SECRET=$(head -c 32 /dev/urandom | base64)
-ZENCONN_API_KEY=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
-ZENCONN_VERSION=$(git describe --always --dirty 2>/dev/null || echo devel)
-ZENCONN_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-EOF
-
 t0=$(date +%s)
 say "docker-compose up -d --build (the image's build downloads the modules from the Go proxy)"
 "${compose[@]}" up -d --build >"$work/up.log" 2>&1 || { tail -40 "$work/up.log" >&2; fail "docker-compose up failed"; }
 say "up in $(($(date +%s) - t0)) s"
 
-size=$(timeout 30 podman image inspect --format '{{.Size}}' localhost/zenconn:local)
-say "image zenconn:local: $((size / 1024)) KiB; $(timeout 30 podman run --rm --entrypoint /zenconn localhost/zenconn:local version)"
+size=$(timeout 30 podman image inspect --format '{{.Size}}' zenconn:local)
+say "image zenconn:local: $((size / 1024)) KiB; $(timeout 30 podman run --rm --no-healthcheck --entrypoint /zenconn zenconn:local version)"
 
 set -a
 # shellcheck disable=SC1091
 . "$work/test.env"
 set +a
+code=0
 ZENCONN_COMPOSE="docker-compose -p $PROJECT --env-file $work/test.env -f $root/docker-compose.yml" \
 	ZENCONN_COMPOSE_PORTS="${PORTS[*]}" \
-	timeout 600 go test -count=1 -timeout 9m -run '^TestCompose$' -v ./e2e/ 2>&1 | tee "$work/probe.log" | grep -E '^(=== RUN|--- |\s+compose_test|ok|FAIL|PASS)' >&2
-grep -q '^--- PASS: TestCompose ' "$work/probe.log" || { tail -60 "$work/probe.log" >&2; fail "the probe failed"; }
+	timeout 600 go test -count=1 -timeout 9m -run '^TestCompose$' -v ./e2e/ >"$work/probe.log" 2>&1 || code=$?
+grep -E '^(=== RUN|--- |\s+compose_test|ok|FAIL|PASS|e2e:)' "$work/probe.log" >&2 || true
+if [ $code -ne 0 ] || ! grep -q '^--- PASS: TestCompose ' "$work/probe.log"; then
+	tail -60 "$work/probe.log" >&2
+	fail "the probe failed (go test exit $code)"
+fi
 say "probe passed"
