@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -25,6 +27,8 @@ import (
 //	ZENCONN_COMPOSE        the docker-compose command line (-p, --env-file, -f), split on spaces
 //	ZENCONN_COMPOSE_PORTS  the host ports of node1, node2 and node3
 //	ZENCONN_API_KEY        the nodes' API key (from the script's env file)
+//	ZENCONN_COMPOSE_TLS    the host address of the tls profile's node (https, wss)
+//	ZENCONN_COMPOSE_TLS_CA its certificate (self-signed)
 func TestCompose(t *testing.T) {
 	if os.Getenv("ZENCONN_COMPOSE") == "" {
 		t.Skip("run by scripts/test-compose.sh against a running docker-compose.yml")
@@ -45,6 +49,7 @@ func TestCompose(t *testing.T) {
 	token := cl.token(t)
 	cl.privateChannel(t, "private-compose-"+tag, token)
 	cl.broadcastToOthers(t, token)
+	cl.tlsNode(t, "compose-tls-"+tag)
 	conn := cl.restartKeepsSessions(t, "node3", 2)
 	cl.auditThroughExec(t, "node2", "compose-"+tag)
 
@@ -219,6 +224,47 @@ func (cl *composeCluster) broadcastToOthers(t *testing.T, token string) {
 	}
 	if got := sender.messagesUntilPong(); len(got) != 0 {
 		t.Fatalf("the sender got its own broadcast: %v", got)
+	}
+}
+
+// tlsNode: the tls profile's node serves the demo page over https and
+// its WebSocket clients over wss get what a node without TLS publishes.
+func (cl *composeCluster) tlsNode(t *testing.T, channel string) {
+	addr, caFile := os.Getenv("ZENCONN_COMPOSE_TLS"), os.Getenv("ZENCONN_COMPOSE_TLS_CA")
+	if addr == "" || caFile == "" {
+		t.Fatal("ZENCONN_COMPOSE_TLS and ZENCONN_COMPOSE_TLS_CA are not set")
+	}
+	t.Log("the tls profile's node on", addr)
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		t.Fatalf("no certificate in %s", caFile)
+	}
+	tlsCfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	tr := &http.Transport{TLSClientConfig: tlsCfg, DisableKeepAlives: true, Proxy: nil}
+	defer tr.CloseIdleConnections()
+	n := &serverProc{t: t, Addr: addr, HTTP: &http.Client{Timeout: defaultTimeout, Transport: tr}, tlsClient: tlsCfg}
+	eventually(t, 60*time.Second, func() string {
+		resp, err := n.HTTP.Get(n.URL("/"))
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "new WebSocket(") {
+			return fmt.Sprintf("GET %s: %d", n.URL("/"), resp.StatusCode)
+		}
+		return ""
+	})
+	c := n.dialWS(t)
+	c.subscribe(1, channel)
+	pub := cl.nodes[0].dialWS(t)
+	pub.request(1, fmt.Sprintf(`{"id":1,"op":"publish","channel":%q,"data":"over tls"}`, channel))
+	if m := c.expect("message", 0); m.Channel != channel || string(m.Data) != `"over tls"` {
+		t.Fatalf("the wss client got %s", m)
 	}
 }
 

@@ -31,12 +31,13 @@ GO_IMAGE=docker.io/library/golang:1.26-bookworm
 NATS_IMAGE=docker.io/library/nats:2.11
 PROJECT=zenconne2e
 PORTS=(8080 8081 8082)
+TLS_PORT=8443
 
 bash scripts/ensure-podman.sh || fail "podman, runc and docker-compose are needed (scripts/ensure-podman.sh)"
 
-for p in "${PORTS[@]}"; do
+for p in "${PORTS[@]}" "$TLS_PORT"; do
 	if ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then
-		fail "port $p is in use on this machine (the compose file publishes 8080-8082): $(ss -Htlnp "sport = :$p" | head -1)"
+		fail "port $p is in use on this machine (the compose file publishes 8080-8082, and 8443 with the tls profile): $(ss -Htlnp "sport = :$p" | head -1)"
 	fi
 done
 
@@ -57,9 +58,19 @@ ZENCONN_JWT_SECRET=$(head -c 32 /dev/urandom | base64)
 ZENCONN_API_KEY=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
 ZENCONN_VERSION=$(git describe --always --dirty 2>/dev/null || echo devel)
 ZENCONN_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+ZENCONN_TLS_DIR=$work/tls
+ZENCONN_TLS_PORT=$TLS_PORT
 EOF
+# The tls profile's certificate: self-signed for localhost, readable by
+# the containers' user.
+mkdir -p "$work/tls"
+timeout 30 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+	-addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null ||
+	fail "openssl could not make the tls profile's certificate"
+chmod 755 "$work/tls"
+chmod 644 "$work/tls/key.pem" "$work/tls/cert.pem"
 
-compose=(timeout 900 docker-compose -p "$PROJECT" --env-file "$work/test.env" -f "$root/docker-compose.yml")
+compose=(timeout 900 docker-compose -p "$PROJECT" --env-file "$work/test.env" -f "$root/docker-compose.yml" --profile tls)
 service_pid=""
 
 cleanup() {
@@ -185,7 +196,7 @@ ensure_image "$GO_IMAGE" seed_go_image
 ensure_image "$NATS_IMAGE" seed_nats_image
 
 t0=$(date +%s)
-say "docker-compose up -d --build (the image's build downloads the modules from the Go proxy)"
+say "docker-compose --profile tls up -d --build (the image's build downloads the modules from the Go proxy)"
 "${compose[@]}" up -d --build >"$work/up.log" 2>&1 || { tail -40 "$work/up.log" >&2; fail "docker-compose up failed"; }
 say "up in $(($(date +%s) - t0)) s"
 
@@ -197,8 +208,8 @@ set -a
 . "$work/test.env"
 set +a
 code=0
-ZENCONN_COMPOSE="docker-compose -p $PROJECT --env-file $work/test.env -f $root/docker-compose.yml" \
-	ZENCONN_COMPOSE_PORTS="${PORTS[*]}" \
+ZENCONN_COMPOSE="docker-compose -p $PROJECT --env-file $work/test.env -f $root/docker-compose.yml --profile tls" \
+	ZENCONN_COMPOSE_PORTS="${PORTS[*]}" ZENCONN_COMPOSE_TLS="127.0.0.1:$TLS_PORT" ZENCONN_COMPOSE_TLS_CA="$work/tls/cert.pem" \
 	timeout 600 go test -count=1 -timeout 9m -run '^TestCompose$' -v ./e2e/ >"$work/probe.log" 2>&1 || code=$?
 grep -E '^(=== RUN|--- |\s+compose_test|ok|FAIL|PASS|e2e:)' "$work/probe.log" >&2 || true
 if [ $code -ne 0 ] || ! grep -q '^--- PASS: TestCompose ' "$work/probe.log"; then
