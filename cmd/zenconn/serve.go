@@ -155,8 +155,9 @@ func defaultWorkers() int { return min(availableCPUs, nodemsg.MaxWorkers) }
 
 // availableCPUs is the number of CPUs this process may use: the CPUs it
 // may run on (runtime.NumCPU), fewer under a CPU limit of its cgroup (a
-// container's --cpus, rounded up) or with GOMAXPROCS in the environment.
-// It is Go's default GOMAXPROCS, read before spareProc changes it.
+// container's --cpus, rounded up; the runtime does not go below 2 for a
+// limit) or with GOMAXPROCS in the environment. It is Go's default
+// GOMAXPROCS, read before spareProc changes it.
 var availableCPUs = max(1, min(runtime.NumCPU(), runtime.GOMAXPROCS(0)))
 
 func printServeFlags(w io.Writer) {
