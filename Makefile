@@ -6,7 +6,8 @@ GO ?= go
 help:
 	@echo "targets:"
 	@echo "  make run          serve ./public on :8080 with embedded defaults"
-	@echo "  make test         vet, gofmt check and the whole test suite with -race"
+	@echo "  make test         vet, gofmt check, the whole test suite with -race, and docker-compose.yml brought up"
+	@echo "                    and probed (scripts/test-compose.sh: installs podman, runc, docker-compose if missing)"
 	@echo "  make build        build bin/zenconn"
 	@echo "  make bench        every benchmark scenario (about 46 min), JSON to bench/results/, rewrites bench/RESULTS.md"
 	@echo "                    (ONLY=\"idle fanout\" for some of them; ROUNDS=, DURATION= passed to the scripts)"
@@ -40,12 +41,15 @@ lint: vet fmt-check
 test: lint
 	bash scripts/ensure-chromium.sh
 	bash scripts/ensure-tls-tools.sh
+	bash scripts/ensure-podman.sh
 	$(GO) test -race -shuffle=on -count=1 -timeout 12m ./...
 	# The protocol suites once more against a node with two worker processes.
 	ZENCONN_E2E_WORKERS=2 $(GO) test -race -count=1 -timeout 6m -run 'TestJSON|TestWS|TestFanOut|TestIdentity|TestBinary|TestAPI|TestAccessLog|TestAuditProbe|TestAuditFilters|TestAuditRefusals|TestAuditServerAPI|TestAuditData$$|TestAuditRetention|TestSession' ./e2e/
 	# And once more with the clients spread over two nodes of a cluster (NATS embedded in the test); left out:
 	# the tests that compare welcome node ids or read one node's connections, sessions or audit records.
 	ZENCONN_E2E_CLUSTER=1 $(GO) test -race -count=1 -timeout 6m -run 'TestJSON(Ping|PubSub|DataRoundTrip|Errors|ChannelNames|DuplicateSubscribe|LargeMessage|ConcurrentPublishers)|TestWS|TestFanOut|TestIdentity(StartupChecks|HandshakeTokens|IssuerAudience|PublicKeys|AnonymousDisabled|NoVerifier|AuthOp|PrivateChannels|PublicPublishGranted|Broadcast|TokenExpiryRequired|TokenSubcommand)|TestBinary(TextFrameOnBinary|Requests|PubSub|CrossProtocol|Auth|BroadcastSmaller|SizeTable)|TestAPI(Disabled|KeyTooShort|Auth|Publish|Broadcast|Disconnect)|TestAccessLog|TestAuditServerAPI|TestAuditRetention' ./e2e/
+	# docker-compose.yml brought up for real (podman, images built from the Dockerfile) and probed on 8080-8082.
+	bash scripts/test-compose.sh
 
 bench:
 	bash bench/run-all.sh

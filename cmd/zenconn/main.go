@@ -17,6 +17,10 @@ Usage:
                           (--url, --api-key) or a stopped node's --data folder
   zenconn sessions [flags]
                           print sessions the same way
+  zenconn healthcheck [--url http://127.0.0.1:8080/healthz]
+                          exit 0 if the node answers 200 there (a container's
+                          health check)
+  zenconn version         print the version and commit
   zenconn help            show this help
 
 Every flag can also be set from the environment as ZENCONN_<FLAG>, with
@@ -43,6 +47,10 @@ func run(args []string) int {
 		return auditCmd(args[1:], os.Stdout, os.Stderr)
 	case "sessions":
 		return sessionsCmd(args[1:], os.Stdout, os.Stderr)
+	case "healthcheck":
+		return healthcheck(args[1:], os.Stdout, os.Stderr)
+	case "version", "--version":
+		return versionCmd(args[1:], os.Stdout, os.Stderr)
 	case "worker": // started by the agent, not documented
 		return workerMain(args[1:])
 	case "help", "-h", "--help", "-help":

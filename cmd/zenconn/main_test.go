@@ -131,11 +131,11 @@ func TestUnknownCommandAndFlag(t *testing.T) {
 
 func TestNodeIDIsKept(t *testing.T) {
 	dir := t.TempDir()
-	a, err := loadNodeID(dir)
+	a, err := loadNodeID(dir, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := loadNodeID(dir)
+	b, err := loadNodeID(dir, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,5 +158,23 @@ func TestPprofAddr(t *testing.T) {
 	}
 	if got := pprofAddrFor("127.0.0.1:6060", 2); got != "127.0.0.1:6063" {
 		t.Fatalf("worker 2's address %s", got)
+	}
+}
+
+func TestNodeFlag(t *testing.T) {
+	dir := t.TempDir()
+	if id, err := loadNodeID(dir, "n1"); err != nil || id != "n1" {
+		t.Fatalf("--node n1 on an empty folder: %q, %v", id, err)
+	}
+	if id, err := loadNodeID(dir, ""); err != nil || id != "n1" {
+		t.Fatalf("no --node on n1's folder: %q, %v", id, err)
+	}
+	if _, err := loadNodeID(dir, "n2"); err == nil || !strings.Contains(err.Error(), `belongs to node "n1"`) {
+		t.Fatalf("--node n2 on n1's folder: %v", err)
+	}
+	for _, bad := range []string{"a-b", "a.b", strings.Repeat("x", 65), "é"} {
+		if code := serve([]string{"--node", bad, "--data", t.TempDir()}); code != 2 {
+			t.Fatalf("--node %q: exit %d, want 2", bad, code)
+		}
 	}
 }

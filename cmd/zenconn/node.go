@@ -124,7 +124,7 @@ func planNode(o *serveOptions, args []string, verifier *auth.Verifier, log *slog
 	}
 	n := &nodePlan{o: o, args: args, log: log, node: node, workers: max(o.workers, 1), loops: o.loops, verifier: verifier}
 	if n.loops <= 0 {
-		n.loops = max(1, runtime.NumCPU()/n.workers)
+		n.loops = max(1, availableCPUs/n.workers)
 	}
 	if err := errors.Join(checkPublic(o.public), checkAccessLog(o.accessLog)); err != nil {
 		return nil, err

@@ -29,6 +29,7 @@ type serveOptions struct {
 	addr         string
 	public       string
 	data         string
+	node         string
 	accessLog    string
 	workers      int
 	loops        int
@@ -77,9 +78,10 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.addr, "addr", ":8080", "TCP address to listen on; port 0 picks a free port (logged)")
 	fs.StringVar(&o.public, "public", "./public", `folder served as static files; it must exist and be readable ("off": no static files)`)
 	fs.StringVar(&o.data, "data", "./data", "data folder (node id, store, compressed file cache), locked by the running node; created if missing (files 0600, folders 0700)")
+	fs.StringVar(&o.node, "node", "", "this node's id (1-64 of A-Z a-z 0-9 _), kept in --data's node-id file, which must not name another (empty: the id in that file, else a random one)")
 	fs.StringVar(&o.accessLog, "access-log", "-", `access log in combined format: a file path, "-" for stdout, or "off"`)
 	fs.IntVar(&o.workers, "workers", defaultWorkers(), "worker processes under an agent process; 0 serves in this process")
-	fs.IntVar(&o.loops, "loops", 0, "event loops per process; 0 means one per CPU (divided among the workers)")
+	fs.IntVar(&o.loops, "loops", 0, "event loops per process; 0 means one per CPU the node may use (divided among the workers)")
 	fs.DurationVar(&o.stallTimeout, "worker-stall-timeout", 5*time.Second, "a worker whose ring from the agent takes nothing this long while records wait for it is killed and restarted (with --workers 0: the node exits)")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "open connections accepted before new ones get 503 (or take the slot of a request head under way for 1 s or more); 0 means the open-file limit less 512")
 	o.maxMessage = 1 << 20
@@ -149,9 +151,16 @@ func inputShare(o *serveOptions) int {
 	return max(int(o.maxPendingInput)/max(o.workers, 1), engine.MinInputBudget(int(o.maxMessage)))
 }
 
-// defaultWorkers is --workers when not given: one worker per CPU, at most
-// nodemsg.MaxWorkers.
-func defaultWorkers() int { return min(runtime.NumCPU(), nodemsg.MaxWorkers) }
+// defaultWorkers is --workers when not given: one worker per CPU the
+// process may use (availableCPUs), at most nodemsg.MaxWorkers.
+func defaultWorkers() int { return min(availableCPUs, nodemsg.MaxWorkers) }
+
+// availableCPUs is the number of CPUs this process may use: the CPUs it
+// may run on (runtime.NumCPU), fewer under a CPU limit of its cgroup (a
+// container's --cpus, rounded up; the runtime does not go below 2 for a
+// limit) or with GOMAXPROCS in the environment. It is Go's default
+// GOMAXPROCS, read before spareProc changes it.
+var availableCPUs = max(1, min(runtime.NumCPU(), runtime.GOMAXPROCS(0)))
 
 func printServeFlags(w io.Writer) {
 	var o serveOptions
@@ -261,6 +270,9 @@ func checkValues(o *serveOptions) error {
 	if o.workers < 0 || o.workers > nodemsg.MaxWorkers {
 		return fmt.Errorf("--workers: %d is outside 0..%d", o.workers, nodemsg.MaxWorkers)
 	}
+	if o.node != "" && !validNodeID(o.node) {
+		return fmt.Errorf("--node: %q is not 1-64 of A-Z a-z 0-9 _", o.node)
+	}
 	if o.publicPublish != "open" && o.publicPublish != "granted" {
 		return fmt.Errorf("--public-publish: %q is neither open nor granted", o.publicPublish)
 	}
@@ -326,7 +338,7 @@ func prepare(o *serveOptions, log *slog.Logger) (string, error) {
 	if err := proto.Pretouch(); err != nil {
 		log.Warn("json codec pretouch failed", "err", err)
 	}
-	return loadNodeID(o.data)
+	return loadNodeID(o.data, o.node)
 }
 
 // engineConfig builds the engine configuration from the flags, opening
@@ -396,27 +408,50 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 	return cfg, alog, closeLog, nil
 }
 
-// loadNodeID returns the node id kept in the data folder, creating it on
-// first start.
-func loadNodeID(dir string) (string, error) {
+// loadNodeID returns the node id kept in the data folder. Without one
+// there it writes want, or a random id when want is empty; an id there
+// other than want (when given) is refused: the folder's sessions and
+// audit records carry it.
+func loadNodeID(dir, want string) (string, error) {
 	path := filepath.Join(dir, "node-id")
 	b, err := os.ReadFile(path)
 	if err == nil {
 		if id := strings.TrimSpace(string(b)); id != "" {
+			if want != "" && id != want {
+				return "", fmt.Errorf("--node: %q, but --data %s belongs to node %q (its node-id file): give that id, or another --data", want, dir, id)
+			}
 			return id, nil
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("reading node id: %w", err)
 	}
-	var raw [5]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return "", err
+	id := want
+	if id == "" {
+		var raw [5]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return "", err
+		}
+		id = strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw[:]))
 	}
-	id := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw[:]))
 	if err := os.WriteFile(path, []byte(id+"\n"), fileMode); err != nil {
 		return "", fmt.Errorf("writing node id: %w", err)
 	}
 	return id, nil
+}
+
+// validNodeID: a node id is a NATS subject token and the prefix of
+// clustered connection ids (<node>-<seq>): 1-64 of A-Z a-z 0-9 _.
+func validNodeID(s string) bool {
+	if len(s) < 1 || len(s) > 64 {
+		return false
+	}
+	for i := range len(s) {
+		b := s[i]
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // byteSize is a flag value in bytes with optional K, KiB, M, MiB, G, GiB
