@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/mail"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -178,22 +177,11 @@ func checkChallenges(list string, plain bool) ([]string, error) {
 
 // acmeRoots is the system's roots and the certificates of --acme-ca.
 func acmeRoots(file string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("--acme-ca: %w", err)
-	}
-	certs, err := parseCerts("--acme-ca", file, b)
-	if err != nil {
-		return nil, err
-	}
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool()
 	}
-	for _, c := range certs {
-		pool.AddCert(c)
-	}
-	return pool, nil
+	return certPool("--acme-ca", file, pool)
 }
 
 // applyACME makes cfg serve the certificate in <data>/acme (none until

@@ -79,15 +79,19 @@ func tlsConfig(o *tlsOptions) (*tls.Config, *engine.CertFiles, error) {
 
 // loadClientCAs reads the CA certificates of --tls-client-ca.
 func loadClientCAs(file string) (*x509.CertPool, error) {
+	return certPool("--tls-client-ca", file, x509.NewCertPool())
+}
+
+// certPool adds the PEM certificates of file, named by flag, to pool.
+func certPool(flag, file string, pool *x509.CertPool) (*x509.CertPool, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("--tls-client-ca: %w", err)
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
-	certs, err := parseCerts("--tls-client-ca", file, b)
+	certs, err := parseCerts(flag, file, b)
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
 	for _, c := range certs {
 		pool.AddCert(c)
 	}
