@@ -50,6 +50,9 @@ default_ulimits = []
 
 [engine]
 runtime = "runc"
+# exec sessions (docker-compose exec) are cleaned up after 5 s, not 5 min,
+# so that nothing of the test outlives it for long.
+exit_command_delay = 5
 EOF
 sock="$work/podman.sock"
 export DOCKER_HOST="unix://$sock"
