@@ -24,8 +24,12 @@ help:
 	@echo "  make bench-compare BASE=ref [NEW=ref]  zenconn of two commits (NEW: the working tree) on idle, max fan-out and churn, ABBA (~15 min)"
 	@echo "  make fuzz         run each fuzz target for a short while"
 
+# bin/zenconn carries the version and commit (zenconn version), as the image does.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
 build:
-	$(GO) build -o bin/zenconn ./cmd/zenconn
+	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/zenconn ./cmd/zenconn
 
 run:
 	$(GO) run ./cmd/zenconn serve
