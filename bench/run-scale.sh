@@ -2,13 +2,28 @@
 # Scale: CONNS subscribed WebSocket connections on a node of WORKERS worker
 # processes (default 60,000 on 4), spread over PROCS generator processes and
 # several loopback source addresses. Reports server RSS per connection summed
-# over the agent and its workers, then fan-out deliveries/s to all of them.
+# over the agent and its workers (and their PSS, shared pages once), then
+# fan-out deliveries/s to all of them.
 # Usage: bash bench/run-scale.sh   (env: CONNS WORKERS PROCS SOURCE_IPS DURATION)
 # Prints one JSON object per test on stdout; progress on stderr.
+# Unset, WORKERS, PROCS and SOURCE_IPS grow with CONNS: every process (worker
+# or generator) stays under an open-file limit of 20,000, and every source
+# address holds at most 5,000 connections (the kernel's search for a free
+# ephemeral port slows down sharply as one address fills its ~28,000 ports).
+# Past ~250,000 connections, a loaded nf_conntrack needs a larger
+# nf_conntrack_max (see bench/notes/scale-1m.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${CONNS:=60000}" "${WORKERS:=4}" "${PROCS:=4}" "${DURATION:=10s}"
-: "${SOURCE_IPS:=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9}"
+: "${CONNS:=60000}" "${DURATION:=10s}"
+: "${WORKERS:=$(((CONNS + 17999) / 18000 > 4 ? (CONNS + 17999) / 18000 : 4))}"
+: "${PROCS:=$(((CONNS + 15999) / 16000 > 4 ? (CONNS + 15999) / 16000 : 4))}"
+# sourceIPs N: N loopback addresses from 127.0.0.2, none ending in .0 or .255.
+sourceIPs() {
+	local i out=()
+	for ((i = 0; i < $1; i++)); do out+=("127.0.$((i / 250)).$((i % 250 + 2))"); done
+	(IFS=,; echo "${out[*]}")
+}
+: "${SOURCE_IPS:=$(sourceIPs $(((CONNS + 4999) / 5000 > 8 ? (CONNS + 4999) / 5000 : 8)))}"
 log() { echo "[scale $(date +%T)] $*" >&2; }
 
 work=$(mktemp -d)

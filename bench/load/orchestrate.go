@@ -39,13 +39,12 @@ func orchestrate(cfg *config) (map[string]any, error) {
 		return orchestrateChurn(cfg)
 	}
 	out := runHeader(cfg)
-	var rssBefore int64
+	var err error
+	var before memSample
 	if cfg.mode == "idle" && len(cfg.serverPIDs) > 0 {
-		v, err := sumRSS(cfg.serverPIDs)
-		if err != nil {
+		if before, err = sampleMem(cfg.serverPIDs); err != nil {
 			return out, err
 		}
-		rssBefore = v
 	}
 	cr, err := startCrew(cfg, func(i int) *workerResult {
 		return &workerResult{Index: i, Error: "worker exited without a result"}
@@ -61,7 +60,7 @@ func orchestrate(cfg *config) (map[string]any, error) {
 	m := &measurement{}
 	switch {
 	case cfg.mode == "idle":
-		err = measureIdle(cfg, cr, out, rssBefore, rd.subs)
+		err = measureIdle(cfg, cr, out, before, rd.subs)
 	case cr.n > 0: // a worker failed while connecting
 		cr.broadcast("END 0")
 	default:
@@ -121,22 +120,42 @@ func waitReady(cr *crew[workerResult]) (readiness, error) {
 	return rd, nil
 }
 
+// memSample is the server's memory at one moment, summed over its
+// processes: RSS (shared pages counted in every process) and PSS (counted
+// once).
+type memSample struct{ rss, pss int64 }
+
+func sampleMem(pids []int) (memSample, error) {
+	rss, err := sumRSS(pids)
+	if err != nil {
+		return memSample{}, err
+	}
+	pss, err := sumPSS(pids)
+	return memSample{rss, pss}, err
+}
+
 // measureIdle waits --settle with every connection open (unless a worker
-// failed), adds the server's RSS before and after to out, and ends the
-// workers.
-func measureIdle(cfg *config, cr *crew[workerResult], out map[string]any, rssBefore int64, readySubs int) error {
+// failed), adds the server's memory before and after to out, and ends the
+// workers. kib_per_conn is the growth of the summed RSS per connection;
+// pss_kib_per_conn_total is the whole PSS after (the processes' own memory
+// included, shared pages once) per connection.
+func measureIdle(cfg *config, cr *crew[workerResult], out map[string]any, before memSample, readySubs int) error {
 	if cr.n == 0 {
 		time.Sleep(min(cfg.settle, time.Until(cfg.deadline)))
 	}
 	if len(cfg.serverPIDs) > 0 {
-		after, err := sumRSS(cfg.serverPIDs)
+		after, err := sampleMem(cfg.serverPIDs)
 		if err != nil {
 			return err
 		}
-		out["rss_before_kib"] = rssBefore
-		out["rss_after_kib"] = after
+		out["rss_before_kib"] = before.rss
+		out["rss_after_kib"] = after.rss
+		out["pss_before_kib"] = before.pss
+		out["pss_after_kib"] = after.pss
 		if readySubs > 0 {
-			out["kib_per_conn"] = round3(float64(after-rssBefore) / float64(readySubs))
+			out["kib_per_conn"] = round3(float64(after.rss-before.rss) / float64(readySubs))
+			out["pss_kib_per_conn"] = round3(float64(after.pss-before.pss) / float64(readySubs))
+			out["pss_kib_per_conn_total"] = round3(float64(after.pss) / float64(readySubs))
 		}
 	}
 	cr.broadcast("END 0")

@@ -13,12 +13,26 @@ const userHZ = 100
 
 // readRSSKiB returns VmRSS of pid in KiB from /proc/<pid>/status.
 func readRSSKiB(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	return readKiBField(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")
+}
+
+// readPSSKiB returns the proportional set size of pid in KiB from
+// /proc/<pid>/smaps_rollup: every page shared by n processes (the
+// executable's text mapped by the agent and each worker, the rings) counts
+// 1/n, so a sum over the node's processes counts each page once.
+func readPSSKiB(pid int) (int64, error) {
+	return readKiBField(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")
+}
+
+// readKiBField returns the number after prefix at the start of a line of
+// the /proc file name ("VmRSS:   1234 kB").
+func readKiBField(name, prefix string) (int64, error) {
+	b, err := os.ReadFile(name)
 	if err != nil {
 		return 0, err
 	}
 	for line := range bytes.SplitSeq(b, []byte("\n")) {
-		if rest, ok := bytes.CutPrefix(line, []byte("VmRSS:")); ok {
+		if rest, ok := bytes.CutPrefix(line, []byte(prefix)); ok {
 			f := strings.Fields(string(rest))
 			if len(f) < 1 {
 				break
@@ -26,7 +40,7 @@ func readRSSKiB(pid int) (int64, error) {
 			return strconv.ParseInt(f[0], 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in %s", prefix, name)
 }
 
 // readCPUus returns user+system CPU time of pid (0: this process) in
@@ -65,10 +79,16 @@ func readCPUSplit(pid int) (user, sys int64, err error) {
 }
 
 // sumRSS sums VmRSS over pids.
-func sumRSS(pids []int) (int64, error) {
+func sumRSS(pids []int) (int64, error) { return sumKiB(pids, readRSSKiB) }
+
+// sumPSS sums the proportional set size over pids: the memory of the
+// processes together, shared pages counted once.
+func sumPSS(pids []int) (int64, error) { return sumKiB(pids, readPSSKiB) }
+
+func sumKiB(pids []int, read func(int) (int64, error)) (int64, error) {
 	var t int64
 	for _, p := range pids {
-		v, err := readRSSKiB(p)
+		v, err := read(p)
 		if err != nil {
 			return 0, err
 		}
