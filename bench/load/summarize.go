@@ -326,6 +326,27 @@ func median(v []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
+// ratioTarget compares the medians of field in test for cand and ref
+// with check (and, with diff, records cand - ref); without both medians
+// it notes a problem and returns false.
+func (sm *summary) ratioTarget(name, test, field, cand, ref, goal string, check func(c, b float64) bool, diff bool) (target, bool) {
+	c, ok1 := sm.get(test, cand, field)
+	b, ok2 := sm.get(test, ref, field)
+	if !ok1 || !ok2 {
+		sm.problems = append(sm.problems, fmt.Sprintf("target %q: no median for %s/%s of %s and %s", name, test, field, cand, ref))
+		return target{}, false
+	}
+	t := target{Name: name, Candidate: c, Baseline: b, Goal: goal, Met: check(c, b), Reference: ref}
+	if b != 0 {
+		t.Ratio = round3(c / b)
+	}
+	if diff {
+		d := round3(c - b)
+		t.Diff = &d
+	}
+	return t, true
+}
+
 // clusterTargets checks the cluster's targets: maximum deliveries/s at
 // least 0.75x one node's (base) and 3x the competitor's, and the median
 // latency at the fixed rate at most 1 ms above one node's (the cost of the
@@ -333,21 +354,9 @@ func median(v []float64) float64 {
 func (sm *summary) clusterTargets(cand, base, comp string) []target {
 	var tgs []target
 	add := func(name, test, field, ref, goal string, check func(c, b float64) bool, diff bool) {
-		c, ok1 := sm.get(test, cand, field)
-		b, ok2 := sm.get(test, ref, field)
-		if !ok1 || !ok2 {
-			sm.problems = append(sm.problems, fmt.Sprintf("target %q: no median for %s/%s of %s and %s", name, test, field, cand, ref))
-			return
+		if t, ok := sm.ratioTarget(name, test, field, cand, ref, goal, check, diff); ok {
+			tgs = append(tgs, t)
 		}
-		t := target{Name: name, Candidate: c, Baseline: b, Goal: goal, Met: check(c, b), Reference: ref}
-		if b != 0 {
-			t.Ratio = round3(c / b)
-		}
-		if diff {
-			d := round3(c - b)
-			t.Diff = &d
-		}
-		tgs = append(tgs, t)
 	}
 	add("max deliveries/s, cluster vs one node", "max", "deliveries_per_sec", base, "candidate >= 0.75x baseline",
 		func(c, b float64) bool { return c >= 0.75*b }, false)
@@ -365,17 +374,9 @@ func (sm *summary) clusterTargets(cand, base, comp string) []target {
 func (sm *summary) tlsTargets(cand, plain, comp string) []target {
 	var tgs []target
 	add := func(name, test, field, ref, goal string, check func(c, b float64) bool) {
-		c, ok1 := sm.get(test, cand, field)
-		b, ok2 := sm.get(test, ref, field)
-		if !ok1 || !ok2 {
-			sm.problems = append(sm.problems, fmt.Sprintf("target %q: no median for %s/%s of %s and %s", name, test, field, cand, ref))
-			return
+		if t, ok := sm.ratioTarget(name, test, field, cand, ref, goal, check, false); ok {
+			tgs = append(tgs, t)
 		}
-		t := target{Name: name, Candidate: c, Baseline: b, Goal: goal, Met: check(c, b), Reference: ref}
-		if b != 0 {
-			t.Ratio = round3(c / b)
-		}
-		tgs = append(tgs, t)
 	}
 	add("idle RSS per TLS connection", "idle", "kib_per_conn", plain, "candidate <= 6 KiB", func(c, _ float64) bool { return c <= 6 })
 	add("max TLS deliveries/s vs plain ZenConn", "max", "deliveries_per_sec", plain, "candidate >= 0.6x plain", func(c, b float64) bool { return c >= 0.6*b })
