@@ -189,7 +189,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.InProcess == nil {
 		// The agent's tables churn with the connections as the workers'
 		// heaps do (an in-process worker's engine trims the process).
-		go memtrim.New().Run(stopped, time.Second)
+		go memtrim.New().Run(stopped, time.Second, nil)
 	}
 	select {
 	case <-ctx.Done():

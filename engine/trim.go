@@ -12,17 +12,7 @@ import (
 // garbage of their arrival.
 func (s *Server) trimMemory() {
 	defer s.jobsWG.Done()
-	t := memtrim.New()
-	tk := time.NewTicker(time.Second)
-	defer tk.Stop()
-	for {
-		select {
-		case <-tk.C:
-			if t.Check(time.Second) {
-				s.log.Debug("free memory returned to the operating system after a burst", "trims", t.Trims())
-			}
-		case <-s.done:
-			return
-		}
-	}
+	memtrim.New().Run(s.done, time.Second, func(trims uint64) {
+		s.log.Debug("free memory returned to the operating system after a burst", "trims", trims)
+	})
 }

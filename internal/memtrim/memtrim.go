@@ -82,14 +82,17 @@ func (t *Trimmer) Check(elapsed time.Duration) bool {
 	return true
 }
 
-// Run calls Check every interval until done is closed.
-func (t *Trimmer) Run(done <-chan struct{}, interval time.Duration) {
+// Run calls Check every interval until done is closed, and onTrim (if
+// not nil) after each trim.
+func (t *Trimmer) Run(done <-chan struct{}, interval time.Duration, onTrim func(trims uint64)) {
 	tk := time.NewTicker(interval)
 	defer tk.Stop()
 	for {
 		select {
 		case <-tk.C:
-			t.Check(interval)
+			if t.Check(interval) && onTrim != nil {
+				onTrim(t.Trims())
+			}
 		case <-done:
 			return
 		}
