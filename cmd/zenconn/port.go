@@ -27,8 +27,8 @@ import (
 //     held until the workers listen. Between the probe and the
 //     placeholder, a second node starting at the same moment could slip
 //     in; so once the placeholder listens, the kernel's table of TCP
-//     sockets (/proc/net/tcp, tcp6) must show no other listener on the
-//     port. Of two nodes racing, the later check sees the other's
+//     listeners (asked through sock_diag, else read from /proc/net/tcp and
+//     tcp6) must show no other listener on the port. Of two nodes racing, the later check sees the other's
 //     placeholder: at least one of them, possibly both, refuses to start,
 //     and none serves a share of the other's connections.
 
@@ -92,8 +92,14 @@ func checkAlone(ln net.Listener, at *net.TCPAddr) error {
 	if err != nil {
 		return nil
 	}
-	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		others, err := listenersOn(table, at.Port, own)
+	for _, t := range []struct {
+		family uint8
+		table  string
+	}{{unix.AF_INET, "/proc/net/tcp"}, {unix.AF_INET6, "/proc/net/tcp6"}} {
+		others, err := listenersDiag(t.family, at.Port, own)
+		if err != nil {
+			others, err = listenersOn(t.table, at.Port, own)
+		}
 		if err != nil {
 			continue
 		}

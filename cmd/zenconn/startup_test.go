@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/zenconn/server/engine"
@@ -158,3 +159,38 @@ func errorsJoin(msgs ...string) error {
 type joined struct{ s string }
 
 func (j *joined) Error() string { return j.s }
+
+// TestListenersDiagAgreesWithProc: the kernel's socket diagnostics find
+// the same listeners on a port as /proc/net/tcp, without the one skipped,
+// and nothing on a port no one listens on.
+func TestListenersDiagAgreesWithProc(t *testing.T) {
+	a, err := engine.ListenReusePort("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := engine.ListenReusePort(a.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	port := a.Addr().(*net.TCPAddr).Port
+	own, err := socketInode(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diag, err := listenersDiag(syscall.AF_INET, port, own)
+	if err != nil {
+		t.Fatalf("sock_diag: %v", err)
+	}
+	proc, err := listenersOn("/proc/net/tcp", port, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diag) != 1 || !diag[0].Equal(net.IPv4(127, 0, 0, 1)) || len(proc) != 1 || !proc[0].Equal(diag[0]) {
+		t.Fatalf("listeners on %d besides the first: sock_diag %v, /proc %v; want [127.0.0.1] from both", port, diag, proc)
+	}
+	if none, err := listenersDiag(syscall.AF_INET6, port, own); err != nil || len(none) != 0 {
+		t.Fatalf("IPv6 listeners on %d: %v, %v; want none", port, none, err)
+	}
+}
