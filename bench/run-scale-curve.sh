@@ -99,6 +99,9 @@ one_process_step() {
 	point "$srv" "$n" "$STEP_RC" "$idle_cmd" "$WORK/$srv-$n.idle" "$fan_cmd" "$WORK/$srv-$n.fanout"
 }
 
+if [[ " $CURVE_SERVERS " == *" centrifugo "* ]]; then
+	bash bench/ensure-tools.sh cluster >&2
+fi
 build_all baseline load
 : >"$WORK/results.jsonl"
 port=21300
