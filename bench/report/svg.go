@@ -120,6 +120,37 @@ func logTicks(lo, hi float64) []float64 {
 	return out
 }
 
+// logRange is the range of an axis showing lo to hi (lo <= hi, both > 0):
+// from and to the nearest 1, 2 or 5 × 10^k, or the nearest powers of ten
+// when that spans more than three decades (only those are labelled then).
+func logRange(lo, hi float64) (float64, float64) {
+	lo, hi = niceLow(lo), niceHigh(hi)
+	if hi <= lo {
+		hi = niceHigh(lo * 1.01)
+	}
+	if math.Log10(hi/lo) > 3.01 {
+		lo, hi = math.Pow(10, math.Floor(math.Log10(lo)+1e-9)), math.Pow(10, math.Ceil(math.Log10(hi)-1e-9))
+	}
+	return lo, hi
+}
+
+// minorTicks are 2 to 9 × 10^k between lo and hi, for grid lines without
+// labels, when logTicks labels the powers of ten only.
+func minorTicks(lo, hi float64) []float64 {
+	if math.Log10(hi/lo) <= 3.01 {
+		return nil
+	}
+	var out []float64
+	for p := math.Pow(10, math.Floor(math.Log10(lo))); p < hi; p *= 10 {
+		for m := 2.0; m < 10; m++ {
+			if v := m * p; v > lo && v < hi {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
 // plottable reports whether a point can be placed on log axes.
 func plottable(p xy) bool {
 	return p.x > 0 && p.y > 0 && !math.IsInf(p.x, 0) && !math.IsInf(p.y, 0) && !math.IsNaN(p.x) && !math.IsNaN(p.y)
@@ -137,11 +168,7 @@ func (c *chart) xRange() (float64, float64) {
 			}
 		}
 	}
-	lo, hi = niceLow(lo), niceHigh(hi)
-	if hi <= lo {
-		hi = niceHigh(lo * 1.01)
-	}
-	return lo, hi
+	return logRange(lo, hi)
 }
 
 // yRange is a panel's y range (ok false when it has no point).
@@ -157,10 +184,7 @@ func (p *panel) yRange() (lo, hi float64, ok bool) {
 	if !ok {
 		return 1, 10, false
 	}
-	lo, hi = niceLow(lo), niceHigh(hi)
-	if hi <= lo {
-		hi = niceHigh(lo * 1.01)
-	}
+	lo, hi = logRange(lo, hi)
 	return lo, hi, true
 }
 
@@ -230,6 +254,10 @@ func (c *chart) writePanel(b *strings.Builder, p *panel, top int, x axis) {
 // writeXAxis writes the x ticks, their grid lines and labels, and the
 // axis's label.
 func writeXAxis(b *strings.Builder, x axis, py0, py1 float64, tick func(float64) string, label string) {
+	for _, v := range minorTicks(x.lo, x.hi) {
+		px := x.at(v)
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#f0f0f0"/>`+"\n", px, py0, px, py1)
+	}
 	for _, v := range logTicks(x.lo, x.hi) {
 		px := x.at(v)
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#e3e3e3"/>`, px, py0, px, py1)
@@ -241,6 +269,10 @@ func writeXAxis(b *strings.Builder, x axis, py0, py1 float64, tick func(float64)
 
 // writeYAxis writes the y ticks, their grid lines and labels.
 func writeYAxis(b *strings.Builder, y axis, px0, px1 float64, tick func(float64) string) {
+	for _, v := range minorTicks(y.lo, y.hi) {
+		py := y.at(v)
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#f0f0f0"/>`+"\n", px0, py, px1, py)
+	}
 	for _, v := range logTicks(y.lo, y.hi) {
 		py := y.at(v)
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#e3e3e3"/>`, px0, py, px1, py)

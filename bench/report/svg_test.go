@@ -222,6 +222,16 @@ func TestNiceAndTicks(t *testing.T) {
 	if got := len(logTicks(1, 1e6)); got != 7 {
 		t.Errorf("six decades: %d ticks, want the 7 powers of ten", got)
 	}
+	for _, c := range []struct{ lo, hi, wlo, whi float64 }{
+		{1e4, 1e6, 1e4, 1e6}, {18000, 2e5, 1e4, 2e5}, {2774, 2.2e6, 1e3, 1e7}, {5, 5, 5, 10},
+	} {
+		if lo, hi := logRange(c.lo, c.hi); math.Abs(lo-c.wlo) > 1e-9*c.wlo || math.Abs(hi-c.whi) > 1e-9*c.whi {
+			t.Errorf("logRange(%g, %g) = %g, %g, want %g, %g", c.lo, c.hi, lo, hi, c.wlo, c.whi)
+		}
+	}
+	if n := len(minorTicks(1e3, 1e7)); n != 32 {
+		t.Errorf("minor ticks over 4 decades: %d, want 32", n)
+	}
 }
 
 // The chart of a scale-curve result: a series per server in both panels,
