@@ -73,7 +73,7 @@ build_all() {
 # centrifugo: one Centrifugo node (CENTRIFUGO, default
 # $BENCH_GO_BIN/centrifugo, which bench/ensure-tools.sh cluster builds) with
 # its memory broker, anonymous clients allowed to subscribe and to publish,
-# its other settings Centrifugo's defaults (start_centrifugo).
+# its other settings Centrifugo's defaults (spawn_centrifugo).
 start_server() {
 	local name=$1 port=$2 logf="$WORK/$1-$2.log" ready="msg=listening addr=127.0.0.1:$2"
 	local extra=()
@@ -106,7 +106,7 @@ start_server() {
 		GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$WORK/floor" --addr "127.0.0.1:$port" 2>"$logf" >/dev/null &
 		;;
 	centrifugo)
-		start_centrifugo "$port" "$logf"
+		spawn_centrifugo "$port" "$logf"
 		ready="serving websocket"
 		;;
 	*) log "unknown server $name"; exit 1 ;;
@@ -123,9 +123,9 @@ start_server() {
 	log "$name did not start on port $port:"; cat "$logf" >&2; exit 1
 }
 
-# start_centrifugo PORT LOG: start_server's Centrifugo, in the background
+# spawn_centrifugo PORT LOG: start_server's Centrifugo, in the background
 # (its configuration is $WORK/centrifugo-PORT.json).
-start_centrifugo() {
+spawn_centrifugo() {
 	local port=$1 logf=$2 conf="$WORK/centrifugo-$1.json"
 	local bin=${CENTRIFUGO:-${BENCH_GO_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/zenconn-bench/bin}/centrifugo}
 	[ -x "$bin" ] || { log "no Centrifugo at $bin (bash bench/ensure-tools.sh cluster builds it)"; exit 1; }

@@ -11,11 +11,14 @@
 #                (lib.sh's start_server and run_load), each on a fresh server
 #                pinned to SERVER_CPU, the generator on LOAD_CPU.
 # Usage: bash bench/run-scale-curve.sh  (env: STEPS ONE_PROC_STEPS
-#        CURVE_SERVERS DURATION SIZE SETTLE OUT)
+#        CURVE_SERVERS DURATION SIZE SETTLE OUT KEEP_POINTS)
 # Writes OUT (bench/results/scale-curve.json): every point with the commands
 # that measured it, the settings, the open-file limit and the times; prints
 # it on stdout too. Progress on stderr. A step that fails is recorded with
 # its exit status and whatever it printed; the next steps still run.
+# KEEP_POINTS=1 keeps the points of OUT that this run did not measure again
+# (another server, another count), so that the steps can be run in parts:
+# CURVE_SERVERS='baseline centrifugo', then CURVE_SERVERS=zenconn STEPS=...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${STEPS:=10000 30000 100000 300000 1000000}" "${ONE_PROC_STEPS:=10000 18000}"
@@ -138,6 +141,18 @@ jq -s --arg started "$STARTED" --arg finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
 	  meta: {nproc: $nproc, kernel: $kernel, go: $go, cpu: $cpu, mem_kib: $mem_kib, git: $git,
 	    loadavg_start: $loadavg_start, loadavg_end: $loadavg_end, server_cpu: $server_cpu, load_cpu: $load_cpu},
 	  points: .}' "$POINTS" >"$WORK/curve.json"
+if [ "${KEEP_POINTS:-}" = 1 ] && [ -s "$OUT" ]; then
+	# The old points not measured again, then the new ones; the servers of both.
+	jq --slurpfile old "$OUT" '
+	  . as $new
+	  | ([$old[0].points[] | select([.server, .conns] as $k | all($new.points[]; [.server, .conns] != $k))]) as $kept
+	  | .points = $kept + .points
+	  | .settings.servers = ([($old[0].settings.servers // "" | splits(" +")), (.settings.servers | splits(" +"))]
+	      | map(select(. != "")) | reduce .[] as $s ([]; if index([$s]) then . else . + [$s] end) | join(" "))
+	  | .kept_points = ($kept | length)' "$WORK/curve.json" >"$WORK/merged.json"
+	mv "$WORK/merged.json" "$WORK/curve.json"
+	log "kept $(jq .kept_points "$WORK/curve.json") points of $OUT"
+fi
 cp "$WORK/curve.json" "$OUT"
 log "wrote $OUT ($(jq '.points | length' "$OUT") points)"
 cat "$OUT"

@@ -192,9 +192,12 @@ func renderScaleCurve(r *renderer, res map[string]any, _ *Envelope) (string, []t
 			p.dps.fmt(num), p.missing.fmt(num), p.refused.fmt(num), p.other.fmt(share), p.exit.fmt(num))
 	}
 	b.WriteString(t.String())
-	fmt.Fprintf(&b, "\nSettings: steps %s (ZenConn), %s (one-process servers), fan-out for %s. "+
-		"The commands of every point are in the JSON.\n\n",
+	fmt.Fprintf(&b, "\nSettings of the latest run: steps %s (ZenConn), %s (one-process servers), fan-out for %s",
 		orDash(strAt(res, "settings", "steps")), orDash(strAt(res, "settings", "one_process_steps")),
 		orDash(strAt(res, "settings", "duration")))
+	if k := numAt(res, "kept_points"); k.ok && k.v > 0 {
+		fmt.Fprintf(&b, "; %s point(s) kept from earlier runs (`KEEP_POINTS=1`)", k.fmt(num))
+	}
+	b.WriteString(". The commands and the time of every point are in the JSON.\n\n")
 	return b.String(), nil
 }
