@@ -64,14 +64,18 @@ build_all() {
 }
 
 # start_server NAME PORT: starts the server pinned to SERVER_CPU (the
-# baseline and the floor with GOMAXPROCS=1, ZenConn with its own default)
-# and sets SERVER_PID once it logs that it is listening.
+# baseline and the floor with GOMAXPROCS=1, ZenConn and Centrifugo with
+# their own default) and sets SERVER_PID once it logs that it is listening.
 # ZenConn variants: zenconn (defaults: audit log on, --audit-sync=batch) and
 # zenconn-noaudit (--audit=false). Words of ZENCONN_EXTRA, if set, are
 # appended to the zenconn command line of either (e.g.
 # ZENCONN_EXTRA='--audit-sync always').
+# centrifugo: one Centrifugo node (CENTRIFUGO, default
+# $BENCH_GO_BIN/centrifugo, which bench/ensure-tools.sh cluster builds) with
+# its memory broker, anonymous clients allowed to subscribe and to publish,
+# its other settings Centrifugo's defaults (spawn_centrifugo).
 start_server() {
-	local name=$1 port=$2 logf="$WORK/$1-$2.log"
+	local name=$1 port=$2 logf="$WORK/$1-$2.log" ready="msg=listening addr=127.0.0.1:$2"
 	local extra=()
 	case $name in
 	zenconn | zenconn-noaudit)
@@ -101,18 +105,58 @@ start_server() {
 	floor)
 		GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$WORK/floor" --addr "127.0.0.1:$port" 2>"$logf" >/dev/null &
 		;;
+	centrifugo)
+		spawn_centrifugo "$port" "$logf"
+		ready="serving websocket"
+		;;
 	*) log "unknown server $name"; exit 1 ;;
 	esac
 	SERVER_PID=$!
 	STARTED_PIDS+=("$SERVER_PID")
 	for _ in $(seq 100); do
-		if grep -q "msg=listening addr=127.0.0.1:$port" "$logf" 2>/dev/null; then
+		if grep -q "$ready" "$logf" 2>/dev/null; then
 			return 0
 		fi
 		if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
 		sleep 0.1
 	done
 	log "$name did not start on port $port:"; cat "$logf" >&2; exit 1
+}
+
+# spawn_centrifugo PORT LOG: start_server's Centrifugo, in the background
+# (its configuration is $WORK/centrifugo-PORT.json).
+spawn_centrifugo() {
+	local port=$1 logf=$2 conf="$WORK/centrifugo-$1.json"
+	local bin=${CENTRIFUGO:-${BENCH_GO_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/zenconn-bench/bin}/centrifugo}
+	[ -x "$bin" ] || { log "no Centrifugo at $bin (bash bench/ensure-tools.sh cluster builds it)"; exit 1; }
+	cat >"$conf" <<EOF
+{
+  "http_server": {"address": "127.0.0.1", "port": $port},
+  "log": {"level": "info"},
+  "client": {"allow_anonymous_connect_without_token": true},
+  "channel": {"without_namespace": {"allow_subscribe_for_anonymous": true, "allow_subscribe_for_client": true,
+    "allow_publish_for_anonymous": true, "allow_publish_for_client": true}},
+  "usage_stats": {"disabled": true}
+}
+EOF
+	taskset -c "$SERVER_CPU" "$bin" --config "$conf" 2>"$logf" >/dev/null &
+}
+
+# ws_target NAME PORT: sets WS_URL and PROTO, the load generator's --url and
+# --protocol for the server start_server NAME PORT started.
+ws_target() {
+	case $1 in
+	centrifugo) WS_URL="ws://127.0.0.1:$2/connection/websocket" PROTO=centrifugo ;;
+	*) WS_URL="ws://127.0.0.1:$2/ws" PROTO=zenconn ;;
+	esac
+}
+
+# loopback_ips N: N loopback addresses from 127.0.0.2, none ending in .0
+# or .255, comma-separated (the load generator's --source-ips).
+loopback_ips() {
+	local i out=()
+	for ((i = 0; i < $1; i++)); do out+=("127.0.$((i / 250)).$((i % 250 + 2))"); done
+	(IFS=,; echo "${out[*]}")
 }
 
 # stop_server PID: SIGTERM, then SIGKILL after 5 s.

@@ -253,3 +253,13 @@ func code(s string) string {
 	}
 	return "`" + s + "`"
 }
+
+// timeSpan parses two RFC 3339 times.
+func timeSpan(a, b string) (time.Time, time.Time, error) {
+	t0, err := time.Parse(time.RFC3339, a)
+	if err != nil {
+		return t0, t0, err
+	}
+	t1, err := time.Parse(time.RFC3339, b)
+	return t0, t1, err
+}

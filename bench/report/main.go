@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 )
 
@@ -49,7 +50,7 @@ func renderCmd(args []string, stdout io.Writer, now func() time.Time) int {
 			return 2
 		}
 	}
-	text, warnings, err := renderDir(*results, *notes, *scripts, t)
+	text, files, warnings, err := renderFiles(*results, *notes, *scripts, t)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		return 1
@@ -59,11 +60,11 @@ func renderCmd(args []string, stdout io.Writer, now func() time.Time) int {
 	}
 	if *out == "-" {
 		_, err = io.WriteString(stdout, text)
-	} else {
-		err = writeFileAtomic(*out, []byte(text))
-		if err == nil {
-			fmt.Fprintf(os.Stderr, "report: wrote %s\n", *out)
+		if len(files) > 0 {
+			fmt.Fprintln(os.Stderr, "report: --out -: the figures are not written")
 		}
+	} else {
+		err = writeAll(*out, text, files)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
@@ -74,9 +75,37 @@ func renderCmd(args []string, stdout io.Writer, now func() time.Time) int {
 
 // renderDir renders the results of a folder.
 func renderDir(resultsDir, notesDir, scriptsDir string, now time.Time) (string, []string, error) {
+	text, _, warnings, err := renderFiles(resultsDir, notesDir, scriptsDir, now)
+	return text, warnings, err
+}
+
+// writeAll writes the page to out and its figures beside it.
+func writeAll(out, text string, files map[string][]byte) error {
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := filepath.Join(filepath.Dir(out), n)
+		if err := writeFileAtomic(p, files[n]); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "report: wrote %s\n", p)
+	}
+	if err := writeFileAtomic(out, []byte(text)); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "report: wrote %s\n", out)
+	return nil
+}
+
+// renderFiles renders the results of a folder: the page, and the figures
+// to write beside it by file name.
+func renderFiles(resultsDir, notesDir, scriptsDir string, now time.Time) (string, map[string][]byte, []string, error) {
 	results, warnings, err := loadResults(resultsDir)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	r := &renderer{resultsDir: resultsDir, notesDir: notesDir, scriptsDir: scriptsDir, now: now, results: results, warnings: warnings}
 	if m, ok := readMachine(resultsDir); ok {
@@ -84,7 +113,7 @@ func renderDir(resultsDir, notesDir, scriptsDir string, now time.Time) (string, 
 	} else {
 		r.machine, r.probed = probeMachine(now), true
 	}
-	return r.render(), warnings, nil
+	return r.render(), r.files, warnings, nil
 }
 
 // writeFileAtomic writes through a temporary file in the same folder.

@@ -169,6 +169,7 @@ type scenario struct {
 	command string // what make bench runs, without ROUNDS/DURATION
 	script  string // its script, to tell "not written yet" from "not run yet"
 	render  func(r *renderer, res map[string]any, e *Envelope) (string, []target)
+	byHand  bool // not part of make bench: its script is run by hand
 }
 
 var fanoutKey = regexp.MustCompile(`^fanout-(\d+)$`)
@@ -222,6 +223,8 @@ func scenarios(results map[string]*Envelope) []scenario {
 			command: "bash bench/run-audit.sh", script: "run-audit.sh", render: renderAudit},
 		scenario{key: "scale", family: "scale", title: "Scale: many connections on several worker processes",
 			command: "bash bench/run-scale.sh", script: "run-scale.sh", render: renderScale},
+		scenario{key: "scale-curve", family: "scale-curve", title: "Scale curve: memory and fan-out from 10,000 to 1,000,000 connections",
+			command: "bash bench/run-scale-curve.sh", script: "run-scale-curve.sh", render: renderScaleCurve, byHand: true},
 		scenario{key: "cluster", family: "cluster", title: "Cluster over NATS against one node and Centrifugo",
 			command: "bash bench/run-cluster.sh", script: "run-cluster.sh", render: renderCluster},
 		scenario{key: "tls", family: "tls", title: "TLS against plain ZenConn, nginx and Centrifugo",
@@ -257,6 +260,24 @@ type renderer struct {
 	machine    Machine
 	probed     bool // machine described at render time (no machine.json)
 	warnings   []string
+	files      map[string][]byte // written beside RESULTS.md (figures), by name
+}
+
+// addFile adds a file to write beside RESULTS.md.
+func (r *renderer) addFile(name string, b []byte) {
+	if r.files == nil {
+		r.files = map[string][]byte{}
+	}
+	r.files[name] = b
+}
+
+// startedOf is when a result was measured: the envelope's start, else the
+// "started" the script itself recorded.
+func startedOf(e *Envelope, res map[string]any) string {
+	if e.Started != "" {
+		return e.Started
+	}
+	return strAt(res, "started")
 }
 
 // summaryRow is one line of the table of every target.
@@ -291,10 +312,14 @@ func commandOf(s scenario, e *Envelope) string {
 // measuredLine says how and when a result was measured.
 func (r *renderer) measuredLine(s scenario, e *Envelope, res map[string]any) string {
 	var parts []string
-	if e.Started != "" {
-		p := "measured " + when(e.Started)
-		if e.Seconds > 0 {
-			p += " (took " + took(e.Seconds) + ")"
+	if started := startedOf(e, res); started != "" {
+		p := "measured " + when(started)
+		secs := e.Seconds
+		if t0, t1, err := timeSpan(started, strAt(res, "finished")); e.Started == "" && err == nil {
+			secs = t1.Sub(t0).Seconds()
+		}
+		if secs > 0 {
+			p += " (took " + took(secs) + ")"
 		}
 		parts = append(parts, p)
 	} else {
@@ -332,17 +357,11 @@ func (r *renderer) section(s scenario, level string) (string, []summaryRow) {
 	measured := "not measured"
 	switch {
 	case e == nil:
-		msg := fmt.Sprintf("*Not measured yet.* %s, or `ONLY=%s make bench`.", code(s.command), s.key)
-		if s.script != "" && r.scriptsDir != "" {
-			if _, err := os.Stat(filepath.Join(r.scriptsDir, s.script)); err != nil {
-				msg = fmt.Sprintf("*Not measured yet*: `bench/%s` does not exist yet (`make bench` skips it).", s.script)
-			}
-		}
-		b.WriteString(msg + "\n\n")
+		b.WriteString(r.notMeasured(s) + "\n\n")
 		show = nil
 	case e.OK():
-		measured = when(e.Started)
-		if e.Started == "" {
+		measured = when(startedOf(e, e.result()))
+		if measured == dash {
 			measured = "unknown date"
 		}
 	default:
@@ -391,6 +410,19 @@ func (r *renderer) section(s scenario, level string) (string, []summaryRow) {
 		rows = append(rows, summaryRow{scenario: s.key, anchor: anchor(s.title), measured: measured})
 	}
 	return b.String(), rows
+}
+
+// notMeasured says how to measure a scenario without results.
+func (r *renderer) notMeasured(s scenario) string {
+	if s.script != "" && r.scriptsDir != "" {
+		if _, err := os.Stat(filepath.Join(r.scriptsDir, s.script)); err != nil {
+			return fmt.Sprintf("*Not measured yet*: `bench/%s` does not exist yet (`make bench` skips it).", s.script)
+		}
+	}
+	if s.byHand {
+		return fmt.Sprintf("*Not measured yet.* %s (not part of `make bench`).", code(s.command))
+	}
+	return fmt.Sprintf("*Not measured yet.* %s, or `ONLY=%s make bench`.", code(s.command), s.key)
 }
 
 // anchor is GitHub's anchor of a heading.
@@ -578,13 +610,22 @@ func (r *renderer) reproduce(all []scenario) string {
 	b.WriteString("go run ./bench/report             # this file again from bench/results/, measuring nothing\n")
 	b.WriteString("```\n\nEach scenario alone (what `make bench` runs; its JSON goes to stdout):\n\n```sh\n")
 	seen := map[string]bool{}
+	var byHand []string
 	for _, s := range all {
 		if seen[s.command] {
 			continue
 		}
 		seen[s.command] = true
+		if s.byHand {
+			byHand = append(byHand, s.command)
+			continue
+		}
 		fmt.Fprintf(&b, "%s\n", s.command)
 	}
 	b.WriteString("```\n")
+	if len(byHand) > 0 {
+		b.WriteString("\nNot part of `make bench` (long, run by hand; each writes its own file in `bench/results/`):\n\n```sh\n")
+		b.WriteString(strings.Join(byHand, "\n") + "\n```\n")
+	}
 	return b.String()
 }

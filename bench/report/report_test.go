@@ -23,6 +23,8 @@ func now() time.Time { return fixedNow }
 // CONNS=2000 WORKERS=2 run-scale.sh, -benchtime 200ms micro-benchmarks),
 // ROUNDS=1 DURATION=2s run-churn.sh (while that script was being written),
 // CONNS=1500 SUBS=500 DURATION=3s HS_DURATION=3s ROUNDS=1 run-tls.sh,
+// STEPS="10000 20000" ONE_PROC_STEPS="10000 18000" run-scale-curve.sh (its
+// JSON as the script wrote it),
 // a failed fan-out run and a machine description.
 func TestGolden(t *testing.T) {
 	got, warnings, err := renderDir("testdata/results", "testdata/notes", "", fixedNow)
@@ -95,6 +97,11 @@ func TestRenderContents(t *testing.T) {
 		"| fan-out deliveries/s with the audit log (at most 10% fewer) | 498,600 | audit log off 499,320 | 1.00× | ≥ 0.9× audit log off | **MET** |",
 		"| shared-memory ring, 64-byte records one way between two processes | 32,972,737 | — | — | ≥ 5,000,000 records/s | **MET** |",
 		"| RSS per connection, all processes summed | 3.10 KiB |",
+		// the scale curve: its plot and its points.
+		"![Memory per connection and fan-out deliveries/s against the number of connections](scale-curve.svg)",
+		"| ZenConn | 20,000 | 20,000 | 5.43 KiB | 2.34 KiB | 2,226,069 | 0 | 0 | 0.60 | 0 |",
+		"| Centrifugo (one process) | 18,000 | 17,999 | 52.0 KiB | 49.5 KiB | 9,769 | 1,095,203 | 0 | 1.34 | 0 |",
+		"`bash bench/run-scale-curve.sh`: measured 2026-12-07 06:29 UTC (took 5 min 15 s), commit e96a925",
 		"`ROUNDS=1 DURATION=3s SUBS=500 bash bench/run-fanout.sh`: measured 2026-11-27 01:13 UTC (took 2 min 20 s), commit af1c80d",
 	} {
 		if !strings.Contains(got, want) {
