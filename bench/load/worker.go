@@ -53,8 +53,12 @@ type workerResult struct {
 // orchestrator in lines: it sends READY, PUBLISHED and RESULT, and receives
 // GO and END.
 func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
-	if cfg.mode == "churn" {
+	switch cfg.mode {
+	case "churn":
 		runChurnWorker(cfg, idx, send, down)
+		return
+	case "hold":
+		runHoldWorker(cfg, idx, send, down)
 		return
 	}
 	res := &workerResult{Index: idx}
