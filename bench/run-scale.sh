@@ -121,6 +121,7 @@ listen_ns=0 starts=0
 start_agent() {
 	starts=$((starts + 1))
 	slog="$work/server.$starts.log"
+	: >"$slog"
 	"$work/zenconn" serve --addr "127.0.0.1:$port" --workers "$WORKERS" --access-log off \
 		--public "$work/public" --data "$work/data" --max-outbound 64MiB \
 		--max-conns-per-ip 1000000 --conn-rate-per-ip 1000000 2>"$slog" &
