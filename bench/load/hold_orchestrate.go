@@ -87,7 +87,10 @@ func (h *holder) commands(in io.Reader, out io.Writer) int {
 		if f[0] == "quit" {
 			break
 		}
+		t0 := time.Now()
+		holdLog("%s", strings.Join(f, " "))
 		res, err := h.command(f)
+		holdLog("%s: answered after %.1f s", f[0], time.Since(t0).Seconds())
 		if err != nil {
 			res["error"] = err.Error()
 			status = 1

@@ -268,15 +268,15 @@ func (cfg *config) check() error {
 	case cfg.protocol == "centrifugo" && cfg.mode != "idle" && cfg.mode != "fanout":
 		return fmt.Errorf("--protocol centrifugo: idle and fanout modes only")
 	}
-	switch cfg.mode {
-	case "churn":
-		return checkChurn(cfg)
-	case "hold":
-		return checkHold(cfg)
-	case "fanout", "publish":
-		return checkTraffic(cfg)
+	if check := modeChecks[cfg.mode]; check != nil {
+		return check(cfg)
 	}
 	return nil
+}
+
+// modeChecks check the settings of one mode.
+var modeChecks = map[string]func(*config) error{
+	"churn": checkChurn, "hold": checkHold, "fanout": checkTraffic, "publish": checkTraffic,
 }
 
 // checkSample checks --tls-sample and --tls-sample-min.
