@@ -193,9 +193,14 @@ if [ -n "${want[restart]:-}" ]; then
 fi
 echo quit >&3
 exec 3>&-
-for _ in $(seq 100); do kill -0 "$hold" 2>/dev/null || break; sleep 0.1; done
-wait "$hold" || status=1
-hold=""
+for _ in $(seq 300); do kill -0 "$hold" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$hold" 2>/dev/null; then
+	log "the generator did not end within 30 s of quit: stopping it"
+	status=1
+else
+	wait "$hold" || status=1
+	hold=""
+fi
 stop_agent
 n=$(cat "$work"/server.*.log | grep -ciE 'level=(WARN|ERROR)' || true)
 log "server WARN/ERROR lines: $n"

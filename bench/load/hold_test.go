@@ -277,33 +277,26 @@ func TestHoldPhasesOnARealNode(t *testing.T) {
 	s := startHold(t, "--url", fmt.Sprintf("ws://127.0.0.1:%d/ws", n.port), "--conns", "200",
 		"--server-pids", n.pidList(), "--jwt-secret", n.secret, "--label", "scale",
 		"--settle", "100ms", "--timeout", "150s", "--connect-timeout", "30s")
-	idle := s.ask("idle")
-	if idle["test"] != "scale-idle" || hnum(idle, "conns_ok") != 201 || hnum(idle, "pss_kib_per_conn_total") <= 0 {
-		t.Fatalf("idle: %v", idle)
-	}
-	k := s.ask("kernel")
-	if k["test"] != "scale-kernel" || k["kernel_after"] == nil || k["error"] != nil {
-		t.Fatalf("kernel: %v", k)
-	}
-	f := s.ask("fanout 50 400ms 10s")
-	if f["test"] != "scale-fanout" || hnum(f, "published") == 0 || hnum(f, "lost") != 0 ||
-		hnum(f, "received_deliveries") != 200*hnum(f, "published") || hnum(f, "protocol_errors") != 0 {
-		t.Fatalf("fanout: %v", f)
-	}
-	if lat, _ := f["latency_us"].(map[string]any); hnum(lat, "max") > 60e6 {
-		t.Fatalf("fanout: latency max %v µs", lat["max"])
-	}
-	b := s.ask("broadcast 10s")
-	if hnum(b, "published") != 1 || hnum(b, "received_deliveries") != 200 || b["seconds_until_all_arrived"] == nil ||
-		hnum(b, "protocol_errors") != 0 {
-		t.Fatalf("broadcast: %v", b)
-	}
-	c := s.ask("churn 10 2s 500ms")
-	if hnum(c, "closed") < 20 || hnum(c, "not_ready_at_end") != 0 || c["ok"] != true {
-		t.Fatalf("churn: %v", c)
-	}
-	if m := s.ask("mark"); m["error"] != nil {
-		t.Fatalf("mark: %v", m)
+	for _, step := range []struct {
+		cmd  string
+		fail func(m map[string]any) bool
+	}{
+		{"idle", func(m map[string]any) bool {
+			return m["test"] != "scale-idle" || hnum(m, "conns_ok") != 201 || hnum(m, "pss_kib_per_conn_total") <= 0
+		}},
+		{"kernel", func(m map[string]any) bool { return m["test"] != "scale-kernel" || m["kernel_after"] == nil }},
+		{"fanout 50 400ms 10s", fanoutFailed},
+		{"broadcast 10s", func(m map[string]any) bool {
+			return hnum(m, "published") != 1 || hnum(m, "received_deliveries") != 200 || m["seconds_until_all_arrived"] == nil
+		}},
+		{"churn 10 2s 500ms", func(m map[string]any) bool {
+			return hnum(m, "closed") < 20 || hnum(m, "not_ready_at_end") != 0 || m["ok"] != true
+		}},
+		{"mark", func(map[string]any) bool { return false }},
+	} {
+		if m := s.ask(step.cmd); step.fail(m) || m["error"] != nil || hnum(m, "protocol_errors") != 0 {
+			t.Fatalf("%s: %v", step.cmd, m)
+		}
 	}
 	n.stop()
 	n.start()
@@ -314,13 +307,19 @@ func TestHoldPhasesOnARealNode(t *testing.T) {
 		t.Fatalf("restart: %v", r)
 	}
 	// The publisher came back too: a fan-out after the restart reaches all.
-	f = s.ask("fanout 50 200ms 10s")
-	if hnum(f, "lost") != 0 || hnum(f, "published") == 0 || hnum(f, "protocol_errors") != 0 {
+	if f := s.ask("fanout 50 200ms 10s"); fanoutFailed(f) {
 		t.Fatalf("fanout after the restart: %v", f)
 	}
 	if code := s.quit(); code != 0 {
 		t.Fatalf("hold exited with %d", code)
 	}
+}
+
+// fanoutFailed: not every delivery arrived, or a latency is absurd.
+func fanoutFailed(m map[string]any) bool {
+	lat, _ := m["latency_us"].(map[string]any)
+	return m["test"] != "scale-fanout" || hnum(m, "published") == 0 || hnum(m, "lost") != 0 ||
+		hnum(m, "received_deliveries") != 200*hnum(m, "published") || hnum(lat, "max") > 60e6 || m["error"] != nil
 }
 
 func newTestRand() *rand.Rand { return rand.New(rand.NewPCG(1, 2)) }

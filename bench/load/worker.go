@@ -219,7 +219,10 @@ func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-
 			}
 		}
 		select {
-		case line := <-down:
+		case line, open := <-down:
+			if !open {
+				return "the orchestrator's lines ended during the fan-out"
+			}
 			if rest, ok := strings.CutPrefix(line, "END "); ok {
 				n, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
 				if err != nil {
