@@ -339,6 +339,9 @@ func (l *loop) holdFanout(args []string, send func(string), down <-chan string) 
 		l.pubID = ""
 	}
 	l.resetTraffic()
+	for _, sc := range l.conns {
+		sc.got = 0
+	}
 	res.ReadySubs = l.readySubs()
 	res.Conns = l.total
 	withPub := l.pub != nil && l.pub.ready
@@ -349,7 +352,24 @@ func (l *loop) holdFanout(args []string, send func(string), down <-chan string) 
 	l.measure(false)
 	l.fill(res)
 	res.Ready = l.readyCount
+	l.noteShort(res)
 	return res
+}
+
+// noteShort counts the subscribers that received fewer deliveries than
+// were published (the END line's count), keeping the first ids.
+func (l *loop) noteShort(res *workerResult) {
+	if l.endN < 0 {
+		return
+	}
+	for _, c := range l.conns {
+		if c.role == roleSub && c.got < l.endN {
+			res.SubsShort++
+			if len(res.ShortIDs) < 5 {
+				res.ShortIDs = append(res.ShortIDs, fmt.Sprintf("%s (%d of %d, ready %v)", c.id, c.got, l.endN, c.ready))
+			}
+		}
+	}
 }
 
 // holdChurnResult is a hold worker's answer to CHURN.

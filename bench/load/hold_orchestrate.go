@@ -329,19 +329,26 @@ func (h *holder) fanout(phase, rate, dur, drain string) (map[string]any, error) 
 		return out, err
 	}
 	var results []*workerResult
-	readySubs := 0
+	var short []string
+	readySubs, nShort := 0, 0
 	for _, line := range got {
 		r := &workerResult{}
 		if err := json.Unmarshal([]byte(line), r); err != nil {
 			return out, err
 		}
 		readySubs += r.ReadySubs
+		nShort += r.SubsShort
+		short = append(short, r.ShortIDs...)
 		results = append(results, r)
 	}
 	t := tallyResults(results)
 	connFigures(out, t)
 	errs := trafficFigures(out, &c, t, readySubs, m, t.errs)
 	out["lost"] = out["missing_deliveries"]
+	out["subs_short"] = nShort
+	if len(short) > 0 {
+		out["subs_short_examples"] = short
+	}
 	if phase == "broadcast" && t.Received == t.Published*int64(readySubs) && t.Published > 0 {
 		out["seconds_until_all_arrived"] = out["window_s"]
 	}

@@ -40,6 +40,7 @@ type conn struct {
 	// was lost since the last MARK.
 	attempts int
 	lostMark bool
+	got      int64 // deliveries in the current hold command
 
 	// publisher state: publishes sent and answered (ack or error) on this
 	// connection, the id expected next, and the send times of the last
@@ -496,6 +497,7 @@ func (l *loop) onDelivery(c *conn, p []byte, now int64) {
 		}
 	}
 	c.lastOff = off
+	c.got++
 	l.noteFrameSize(len(p))
 	l.received++
 	if now > l.lastRecv {

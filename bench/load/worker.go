@@ -46,6 +46,8 @@ type workerResult struct {
 	PollEvents  int64               `json:"poll_events"`
 	PollFull    int64               `json:"poll_full"`
 	TLSCount    *TLSCountResult     `json:"tls_count,omitempty"`
+	SubsShort   int                 `json:"subs_short,omitempty"` // hold: subscribers that missed deliveries
+	ShortIDs    []string            `json:"short_ids,omitempty"`  // hold: the first of them (the server's connection ids)
 	Error       string              `json:"error,omitempty"`
 }
 
