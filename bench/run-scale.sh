@@ -18,7 +18,7 @@
 #              second for CHURN_DURATION; server RSS/PSS, descriptors and
 #              kernel sockets sampled every CHURN_INTERVAL; growth flagged
 #   restart    the node restarted (TERM, started again on the same port and
-#              data folder) under all connections: they reconnect with
+#              data folder; KILL after 120 s) under all connections: they reconnect with
 #              exponential backoff and full jitter (100 ms, capped at 10 s)
 #              and resubscribe; time until all are back, close codes
 # Usage: bash bench/run-scale.sh   (env: CONNS PHASES WORKERS PROCS SOURCE_IPS
@@ -89,11 +89,15 @@ netns_flag=()
 
 work=$(mktemp -d)
 agent="" hold=""
+# stop_agent: TERM, then (after 120 s) KILL the agent and its workers.
 stop_agent() {
 	if [ -n "$agent" ] && kill -0 "$agent" 2>/dev/null; then
 		kill -TERM "$agent" 2>/dev/null || true
-		for _ in $(seq 300); do kill -0 "$agent" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$agent" 2>/dev/null || true
+		for _ in $(seq 1200); do kill -0 "$agent" 2>/dev/null || break; sleep 0.1; done
+		if kill -0 "$agent" 2>/dev/null; then
+			log "the agent did not exit within 120 s of TERM: KILL to it and its workers"
+			for p in ${pids//,/ }; do kill -KILL "$p" 2>/dev/null || true; done
+		fi
 		wait "$agent" 2>/dev/null || true
 	fi
 }
@@ -116,8 +120,8 @@ ZENCONN_JWT_SECRET=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 export ZENCONN_JWT_SECRET
 port=$((20400 + RANDOM % 500))
 listen_ns=0 starts=0
-# start_agent: the node on $port with $work/data; sets agent, listen_ns, pids
-# and slog (its log).
+# start_agent: the node on $port with $work/data; waits (120 s at most) until
+# it listens; sets agent, listen_ns, pids and slog (its log).
 start_agent() {
 	starts=$((starts + 1))
 	slog="$work/server.$starts.log"
@@ -126,7 +130,8 @@ start_agent() {
 		--public "$work/public" --data "$work/data" --max-outbound 64MiB \
 		--max-conns-per-ip 1000000 --conn-rate-per-ip 1000000 2>"$slog" &
 	agent=$!
-	for _ in $(seq 300); do grep -q 'msg=listening' "$slog" && break; sleep 0.1; done
+	pids=$agent
+	for _ in $(seq 1200); do grep -q 'msg=listening' "$slog" && break; sleep 0.1; done
 	grep -q 'msg=listening' "$slog" || { cat "$slog" >&2; return 1; }
 	listen_ns=$(date +%s%N)
 	pids="$agent,$(pgrep -P "$agent" | paste -sd, -)"
