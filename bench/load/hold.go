@@ -27,6 +27,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gobwas/ws"
 )
 
 // holdOpts are the flags of the hold mode.
@@ -357,17 +359,46 @@ func (l *loop) holdFanout(args []string, send func(string), down <-chan string) 
 }
 
 // noteShort counts the subscribers that received fewer deliveries than
-// were published (the END line's count), keeping the first ids.
+// were published (the END line's count), keeping the first ids, and sends
+// each a ping: one that answers (within 5 s) is alive, and its stream,
+// in order, had no delivery missing on the way.
 func (l *loop) noteShort(res *workerResult) {
 	if l.endN < 0 {
 		return
 	}
+	var short []*conn
 	for _, c := range l.conns {
 		if c.role == roleSub && c.got < l.endN {
 			res.SubsShort++
 			if len(res.ShortIDs) < 5 {
-				res.ShortIDs = append(res.ShortIDs, fmt.Sprintf("%s (%d of %d, ready %v)", c.id, c.got, l.endN, c.ready))
+				res.ShortIDs = append(res.ShortIDs, fmt.Sprintf("%s (%d of %d, ready %v, %d bytes unparsed, %d of a fragmented message)",
+					c.id, c.got, l.endN, c.ready, len(c.pending), len(c.frag)))
 			}
+			if c.ready && len(short) < 1000 {
+				c.pongs = 0
+				l.send(c, ws.OpText, []byte(`{"op":"ping"}`))
+				short = append(short, c)
+			}
+		}
+	}
+	end := time.Now().Add(5 * time.Second)
+	for len(short) > 0 && time.Now().Before(end) {
+		if l.poll(20*time.Millisecond) != nil {
+			break
+		}
+		n := 0
+		for _, c := range short {
+			if c.pongs > 0 {
+				n++
+			}
+		}
+		if n == len(short) {
+			break
+		}
+	}
+	for _, c := range short {
+		if c.pongs > 0 {
+			res.ShortAlive++
 		}
 	}
 }

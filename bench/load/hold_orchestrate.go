@@ -330,7 +330,7 @@ func (h *holder) fanout(phase, rate, dur, drain string) (map[string]any, error) 
 	}
 	var results []*workerResult
 	var short []string
-	readySubs, nShort := 0, 0
+	readySubs, nShort, nAlive := 0, 0, 0
 	for _, line := range got {
 		r := &workerResult{}
 		if err := json.Unmarshal([]byte(line), r); err != nil {
@@ -338,6 +338,7 @@ func (h *holder) fanout(phase, rate, dur, drain string) (map[string]any, error) 
 		}
 		readySubs += r.ReadySubs
 		nShort += r.SubsShort
+		nAlive += r.ShortAlive
 		short = append(short, r.ShortIDs...)
 		results = append(results, r)
 	}
@@ -345,7 +346,7 @@ func (h *holder) fanout(phase, rate, dur, drain string) (map[string]any, error) 
 	connFigures(out, t)
 	errs := trafficFigures(out, &c, t, readySubs, m, t.errs)
 	out["lost"] = out["missing_deliveries"]
-	out["subs_short"] = nShort
+	out["subs_short"], out["subs_short_alive"] = nShort, nAlive
 	if len(short) > 0 {
 		out["subs_short_examples"] = short
 	}

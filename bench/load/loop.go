@@ -41,6 +41,7 @@ type conn struct {
 	attempts int
 	lostMark bool
 	got      int64 // deliveries in the current hold command
+	pongs    int   // hold: answers to its pings (op ping)
 
 	// publisher state: publishes sent and answered (ack or error) on this
 	// connection, the id expected next, and the send times of the last
@@ -306,6 +307,7 @@ func (l *loop) onMessage(c *conn, p []byte, now int64) {
 	case "error":
 		l.onErrorReply(c, &m, p, now)
 	case "pong":
+		c.pongs++
 	default:
 		l.protoErr("unknown_op", string(p))
 	}

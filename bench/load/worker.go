@@ -46,8 +46,9 @@ type workerResult struct {
 	PollEvents  int64               `json:"poll_events"`
 	PollFull    int64               `json:"poll_full"`
 	TLSCount    *TLSCountResult     `json:"tls_count,omitempty"`
-	SubsShort   int                 `json:"subs_short,omitempty"` // hold: subscribers that missed deliveries
-	ShortIDs    []string            `json:"short_ids,omitempty"`  // hold: the first of them (the server's connection ids)
+	SubsShort   int                 `json:"subs_short,omitempty"`  // hold: subscribers that missed deliveries
+	ShortIDs    []string            `json:"short_ids,omitempty"`   // hold: the first of them (the server's connection ids)
+	ShortAlive  int                 `json:"short_alive,omitempty"` // hold: of them, those that answered a ping since
 	Error       string              `json:"error,omitempty"`
 }
 
