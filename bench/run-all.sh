@@ -163,7 +163,8 @@ for s in "${selected[@]}"; do
 	churn) scenario churn bench/run-churn.sh "ROUNDS DURATION" ;;
 	static) scenario static bench/run-static.sh "ROUNDS DURATION" ;;
 	audit) scenario audit bench/run-audit.sh "ROUNDS DURATION" ;;
-	scale) scenario scale bench/run-scale.sh DURATION ;;
+	# The report's scale figures: memory, and the fan-out at full speed.
+	scale) scenario scale bench/run-scale.sh DURATION PHASES=idle,fanout RATE=0 DRAIN=5s ;;
 	cluster) scenario cluster bench/run-cluster.sh "ROUNDS DURATION SUBS NODES" ;;
 	tls) scenario tls bench/run-tls.sh "ROUNDS DURATION" ;;
 	esac

@@ -63,7 +63,7 @@ func startWorkers(cfg *config) ([]*workerHandle, chan workerLine, error) {
 	}
 	for i := range cfg.procs {
 		args := append([]string{cfg.mode}, os.Args[2:]...)
-		args = append(args, "--child-index", strconv.Itoa(i),
+		args = append(args, "--child-index", strconv.Itoa(i), "--epoch-ns", strconv.FormatInt(cfg.epochNs, 10),
 			"--timeout", time.Until(cfg.deadline).Round(time.Millisecond).String())
 		cmd := exec.Command(self, args...)
 		cmd.Stderr = os.Stderr

@@ -4,11 +4,14 @@
 //	load fanout   --url ... --subs 5000 --size 64 --rate 0 --duration 10s --server-pid PID
 //	load publish  --url ... --pubs 8 --size 64 --window 64 --duration 10s --server-pid PID
 //	load churn    --url ... --conns 64 --duration 10s --server-pid PID [--metrics-url URL] [--gc-url URL]
+//	load hold     --url ... --conns 60000 --server-pids P1,P2 [--jwt-secret S]   < commands
 //	load summarize [--targets idle|fanout|audit] [--meta k=v ...] FILE...
 //	load summarize-churn [--min-ratio 2] [--meta k=v ...] FILE...
 //
-// idle, fanout, publish and churn print one JSON object on stdout;
-// summarize turns a file of such objects (JSON lines) into medians per test
+// idle, fanout, publish and churn print one JSON object on stdout; hold
+// keeps its connections for a whole run and answers each command of its
+// stdin (idle, kernel, fanout, broadcast, churn, mark, restart-wait) with
+// one. summarize turns a file of such objects (JSON lines) into medians per test
 // and server (summarize-churn adds the churn targets). See bench/README.md
 // for what each figure means.
 //
@@ -31,6 +34,10 @@
 //     RESULT).
 //   - churn.go: the churn mode on the same client: the workers' cycles,
 //     the observer, and what one churn worker does.
+//   - hold.go: the hold mode's workers: the held connections, their
+//     reconnection (backoff with full jitter), and the commands run over
+//     them; hold_orchestrate.go: its orchestrator, which reads the
+//     commands and samples the server and the kernel (kernel.go).
 //   - crew.go: the orchestrator's side of the workers (a goroutine, or
 //     child processes with --procs), the lines between them, the results.
 //   - orchestrate.go and churn_orchestrate.go: the orchestrators, which

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gobwas/ws"
 )
@@ -34,6 +35,13 @@ type conn struct {
 	lastOff int64 // send offset of the last delivery, -1 before the first
 	sample  bool  // wss:// with --tls-sample: decrypts and checks everything
 	counted int64 // detached: deliveries counted from its records so far
+
+	// hold mode: failed attempts since it was last ready, and whether it
+	// was lost since the last MARK.
+	attempts int
+	lostMark bool
+	got      int64 // deliveries in the current hold command
+	pongs    int   // hold: answers to its pings (op ping)
 
 	// publisher state: publishes sent and answered (ack or error) on this
 	// connection, the id expected next, and the send times of the last
@@ -84,6 +92,9 @@ type loop struct {
 	pframe     []byte
 
 	cent bool // the client protocol: Centrifugo's (--protocol centrifugo), else ZenConn's
+
+	hold  *holdState // hold mode: reconnection (hold.go); nil in the other modes
+	bcast bool       // hold mode: the publishes are broadcasts
 }
 
 // firstPubID is the id of a publisher's first publish: the ids below it
@@ -100,7 +111,10 @@ func (l *loop) firstPubID() int64 {
 // the URLs of --url in turn (counting the subscribers of the processes
 // before it), and nPubs publishers on the --pub-url one.
 func newLoop(cfg *config, nSubs, nPubs int, idx int) (*loop, error) {
-	l := &loop{cfg: cfg, localSubs: nSubs, cent: cfg.protocol == "centrifugo", endN: -1}
+	// Every process measures from the run's epoch, known before the
+	// first connection: a delivery may arrive before the GO line that
+	// starts the publishing reaches this process.
+	l := &loop{cfg: cfg, localSubs: nSubs, cent: cfg.protocol == "centrifugo", endN: -1, epochNs: cfg.epochNs}
 	if err := l.init(cfg, l, nSubs+nPubs, idx); err != nil {
 		return nil, err
 	}
@@ -179,8 +193,16 @@ func (l *loop) closeConn(c *conn) {
 }
 
 // lost is a connection closed by the peer or by an error.
-func (l *loop) lost(c *conn, kind, detail string) {
+func (l *loop) lost(c *conn, kind, detail string) { l.lostCode(c, 1006, kind, detail) }
+
+// lostCode is lost with the close code the connection ended with (1006:
+// none, the connection ended without a close frame).
+func (l *loop) lostCode(c *conn, code int, kind, detail string) {
 	if c.closed() {
+		return
+	}
+	if l.hold != nil {
+		l.holdLost(c, code, kind, detail)
 		return
 	}
 	if c.ready {
@@ -205,13 +227,17 @@ func (l *loop) onUpgrade(c *conn, _ int64) {
 		l.send(c, ws.OpText, centConnect)
 		return
 	}
+	if c.role == rolePub && l.cfg.hold.token != "" {
+		// No id: no ack; a refused token is answered with an error.
+		l.send(c, ws.OpText, fmt.Appendf(nil, `{"op":"auth","token":%q}`, l.cfg.hold.token))
+	}
 	if !c.subAck {
 		l.send(c, ws.OpText, fmt.Appendf(nil, `{"id":1,"op":"subscribe","channel":%q}`, l.cfg.channel))
 	}
 }
 
 func (l *loop) onCloseFrame(c *conn, code ws.StatusCode, reason string, _ int64) {
-	l.lost(c, "close_frame", fmt.Sprintf("code %d %q", code, reason))
+	l.lostCode(c, int(code), "close_frame", fmt.Sprintf("code %d %q", code, reason))
 }
 
 func (l *loop) onEnd(c *conn, err error, _ int64) {
@@ -281,6 +307,7 @@ func (l *loop) onMessage(c *conn, p []byte, now int64) {
 	case "error":
 		l.onErrorReply(c, &m, p, now)
 	case "pong":
+		c.pongs++
 	default:
 		l.protoErr("unknown_op", string(p))
 	}
@@ -382,6 +409,10 @@ func (l *loop) checkReady(c *conn) {
 		c.ready = true
 		l.readyCount++
 		l.inflight--
+		if l.hold != nil {
+			c.attempts = 0
+			l.hold.lastReady = time.Now().UnixNano()
+		}
 		if c.role == roleSub && !c.sample && c.br != nil {
 			l.queueDetach(c)
 		}
@@ -396,7 +427,9 @@ func (l *loop) validate(m *serverMsg, p []byte) {
 // validateMsg checks a message's channel, sender (the publisher's
 // connection id) and data (the send offset and its padding, unchanged).
 func (l *loop) validateMsg(channel *string, from string, data json.RawMessage, p []byte) {
-	if channel == nil || *channel != l.cfg.channel {
+	if l.bcast && channel == nil {
+		// A broadcast: a message without a channel.
+	} else if channel == nil || *channel != l.cfg.channel {
 		l.protoErr("message_wrong_channel", string(p))
 	}
 	if l.pubID != "" && from != l.pubID {
@@ -466,6 +499,7 @@ func (l *loop) onDelivery(c *conn, p []byte, now int64) {
 		}
 	}
 	c.lastOff = off
+	c.got++
 	l.noteFrameSize(len(p))
 	l.received++
 	if now > l.lastRecv {
@@ -496,13 +530,17 @@ func (l *loop) appendPublish(dst []byte, c *conn, now int64) []byte {
 	body = append(body, `{"id":`...)
 	body = strconv.AppendInt(body, id, 10)
 	end := `"}`
-	if l.cent {
+	switch {
+	case l.bcast:
+		body = append(body, `,"op":"broadcast"`...)
+	case l.cent:
 		body = append(body, `,"publish":{"channel":`...)
 		end = `"}}`
-	} else {
+		body = strconv.AppendQuote(body, l.cfg.channel)
+	default:
 		body = append(body, `,"op":"publish","channel":`...)
+		body = strconv.AppendQuote(body, l.cfg.channel)
 	}
-	body = strconv.AppendQuote(body, l.cfg.channel)
 	body = append(body, `,"data":"`...)
 	start := len(body)
 	body = strconv.AppendInt(body, off, 10)

@@ -39,6 +39,8 @@ type config struct {
 	pubs         int
 	metricsURL   string
 	childIndex   int
+	epochNs      int64 // publish data are µs offsets from this (--epoch-ns; set once per run)
+	hold         holdOpts
 	churn        churnOpts
 	tlsCA        string      // --tls-ca
 	tlsName      string      // --tls-server-name
@@ -50,7 +52,7 @@ type config struct {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: load idle|fanout|publish|churn|handshake [flags]   or   load summarize|summarize-churn [flags] FILE...   (load MODE -h for flags)")
+	fmt.Fprintln(os.Stderr, "usage: load idle|fanout|publish|churn|hold|handshake [flags]   or   load summarize|summarize-churn [flags] FILE...   (load MODE -h for flags)")
 	os.Exit(2)
 }
 
@@ -60,7 +62,7 @@ func main() {
 	}
 	mode := os.Args[1]
 	switch mode {
-	case "idle", "fanout", "publish", "churn":
+	case "idle", "fanout", "publish", "churn", "hold":
 	case "summarize":
 		os.Exit(summarize(os.Args[2:]))
 	case "summarize-churn":
@@ -78,6 +80,9 @@ func main() {
 	if cfg.childIndex >= 0 {
 		runChild(cfg)
 		return
+	}
+	if mode == "hold" {
+		os.Exit(runHold(cfg, os.Stdin, os.Stdout))
 	}
 	out, err := orchestrate(cfg)
 	if out != nil {
@@ -112,9 +117,12 @@ func parseFlags(mode string, args []string) (*config, error) {
 	}
 	fs.StringVar(&cfg.channel, "channel", chanDefault, "channel to subscribe to (churn: prefix of the workers' channels)")
 	fs.IntVar(&cfg.childIndex, "child-index", -1, "internal: index of a child process")
+	fs.Int64Var(&cfg.epochNs, "epoch-ns", 0, "internal: the run's time origin (Unix ns) that every process measures delivery latencies from")
 	switch mode {
 	case "churn":
 		churnFlags(fs, cfg)
+	case "hold":
+		holdFlags(fs, cfg)
 	case "idle":
 		fs.IntVar(&cfg.conns, "conns", 1000, "connections to open")
 		fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "wait after the last ack before sampling RSS")
@@ -130,6 +138,9 @@ func parseFlags(mode string, args []string) (*config, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	cfg.deadline = time.Now().Add(cfg.timeout)
+	if cfg.epochNs == 0 {
+		cfg.epochNs = time.Now().UnixNano()
+	}
 	if err := cfg.resolve(*pid, *pids, *srcs); err != nil {
 		return nil, err
 	}
@@ -257,13 +268,15 @@ func (cfg *config) check() error {
 	case cfg.protocol == "centrifugo" && cfg.mode != "idle" && cfg.mode != "fanout":
 		return fmt.Errorf("--protocol centrifugo: idle and fanout modes only")
 	}
-	switch cfg.mode {
-	case "churn":
-		return checkChurn(cfg)
-	case "fanout", "publish":
-		return checkTraffic(cfg)
+	if check := modeChecks[cfg.mode]; check != nil {
+		return check(cfg)
 	}
 	return nil
+}
+
+// modeChecks check the settings of one mode.
+var modeChecks = map[string]func(*config) error{
+	"churn": checkChurn, "hold": checkHold, "fanout": checkTraffic, "publish": checkTraffic,
 }
 
 // checkSample checks --tls-sample and --tls-sample-min.

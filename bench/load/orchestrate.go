@@ -192,7 +192,7 @@ func measureTraffic(cfg *config, cr *crew[workerResult], pubID string) (*measure
 		m.m0, m.t0 = s, time.Now()
 	}
 	m.cpu.start(cfg.serverPIDs)
-	cr.broadcast(fmt.Sprintf("GO %s %d", pubID, time.Now().UnixNano()))
+	cr.broadcast(fmt.Sprintf("GO %s %d", pubID, cfg.epochNs))
 	nDone, ackedDone := 0, int64(0)
 	for !cr.done() {
 		wl, err := cr.next()

@@ -46,6 +46,9 @@ type workerResult struct {
 	PollEvents  int64               `json:"poll_events"`
 	PollFull    int64               `json:"poll_full"`
 	TLSCount    *TLSCountResult     `json:"tls_count,omitempty"`
+	SubsShort   int                 `json:"subs_short,omitempty"`  // hold: subscribers that missed deliveries
+	ShortIDs    []string            `json:"short_ids,omitempty"`   // hold: the first of them (the server's connection ids)
+	ShortAlive  int                 `json:"short_alive,omitempty"` // hold: of them, those that answered a ping since
 	Error       string              `json:"error,omitempty"`
 }
 
@@ -53,8 +56,12 @@ type workerResult struct {
 // orchestrator in lines: it sends READY, PUBLISHED and RESULT, and receives
 // GO and END.
 func runWorker(cfg *config, idx int, send func(string), down <-chan string) {
-	if cfg.mode == "churn" {
+	switch cfg.mode {
+	case "churn":
 		runChurnWorker(cfg, idx, send, down)
+		return
+	case "hold":
+		runHoldWorker(cfg, idx, send, down)
 		return
 	}
 	res := &workerResult{Index: idx}
@@ -215,7 +222,10 @@ func (l *loop) runFanout(withPub bool, readySubs int, send func(string), down <-
 			}
 		}
 		select {
-		case line := <-down:
+		case line, open := <-down:
+			if !open {
+				return "the orchestrator's lines ended during the fan-out"
+			}
 			if rest, ok := strings.CutPrefix(line, "END "); ok {
 				n, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
 				if err != nil {
