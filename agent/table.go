@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"iter"
 	"slices"
 	"strings"
 	"time"
@@ -31,7 +32,8 @@ type table struct {
 	// on the node (on) or losing its last; it is called under the
 	// Agent's mutex and must not block.
 	onChannel func(ch string, on bool)
-	// visited counts the entries a listing walked (tests bound it).
+	// visited counts the connections and channels walked (tests bound
+	// it).
 	visited int
 }
 
@@ -224,7 +226,7 @@ func (t *table) channelChanged(ch string, on bool) {
 // removed connections by id.
 func (t *table) dropWorker(w int) map[string]*connRec {
 	gone := map[string]*connRec{}
-	for id, c := range t.conns.Ascend(btreemap.Min[string](), btreemap.Max[string]()) {
+	for id, c := range t.walk("") {
 		if c.worker == w {
 			gone[id] = c
 		}
@@ -294,8 +296,7 @@ type connInfo struct {
 // cursor of the next page ("" after the last). It walks limit+1 entries.
 func (t *table) list(node, after string, limit int) (out []connInfo, next string) {
 	out = make([]connInfo, 0, min(limit, t.conns.Len()))
-	for id, c := range t.conns.Ascend(lowerBound(after), btreemap.Max[string]()) {
-		t.visited++
+	for id, c := range t.walk(after) {
 		if len(out) == limit {
 			return out, out[len(out)-1].ID
 		}
@@ -303,6 +304,20 @@ func (t *table) list(node, after string, limit int) (out []connInfo, next string
 			Channels: append([]string{}, c.chans...), Worker: c.worker, Node: node})
 	}
 	return out, ""
+}
+
+// walk yields the connections with ids after the cursor after ("": all),
+// in id order, counting them in t.visited: every walk over the
+// connections goes through it.
+func (t *table) walk(after string) iter.Seq2[string, *connRec] {
+	return func(yield func(string, *connRec) bool) {
+		for id, c := range t.conns.Ascend(lowerBound(after), btreemap.Max[string]()) {
+			t.visited++
+			if !yield(id, c) {
+				return
+			}
+		}
+	}
 }
 
 // lowerBound is where a page after cursor starts.
