@@ -193,3 +193,25 @@ func TestMetricsDoNotWalkConnections(t *testing.T) {
 		t.Errorf("/metrics: %d connections over the workers, %d lines; want %d, at most %d", conns, lines, n, 12*56+40)
 	}
 }
+
+// TestClusterMergeKeepsFirstPage: a scope=cluster listing merges each
+// node's first page into the cluster's first page of limit entries, with
+// the subscribers of a channel summed over the nodes.
+func TestClusterMergeKeepsFirstPage(t *testing.T) {
+	raw := func(items ...string) []json.RawMessage {
+		out := make([]json.RawMessage, len(items))
+		for i, it := range items {
+			out[i] = json.RawMessage(it)
+		}
+		return out
+	}
+	conns, err := mergeList("connections", raw(`{"id":"a-1"}`, `{"id":"a-2"}`, `{"id":"b-1"}`, `{"id":"0-9"}`), 2)
+	if b, _ := json.Marshal(conns); err != nil || string(b) != `[{"id":"0-9"},{"id":"a-1"}]` {
+		t.Errorf("connections: %s, %v", b, err)
+	}
+	chans, err := mergeList("channels", raw(`{"name":"x","subscribers":2}`, `{"name":"y","subscribers":1}`,
+		`{"name":"x","subscribers":3}`, `{"name":"w","subscribers":1}`), 2)
+	if b, _ := json.Marshal(chans); err != nil || string(b) != `[{"name":"w","subscribers":1},{"name":"x","subscribers":5}]` {
+		t.Errorf("channels: %s, %v", b, err)
+	}
+}
