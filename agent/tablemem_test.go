@@ -10,12 +10,19 @@ import (
 // BenchmarkTableMemory fills the agent's table with a million connections
 // as a node of 56 workers reports them (each record's strings decoded
 // afresh, as nodemsg.Decode does), each subscribed to one of 1,000
-// channels with its session kept, and reports the heap it takes per
-// connection (live heap after a GC, before and after). Run it once:
+// channels, or to a channel of its own, with its session kept, and
+// reports the heap it takes per connection (live heap after a GC, before
+// and after). Run it once:
 //
 //	go test -run '^$' -bench TableMemory -benchtime 1x ./agent/
 func BenchmarkTableMemory(b *testing.B) {
-	const conns, workers, channels = 1_000_000, 56, 1_000
+	b.Run("channels=1000", func(b *testing.B) { tableMemory(b, 1_000) })
+	// Every connection on a channel of its own (a user's or a device's).
+	b.Run("channels=1000000", func(b *testing.B) { tableMemory(b, 1_000_000) })
+}
+
+func tableMemory(b *testing.B, channels int) {
+	const conns, workers = 1_000_000, 56
 	for b.Loop() {
 		before := liveHeap()
 		tab := newTable(workers)
