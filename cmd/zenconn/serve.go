@@ -269,7 +269,7 @@ func checkServeFlags(fs *flag.FlagSet, o *serveOptions) (slog.Level, *auth.Verif
 func checkValues(o *serveOptions) error {
 	if o.workers < 0 || o.workers > nodemsg.MaxWorkers {
 		return fmt.Errorf("--workers: %d is outside 0..%d (a worker takes connections up to its "+
-			"open-file limit: past 256 workers raise that limit, ulimit -n)", o.workers, nodemsg.MaxWorkers)
+			"open-file limit: for more connections raise that limit, ulimit -n)", o.workers, nodemsg.MaxWorkers)
 	}
 	if o.node != "" && !validNodeID(o.node) {
 		return fmt.Errorf("--node: %q is not 1-64 of A-Z a-z 0-9 _", o.node)
