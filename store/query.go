@@ -83,6 +83,7 @@ func (s *Store) AuditContext(ctx context.Context, q AuditQuery) ([]Record, strin
 	default:
 		err = s.scanRange(auditKey(nil, lo, 0), auditKey(nil, hi, 0), p.take)
 	}
+	s.visited.Add(int64(p.budget.visits))
 	if err != nil {
 		return nil, "", fmt.Errorf("store: audit query: %w", err)
 	}
@@ -128,8 +129,8 @@ type auditPage struct {
 	limit   int
 	after   []byte // key of the last record of the previous page
 	out     []Record
-	more    bool   // a match past the page was seen
-	lastKey []byte // key of the last record in out
+	more    bool   // a match past the page was seen, or MaxScan keys
+	lastKey []byte // key of the last record in out, or the last visited
 	budget  pageBudget
 }
 
@@ -146,6 +147,11 @@ func (p *auditPage) take(k, v []byte) (stop bool, err error) {
 		return false, err
 	}
 	if !p.q.matches(&r) {
+		if p.budget.skipEnds() {
+			p.more = true
+			p.lastKey = append(p.lastKey[:0], k...)
+			return true, nil
+		}
 		return false, nil
 	}
 	if len(p.out) == p.limit || !p.budget.fits(recordCost(&r), len(p.out)) {
@@ -318,6 +324,11 @@ func (s *Store) SessionsContext(ctx context.Context, q SessionQuery) ([]Session,
 		// Through the user index a session is listed under every user it
 		// had, so its latest user need not match.
 		if q.Active != nil && *q.Active != se.Active() {
+			if budget.skipEnds() {
+				more = true
+				lastKey = append(lastKey[:0], sk...)
+				return true, nil
+			}
 			return false, nil
 		}
 		if len(out) == limit || !budget.fits(sessionCost(&se), len(out)) {
@@ -348,6 +359,7 @@ func (s *Store) SessionsContext(ctx context.Context, q SessionQuery) ([]Session,
 	default:
 		err = s.scanRange(from, []byte{spaceSession + 1}, take)
 	}
+	s.visited.Add(int64(budget.visits))
 	if err != nil {
 		return nil, "", fmt.Errorf("store: session query: %w", err)
 	}
