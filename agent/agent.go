@@ -24,7 +24,7 @@ import (
 // Config configures an Agent. Zero durations and sizes take the defaults
 // named on each field.
 type Config struct {
-	// Workers is the number of worker processes (1-64).
+	// Workers is the number of worker processes (1 to nodemsg.MaxWorkers).
 	Workers int
 	// Loops is the number of event loops per worker; each gets a ring.
 	Loops int

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -280,13 +281,21 @@ func TestListingsSeeReportedConnections(t *testing.T) {
 				t.Errorf("%s: %d %q %v", target, rec.Code, rec.Body.String(), err)
 			}
 		}
-		var conns struct {
-			Connections []connInfo `json:"connections"`
-			Behind      bool       `json:"behind"`
+		listed, behind := 0, false
+		for target := "/api/connections?limit=1000"; target != ""; {
+			var conns struct {
+				Connections []connInfo `json:"connections"`
+				Behind      bool       `json:"behind"`
+				Next        string     `json:"next"`
+			}
+			get(target, &conns)
+			listed, behind, target = listed+len(conns.Connections), behind || conns.Behind, ""
+			if conns.Next != "" {
+				target = "/api/connections?limit=1000&cursor=" + url.QueryEscape(conns.Next)
+			}
 		}
-		get("/api/connections", &conns)
-		if len(conns.Connections) != n || conns.Behind {
-			t.Errorf("/api/connections lists %d connections (behind %v), want %d", len(conns.Connections), conns.Behind, n)
+		if listed != n || behind {
+			t.Errorf("/api/connections lists %d connections (behind %v), want %d", listed, behind, n)
 		}
 		var chans struct {
 			Channels []channelInfo `json:"channels"`

@@ -176,30 +176,68 @@ func (a *Agent) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (a *Agent) apiConnections(w http.ResponseWriter, _ *http.Request) {
+func (a *Agent) apiConnections(w http.ResponseWriter, r *http.Request) {
+	after, limit, ok := tablePage(w, r)
+	if !ok {
+		return
+	}
 	settled := a.settleRings()
 	a.mu.Lock()
-	list := a.tab.list(a.cfg.Node)
+	list, next := a.tab.list(a.cfg.Node, after, limit)
 	a.mu.Unlock()
-	replyTable(w, settled, "connections", list)
+	replyTable(w, settled, "connections", list, next)
 }
 
-func (a *Agent) apiChannels(w http.ResponseWriter, _ *http.Request) {
+func (a *Agent) apiChannels(w http.ResponseWriter, r *http.Request) {
+	after, limit, ok := tablePage(w, r)
+	if !ok {
+		return
+	}
 	settled := a.settleRings()
 	a.mu.Lock()
-	out := a.tab.channels()
+	out, next := a.tab.channels(after, limit)
 	a.mu.Unlock()
-	replyTable(w, settled, "channels", out)
+	replyTable(w, settled, "channels", out, next)
 }
 
-// replyTable answers a listing of the agent's tables. The listing includes
+// maxCursor is the longest cursor of a table listing: a connection id or
+// a channel name.
+const maxCursor = 256
+
+// tablePage reads the page a table listing asks for: the cursor (the last
+// id or name of the page before) and the limit (default
+// store.DefaultLimit, at most store.MaxLimit). It answers 400 itself and
+// reports false on a bad one.
+func tablePage(w http.ResponseWriter, r *http.Request) (after string, limit int, ok bool) {
+	q := r.URL.Query()
+	if !knownParams(w, q, "limit", "cursor") {
+		return "", 0, false
+	}
+	limit, err := parseLimit(q)
+	if err != nil {
+		reply(w, http.StatusBadRequest, apiError{err.Error()})
+		return "", 0, false
+	}
+	if limit == 0 {
+		limit = store.DefaultLimit
+	}
+	after = q.Get("cursor")
+	if q.Has("cursor") && (after == "" || len(after) > maxCursor) {
+		reply(w, http.StatusBadRequest, apiError{"invalid cursor"})
+		return "", 0, false
+	}
+	return after, limit, true
+}
+
+// replyTable answers a page of a listing of the agent's tables, with the
+// cursor of the next page ("" on the last). The listing includes
 // everything the workers reported before the request; when the agent could
 // not catch up in time (settled is false) it is what the agent has, marked
 // "behind":true, because an operator under overload still needs to see it.
-func replyTable(w http.ResponseWriter, settled bool, name string, list any) {
+func replyTable(w http.ResponseWriter, settled bool, name string, list any, next string) {
 	if settled {
-		reply(w, http.StatusOK, map[string]any{name: list})
+		reply(w, http.StatusOK, map[string]any{name: list, "next": next})
 		return
 	}
-	reply(w, http.StatusOK, map[string]any{name: list, "behind": true})
+	reply(w, http.StatusOK, map[string]any{name: list, "next": next, "behind": true})
 }

@@ -51,7 +51,7 @@ func (a *Agent) answer(s *slot, token uint64) func(error) {
 func (a *Agent) putSession(id string, c *connRec, end time.Time, code int) string {
 	a.mu.Lock()
 	se := store.Session{Conn: id, Node: a.cfg.Node, Worker: c.worker, User: c.user, Remote: c.remote,
-		UserAgent: c.userAgent, Protocol: c.protocl, Connected: c.connected,
+		UserAgent: c.userAgent, Protocol: c.protocl, Connected: connectedAt(c.connected),
 		Disconnected: end, CloseCode: code, Channels: slices.Clone(c.joined)}
 	se.Scheme, se.TLSVersion, se.TLSCipher = c.tlsNames()
 	a.mu.Unlock()

@@ -114,7 +114,9 @@ type sortKey struct {
 // mergeList orders the items of every node: connections by id, channels
 // by name (one entry per channel, subscribers summed), sessions by
 // connection time, audit records by time; then keeps limit of them (0:
-// the store's default) for sessions and records.
+// the store's default). Each node answered its first page of limit, so
+// what is kept is the cluster's first page: an entry past a node's page
+// has limit entries of that node before it.
 func mergeList(key string, items []json.RawMessage, limit int) (any, error) {
 	keys := make([]sortKey, len(items))
 	for i, it := range items {
@@ -122,20 +124,19 @@ func mergeList(key string, items []json.RawMessage, limit int) (any, error) {
 			return nil, err
 		}
 	}
+	if limit == 0 {
+		limit = store.DefaultLimit
+	}
 	if key == "channels" {
-		return mergeChannels(keys), nil
+		chans := mergeChannels(keys)
+		return chans[:min(limit, len(chans))], nil
 	}
 	idx := make([]int, len(items))
 	for i := range idx {
 		idx[i] = i
 	}
 	sort.SliceStable(idx, func(x, y int) bool { return keys[idx[x]].less(&keys[idx[y]], key) })
-	if key == "sessions" || key == "records" {
-		if limit == 0 {
-			limit = store.DefaultLimit
-		}
-		idx = idx[:min(limit, len(idx))]
-	}
+	idx = idx[:min(limit, len(idx))]
 	out := make([]json.RawMessage, len(idx))
 	for i, j := range idx {
 		out[i] = items[j]

@@ -114,9 +114,9 @@ func (a *Agent) onReady(s *slot, m *nodemsg.Msg) {
 }
 
 func (a *Agent) onOpened(s *slot, m *nodemsg.Msg) {
-	c := &connRec{worker: s.id, user: m.User, remote: m.Remote, protocl: m.Proto, tlsVersion: m.TLSVersion, tlsCipher: m.TLSCipher}
+	c := &connRec{worker: s.id, user: intern(m.User), remote: m.Remote, protocl: intern(m.Proto), tlsVersion: m.TLSVersion, tlsCipher: m.TLSCipher}
 	if a.st != nil {
-		c.userAgent, c.connected = m.Agent, time.Now()
+		c.userAgent, c.connected = intern(m.Agent), time.Now().UnixNano()
 	}
 	a.mu.Lock()
 	a.tab.open(m.Conn, c)
@@ -151,7 +151,7 @@ func (a *Agent) onUser(s *slot, m *nodemsg.Msg) {
 	c := a.tab.conn(m.Conn)
 	over := false
 	if c != nil {
-		a.tab.setUser(c, m.User)
+		a.tab.setUser(c, intern(m.User))
 		over = a.overUserLimitLocked(m.User)
 	}
 	a.mu.Unlock()

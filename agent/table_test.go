@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+
+	"github.com/RaduBerinde/btreemap"
 )
 
 // tableOf builds a table of 3 workers from a script of steps.
@@ -13,6 +15,19 @@ func tableOf(steps ...func(t *table)) *table {
 		s(tab)
 	}
 	return tab
+}
+
+// counts returns the subscribers of ch per worker, nil when it has none.
+func (t *table) counts(ch string) []int {
+	cr := t.interest[ch]
+	if cr == nil {
+		return nil
+	}
+	out := make([]int, t.workers)
+	for w := range out {
+		out[w] = cr.count(w)
+	}
+	return out
 }
 
 func opened(id string, w int) func(*table) {
@@ -26,13 +41,13 @@ func subbed(id, ch string) func(*table) {
 func TestTableSubscribeCountsInterestPerWorker(t *testing.T) {
 	tab := tableOf(opened("a", 0), opened("b", 0), opened("c", 2),
 		subbed("a", "news"), subbed("b", "news"), subbed("c", "news"), subbed("c", "sport"))
-	if got, want := tab.interest["news"], []int{2, 0, 1}; !reflect.DeepEqual(got, want) {
+	if got, want := tab.counts("news"), []int{2, 0, 1}; !reflect.DeepEqual(got, want) {
 		t.Errorf("interest[news] = %v, want %v", got, want)
 	}
 	if c, added := tab.subscribe("a", "news", true); c == nil || added {
 		t.Errorf("second subscribe of a to news: %v, added %v; want the connection, not added", c, added)
 	}
-	if got := tab.interest["news"][0]; got != 2 {
+	if got := tab.counts("news")[0]; got != 2 {
 		t.Errorf("a repeated subscribe counted again: %d", got)
 	}
 	if c, added := tab.subscribe("nobody", "news", true); c != nil || added {
@@ -43,7 +58,7 @@ func TestTableSubscribeCountsInterestPerWorker(t *testing.T) {
 		t.Errorf("perWorker = %v, %v", conns, subs)
 	}
 	want := []channelInfo{{"news", 3}, {"sport", 1}}
-	if got := tab.channels(); !reflect.DeepEqual(got, want) {
+	if got, _ := tab.channels("", 100); !reflect.DeepEqual(got, want) {
 		t.Errorf("channels = %v, want %v", got, want)
 	}
 }
@@ -56,14 +71,14 @@ func TestTableUnsubscribeAndCloseForgetInterest(t *testing.T) {
 	if _, removed := tab.unsubscribe("a", "news"); removed {
 		t.Errorf("a second unsubscribe removed something")
 	}
-	if got := tab.interest["news"]; !reflect.DeepEqual(got, []int{0, 1, 0}) {
+	if got := tab.counts("news"); !reflect.DeepEqual(got, []int{0, 1, 0}) {
 		t.Errorf("interest[news] = %v", got)
 	}
 	if c := tab.close("b"); c == nil || c.user != "u-b" {
 		t.Fatalf("close b = %+v", c)
 	}
-	if _, ok := tab.interest["news"]; ok {
-		t.Errorf("news is still listed with no subscriber: %v", tab.interest)
+	if _, ok := tab.interest["news"]; ok || tab.names.Has("news") {
+		t.Errorf("news is still listed with no subscriber")
 	}
 	if tab.close("b") != nil {
 		t.Errorf("closing b twice returned an entry")
@@ -81,12 +96,11 @@ func TestTableDropWorker(t *testing.T) {
 	if len(gone) != 2 || gone["b"] == nil || gone["c"] == nil {
 		t.Fatalf("dropWorker(1) = %v, want b and c", gone)
 	}
-	if len(tab.conns) != 1 || tab.conn("a") == nil {
-		t.Errorf("conns after dropWorker: %v", tab.conns)
+	if tab.conns.Len() != 1 || tab.conn("a") == nil {
+		t.Errorf("%d connections after dropWorker, want a alone", tab.conns.Len())
 	}
-	want := map[string][]int{"news": {1, 0, 0}}
-	if !reflect.DeepEqual(tab.interest, want) {
-		t.Errorf("interest = %v, want %v", tab.interest, want)
+	if got := tab.counts("news"); len(tab.interest) != 1 || !reflect.DeepEqual(got, []int{1, 0, 0}) {
+		t.Errorf("%d channels, news %v; want news alone, {1, 0, 0}", len(tab.interest), got)
 	}
 }
 
@@ -121,8 +135,8 @@ func TestTableList(t *testing.T) {
 		{ID: "a", User: "u-a", Remote: "127.0.0.1:1", Protocol: "json", Channels: []string{"m", "z"}, Worker: 0},
 		{ID: "b", User: "u-b", Channels: []string{}, Worker: 1},
 	}
-	if got := tab.list(""); !reflect.DeepEqual(got, want) {
-		t.Errorf("list = %+v, want %+v", got, want)
+	if got, next := tab.list("", "", 100); !reflect.DeepEqual(got, want) || next != "" {
+		t.Errorf("list = %+v, next %q; want %+v, no next", got, next, want)
 	}
 }
 
@@ -136,13 +150,18 @@ func TestTableTotalsFollowEveryChange(t *testing.T) {
 	check := func(step string) {
 		t.Helper()
 		conns, subs := tab.perWorker()
-		wantConns, wantSubs := 0, 0
-		for i := range conns {
-			wantConns += conns[i]
-			wantSubs += subs[i]
+		wantConns, wantSubs := make([]int, tab.workers), make([]int, tab.workers)
+		n, ns := 0, 0
+		for _, c := range tab.conns.Ascend(btreemap.Min[string](), btreemap.Max[string]()) {
+			wantConns[c.worker]++
+			wantSubs[c.worker] += len(c.chans)
+			n, ns = n+1, ns+len(c.chans)
 		}
-		if c, s := tab.totals(); c != wantConns || s != wantSubs {
-			t.Errorf("%s: totals %d connections, %d subscriptions; counted %d, %d", step, c, s, wantConns, wantSubs)
+		if !reflect.DeepEqual(conns, wantConns) || !reflect.DeepEqual(subs, wantSubs) {
+			t.Errorf("%s: per worker %v connections, %v subscriptions; counted %v, %v", step, conns, subs, wantConns, wantSubs)
+		}
+		if c, s := tab.totals(); c != n || s != ns {
+			t.Errorf("%s: totals %d connections, %d subscriptions; counted %d, %d", step, c, s, n, ns)
 		}
 	}
 	check("subscribed")

@@ -102,10 +102,11 @@ func apiConnections(t *testing.T, s *serverProc) map[string]apiConnInfo {
 	t.Helper()
 	var out struct {
 		Connections *[]apiConnInfo `json:"connections"`
+		Next        string         `json:"next"`
 	}
-	apiOK(t, s, "GET", "/api/connections", "", &out)
-	if out.Connections == nil {
-		t.Fatalf("GET /api/connections: no connections array")
+	apiOK(t, s, "GET", "/api/connections?limit=1000", "", &out)
+	if out.Connections == nil || out.Next != "" {
+		t.Fatalf("GET /api/connections?limit=1000: no connections array, or more than one page (next %q)", out.Next)
 	}
 	m := map[string]apiConnInfo{}
 	for _, c := range *out.Connections {
@@ -360,11 +361,14 @@ func TestAPIConnectionsAndChannels(t *testing.T) {
 	}
 	// The exact shape of a connection object.
 	_, _, raw := apiCall(t, s, "GET", "/api/connections", ibAPIKey, "")
-	var shape map[string][]map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &shape); err != nil || len(shape["connections"]) != 3 {
-		t.Fatalf("GET /api/connections body %s: want {\"connections\":[3 objects]}", raw)
+	var page struct {
+		Connections []map[string]json.RawMessage `json:"connections"`
+		Next        *string                      `json:"next"`
 	}
-	for _, c := range shape["connections"] {
+	if err := json.Unmarshal(raw, &page); err != nil || len(page.Connections) != 3 || page.Next == nil || *page.Next != "" {
+		t.Fatalf("GET /api/connections body %s: want {\"connections\":[3 objects],\"next\":\"\"}", raw)
+	}
+	for _, c := range page.Connections {
 		keys := make([]string, 0, len(c))
 		for k := range c {
 			if k == "worker" || k == "node" {

@@ -39,9 +39,9 @@ func TestCLIWorkersOutOfRange(t *testing.T) {
 		"--public", dir,
 		"--data", filepath.Join(dir, "data"),
 		"--access-log", filepath.Join(dir, "access.log"),
-		"--workers", "65")
+		"--workers", "257")
 	if code == 0 {
-		t.Fatalf("--workers 65 exited 0, want a non-zero status\n%s", out)
+		t.Fatalf("--workers 257 exited 0, want a non-zero status\n%s", out)
 	}
 	if !strings.Contains(strings.ToLower(out), "workers") {
 		t.Fatalf("error does not mention workers:\n%s", out)

@@ -74,6 +74,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/zenconn/server/nodemsg"
 )
 
 // Churn sizes. A wave opens leakWaveClients connections at once (in pairs
@@ -258,7 +259,7 @@ func leakPprofPort(t *testing.T, workers int) int {
 			t.Fatal(err)
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
-		free := port+workers < 65470
+		free := port+workers <= 65535-nodemsg.MaxWorkers-1 // the --pprof maximum
 		for i := 1; free && i <= workers; i++ {
 			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+i)))
 			if err != nil {

@@ -125,10 +125,11 @@ func wkConns(t *testing.T, s *serverProc) map[string]wkConnInfo {
 	t.Helper()
 	var out struct {
 		Connections *[]wkConnInfo `json:"connections"`
+		Next        string        `json:"next"`
 	}
-	apiOK(t, s, "GET", "/api/connections", "", &out)
-	if out.Connections == nil {
-		t.Fatalf("GET /api/connections: no connections array")
+	apiOK(t, s, "GET", "/api/connections?limit=1000", "", &out)
+	if out.Connections == nil || out.Next != "" {
+		t.Fatalf("GET /api/connections?limit=1000: no connections array, or more than one page (next %q)", out.Next)
 	}
 	m := map[string]wkConnInfo{}
 	for _, c := range *out.Connections {

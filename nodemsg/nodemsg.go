@@ -41,8 +41,9 @@ var ErrMalformed = errors.New("nodemsg: malformed record")
 // MaxWorkers is the most worker processes a node runs. Worker ids are
 // 0..MaxWorkers-1: the agent refuses more, the serve command's --workers
 // flag is capped by it, and the engine keeps room for that many workers in
-// the connection ids it hands out.
-const MaxWorkers = 64
+// the connection ids it hands out. 256 workers hold ~4.6 M connections
+// where a process may open 20,000 files (about 18,000 connections each).
+const MaxWorkers = 256
 
 // Stats are the counters a worker reports in a Stats record, totals of
 // all its event loops.

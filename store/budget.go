@@ -16,6 +16,13 @@ type pageBudget struct {
 
 const visitsPerCheck = 256
 
+// MaxScan bounds the keys one page visits when its filters skip them (an
+// op or active filter over a million records or sessions that do not
+// match): past it the page ends with what it holds, possibly nothing, and
+// its next cursor continues from the last key visited. A page's cost is
+// thus bounded whatever the store holds.
+const MaxScan = 10_000
+
 func newPageBudget(ctx context.Context, maxBytes int) pageBudget {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
@@ -32,6 +39,10 @@ func (b *pageBudget) visit() error {
 	}
 	return nil
 }
+
+// skipEnds reports whether a page that skips the key it just visited
+// ends there (MaxScan).
+func (b *pageBudget) skipEnds() bool { return b.visits >= MaxScan }
 
 // fits reports whether an item of cost bytes goes into a page already
 // holding n items, and counts it if so: the first item always goes.

@@ -58,8 +58,9 @@
 // because Pebble takes a failed write-ahead log write as fatal and retries
 // a failed flush without pause; the queue fills behind it and pushes back
 // as above, no record is settled until it is written, and it resumes by
-// itself when space returns. A query page is bounded in records and in
-// bytes of JSON, and stops when its context is done (budget.go).
+// itself when space returns. A query page is bounded in records, in
+// bytes of JSON and in keys its filters skip (MaxScan), and stops when its
+// context is done (budget.go).
 //
 // # Databases
 //

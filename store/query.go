@@ -83,6 +83,7 @@ func (s *Store) AuditContext(ctx context.Context, q AuditQuery) ([]Record, strin
 	default:
 		err = s.scanRange(auditKey(nil, lo, 0), auditKey(nil, hi, 0), p.take)
 	}
+	s.visited.Add(int64(p.budget.visits))
 	if err != nil {
 		return nil, "", fmt.Errorf("store: audit query: %w", err)
 	}
@@ -128,8 +129,8 @@ type auditPage struct {
 	limit   int
 	after   []byte // key of the last record of the previous page
 	out     []Record
-	more    bool   // a match past the page was seen
-	lastKey []byte // key of the last record in out
+	more    bool   // a match past the page was seen, or MaxScan keys
+	lastKey []byte // key of the last record in out, or the last visited
 	budget  pageBudget
 }
 
@@ -146,6 +147,11 @@ func (p *auditPage) take(k, v []byte) (stop bool, err error) {
 		return false, err
 	}
 	if !p.q.matches(&r) {
+		if p.budget.skipEnds() {
+			p.more = true
+			p.lastKey = append(p.lastKey[:0], k...)
+			return true, nil
+		}
 		return false, nil
 	}
 	if len(p.out) == p.limit || !p.budget.fits(recordCost(&r), len(p.out)) {
@@ -300,34 +306,9 @@ func (s *Store) SessionsContext(ctx context.Context, q SessionQuery) ([]Session,
 		}
 		after = append([]byte{spaceSession}, c...)
 	}
-	out := make([]Session, 0, min(limit, 64))
-	more := false
-	var lastKey []byte
-	budget := newPageBudget(ctx, q.MaxBytes)
-	take := func(sk, v []byte) (bool, error) {
-		if err := budget.visit(); err != nil {
-			return true, err
-		}
-		if after != nil && bytes.Compare(sk, after) <= 0 {
-			return false, nil
-		}
-		var se Session
-		if err := decodeSession(v, &se); err != nil {
-			return false, err
-		}
-		// Through the user index a session is listed under every user it
-		// had, so its latest user need not match.
-		if q.Active != nil && *q.Active != se.Active() {
-			return false, nil
-		}
-		if len(out) == limit || !budget.fits(sessionCost(&se), len(out)) {
-			more = true
-			return true, nil
-		}
-		out = append(out, se)
-		lastKey = append(lastKey[:0], sk...)
-		return false, nil
-	}
+	p := sessionPage{active: q.Active, limit: limit, after: after, budget: newPageBudget(ctx, q.MaxBytes)}
+	p.out = make([]Session, 0, min(limit, 64))
+	take := p.take
 	from := []byte{spaceSession}
 	if after != nil {
 		from = after
@@ -336,7 +317,7 @@ func (s *Store) SessionsContext(ctx context.Context, q SessionQuery) ([]Session,
 	switch {
 	case q.User != "":
 		err = s.scanSessionIndex(q.User, after, take)
-		slices.SortFunc(out, func(a, b Session) int { return a.Connected.Compare(b.Connected) })
+		slices.SortFunc(p.out, func(a, b Session) int { return a.Connected.Compare(b.Connected) })
 	case q.Active != nil && *q.Active:
 		lo := []byte{spaceActive}
 		if after != nil {
@@ -348,14 +329,58 @@ func (s *Store) SessionsContext(ctx context.Context, q SessionQuery) ([]Session,
 	default:
 		err = s.scanRange(from, []byte{spaceSession + 1}, take)
 	}
+	s.visited.Add(int64(p.budget.visits))
 	if err != nil {
 		return nil, "", fmt.Errorf("store: session query: %w", err)
 	}
 	next := ""
-	if more {
-		next = base64.RawURLEncoding.EncodeToString(lastKey[1:])
+	if p.more {
+		next = base64.RawURLEncoding.EncodeToString(p.lastKey[1:])
 	}
-	return out, next, nil
+	return p.out, next, nil
+}
+
+// sessionPage collects one page of a session query from a scan of the
+// sessions, of the active markers or of a user's index.
+type sessionPage struct {
+	active  *bool
+	limit   int
+	after   []byte // the 's' key of the last session of the previous page
+	out     []Session
+	more    bool   // a match past the page was seen, or MaxScan keys
+	lastKey []byte // 's' key of the last session in out, or the last visited
+	budget  pageBudget
+}
+
+// take is the scan's callback for session key sk and value v.
+func (p *sessionPage) take(sk, v []byte) (bool, error) {
+	if err := p.budget.visit(); err != nil {
+		return true, err
+	}
+	if p.after != nil && bytes.Compare(sk, p.after) <= 0 {
+		return false, nil
+	}
+	var se Session
+	if err := decodeSession(v, &se); err != nil {
+		return false, err
+	}
+	// Through the user index a session is listed under every user it
+	// had, so its latest user need not match.
+	if p.active != nil && *p.active != se.Active() {
+		if p.budget.skipEnds() {
+			p.more = true
+			p.lastKey = append(p.lastKey[:0], sk...)
+			return true, nil
+		}
+		return false, nil
+	}
+	if len(p.out) == p.limit || !p.budget.fits(sessionCost(&se), len(p.out)) {
+		p.more = true
+		return true, nil
+	}
+	p.out = append(p.out, se)
+	p.lastKey = append(p.lastKey[:0], sk...)
+	return false, nil
 }
 
 // follow reads session key sk and passes it to fn; a missing session is

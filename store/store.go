@@ -185,7 +185,8 @@ type Store struct {
 	// close the database, after which dbClosed makes them return ErrClosed.
 	dbMu     sync.RWMutex
 	dbClosed bool
-	unsynced atomic.Bool // committed without fsync since the last sync
+	unsynced atomic.Bool  // committed without fsync since the last sync
+	visited  atomic.Int64 // keys visited by queries (tests bound a page's)
 
 	writerDone chan struct{} // closed when the writer returns
 	syncDone   chan struct{} // closed when syncLoop returns

@@ -17,6 +17,11 @@ Usage:
                           (--url, --api-key) or a stopped node's --data folder
   zenconn sessions [flags]
                           print sessions the same way
+  zenconn connections [flags]
+                          print a running node's connections as JSON lines, a
+                          page at a time (--url, --api-key, --all)
+  zenconn channels [flags]
+                          print its channels with their subscribers the same way
   zenconn healthcheck [--url http://127.0.0.1:8080/healthz]
                           exit 0 if the node answers 200 there (a container's
                           health check)
@@ -47,6 +52,8 @@ func run(args []string) int {
 		return auditCmd(args[1:], os.Stdout, os.Stderr)
 	case "sessions":
 		return sessionsCmd(args[1:], os.Stdout, os.Stderr)
+	case "connections", "channels":
+		return listCmd(args[0], args[1:], os.Stdout, os.Stderr)
 	case "healthcheck":
 		return healthcheck(args[1:], os.Stdout, os.Stderr)
 	case "version", "--version":

@@ -9,6 +9,8 @@ import (
 	"net/http/pprof"
 	"strconv"
 	"time"
+
+	"github.com/zenconn/server/nodemsg"
 )
 
 // checkPprofAddr accepts only a loopback host:port for --pprof: the
@@ -22,11 +24,15 @@ func checkPprofAddr(addr string) error {
 	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		return errors.New("--pprof: the address must be on loopback (127.0.0.1:PORT, [::1]:PORT or localhost:PORT)")
 	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535-65 {
-		return errors.New("--pprof: the port must be 1-65470 (worker i listens on port+1+i)")
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > maxPprofPort {
+		return fmt.Errorf("--pprof: the port must be 1-%d (worker i listens on port+1+i)", maxPprofPort)
 	}
 	return nil
 }
+
+// maxPprofPort is the highest --pprof port: the last worker's is above it
+// by nodemsg.MaxWorkers.
+const maxPprofPort = 65535 - nodemsg.MaxWorkers - 1
 
 // pprofAddrFor returns the --pprof address of worker id: the port after
 // the agent's, plus id.

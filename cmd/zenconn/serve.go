@@ -268,7 +268,8 @@ func checkServeFlags(fs *flag.FlagSet, o *serveOptions) (slog.Level, *auth.Verif
 // modes, durations, the pprof address and the audit limits.
 func checkValues(o *serveOptions) error {
 	if o.workers < 0 || o.workers > nodemsg.MaxWorkers {
-		return fmt.Errorf("--workers: %d is outside 0..%d", o.workers, nodemsg.MaxWorkers)
+		return fmt.Errorf("--workers: %d is outside 0..%d (a worker takes connections up to its "+
+			"open-file limit: for more connections raise that limit, ulimit -n)", o.workers, nodemsg.MaxWorkers)
 	}
 	if o.node != "" && !validNodeID(o.node) {
 		return fmt.Errorf("--node: %q is not 1-64 of A-Z a-z 0-9 _", o.node)
