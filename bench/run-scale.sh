@@ -128,7 +128,7 @@ start_agent() {
 	: >"$slog"
 	"$work/zenconn" serve --addr "127.0.0.1:$port" --workers "$WORKERS" --access-log off \
 		--public "$work/public" --data "$work/data" --max-outbound 64MiB \
-		--max-conns-per-ip 1000000 --conn-rate-per-ip 1000000 2>"$slog" &
+		--max-conns-per-ip 1000000 --conn-rate-per-ip 1000000 --publish-rate 1000000 2>"$slog" &
 	agent=$!
 	pids=$agent
 	for _ in $(seq 1200); do grep -q 'msg=listening' "$slog" && break; sleep 0.1; done
