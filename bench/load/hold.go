@@ -322,10 +322,23 @@ func (l *loop) resetTraffic() {
 }
 
 // holdFanout runs a fan-out (bcast 0) or a broadcast (bcast 1) over the
-// held connections: FANOUT pubID rate duration drain bcast. The
+// held connections: FANOUT pubID rate duration drain bcast. It clears its
+// counts, answers FANREADY and waits for FANGO, which the orchestrator
+// sends once every worker is ready: then the publisher publishes. The
 // connections lost meanwhile are reconnected after it.
 func (l *loop) holdFanout(args []string, send func(string), down <-chan string) *workerResult {
 	res := &workerResult{Index: l.cfg.childIndex}
+	l.resetTraffic()
+	for _, sc := range l.conns {
+		sc.got = 0
+	}
+	// Every worker has cleared its counts before anything is published:
+	// a delivery read before this worker's reset would be forgotten.
+	send("FANREADY")
+	if line, ok := l.holdWait(down); !ok || line != "FANGO" {
+		res.Error = fmt.Sprintf("expected FANGO, got %q", line)
+		return res
+	}
 	if len(args) != 5 {
 		res.Error = "bad FANOUT line"
 		return res
@@ -339,10 +352,6 @@ func (l *loop) holdFanout(args []string, send func(string), down <-chan string) 
 	l.cfg, l.bcast, l.pubID = &c, args[4] == "1", args[0]
 	if l.pubID == "-" {
 		l.pubID = ""
-	}
-	l.resetTraffic()
-	for _, sc := range l.conns {
-		sc.got = 0
 	}
 	res.ReadySubs = l.readySubs()
 	res.Conns = l.total

@@ -319,7 +319,10 @@ func (h *holder) fanout(phase, rate, dur, drain string) (map[string]any, error) 
 	bcast := map[bool]string{true: "1", false: "0"}[phase == "broadcast"]
 	m := &measurement{}
 	m.cpu.start(c.serverPIDs)
-	got, err := h.gather(fmt.Sprintf("FANOUT %s %s %s %s %s", h.pubID, rate, dur, drain, bcast), "FANDONE", func(wl workerLine) {
+	if _, err := h.gather(fmt.Sprintf("FANOUT %s %s %s %s %s", h.pubID, rate, dur, drain, bcast), "FANREADY", nil); err != nil {
+		return out, err
+	}
+	got, err := h.gather("FANGO", "FANDONE", func(wl workerLine) {
 		if rest, ok := strings.CutPrefix(wl.line, "PUBLISHED "); ok {
 			h.cr.broadcast("END " + rest)
 		}
