@@ -211,6 +211,8 @@ func TestTargetFlags(t *testing.T) {
 		{"churn", []string{"--url", two}, false},
 		{"fanout", []string{"--protocol", "centrifugo"}, true},
 		{"publish", []string{"--protocol", "centrifugo"}, false},
+		{"churn", []string{"--protocol", "centrifugo"}, true},
+		{"handshake", []string{"--protocol", "centrifugo"}, false},
 		{"fanout", []string{"--protocol", "other"}, false},
 		{"fanout", []string{"--url", "http://127.0.0.1:1/ws"}, false},
 	} {

@@ -252,16 +252,29 @@ func (cfg *config) check() error {
 		return fmt.Errorf("at most 255 URLs in --url")
 	case len(cfg.targets) > 1 && cfg.mode != "idle" && cfg.mode != "fanout":
 		return fmt.Errorf("several URLs in --url: idle and fanout modes only")
-	case cfg.protocol != "zenconn" && cfg.protocol != "centrifugo":
-		return fmt.Errorf("--protocol must be zenconn or centrifugo")
-	case cfg.protocol == "centrifugo" && cfg.mode != "idle" && cfg.mode != "fanout" && cfg.mode != "churn":
-		return fmt.Errorf("--protocol centrifugo: idle, fanout and churn modes only")
+	}
+	if err := checkProtocol(cfg); err != nil {
+		return err
 	}
 	switch cfg.mode {
 	case "churn":
 		return checkChurn(cfg)
 	case "fanout", "publish":
 		return checkTraffic(cfg)
+	}
+	return nil
+}
+
+// centrifugoMode are the modes that speak Centrifugo's protocol too.
+var centrifugoMode = map[string]bool{"idle": true, "fanout": true, "churn": true}
+
+// checkProtocol checks --protocol against the mode.
+func checkProtocol(cfg *config) error {
+	switch {
+	case cfg.protocol != "zenconn" && cfg.protocol != "centrifugo":
+		return fmt.Errorf("--protocol must be zenconn or centrifugo")
+	case cfg.protocol == "centrifugo" && !centrifugoMode[cfg.mode]:
+		return fmt.Errorf("--protocol centrifugo: idle, fanout and churn modes only")
 	}
 	return nil
 }
