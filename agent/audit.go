@@ -47,12 +47,13 @@ func (a *Agent) answer(s *slot, token uint64) func(error) {
 }
 
 // putSession writes the session of connection id: open, or ended at end
-// with close code. It returns the session's user.
-func (a *Agent) putSession(id string, c *connRec, end time.Time, code int) string {
+// with close code; first says it is the connection's opening (nothing of
+// its session stored yet). It returns the session's user.
+func (a *Agent) putSession(id string, c *connRec, end time.Time, code int, first bool) string {
 	a.mu.Lock()
 	se := store.Session{Conn: id, Node: a.cfg.Node, Worker: c.worker, User: c.user, Remote: c.remote,
 		UserAgent: c.userAgent, Protocol: c.protocl, Connected: connectedAt(c.connected),
-		Disconnected: end, CloseCode: code, Channels: slices.Clone(c.joined)}
+		Disconnected: end, CloseCode: code, Channels: slices.Clone(c.joined), First: first}
 	se.Scheme, se.TLSVersion, se.TLSCipher = c.tlsNames()
 	a.mu.Unlock()
 	// Not under a.mu: PutSession may wait for room in the store's queue.
@@ -62,7 +63,7 @@ func (a *Agent) putSession(id string, c *connRec, end time.Time, code int) strin
 
 // closeSession ends connection id's session and audits the disconnect.
 func (a *Agent) closeSession(id string, c *connRec, code int) {
-	user := a.putSession(id, c, time.Now(), code)
+	user := a.putSession(id, c, time.Now(), code, false)
 	a.audit(&store.Record{Worker: c.worker, Conn: id, User: user, Op: store.OpDisconnect, Code: code}, nil)
 }
 

@@ -127,7 +127,7 @@ func (a *Agent) onOpened(s *slot, m *nodemsg.Msg) {
 	}
 	a.emit(cluster.KindConnect, cluster.Event{Conn: m.Conn, User: m.User, Worker: s.id, Remote: m.Remote, Protocol: m.Proto})
 	if a.st != nil {
-		a.putSession(m.Conn, c, time.Time{}, 0)
+		a.putSession(m.Conn, c, time.Time{}, 0, true)
 		r := &store.Record{Worker: s.id, Conn: m.Conn, User: m.User, Op: store.OpConnect, Remote: m.Remote}
 		r.Scheme, r.TLSVersion, r.TLSCipher = c.tlsNames()
 		a.audit(r, nil)
@@ -159,7 +159,7 @@ func (a *Agent) onUser(s *slot, m *nodemsg.Msg) {
 		a.evictForUser(s, m.Conn, m.User)
 	}
 	if c != nil && a.st != nil {
-		a.putSession(m.Conn, c, time.Time{}, 0)
+		a.putSession(m.Conn, c, time.Time{}, 0, false)
 		a.audit(&store.Record{Worker: s.id, Conn: m.Conn, User: m.User, Op: store.OpAuth}, nil)
 	}
 }
@@ -183,7 +183,7 @@ func (a *Agent) onSub(s *slot, m *nodemsg.Msg) {
 		}
 		return
 	}
-	user := a.putSession(m.Conn, c, time.Time{}, 0)
+	user := a.putSession(m.Conn, c, time.Time{}, 0, false)
 	a.audit(&store.Record{Worker: s.id, Conn: m.Conn, User: user, Op: store.OpSubscribe, Channel: m.Channel}, done)
 }
 

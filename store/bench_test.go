@@ -123,11 +123,11 @@ func BenchmarkChurnCycle(b *testing.B) {
 		}
 		conn := fmt.Sprintf("c%09d", i)
 		*se = Session{Conn: conn, Node: "node-1", Remote: "127.0.0.1:40000", UserAgent: "load/1",
-			Protocol: "json", Connected: time.Now()}
+			Protocol: "json", Connected: time.Now(), First: true}
 		s.PutSession(se)
 		s.Append(&Record{Node: "node-1", Conn: conn, Op: OpConnect, Remote: "127.0.0.1:40000"}, nil)
 		ch := fmt.Sprintf("churn-%d", i%64)
-		se.Channels = []string{ch}
+		se.Channels, se.First = []string{ch}, false
 		s.PutSession(se)
 		s.Append(&Record{Node: "node-1", Conn: conn, Op: OpSubscribe, Channel: ch}, nil)
 		if i%16 == 0 {

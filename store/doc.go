@@ -12,7 +12,8 @@
 // are also held for Options.SyncInterval after the first one (a Barrier, a
 // full queue or Close writes them at once): a connection that opens,
 // subscribes and closes within it is written once, already closed, and
-// never gets an active-session marker that a later write deletes. Records
+// never gets an active-session marker, nor (when its first change was
+// its opening, Session.First) the deletion of one. Records
 // are never held that way. Records are never dropped: when the queue holds
 // Options.QueueLimit records, Append blocks until the writer catches up,
 // which pushes back on the workers and from them on publishing clients.

@@ -41,7 +41,9 @@ func (h *sessionHold) merge(se *Session) bool {
 	if cur.User != "" && cur.User != se.User {
 		h.former[se.Conn] = append(h.former[se.Conn], cur.User)
 	}
+	first := cur.First
 	*cur = *se
+	cur.First = first // nothing stored yet if the first change held was the first
 	cur.Channels = slices.Clone(se.Channels)
 	return true
 }

@@ -207,3 +207,67 @@ func TestSessionHoldUnit(t *testing.T) {
 		t.Fatalf("left: order %q since %v, %d latest, %d former", h.order, h.since, len(h.latest), len(h.former))
 	}
 }
+
+// indexDeletions flushes the index database and counts the deletions
+// (tombstones) in its tables.
+func indexDeletions(t testing.TB, s *Store) uint64 {
+	t.Helper()
+	if err := s.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	levels, err := s.db.SSTables(pebble.WithProperties())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, tables := range levels {
+		for _, tb := range tables {
+			n += tb.Properties.NumDeletions
+		}
+	}
+	return n
+}
+
+// TestSessionHoldNoTombstone: a session opened (First) and closed within
+// its hold is written once and deletes no active marker, so the index
+// database gets no tombstone; a session whose marker was written gets it
+// deleted when it closes.
+func TestSessionHoldNoTombstone(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{Sync: SyncBatch, SyncInterval: time.Hour})
+	at := pastHour()
+	se := Session{Conn: "short", Connected: at, First: true}
+	s.PutSession(&se)
+	se.First, se.Channels = false, []string{"news"}
+	s.PutSession(&se)
+	se.Disconnected, se.CloseCode = at.Add(time.Second), 1000
+	s.PutSession(&se)
+	if err := s.Barrier(); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := storedSession(t, s, at, "short"); !ok || got.Active() || got.First {
+		t.Fatalf("stored %+v, %v; want the closed session, First false", got, ok)
+	}
+	if n := indexDeletions(t, s); n != 0 {
+		t.Fatalf("%d deletions in the index database after a session closed within its hold; want none", n)
+	}
+
+	long := Session{Conn: "long", Connected: at, First: true}
+	s.PutSession(&long)
+	if err := s.Barrier(); err != nil {
+		t.Fatal(err)
+	}
+	if !hasActiveMarker(t, s, at, "long") {
+		t.Fatal("an open session was written without its active marker")
+	}
+	long.First, long.Disconnected, long.CloseCode = false, at.Add(time.Second), 1000
+	s.PutSession(&long)
+	if err := s.Barrier(); err != nil {
+		t.Fatal(err)
+	}
+	if hasActiveMarker(t, s, at, "long") {
+		t.Fatal("a closed session kept its active marker")
+	}
+	if n := indexDeletions(t, s); n != 1 {
+		t.Fatalf("%d deletions in the index database; want the one of the closed session's marker", n)
+	}
+}

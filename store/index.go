@@ -27,9 +27,13 @@ func writeSession(b *pebble.Batch, se *Session, key, val *[]byte) {
 	*val = encodeSession((*val)[:0], se)
 	_ = b.Set(*key, *val, nil)
 	*key = sessionKey((*key)[:0], spaceActive, c, se.Conn)
-	if se.Active() {
+	switch {
+	case se.Active():
 		_ = b.Set(*key, nil, nil)
-	} else {
+	case !se.First:
+		// A marker may have been set by an earlier write. A session
+		// written for the first time already closed never had one: no
+		// tombstone (which flushes and compactions would carry).
 		_ = b.Delete(*key, nil)
 	}
 	if se.User != "" {

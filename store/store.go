@@ -75,6 +75,12 @@ type Session struct {
 	Disconnected                  time.Time // zero while active
 	CloseCode                     int       // 0 while active; 1006 when the connection dropped without a close frame
 	Channels                      []string  // every channel joined, in order of first join
+	// First marks the session's first change (its opening), given when
+	// nothing of it can be stored yet: if it is then written only once,
+	// already closed (its changes merged while held, see sessionHold),
+	// there is no active-session marker to delete, and none is. Not
+	// stored; a session read back has it false.
+	First bool
 }
 
 // Active reports whether the session is still open.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -210,6 +211,8 @@ func TestTargetFlags(t *testing.T) {
 		{"churn", []string{"--url", two}, false},
 		{"fanout", []string{"--protocol", "centrifugo"}, true},
 		{"publish", []string{"--protocol", "centrifugo"}, false},
+		{"churn", []string{"--protocol", "centrifugo"}, true},
+		{"handshake", []string{"--protocol", "centrifugo"}, false},
 		{"fanout", []string{"--protocol", "other"}, false},
 		{"fanout", []string{"--url", "http://127.0.0.1:1/ws"}, false},
 	} {
@@ -267,5 +270,29 @@ func TestSpreadAndValidator(t *testing.T) {
 	}
 	if l.validator.target == 0 {
 		t.Errorf("validator on target 0, want one other than the publisher's (0)")
+	}
+}
+
+// TestCentrifugoChurn runs the churn cycle in Centrifugo's protocol:
+// connect, subscribe, publish (each answered), close handshake. The fake
+// delivers every publication to every subscriber, its publisher included,
+// as Centrifugo does to a publisher subscribed to its channel: the workers
+// ignore those pushes, and the observer gets each publish once, from its
+// publisher.
+func TestCentrifugoChurn(t *testing.T) {
+	f := newFakeCent(t, 1)
+	m := runScenario(t, "churn", []string{"--protocol", "centrifugo", "--url", f.urls(), "--conns", "4",
+		"--duration", "300ms", "--warmup", "100ms", "--server-pid", fmt.Sprint(os.Getpid()),
+		"--timeout", "30s", "--drain", "2s", "--settle", "5s"})
+	cycles := num(t, m, "cycles")
+	if cycles < 4 || num(t, m, "cycle_errors") != 0 || num(t, m, "protocol_errors") != 0 || num(t, m, "timeouts") != 0 {
+		t.Fatalf("churn: %v", m)
+	}
+	if num(t, m, "acked") != cycles || num(t, m, "observed") != cycles || num(t, m, "missing_deliveries") != 0 ||
+		num(t, m, "extra_deliveries") != 0 {
+		t.Fatalf("publishes and deliveries: %v", m)
+	}
+	if m["protocol"] != "centrifugo" {
+		t.Errorf("protocol: %v", m["protocol"])
 	}
 }

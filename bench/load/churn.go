@@ -144,6 +144,7 @@ type churnLoop struct {
 	obs     *cconn
 	obsErr  string
 	chans   map[string]bool // this process's worker channels
+	cent    bool            // Centrifugo's client protocol (churn_cent.go), else ZenConn's
 	st      *churnStats
 	end     int64  // no cycle starts at or after this time (ns)
 	body    []byte // the subscribe or publish being written
@@ -151,7 +152,7 @@ type churnLoop struct {
 }
 
 func newChurnLoop(cfg *config, idx, first, n int) (*churnLoop, error) {
-	l := &churnLoop{cfg: cfg, chans: make(map[string]bool, n), st: &churnStats{}}
+	l := &churnLoop{cfg: cfg, chans: make(map[string]bool, n), st: &churnStats{}, cent: cfg.protocol == "centrifugo"}
 	if err := l.init(cfg, l, n+1, idx); err != nil {
 		return nil, err
 	}
@@ -264,7 +265,12 @@ func (l *churnLoop) startClose(c *cconn, now int64) {
 	l.send(c, ws.OpClose, closeNormal)
 }
 
-func (l *churnLoop) onUpgrade(c *cconn, _ int64) { c.state = csWelcome }
+func (l *churnLoop) onUpgrade(c *cconn, _ int64) {
+	c.state = csWelcome
+	if l.cent {
+		l.onCentUpgrade(c)
+	}
+}
 
 func (l *churnLoop) onEnd(c *cconn, err error, now int64) {
 	switch {
@@ -328,6 +334,10 @@ func (l *churnLoop) protoFail(c *cconn, kind string, p []byte, now int64) {
 }
 
 func (l *churnLoop) onMessage(c *cconn, p []byte, now int64) {
+	if l.cent {
+		l.onCentFrame(c, p, now)
+		return
+	}
 	if c.worker < 0 && c.state == csOpen && bytes.Contains(p, opMessageKey) {
 		l.onDelivery(p)
 		return
@@ -461,7 +471,12 @@ func (l *churnLoop) onDelivery(p []byte) {
 func (l *churnLoop) connectObserver(limit time.Duration) string {
 	l.subs = l.subs[:0]
 	for i, c := range l.workers {
-		l.subs = l.appendFrame(l.subs, ws.OpText, fmt.Appendf(nil, `{"id":%d,"op":"subscribe","channel":%q}`, i+1, c.channel))
+		if !l.cent {
+			l.subs = l.appendFrame(l.subs, ws.OpText, fmt.Appendf(nil, `{"id":%d,"op":"subscribe","channel":%q}`, i+1, c.channel))
+		}
+	}
+	if l.cent {
+		l.subs = l.centObserverSubs()
 	}
 	l.obs = &cconn{worker: -1, wsConn: wsConn{fd: -1}}
 	l.startCycle(l.obs, time.Now().UnixNano(), limit)

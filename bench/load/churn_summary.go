@@ -25,6 +25,8 @@ func summarizeChurnTo(w io.Writer, args []string) int {
 	cand := fs.String("candidate", "zenconn", "server label of the candidate")
 	base := fs.String("baseline", "baseline", "server label of the baseline")
 	minRatio := fs.Float64("min-ratio", 2, "target: candidate cycles/s >= this × the baseline's")
+	comp := fs.String("competitor", "centrifugo", "server label of the competitor: when it ran, candidate server CPU per cycle <= --max-cpu-ratio × its")
+	maxCPURatio := fs.Float64("max-cpu-ratio", 0.5, "target: candidate server CPU per cycle <= this × the competitor's")
 	maxOther := fs.String("max-other", "0", "passed to summarize: leave noisy runs out of the medians")
 	var lim growthLimits
 	lim.flags(fs)
@@ -59,28 +61,35 @@ func summarizeChurnTo(w io.Writer, args []string) int {
 		servers[srv], growthOK[srv] = churnServer(byServer, srv, &lim)
 	}
 	problems, _ := out["problems"].([]any)
-	c, ok1 := churnMedian(byServer, *cand, "cycles_per_sec")
-	b, ok2 := churnMedian(byServer, *base, "cycles_per_sec")
-	ratio := 0.0
-	if ok1 && ok2 && b > 0 {
-		ratio = round3(c / b)
-	} else {
-		problems = append(problems, fmt.Sprintf("no median cycles_per_sec for %s and %s in test %q", *cand, *base, *test))
+	var targets []map[string]any
+	ratio, ratioMet, have := 0.0, true, false
+	if _, ok := byServer[*base]; ok || byServer[*comp] == nil {
+		var t map[string]any
+		ratio, ratioMet, t, problems = churnTarget(byServer, *cand, *base, "cycles_per_sec", problems,
+			fmt.Sprintf("candidate >= %gx baseline", *minRatio), func(c, b float64) bool { return c >= *minRatio*b })
+		targets, have = append(targets, t), true
+		out["ratio"], out["target"], out["ratio_met"] = ratio, *minRatio, ratioMet
 	}
-	ratioMet := ok1 && ok2 && b > 0 && c >= *minRatio*b
+	cpuMet := true
+	if _, ok := byServer[*comp]; ok {
+		var cpuRatio float64
+		var t map[string]any
+		cpuRatio, cpuMet, t, problems = churnTarget(byServer, *cand, *comp, "server_cpu_us_per_cycle", problems,
+			fmt.Sprintf("candidate <= %gx %s", *maxCPURatio, *comp), func(c, b float64) bool { return c <= *maxCPURatio*b })
+		t["name"] = "server CPU per cycle vs " + *comp
+		targets, have = append(targets, t), true
+		out["cpu_ratio_vs_"+*comp], out["cpu_ratio_target"], out["cpu_ratio_met"] = cpuRatio, *maxCPURatio, cpuMet
+	}
+	if !have {
+		ratioMet = false
+	}
 	out["churn"] = servers
-	out["ratio"] = ratio
-	out["target"] = *minRatio
-	out["ratio_met"] = ratioMet
 	out["no_growth_met"] = growthOK[*cand]
-	out["met"] = ratioMet && growthOK[*cand]
+	out["met"] = ratioMet && cpuMet && growthOK[*cand]
 	out["growth_limits"] = lim.asMap()
-	out["targets"] = []map[string]any{{
-		"name": "churn cycles/s", "candidate": c, "baseline": b, "ratio_candidate_to_baseline": ratio,
-		"goal": fmt.Sprintf("candidate >= %gx baseline", *minRatio), "met": ratioMet,
-	}, {
+	out["targets"] = append(targets, map[string]any{
 		"name": "no growth after churn (" + *cand + ")", "goal": "growth within growth_limits", "met": growthOK[*cand],
-	}}
+	})
 	if !growthOK[*cand] {
 		m, _ := servers[*cand].(map[string]any)
 		problems = append(problems, fmt.Sprintf("%s: growth over the limits: %v", *cand, m["growth_over_limits"]))
@@ -91,6 +100,29 @@ func summarizeChurnTo(w io.Writer, args []string) int {
 	enc, _ := json.MarshalIndent(out, "", "  ")
 	_, _ = fmt.Fprintln(w, string(enc))
 	return 0
+}
+
+// churnTarget compares field of the candidate with the reference's
+// medians: the ratio, whether ok holds, the target's JSON and the problems
+// (one more when a median is missing).
+func churnTarget(byServer map[string]any, cand, ref, field string, problems []any, goal string,
+	ok func(c, r float64) bool) (float64, bool, map[string]any, []any) {
+	c, ok1 := churnMedian(byServer, cand, field)
+	r, ok2 := churnMedian(byServer, ref, field)
+	ratio, met := 0.0, false
+	if ok1 && ok2 && r > 0 {
+		ratio, met = round3(c/r), ok(c, r)
+	} else {
+		problems = append(problems, fmt.Sprintf("no median %s for %s and %s", field, cand, ref))
+	}
+	name := "churn cycles/s"
+	if field != "cycles_per_sec" {
+		name = field
+	}
+	return ratio, met, map[string]any{
+		"name": name, "candidate": c, "baseline": r, "reference": ref, "ratio_candidate_to_baseline": ratio,
+		"goal": goal, "met": met,
+	}, problems
 }
 
 // growthLimits are the most that a server may grow over a churn and still

@@ -384,3 +384,28 @@ func TestSummarizeChurn(t *testing.T) {
 		t.Errorf("problems: %v", probs)
 	}
 }
+
+// TestSummarizeChurnCompetitor: with Centrifugo's runs and no baseline's,
+// the target is ZenConn's median server CPU per cycle against Centrifugo's
+// (at most --max-cpu-ratio of it), and no cycles/s ratio is asked for.
+func TestSummarizeChurnCompetitor(t *testing.T) {
+	run := func(srv string, cpu float64) string {
+		r := churnRun(srv, 9000, 0, 0, 1, 10)
+		return strings.Replace(r, `"cycles_per_sec"`, fmt.Sprintf(`"server_cpu_us_per_cycle":%v,"cycles_per_sec"`, cpu), 1)
+	}
+	m := runSummarizeChurn(t, nil, run("zenconn", 60), run("zenconn", 70), run("zenconn", 80),
+		run("centrifugo", 150), run("centrifugo", 130), run("centrifugo", 170))
+	if m["cpu_ratio_vs_centrifugo"].(float64) != 0.467 || m["cpu_ratio_met"] != true || m["met"] != true {
+		t.Fatalf("ratio/met: %v %v %v", m["cpu_ratio_vs_centrifugo"], m["cpu_ratio_met"], m["met"])
+	}
+	if _, ok := m["ratio"]; ok {
+		t.Errorf("a cycles/s ratio without the baseline: %v", m["ratio"])
+	}
+	if _, ok := m["problems"]; ok {
+		t.Errorf("problems: %v", m["problems"])
+	}
+	m = runSummarizeChurn(t, []string{"--max-cpu-ratio", "0.4"}, run("zenconn", 70), run("centrifugo", 150))
+	if m["cpu_ratio_met"] != false || m["met"] != false {
+		t.Fatalf("0.467 against a 0.4 target: %v %v", m["cpu_ratio_met"], m["met"])
+	}
+}

@@ -99,7 +99,7 @@ func parseFlags(mode string, args []string) (*config, error) {
 	cfg := &config{mode: mode}
 	fs := flag.NewFlagSet("load "+mode, flag.ContinueOnError)
 	fs.StringVar(&cfg.url, "url", "ws://127.0.0.1:8090/ws", "WebSocket URL of the server (IPv4 literal or name); idle and fanout: several, comma-separated, share the subscribers in turn")
-	fs.StringVar(&cfg.protocol, "protocol", "zenconn", "client protocol: zenconn (ZenConn's JSON protocol) or centrifugo (Centrifugo's JSON protocol; idle and fanout)")
+	fs.StringVar(&cfg.protocol, "protocol", "zenconn", "client protocol: zenconn (ZenConn's JSON protocol) or centrifugo (Centrifugo's JSON protocol; idle, fanout and churn)")
 	fs.IntVar(&cfg.pubTarget, "pub-url", 0, "fanout: index in --url of the URL the publisher connects to")
 	fs.StringVar(&cfg.server, "server", "", "label of the server under test, copied to the output")
 	fs.StringVar(&cfg.label, "label", "", "label of the test, copied to the output as \"test\"")
@@ -263,10 +263,9 @@ func (cfg *config) check() error {
 		return fmt.Errorf("at most 255 URLs in --url")
 	case len(cfg.targets) > 1 && cfg.mode != "idle" && cfg.mode != "fanout":
 		return fmt.Errorf("several URLs in --url: idle and fanout modes only")
-	case cfg.protocol != "zenconn" && cfg.protocol != "centrifugo":
-		return fmt.Errorf("--protocol must be zenconn or centrifugo")
-	case cfg.protocol == "centrifugo" && cfg.mode != "idle" && cfg.mode != "fanout":
-		return fmt.Errorf("--protocol centrifugo: idle and fanout modes only")
+	}
+	if err := checkProtocol(cfg); err != nil {
+		return err
 	}
 	if check := modeChecks[cfg.mode]; check != nil {
 		return check(cfg)
@@ -277,6 +276,20 @@ func (cfg *config) check() error {
 // modeChecks check the settings of one mode.
 var modeChecks = map[string]func(*config) error{
 	"churn": checkChurn, "hold": checkHold, "fanout": checkTraffic, "publish": checkTraffic,
+}
+
+// centrifugoMode are the modes that speak Centrifugo's protocol too.
+var centrifugoMode = map[string]bool{"idle": true, "fanout": true, "churn": true}
+
+// checkProtocol checks --protocol against the mode.
+func checkProtocol(cfg *config) error {
+	switch {
+	case cfg.protocol != "zenconn" && cfg.protocol != "centrifugo":
+		return fmt.Errorf("--protocol must be zenconn or centrifugo")
+	case cfg.protocol == "centrifugo" && !centrifugoMode[cfg.mode]:
+		return fmt.Errorf("--protocol centrifugo: idle, fanout and churn modes only")
+	}
+	return nil
 }
 
 // checkSample checks --tls-sample and --tls-sample-min.

@@ -291,6 +291,8 @@ func TestChurnShapes(t *testing.T) {
 		{"met from the JSON wins", `{` + meds + `,"met":false}`, "| cycles/s ≥ 2× baseline with no growth | 500 | baseline 200 | 2.50× | ≥ 2× baseline | **MISSED** |"},
 		{"targets array", `{` + meds + `,"targets":[{"name":"cycles/s","candidate":500,"baseline":200,"ratio":2.5,"goal":"candidate >= 2x baseline","met":true},{"name":"no RSS growth","met":false}]}`,
 			"| cycles/s | 500 | baseline 200 | 2.50× | candidate >= 2x baseline | **MET** |\n| no RSS growth | — | — | — | — | **MISSED** |"},
+		{"target against another server", `{` + meds + `,"targets":[{"name":"server CPU per cycle vs centrifugo","candidate":62,"baseline":165,"reference":"centrifugo","goal":"candidate <= 0.5x centrifugo","met":true}]}`,
+			"| server CPU per cycle vs centrifugo | 62 | centrifugo 165 |"},
 		{"target object", `{` + meds + `,"target":{"min_ratio":2,"ratio":2.5,"met":true}}`, "| cycles/s ≥ 2× baseline with no growth | 2.500 | baseline = 1 1.000 | 2.50× | ≥ 2× baseline | **MET** |"},
 		{"by test", `{"medians":{"churn":{"zenconn":{"cycles_per_sec":9},"baseline":{"cycles_per_sec":3}}}}`, "`churn`:\n\n| figure | ZenConn | baseline | ZenConn ÷ baseline |\n|---|---:|---:|---:|\n| cycles_per_sec | 9 | 3 | 3.00× |"},
 	} {

@@ -760,6 +760,11 @@ func jsonTargets(res map[string]any, base string) []target {
 	var ts []target
 	one := func(m map[string]any) target {
 		t := target{name: strAt(m, "name"), f: num, refName: base}
+		if _, isLabel := m["reference"].(string); isLabel {
+			// The reference server's label (summarize's targets against
+			// another server than the baseline, e.g. Centrifugo).
+			t.refName = strAt(m, "reference")
+		}
 		t.ours = firstOK(numAt(m, "candidate"), numAt(m, "ours"))
 		t.ref = firstOK(numAt(m, "baseline"), numAt(m, "reference"))
 		switch {
