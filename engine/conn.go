@@ -341,8 +341,10 @@ func (l *loop) scan(now int64) {
 		c.check(now)
 		c.reschedule()
 	}
-	w.visits += uint64(n)
-	w.slots[dueSlot] = emptied(w.slots[dueSlot], n)
+	if n > 0 {
+		w.visits += uint64(n)
+		w.slots[dueSlot] = emptied(w.slots[dueSlot], n)
+	}
 	l.flushDirty()
 }
 

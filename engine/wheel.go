@@ -80,11 +80,15 @@ func (w *wheel) advance(sec int64) {
 	due := &w.slots[dueSlot]
 	for s := from; s <= to; s++ {
 		src := &w.slots[s&(wheelSlots-1)]
+		n := len(*src)
 		for _, c := range *src {
 			c.wslot, c.wpos = dueSlot+1, int32(len(*due))
 			*due = append(*due, c)
 		}
-		*src = emptied(*src, len(*src))
+		if s == w.cur {
+			n = cap(*src) // taken by the last scan already: what it held came since
+		}
+		*src = emptied(*src, n)
 	}
 	w.cur = sec
 }

@@ -193,3 +193,45 @@ func TestWheelIdleTicks(t *testing.T) {
 		t.Fatalf("pings past the interval plus a tenth: %v", pinged)
 	}
 }
+
+// TestWheelNoAllocs: scans that find connections read from since they were
+// filed, and file them again, allocate nothing for them: once the wheel
+// has gone round, only a slot that gets more connections than it ever
+// held grows.
+func TestWheelNoAllocs(t *testing.T) {
+	const conns = 2000
+	s := newTestServer(t, Config{PingInterval: 10 * time.Second, IdleTimeout: 20 * time.Second})
+	l, _ := newTestLoop(t, s)
+	now := time.Now().UnixNano()
+	var cs []*Conn
+	for i := range conns {
+		c := s.open(l, newMemTransport(true))
+		c.state, c.phase = stateWS, phaseNone
+		c.lastRead, c.lastPing = now-int64(i%10)*sec, now
+		c.reschedule()
+		cs = append(cs, c)
+	}
+	seconds := func(n int) {
+		for range n {
+			now += sec
+			for i, c := range cs {
+				if i%7 == int(now/sec%7) {
+					c.lastRead = now // a read every 7 s
+				}
+			}
+			l.scan(now)
+		}
+	}
+	seconds(wheelSlots + 20) // every slot has been used
+	visits := l.wheel.visits
+	a := testing.AllocsPerRun(3, func() { seconds(20) })
+	filedAgain := float64(l.wheel.visits-visits) / 4 // AllocsPerRun runs it once more first
+	if filedAgain < conns || a > filedAgain/100 {
+		t.Errorf("%v allocations in 20 scans that looked at %v connections", a, filedAgain)
+	}
+	for _, c := range cs {
+		if c.state != stateWS {
+			t.Fatalf("a connection read from every 7 s left the open state (%d)", c.state)
+		}
+	}
+}
