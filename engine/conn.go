@@ -61,10 +61,12 @@ type Conn struct {
 	reported  bool           // the bridge was told the connection is gone
 	closeCode uint16         // close code sent or received; 0 while open
 	bin       bool           // binary protocol (else JSON)
+	wslot     uint16         // slot in the loop's wheel plus one, 0 if not filed (wheel.go)
 	ident     *auth.Identity // nil for an anonymous connection
 	expires   int64          // token expiry, ns; 0 when none
 	id        string
 	fragOp    ws.OpCode // opcode of the fragmented message in progress, 0 if none
+	wpos      int32     // index in the wheel's slot
 	frag      []byte
 	chans     []string
 	subPos    []int32 // subPos[i]: c's index in the subscriber list of chans[i]
@@ -132,6 +134,7 @@ func (c *Conn) Closed() {
 	c.dropFrag()
 	c.dropIn()
 	delete(l.conns, c)
+	l.wheel.remove(c)
 	c.releaseLimits()
 	l.stats.connections.Add(-1)
 	c.srv.openConns.Add(-1)
@@ -238,6 +241,7 @@ func (c *Conn) closeSlow() {
 	}
 	c.dropQueue()
 	c.state = stateClosing
+	c.reschedule()
 	c.reportClosed()
 	c.t.Close()
 }
@@ -261,6 +265,7 @@ func (c *Conn) linger() {
 	c.flush()
 	c.state = stateClosing
 	c.closeDeadline = time.Now().UnixNano() + closeGrace
+	c.reschedule()
 	if c.wq == nil {
 		// Else Writable half-closes once the queue is written.
 		c.t.CloseWrite()
@@ -282,6 +287,7 @@ func (c *Conn) closeAfterFlush() {
 		return
 	}
 	c.state = stateClosing
+	c.reschedule()
 	c.reportClosed()
 	c.t.Close()
 }
@@ -323,40 +329,53 @@ func (c *Conn) remoteIP() string {
 	}
 }
 
-// scan runs periodic checks on every connection of the loop: lingering
-// closes, idle timeouts and server pings.
+// scan runs the periodic checks (Conn.check) at time now on the loop's
+// connections that may be due, as filed in its wheel (wheel.go), and files
+// each again at its next deadline.
 func (l *loop) scan(now int64) {
-	cfg := &l.srv.cfg
-	idle := int64(cfg.IdleTimeout)
-	ping := int64(cfg.PingInterval)
-	for c := range l.conns {
-		switch c.state {
-		case stateClosing:
-			if now > c.closeDeadline {
-				c.t.Close()
-			}
-		case stateHTTP:
-			if !c.busy && !c.phaseExpired(now) && now-c.lastRead > idle {
-				c.t.Close()
-			}
-		case stateWS:
-			if c.expires != 0 && now >= c.expires {
-				c.tokenExpired()
-				if c.state != stateWS {
-					continue
-				}
-			}
-			switch {
-			case c.phaseExpired(now):
-			case now-c.lastRead > idle:
-				c.fail(proto.CloseIdleTimeout, "idle timeout")
-			case now-c.lastRead >= ping && now-c.lastPing >= ping:
-				c.lastPing = now
-				c.queueFrame(pingFrame)
-			}
-		}
+	w := &l.wheel
+	w.advance(second(now))
+	n := 0
+	for c := w.popDue(); c != nil; c = w.popDue() {
+		n++
+		c.check(now)
+		c.reschedule()
+	}
+	if n > 0 {
+		w.visits += uint64(n)
+		w.slots[dueSlot] = emptied(w.slots[dueSlot], n)
 	}
 	l.flushDirty()
+}
+
+// check enforces c's deadlines at time now: lingering closes, input phase
+// deadlines, idle timeouts, token expiry and server pings.
+func (c *Conn) check(now int64) {
+	switch c.state {
+	case stateClosing:
+		if now >= c.closeDue() {
+			c.t.Close()
+		}
+	case stateHTTP:
+		if !c.busy && !c.phaseExpired(now) && now >= c.idleDue() {
+			c.t.Close()
+		}
+	case stateWS:
+		if c.expires != 0 && now >= c.expires {
+			c.tokenExpired()
+			if c.state != stateWS {
+				return
+			}
+		}
+		switch {
+		case c.phaseExpired(now):
+		case now >= c.idleDue():
+			c.fail(proto.CloseIdleTimeout, "idle timeout")
+		case now >= c.pingDue():
+			c.lastPing = now
+			c.queueFrame(pingFrame)
+		}
+	}
 }
 
 var pingFrame = appendFrame(nil, ws.OpPing, nil)

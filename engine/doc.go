@@ -26,6 +26,13 @@
 // input (first request head, later head, body, message) has a deadline
 // that the loop's periodic scan enforces.
 //
+// Deadlines (wheel.go). Each loop files its connections in a timing wheel
+// of one-second slots by their next deadline (input phase, idle timeout,
+// ping, token expiry, close grace): the scan, once a second, checks only
+// the connections of the slots it reaches and files each again; a read
+// only records its time, and a connection found not yet due is filed
+// again then.
+//
 // hub (fanout.go). Shared by the loops: it knows which loops have
 // subscribers of each channel (a bitmask per channel, under a RWMutex) and
 // the list of loops. A message published on a loop is delivered on that

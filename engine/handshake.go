@@ -206,6 +206,7 @@ func (c *Conn) openWS(resp []byte, bin bool, ident *auth.Identity, userAgent []b
 	c.id = c.srv.nextConnID()
 	c.lastPing = time.Now().UnixNano()
 	c.setIdentity(ident)
+	c.reschedule()
 	l.stats.websockets.Add(1)
 	si := SessionInfo{Conn: c.id, User: c.user(), Remote: c.clientString(),
 		UserAgent: string(userAgent), Protocol: "json", TLSVersion: c.tlsVersion, TLSCipher: c.tlsCipher}

@@ -113,6 +113,7 @@ func (c *Conn) hold(p []byte) bool {
 	if c.busy && len(c.in)+len(p) > maxHeadSize+maxBodySize {
 		c.dropIn()
 		c.state = stateClosing
+		c.reschedule()
 		c.t.Close()
 		return false
 	}
@@ -184,27 +185,14 @@ func (c *Conn) setPhase(p inPhase, now int64) {
 	if c.phase != p {
 		c.phase = p
 		c.phaseStart = now
+		c.reschedule()
 	}
 }
 
 // phaseExpired enforces the deadline of the connection's input phase at
 // time now and reports whether it ended the connection.
 func (c *Conn) phaseExpired(now int64) bool {
-	cfg := &c.srv.cfg
-	var limit time.Duration
-	switch c.phase {
-	case phaseFirst:
-		limit = cfg.HandshakeTimeout
-	case phaseHead:
-		limit = cfg.HeaderTimeout
-	case phaseBody:
-		limit = cfg.BodyTimeout
-	case phaseMessage:
-		limit = cfg.MessageTimeout
-	default:
-		return false
-	}
-	if now-c.phaseStart <= int64(limit) {
+	if now < c.phaseDue() {
 		return false
 	}
 	c.srv.input.timeouts[c.phase].Add(1)
@@ -226,6 +214,7 @@ func (c *Conn) endInput(now int64, why string) {
 	case c.phase == phaseFirst && len(c.in) == 0:
 		// Nothing was sent: there is no request to answer.
 		c.state = stateClosing
+		c.reschedule()
 		c.t.Close()
 	default:
 		c.dropIn()
@@ -233,6 +222,7 @@ func (c *Conn) endInput(now int64, why string) {
 		c.srv.countStatus(408)
 		c.srv.accessLog(c, &requestInfo{method: []byte("-")}, 408, len(canned408Body))
 		c.state = stateClosing
+		c.reschedule()
 		c.t.Close()
 	}
 }

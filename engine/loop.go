@@ -2,6 +2,7 @@ package engine
 
 import (
 	"sync"
+	"time"
 
 	"github.com/zenconn/server/engine/static"
 	"github.com/zenconn/server/proto"
@@ -63,6 +64,9 @@ type loop struct {
 
 	stats loopStats
 
+	// wheel files the connections by their next deadline for scan.
+	wheel wheel
+
 	// The loop's tasks as func values, made once: a method value
 	// allocates each time it is taken.
 	flushFn, drainFn func()
@@ -77,6 +81,7 @@ func newLoop(srv *Server, idx int, exec Executor) *loop {
 		subs:  make(map[string]*subList),
 	}
 	l.flushFn, l.drainFn = l.flushTask, l.drainInbox
+	l.wheel.cur = second(time.Now().UnixNano())
 	return l
 }
 

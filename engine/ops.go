@@ -245,6 +245,7 @@ func (c *Conn) setIdentity(ident *auth.Identity) {
 	if ident != nil && !ident.Expires.IsZero() {
 		c.expires = ident.Expires.UnixNano()
 	}
+	c.reschedule()
 	if c.state == stateWS && c.user() != before {
 		c.userChanged(before, c.user())
 		c.srv.cfg.Bridge.Identified(c.loop.idx, c.id, c.user())

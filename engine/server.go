@@ -276,6 +276,7 @@ func (s *Server) open(l *loop, t Transport) *Conn {
 	now := time.Now().UnixNano()
 	c := &Conn{srv: s, loop: l, t: t, lastRead: now, phase: phaseFirst, phaseStart: now}
 	l.conns[c] = struct{}{}
+	c.reschedule()
 	l.stats.connections.Add(1)
 	s.openConns.Add(1)
 	return c

@@ -88,7 +88,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.Var(&o.maxMessage, "max-message", "largest WebSocket message accepted (bytes; K/KiB, M/MiB suffixes); larger ones are closed with 1009")
 	o.maxOutbound = 4 << 20
 	fs.Var(&o.maxOutbound, "max-outbound", "per-connection outbound buffer; past it the connection is closed with 4001 (slow consumer)")
-	fs.DurationVar(&o.pingInterval, "ping-interval", 25*time.Second, "server ping to a WebSocket silent this long")
+	fs.DurationVar(&o.pingInterval, "ping-interval", 25*time.Second, "server ping to a WebSocket silent this long, plus up to a tenth of it for each connection")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 60*time.Second, "close a connection silent this long (WebSocket: code 4000)")
 	addInputFlags(fs, o)
 	fs.StringVar(&o.logLevel, "log-level", "info", "application log level: debug, info, warn, error")
