@@ -9,8 +9,11 @@
 #   kernel     the kernel's memory for the sockets (Slab, SUnreclaim, TCP
 #              buffer pages) grown since before the first connection, per
 #              connection and per socket
-#   fanout     RATE publishes/s (0: as fast as the window allows) for
-#              DURATION to every subscriber, DRAIN to let them arrive:
+#   fanout     RATE publishes/s (0, the default: as fast as the window
+#              allows) for DURATION to every subscriber, publishing held
+#              while the subscribers are more than MAX_LAG (4) messages
+#              behind on average (so that what is measured is what the
+#              machine sustains, not a backlog), DRAIN to let them arrive:
 #              deliveries/s, p50/p99, lost (not arrived after the drain)
 #   broadcast  one broadcast (a token with the broadcast grant) to every
 #              connection: deliveries, seconds until all arrived, lost
@@ -22,7 +25,7 @@
 #              exponential backoff and full jitter (100 ms, capped at 10 s)
 #              and resubscribe; time until all are back, close codes
 # Usage: bash bench/run-scale.sh   (env: CONNS PHASES WORKERS PROCS SOURCE_IPS
-#   RATE DURATION DRAIN BCAST_DRAIN CHURN_PCT CHURN_DURATION CHURN_INTERVAL
+#   RATE MAX_LAG DURATION DRAIN BCAST_DRAIN CHURN_PCT CHURN_DURATION CHURN_INTERVAL
 #   RESTART_TIMEOUT CONNECT_TIMEOUT NETNS)
 # Prints one JSON object per phase on stdout ("test":"scale-<phase>");
 # progress on stderr. Exits 1 when a phase failed (every phase still runs).
@@ -33,12 +36,15 @@
 # NETNS=1 runs everything in a private network namespace (unshare -n, its own
 # loopback, no connection tracking); unset, that happens when nf_conntrack is
 # loaded and 2 × CONNS exceeds 80 % of nf_conntrack_max (past it, SYNs are
-# dropped). NETNS=0 never. No sysctl of the machine is changed.
+# dropped). NETNS=0 never. The namespace gets its own table of established
+# connections sized for 2 × CONNS (net.ipv4.tcp_child_ehash_entries, set
+# while it is created and restored at once; EHASH=0: the machine's table).
+# No other sysctl is touched.
 set -euo pipefail
 self=$(realpath "$0")
 cd "$(dirname "$self")/.."
 : "${CONNS:=60000}" "${PHASES:=idle,kernel,fanout,broadcast,churn,restart}"
-: "${RATE:=2}" "${DURATION:=10s}" "${DRAIN:=60s}" "${BCAST_DRAIN:=60s}"
+: "${RATE:=0}" "${MAX_LAG:=4}" "${DURATION:=10s}" "${DRAIN:=60s}" "${BCAST_DRAIN:=60s}"
 : "${CHURN_PCT:=1}" "${CHURN_DURATION:=10m}" "${CHURN_INTERVAL:=10s}"
 : "${RESTART_TIMEOUT:=$((120 + CONNS / 2000))s}" "${CONNECT_TIMEOUT:=$((120 + CONNS / 2500))s}"
 : "${WORKERS:=$(((CONNS + 17999) / 18000 > 4 ? (CONNS + 17999) / 18000 : 4))}"
@@ -81,7 +87,34 @@ if [ -z "${SCALE_IN_NETNS:-}" ]; then
 	esac
 	if [ -n "$why" ]; then
 		log "running in a private network namespace (unshare -n, lo up): $why"
-		exec unshare -n env SCALE_IN_NETNS=1 bash -c 'ip link set lo up && exec bash "$0"' "$self"
+		ehash=/proc/sys/net/ipv4/tcp_child_ehash_entries
+		if [ "${EHASH:-1}" = 0 ] || ! [ -w $ehash ]; then
+			exec unshare -n env SCALE_IN_NETNS=1 bash -c 'ip link set lo up && exec bash "$0"' "$self"
+		fi
+		# The namespace gets a table of established connections of its own,
+		# sized for both ends of every connection (a power of two, 2 × CONNS
+		# or more): the machine's, sized from its RAM at boot, has 262,144
+		# buckets here, and with 2 M sockets a lookup (every segment
+		# received) walks chains of ~8 sockets. The setting only sizes the
+		# tables of namespaces created while it is set: it is restored as
+		# soon as this one exists.
+		old=$(cat $ehash) size=1024
+		while ((size < 2 * CONNS && size < 16777216)); do size=$((size * 2)); done
+		echo "$size" >$ehash
+		unshare -n env SCALE_IN_NETNS=1 bash -c 'ip link set lo up && exec bash "$0"' "$self" &
+		child=$!
+		trap 'kill -TERM $child 2>/dev/null' TERM INT
+		self_ns=$(readlink /proc/self/ns/net)
+		for _ in $(seq 100); do
+			ns=$(readlink /proc/$child/ns/net 2>/dev/null) || break
+			[ "$ns" != "$self_ns" ] && break
+			sleep 0.05
+		done
+		echo "$old" >$ehash
+		log "the namespace's table of established connections: $size buckets (tcp_child_ehash_entries, back to $old)"
+		rc=0
+		wait $child || rc=$?
+		exit $rc
 	fi
 fi
 netns_flag=()
@@ -145,7 +178,7 @@ budget=$(($(secs "$CONNECT_TIMEOUT") + $(secs "$DURATION") + $(secs "$DRAIN") + 
 	$(secs "$CHURN_DURATION") + $(secs "$RESTART_TIMEOUT") + 600))
 mkfifo "$work/cmd"
 "$work/load" hold --server zenconn --label scale --url "ws://127.0.0.1:$port/ws" --server-pids "$pids" \
-	--conns "$CONNS" --procs "$PROCS" --source-ips "$SOURCE_IPS" --connect-timeout "$CONNECT_TIMEOUT" \
+	--conns "$CONNS" --procs "$PROCS" --source-ips "$SOURCE_IPS" --connect-timeout "$CONNECT_TIMEOUT" --max-lag "$MAX_LAG" \
 	--timeout "${budget}s" "${netns_flag[@]}" <"$work/cmd" >"$work/out" &
 hold=$!
 exec 3>"$work/cmd"

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -67,6 +68,9 @@ func startWorkers(cfg *config) ([]*workerHandle, chan workerLine, error) {
 			"--timeout", time.Until(cfg.deadline).Round(time.Millisecond).String())
 		cmd := exec.Command(self, args...)
 		cmd.Stderr = os.Stderr
+		// A generator process ends with its orchestrator, however that
+		// ends (a TERM from a script that gives up, a crash).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
 			return ws, up, err
