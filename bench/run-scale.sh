@@ -9,14 +9,6 @@
 #   kernel     the kernel's memory for the sockets (Slab, SUnreclaim, TCP
 #              buffer pages) grown since before the first connection, per
 #              connection and per socket
-#   fanout     RATE publishes/s (0, the default: as fast as the window
-#              allows) for DURATION to every subscriber, publishing held
-#              while the subscribers are more than MAX_LAG (4) messages
-#              behind on average (so that what is measured is what the
-#              machine sustains, not a backlog), DRAIN to let them arrive:
-#              deliveries/s, p50/p99, lost (not arrived after the drain)
-#   broadcast  one broadcast (a token with the broadcast grant) to every
-#              connection: deliveries, seconds until all arrived, lost
 #   churn      CHURN_PCT % of the connections closed and reopened each
 #              second for CHURN_DURATION; server RSS/PSS, descriptors and
 #              kernel sockets sampled every CHURN_INTERVAL; growth flagged
@@ -24,6 +16,16 @@
 #              data folder; KILL after 120 s) under all connections: they reconnect with
 #              exponential backoff and full jitter (100 ms, capped at 10 s)
 #              and resubscribe; time until all are back, close codes
+#   fanout     RATE publishes/s (0, the default: as fast as the window
+#              allows) for DURATION to every subscriber, publishing held
+#              while the subscribers are more than MAX_LAG (4) messages
+#              behind on average (so that what is measured is what the
+#              machine sustains, not a backlog), DRAIN to let them arrive:
+#              deliveries/s, p50/p99, lost (not arrived after the drain);
+#              last with broadcast: clients that fall tens of seconds behind
+#              answer pings late and are closed as idle (4000)
+#   broadcast  one broadcast (a token with the broadcast grant) to every
+#              connection: deliveries, seconds until all arrived, lost
 # Usage: bash bench/run-scale.sh   (env: CONNS PHASES WORKERS PROCS SOURCE_IPS
 #   RATE MAX_LAG DURATION DRAIN BCAST_DRAIN CHURN_PCT CHURN_DURATION CHURN_INTERVAL
 #   RESTART_TIMEOUT CONNECT_TIMEOUT NETNS)
@@ -43,7 +45,7 @@
 set -euo pipefail
 self=$(realpath "$0")
 cd "$(dirname "$self")/.."
-: "${CONNS:=60000}" "${PHASES:=idle,kernel,fanout,broadcast,churn,restart}"
+: "${CONNS:=60000}" "${PHASES:=idle,kernel,churn,restart,fanout,broadcast}"
 : "${RATE:=0}" "${MAX_LAG:=4}" "${DURATION:=10s}" "${DRAIN:=60s}" "${BCAST_DRAIN:=60s}"
 : "${CHURN_PCT:=1}" "${CHURN_DURATION:=10m}" "${CHURN_INTERVAL:=10s}"
 : "${RESTART_TIMEOUT:=$((120 + CONNS / 2000))s}" "${CONNECT_TIMEOUT:=$((120 + CONNS / 2500))s}"
@@ -61,7 +63,7 @@ secs() { # a Go duration of whole s or m (10s, 10m) in seconds
 	case "$1" in *m) echo $((${1%m} * 60)) ;; *s) echo "${1%s}" ;; *) echo "$1" ;; esac
 }
 
-all_phases=(idle kernel fanout broadcast churn restart)
+all_phases=(idle kernel churn restart fanout broadcast)
 declare -A want=()
 for p in ${PHASES//,/ }; do
 	[[ " ${all_phases[*]} " == *" $p "* ]] || { echo "run-scale: unknown phase '$p' in PHASES (one of ${all_phases[*]})" >&2; exit 2; }
@@ -207,14 +209,6 @@ connect_wait=$(($(secs "$CONNECT_TIMEOUT") + 60))
 t_idle=$((connect_wait + 30))
 if [ -n "${want[idle]:-}" ]; then ask idle $t_idle || exit 1; t_idle=60; fi
 if [ -n "${want[kernel]:-}" ]; then ask kernel $t_idle || exit 1; t_idle=60; fi
-if [ -n "${want[fanout]:-}" ]; then
-	ask "fanout $RATE $DURATION $DRAIN" $((t_idle + $(secs "$DURATION") + $(secs "$DRAIN") + 60)) || exit 1
-	t_idle=60
-fi
-if [ -n "${want[broadcast]:-}" ]; then
-	ask "broadcast $BCAST_DRAIN" $((t_idle + $(secs "$BCAST_DRAIN") + 60)) || exit 1
-	t_idle=60
-fi
 if [ -n "${want[churn]:-}" ]; then
 	ask "churn $CHURN_PCT $CHURN_DURATION $CHURN_INTERVAL" $((t_idle + $(secs "$CHURN_DURATION") + 180)) || exit 1
 	t_idle=60
@@ -228,6 +222,14 @@ if [ -n "${want[restart]:-}" ]; then
 	start_agent
 	log "restart: listening again after $(echo "$(date +%s.%N) - $t0" | bc) s: processes $pids"
 	ask "restart-wait $pids $RESTART_TIMEOUT $listen_ns" $(($(secs "$RESTART_TIMEOUT") + 60)) || exit 1
+fi
+if [ -n "${want[fanout]:-}" ]; then
+	ask "fanout $RATE $DURATION $DRAIN" $((t_idle + $(secs "$DURATION") + $(secs "$DRAIN") + 60)) || exit 1
+	t_idle=60
+fi
+if [ -n "${want[broadcast]:-}" ]; then
+	ask "broadcast $BCAST_DRAIN" $((t_idle + $(secs "$BCAST_DRAIN") + 60)) || exit 1
+	t_idle=60
 fi
 echo quit >&3
 exec 3>&-
