@@ -12,7 +12,8 @@
 #                pinned to SERVER_CPU, the generator on LOAD_CPU.
 # Usage: bash bench/run-scale-curve.sh  (env: STEPS ONE_PROC_STEPS
 #        CURVE_SERVERS DURATION DRAIN SIZE SETTLE OUT KEEP_POINTS; ZenConn's fan-out
-#        runs at RATE=0, as fast as the window allows, then waits DRAIN)
+#        runs at RATE=0, as fast as the window and MAX_LAG (128, the other
+#        servers' fan-out default) allow, then waits DRAIN)
 # Writes OUT (bench/results/scale-curve.json): every point with the commands
 # that measured it, the settings, the open-file limit and the times; prints
 # it on stdout too. Progress on stderr. A step that fails is recorded with
@@ -24,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${STEPS:=10000 30000 100000 300000 1000000}" "${ONE_PROC_STEPS:=10000 18000}"
 : "${CURVE_SERVERS:=zenconn baseline centrifugo}" "${DURATION:=10s}" "${SIZE:=64}" "${SETTLE:=10s}"
-: "${OUT:=bench/results/scale-curve.json}" "${DRAIN:=60s}"
+: "${OUT:=bench/results/scale-curve.json}" "${DRAIN:=60s}" "${MAX_LAG:=128}"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 check_machine
@@ -53,9 +54,9 @@ point() {
 # zenconn_step N: run-scale.sh at N connections.
 zenconn_step() {
 	local n=$1 out="$WORK/zenconn-$1.jsonl" rc=0
-	local cmd="PHASES=idle,fanout RATE=0 DRAIN=$DRAIN CONNS=$n DURATION=$DURATION bash bench/run-scale.sh"
+	local cmd="PHASES=idle,fanout RATE=0 MAX_LAG=$MAX_LAG DRAIN=$DRAIN CONNS=$n DURATION=$DURATION bash bench/run-scale.sh"
 	log "zenconn: $cmd"
-	PHASES=idle,fanout RATE=0 DRAIN=$DRAIN CONNS=$n DURATION=$DURATION bash bench/run-scale.sh >"$out" || rc=$?
+	PHASES=idle,fanout RATE=0 MAX_LAG=$MAX_LAG DRAIN=$DRAIN CONNS=$n DURATION=$DURATION bash bench/run-scale.sh >"$out" || rc=$?
 	[ "$rc" = 0 ] || log "zenconn at $n: run-scale.sh exit $rc"
 	jq -c 'select(.test == "scale-idle")' "$out" >"$out.idle" 2>/dev/null || true
 	jq -c 'select(.test == "scale-fanout")' "$out" >"$out.fanout" 2>/dev/null || true
