@@ -133,7 +133,7 @@ func TestAttackStartupCLIStyle(t *testing.T) {
 		want string
 	}{
 		{[]string{"serve", "--no-such-flag"}, "zenconn serve: flag provided but not defined: -no-such-flag"},
-		{[]string{"serve", "--workers", "99"}, "zenconn serve: --workers: 99 is outside"},
+		{[]string{"serve", "--workers", "300"}, "zenconn serve: --workers: 300 is outside"},
 		{[]string{"token", "--no-such-flag"}, "zenconn token: flag provided but not defined"},
 		{[]string{"token", "--sub", "x"}, "zenconn token: --secret"},
 		{[]string{"status", "--no-such-flag"}, "zenconn status: flag provided but not defined"},
