@@ -65,6 +65,9 @@ func (l *churnLoop) onCentLine(c *cconn, p []byte, now int64) {
 		return
 	}
 	switch {
+	case c.state == csClosing:
+		// Sent before the node read our close frame: a client may still
+		// receive data after it sent its close (RFC 6455, 5.5.1).
 	case c.state == csWelcome:
 		l.onCentWelcome(c, p, now)
 	case c.state == csSubscribe && c.worker < 0:
