@@ -107,7 +107,7 @@ func (f *fakeCent) serve(fc *fakeConn, node int) {
 		return
 	}
 	for {
-		b, op, err := wsutil.ReadClientData(fc.c)
+		b, op, err := wsutil.ReadClientData(fc.rw())
 		if err != nil || op != ws.OpText {
 			return
 		}

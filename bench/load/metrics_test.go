@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -127,6 +128,21 @@ type fakeConn struct {
 	closed bool
 }
 
+// rw is fc's connection for wsutil.ReadClientData: the replies it writes
+// to control frames (pong, close) take fc.mu, like deliveries, so that a
+// delivery from another connection's goroutine never interleaves with them.
+func (fc *fakeConn) rw() io.ReadWriter { return lockedRW{fc} }
+
+type lockedRW struct{ fc *fakeConn }
+
+func (l lockedRW) Read(p []byte) (int, error) { return l.fc.c.Read(p) }
+
+func (l lockedRW) Write(p []byte) (int, error) {
+	l.fc.mu.Lock()
+	defer l.fc.mu.Unlock()
+	return l.fc.c.Write(p)
+}
+
 // deliver queues b (with pace) or writes it at once.
 func (fc *fakeConn) deliver(b []byte) {
 	fc.mu.Lock()
@@ -227,7 +243,7 @@ func (f *fakeNode) serve(fc *fakeConn) {
 	}
 	var publishes int64
 	for {
-		b, op, err := wsutil.ReadClientData(fc.c)
+		b, op, err := wsutil.ReadClientData(fc.rw())
 		if err != nil {
 			return
 		}
