@@ -53,17 +53,16 @@ type centReply struct {
 // onCentFrame handles every line of a frame.
 func (l *loop) onCentFrame(c *conn, p []byte, now int64) {
 	for len(p) > 0 && !c.closed() {
-		line := p
-		if i := bytes.IndexByte(p, '\n'); i >= 0 {
-			line, p = p[:i], p[i+1:]
-		} else {
-			p = nil
-		}
+		var line []byte
+		line, p, _ = bytes.Cut(p, newline)
 		if len(line) > 0 {
 			l.onCentMessage(c, line, now)
 		}
 	}
 }
+
+// newline separates the replies and pushes of one Centrifugo frame.
+var newline = []byte{'\n'}
 
 // onCentMessage handles one reply or push.
 func (l *loop) onCentMessage(c *conn, p []byte, now int64) {

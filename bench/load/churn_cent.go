@@ -38,12 +38,8 @@ func (l *churnLoop) onCentUpgrade(c *cconn) {
 // onCentFrame handles every line of a Centrifugo frame.
 func (l *churnLoop) onCentFrame(c *cconn, p []byte, now int64) {
 	for len(p) > 0 && c.state != csIdle && c.state != csDone {
-		line := p
-		if i := bytes.IndexByte(p, '\n'); i >= 0 {
-			line, p = p[:i], p[i+1:]
-		} else {
-			p = nil
-		}
+		var line []byte
+		line, p, _ = bytes.Cut(p, newline)
 		if len(line) > 0 {
 			l.onCentLine(c, line, now)
 		}
