@@ -18,8 +18,9 @@ import (
 // A TLS connection is a tlsConn over the connection's gnetConn. Its life
 // has two phases:
 //
-//   - Handshake. The loop appends the ciphertext it reads to hsIn. Once a
-//     whole first record (the ClientHello) is there, a goroutine runs
+//   - Handshake. The loop appends the whole records it reads to hsIn (an
+//     incomplete one stays in gnet's inbound buffer, as with records
+//     below). Once the first record (the ClientHello) is there, a goroutine runs
 //     crypto/tls's handshake, which blocks: it reads hsIn through tlsWire,
 //     waiting for more, and its writes go to the loop as tasks. At most
 //     Config.MaxTLSHandshakes run at once in the process; the handshake
@@ -107,11 +108,10 @@ type tlsConn struct {
 	src         []byte      // ciphertext being served (records phase)
 	// recLeft is how many bytes of the record crypto/tls is reading it has
 	// not read yet (0 at a record boundary); under mu during the
-	// handshake. partialOK lets tlsWire hand it an incomplete record.
-	recLeft   int
-	partialOK bool
-	wbuf      []byte      // ciphertext being written (from the loop's pool)
-	wire      tlsWireConn // what tc reads and writes
+	// handshake.
+	recLeft int
+	wbuf    []byte      // ciphertext being written (from the loop's pool)
+	wire    tlsWireConn // what tc reads and writes
 }
 
 // tlsWireConn is the net.Conn under tls.Conn.
@@ -132,44 +132,65 @@ func (t *tlsConn) signal() {
 	}
 }
 
-// feedHandshake takes ciphertext read during the handshake; it starts the
-// handshake once the first record is whole.
-func (t *tlsConn) feedHandshake(in []byte) {
+// feedHandshake takes the whole records at the start of in, read during
+// the handshake, and returns how many bytes they are; it starts the
+// handshake once the first record is there. The bytes of an incomplete
+// record stay in gnet's buffer: taken, they could end the handshake's
+// last flight with part of a record header that crypto/tls has no way
+// to keep once the records are read on the loop.
+func (t *tlsConn) feedHandshake(in []byte) int {
 	if len(in) == 0 {
-		return
+		return 0
 	}
-	t.mu.Lock()
-	if len(t.hsIn)+len(in) > maxHandshakeInput || !t.srv.input.take(len(in)) {
-		t.mu.Unlock()
-		t.srv.tlsFailed.Add(1)
-		t.Close()
-		return
-	}
-	t.hsIn = append(t.hsIn, in...)
-	first := t.hsIn
-	t.mu.Unlock()
-	if t.started {
-		t.signal()
-		return
-	}
-	if first[0] != recordTypeHandshake {
+	if !t.started && in[0] != recordTypeHandshake {
 		// Not TLS: most likely plain HTTP.
 		t.srv.tlsFailed.Add(1)
 		t.gc.Write(plainToTLS)
 		t.Close()
-		return
+		return len(in)
 	}
-	if len(first) < 5 {
-		return
-	}
-	if n := int(binary.BigEndian.Uint16(first[3:5])); n > tlsRecordMax {
+	if !t.started && len(in) >= 5 && int(binary.BigEndian.Uint16(in[3:5])) > tlsRecordMax {
 		t.srv.tlsFailed.Add(1)
 		t.Close() // no ClientHello record is that long
-		return
-	} else if len(first) < 5+n {
-		return // the ClientHello record is not whole yet
+		return len(in)
 	}
-	t.startHandshake()
+	k := wholeRecords(in)
+	if k == 0 {
+		return 0
+	}
+	t.mu.Lock()
+	if len(t.hsIn)+k > maxHandshakeInput || !t.srv.input.take(k) {
+		t.mu.Unlock()
+		t.srv.tlsFailed.Add(1)
+		t.Close()
+		return len(in)
+	}
+	t.hsIn = append(t.hsIn, in[:k]...)
+	t.mu.Unlock()
+	if t.started {
+		t.signal()
+	} else {
+		t.startHandshake()
+	}
+	return k
+}
+
+// wholeRecords returns how many bytes at the start of in are whole TLS
+// records; a header announcing a body longer than crypto/tls accepts
+// counts as whole, so that crypto/tls fails the connection at once.
+func wholeRecords(in []byte) int {
+	k := 0
+	for len(in)-k >= 5 {
+		n := int(binary.BigEndian.Uint16(in[k+3 : k+5]))
+		if n > tlsCiphertextMax {
+			return len(in)
+		}
+		if len(in)-k < 5+n {
+			break
+		}
+		k += 5 + n
+	}
+	return k
 }
 
 // startHandshake runs the handshake on a goroutine, within the process's
@@ -225,19 +246,17 @@ func (t *tlsConn) handshakeDone(err error) {
 	conn.tlsDone(t.tc.ConnectionState())
 	releaseHand(t.tc)
 	// A client may send its first request right behind its Finished; the
-	// loop has taken these bytes from gnet already, so an incomplete
-	// record among them goes to crypto/tls too.
-	t.src, t.partialOK = rest, true
+	// loop has taken its whole records from gnet already.
+	t.src = rest
 	t.serveRecords(conn)
-	t.src, t.partialOK = nil, false
+	t.src = nil
 }
 
 // traffic serves ciphertext read by the loop and returns how many of its
 // bytes were used: all but an incomplete record at the end.
 func (t *tlsConn) traffic(conn *Conn, in []byte) int {
 	if !t.established {
-		t.feedHandshake(in)
-		return len(in)
+		return t.feedHandshake(in)
 	}
 	t.src = in
 	t.serveRecords(conn)
@@ -297,14 +316,14 @@ func (t *tlsConn) closed() {
 
 // Read is crypto/tls's read, never past the end of the record it reads:
 // from hsIn during the handshake (waiting for more), from the bytes being
-// served afterwards (whole records only, unless partialOK).
+// served afterwards (whole records only).
 func (w tlsWireConn) Read(p []byte) (int, error) {
 	t := w.t
 	if len(p) == 0 {
 		return 0, nil
 	}
 	if t.established {
-		k := recordBytes(t.src, &t.recLeft, len(p), !t.partialOK)
+		k := recordBytes(t.src, &t.recLeft, len(p), true)
 		if k == 0 {
 			return 0, errWouldBlock
 		}

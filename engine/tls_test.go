@@ -498,3 +498,30 @@ func TestTLSBadRecordAlerted(t *testing.T) {
 		t.Fatalf("read after a bad record: %v, want the bad_record_mac alert", err)
 	}
 }
+
+// TestWholeRecords: during the handshake the loop takes whole records
+// only; the bytes of an incomplete record, even a header cut short, stay
+// in gnet's buffer until the rest arrives.
+func TestWholeRecords(t *testing.T) {
+	rec := func(n int) []byte {
+		return append([]byte{recordTypeHandshake, 3, 3, byte(n >> 8), byte(n)}, make([]byte, n)...)
+	}
+	two := append(rec(10), rec(3)...)
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want int
+	}{
+		{"empty", nil, 0},
+		{"short header", two[:3], 0},
+		{"header only", two[:5], 0},
+		{"one whole", two[:15], 15},
+		{"one whole, the next header cut short", two[:18], 15},
+		{"two whole", two, len(two)},
+		{"too long a body is handed over", []byte{recordTypeHandshake, 3, 3, 0xff, 0xff, 1}, 6},
+	} {
+		if got := wholeRecords(tc.in); got != tc.want {
+			t.Errorf("%s: wholeRecords = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
