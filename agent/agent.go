@@ -112,6 +112,12 @@ type Agent struct {
 
 	userEvictions atomic.Uint64 // connections closed with 4009 (limits.go)
 	queries       queryLimit
+
+	// stopping: the node is shutting down; the sessions that end now are
+	// not written one by one, the store's stop mark ends them all
+	// (audit.go). leftOpen counts them.
+	stopping atomic.Bool
+	leftOpen atomic.Int64
 }
 
 // New validates cfg and fills in its defaults.
@@ -193,7 +199,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	select {
 	case <-ctx.Done():
+		a.stopping.Store(true)
 		<-stopped
+		a.markStopped()
 	case err = <-a.fatal:
 		stop()
 		select {

@@ -61,8 +61,17 @@ func (a *Agent) putSession(id string, c *connRec, end time.Time, code int, first
 	return se.User
 }
 
-// closeSession ends connection id's session and audits the disconnect.
+// closeGoingAway is the close code of the sessions a node's stop ends:
+// its workers close their connections with it (RFC 6455 section 7.4.1).
+const closeGoingAway = 1001
+
+// closeSession ends connection id's session and audits the disconnect;
+// while the node stops it only counts it (markStopped).
 func (a *Agent) closeSession(id string, c *connRec, code int) {
+	if a.stopping.Load() {
+		a.leftOpen.Add(1)
+		return
+	}
 	user := a.putSession(id, c, time.Now(), code, false)
 	a.audit(&store.Record{Worker: c.worker, Conn: id, User: user, Op: store.OpDisconnect, Code: code}, nil)
 }
@@ -88,4 +97,21 @@ func (c *connRec) tlsNames() (scheme, version, cipher string) {
 		return "ws", "", ""
 	}
 	return "wss", tls.VersionName(c.tlsVersion), tls.CipherSuiteName(c.tlsCipher)
+}
+
+// markStopped ends, with one stop mark in the store, the sessions the
+// node's stop closed: a million session ends and disconnect records
+// would keep the node from exiting for minutes (its clients waiting to
+// reconnect). The store reads them as ended at the mark, with 1001, and
+// writes their ends at the next start (store.CloseActive).
+func (a *Agent) markStopped() {
+	n := a.leftOpen.Load()
+	if a.st == nil || n == 0 {
+		return
+	}
+	if err := a.st.MarkStopped(time.Now(), closeGoingAway); err != nil {
+		a.log.Warn("the sessions ended by the stop stay open until the next start ends them with 1006", "sessions", n, "err", err)
+		return
+	}
+	a.log.Info("the sessions ended by the stop are recorded by one stop mark", "sessions", n)
 }

@@ -41,7 +41,9 @@
 // exits with ExitConfig could not start with its configuration: it is not
 // restarted, the agent stops with an error); its connections leave
 // the table at once and their sessions end with 1006. On shutdown the
-// workers get SIGTERM and ShutdownGrace to drain, then SIGKILL. Workers die
+// workers get SIGTERM and ShutdownGrace to drain, then SIGKILL; the
+// sessions that end meanwhile are recorded by one stop mark in the store
+// (store.MarkStopped), not one by one. Workers die
 // with the agent (PR_SET_PDEATHSIG).
 //
 // A worker that stays unable to take its records, because its outbox

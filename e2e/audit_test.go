@@ -543,6 +543,9 @@ func TestAuditProbe(t *testing.T) {
 	if exited, err := s.WaitExit(stopGrace); !exited || err != nil {
 		t.Fatalf("SIGTERM: exited %v (%v), want a clean exit", exited, err)
 	}
+	if want := fmt.Sprintf(`msg="the sessions ended by the stop are recorded by one stop mark" sessions=%d`, nConns); !strings.Contains(s.Logs(), want) {
+		t.Errorf("no log line %s:\n%s", want, grepLines(s.Logs(), "stop"))
+	}
 
 	// Restarted on the same data folder: the same records, the sessions closed.
 	s2 := s.restart(t)
@@ -568,9 +571,20 @@ func TestAuditProbe(t *testing.T) {
 	if act := auSessions(t, s2, "active=true"); len(act) != 0 {
 		t.Fatalf("after the restart, before any client, GET /api/sessions?active=true lists %d sessions:\n%v", len(act), act)
 	}
+	// The stop wrote one mark; the restarted node writes the disconnect
+	// records, stamped with it, in the background.
+	eventually(t, defaultTimeout, func() string {
+		if n := len(auFilter(auAudit(t, s2, "op=disconnect"), func(r auRecord) bool { return r.Code == 1001 })); n < nConns {
+			return fmt.Sprintf("%d disconnect records with 1001 after the restart, want %d", n, nConns)
+		}
+		return ""
+	})
 	disc := auAudit(t, s2, "op=disconnect")
 	for _, c := range clients {
-		auFind(t, disc, 1, "the disconnect of "+c.ID, func(r auRecord) bool { return r.Conn == c.ID && r.Code == 1001 })
+		r := auFind(t, disc, 1, "the disconnect of "+c.ID, func(r auRecord) bool { return r.Conn == c.ID && r.Code == 1001 })[0]
+		if r.Time.Before(stopped) {
+			t.Errorf("disconnect record %s: before the stop (%v)", r, stopped)
+		}
 	}
 
 	// The node id carries over; connection ids are not reused.

@@ -63,6 +63,15 @@
 // bytes of JSON and in keys its filters skip (MaxScan), and stops when its
 // context is done (budget.go).
 //
+// # Stop marks
+//
+// A node that stops with sessions open writes one stop mark (MarkStopped)
+// instead of each session's end; sessions still active that connected
+// before a mark read as ended at the first mark after their start, with
+// its code. At the next start CloseActive writes their ends and
+// disconnect records, in groups, in the background, and drops the marks
+// (stopmark.go).
+//
 // # Databases
 //
 // The folder holds two Pebble databases. log/ holds the audit records

@@ -306,7 +306,7 @@ func (s *Store) SessionsContext(ctx context.Context, q SessionQuery) ([]Session,
 		}
 		after = append([]byte{spaceSession}, c...)
 	}
-	p := sessionPage{active: q.Active, limit: limit, after: after, budget: newPageBudget(ctx, q.MaxBytes)}
+	p := sessionPage{active: q.Active, limit: limit, after: after, marks: s.stopMarks(), budget: newPageBudget(ctx, q.MaxBytes)}
 	p.out = make([]Session, 0, min(limit, 64))
 	take := p.take
 	from := []byte{spaceSession}
@@ -346,6 +346,7 @@ type sessionPage struct {
 	active  *bool
 	limit   int
 	after   []byte // the 's' key of the last session of the previous page
+	marks   []stopMark
 	out     []Session
 	more    bool   // a match past the page was seen, or MaxScan keys
 	lastKey []byte // 's' key of the last session in out, or the last visited
@@ -364,6 +365,7 @@ func (p *sessionPage) take(sk, v []byte) (bool, error) {
 	if err := decodeSession(v, &se); err != nil {
 		return false, err
 	}
+	endedByStop(p.marks, &se)
 	// Through the user index a session is listed under every user it
 	// had, so its latest user need not match.
 	if p.active != nil && *p.active != se.Active() {

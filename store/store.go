@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -201,12 +200,13 @@ type Store struct {
 	m          metrics
 
 	dir       string
-	quota     int64         // the effective Options.Quota; 0 in read-only mode
-	written   atomic.Int64  // bytes committed since quotaLoop was last woken
-	quotaKick chan struct{} // wakes quotaLoop
-	cutLog    *limitLog     // data cut to Options.MaxData
-	fullLog   *limitLog     // the writer paused on a full disk
-	quotaLog  *limitLog     // records trimmed for the quota
+	quota     int64                      // the effective Options.Quota; 0 in read-only mode
+	written   atomic.Int64               // bytes committed since quotaLoop was last woken
+	quotaKick chan struct{}              // wakes quotaLoop
+	cutLog    *limitLog                  // data cut to Options.MaxData
+	fullLog   *limitLog                  // the writer paused on a full disk
+	quotaLog  *limitLog                  // records trimmed for the quota
+	marks     atomic.Pointer[[]stopMark] // the node's stops whose sessions are not all ended (stopmark.go)
 }
 
 // Open opens (creating if needed) the store in dir.
@@ -232,6 +232,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	err = w.loadSeq()
+	if err == nil {
+		err = s.loadStopMarks()
+	}
 	if err == nil && !opts.ReadOnly {
 		err = s.reindexTail()
 	}
@@ -310,48 +313,6 @@ func (s *Store) BarrierWithin(d time.Duration) error {
 // ErrBehind is BarrierWithin's error when the writer did not catch up in
 // time.
 var ErrBehind = errors.New("store: the writer is behind")
-
-// CloseActive marks every session still recorded as active as ended at
-// `at` with close code code, audits its disconnect (a record like the
-// one a live session's end gets), and returns how many there were. The agent
-// calls it at start: sessions left active belong to a previous run that
-// did not stop cleanly.
-func (s *Store) CloseActive(at time.Time, code int) (int, error) {
-	if s.opts.ReadOnly || s.q.isClosing() {
-		return 0, ErrClosed
-	}
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{spaceActive}, UpperBound: []byte{spaceActive + 1}})
-	if err != nil {
-		return 0, err
-	}
-	var keys [][]byte
-	for it.First(); it.Valid(); it.Next() {
-		keys = append(keys, slices.Clone(it.Key()))
-	}
-	if err := it.Close(); err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, k := range keys {
-		sk := slices.Clone(k)
-		sk[0] = spaceSession
-		v, closer, err := s.db.Get(sk)
-		if err != nil {
-			continue
-		}
-		var se Session
-		derr := decodeSession(v, &se)
-		_ = closer.Close()
-		if derr != nil {
-			continue
-		}
-		se.Disconnected, se.CloseCode = at.UTC(), code
-		s.PutSession(&se)
-		s.Append(&Record{Time: at, Node: se.Node, Worker: se.Worker, Conn: se.Conn, User: se.User, Op: OpDisconnect, Code: code}, nil)
-		n++
-	}
-	return n, s.Barrier()
-}
 
 // Close commits what is queued, syncs and closes the database.
 func (s *Store) Close() error {

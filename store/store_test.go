@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -303,7 +304,7 @@ func TestCloseActive(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := time.Now().UTC()
-	n, err := s.CloseActive(at, 1012)
+	n, err := s.CloseActive(context.Background(), at, 1012)
 	if err != nil || n != 3 {
 		t.Fatalf("CloseActive = %d, %v; want 3, nil", n, err)
 	}
@@ -329,7 +330,7 @@ func TestCloseActive(t *testing.T) {
 	if ss, _, err := s.Sessions(SessionQuery{Active: &active}); err != nil || len(ss) != 0 {
 		t.Fatalf("active sessions after CloseActive: %v %v", ss, err)
 	}
-	if n, err := s.CloseActive(at, 1012); err != nil || n != 0 {
+	if n, err := s.CloseActive(context.Background(), at, 1012); err != nil || n != 0 {
 		t.Fatalf("second CloseActive = %d, %v; want 0, nil", n, err)
 	}
 }
@@ -431,7 +432,7 @@ func TestReadOnly(t *testing.T) {
 		if err := ro.Barrier(); err != nil {   // nor this
 			t.Fatal(err)
 		}
-		if n, err := ro.CloseActive(time.Now(), 1001); !errors.Is(err, ErrClosed) {
+		if n, err := ro.CloseActive(context.Background(), time.Now(), 1001); !errors.Is(err, ErrClosed) {
 			t.Errorf("read-only CloseActive = %d, %v; want ErrClosed", n, err)
 		}
 		if got := sessionsAll(t, ro, SessionQuery{}); len(got) != 1 || !got[0].Active() {

@@ -76,6 +76,7 @@ func runNode(o *serveOptions, args []string, verifier *auth.Verifier, log *slog.
 				log.Warn("closing the store", "err", err)
 			}
 		}()
+		defer closeLeftovers(st, time.Now(), log)()
 	}
 	log.Info("starting", "node", n.node, "workers", o.workers, "loops_per_worker", n.loops, "public", o.public, "data", o.data,
 		"tokens", n.verifier != nil, "anonymous", o.anonymous, "api", o.apiKey != "", "audit", st != nil, "audit_sync", o.auditSync)
@@ -314,13 +315,26 @@ func openStore(o *serveOptions, log *slog.Logger) (*store.Store, *prometheus.Reg
 	if err != nil {
 		return nil, nil, err
 	}
-	if n, err := st.CloseActive(time.Now(), 1006); err != nil {
-		_ = st.Close()
-		return nil, nil, err
-	} else if n > 0 {
-		log.Warn("sessions left open by the previous run closed with 1006", "sessions", n)
-	}
 	return st, reg, nil
+}
+
+// closeLeftovers ends, in the background, the sessions earlier runs left
+// open (store.CloseActive: at their run's stop mark, or with 1006 if it
+// did not stop cleanly); the function it returns stops it and waits.
+func closeLeftovers(st *store.Store, start time.Time, log *slog.Logger) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n, err := st.CloseActive(ctx, start, 1006)
+		if n > 0 {
+			log.Info("sessions left open by earlier runs ended", "sessions", n, "seconds", time.Since(start).Seconds())
+		}
+		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, store.ErrClosed) {
+			log.Warn("ending the sessions left open by earlier runs", "err", err, "ended", n)
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // accessLogMetric registers the access log's dropped-lines counter on a
