@@ -115,7 +115,7 @@ type Agent struct {
 
 	// stopping: the node is shutting down; the sessions that end now are
 	// not written one by one, the store's stop mark ends them all
-	// (audit.go). leftOpen counts them.
+	// (audit.go). leftOpen counts those taken off the table meanwhile.
 	stopping atomic.Bool
 	leftOpen atomic.Int64
 }

@@ -135,6 +135,9 @@ func (a *Agent) onOpened(s *slot, m *nodemsg.Msg) {
 }
 
 func (a *Agent) onClosed(_ *slot, m *nodemsg.Msg) {
+	if a.keepTable() {
+		return
+	}
 	a.mu.Lock()
 	c := a.tab.close(m.Conn)
 	a.mu.Unlock()

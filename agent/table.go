@@ -225,15 +225,23 @@ func (t *table) channelChanged(ch string, on bool) {
 // dropWorker removes worker w's connections and interest and returns the
 // removed connections by id.
 func (t *table) dropWorker(w int) map[string]*connRec {
-	gone := map[string]*connRec{}
-	for id, c := range t.walk("") {
-		if c.worker == w {
-			gone[id] = c
+	gone, hadSubs := map[string]*connRec{}, t.workerSubs[w] > 0
+	if want := t.workerConns[w]; want > 0 {
+		for id, c := range t.walk("") {
+			if c.worker != w {
+				continue
+			}
+			if gone[id] = c; len(gone) == want {
+				break // all of them found
+			}
 		}
 	}
 	for id, c := range gone {
 		t.conns.Delete(id)
 		t.forget(c)
+	}
+	if !hadSubs {
+		return gone // no channel counts subscribers of w
 	}
 	var empty []*chanRec
 	for _, cr := range t.interest {

@@ -176,3 +176,21 @@ func TestTableTotalsFollowEveryChange(t *testing.T) {
 		t.Errorf("left: %d connections, %d subscriptions; want d and its one", c, s)
 	}
 }
+
+// TestDropWorkerWalksOnlyWhatItMust: dropping a worker with no
+// connections walks none of the table, and the walk for one that has
+// some stops at its last.
+func TestDropWorkerWalksOnlyWhatItMust(t *testing.T) {
+	tab := newTable(3)
+	for i := range 1000 {
+		tab.open(fmt.Sprintf("c%04d", i), &connRec{worker: 0})
+	}
+	tab.open("c0000x", &connRec{worker: 1})
+	tab.visited = 0
+	if gone := tab.dropWorker(2); len(gone) != 0 || tab.visited != 0 {
+		t.Fatalf("dropWorker of a worker without connections: %d gone, %d walked; want 0 and 0", len(gone), tab.visited)
+	}
+	if gone := tab.dropWorker(1); len(gone) != 1 || tab.visited > 3 {
+		t.Fatalf("dropWorker(1): %d gone, %d walked; want 1, and the walk to stop after it", len(gone), tab.visited)
+	}
+}
