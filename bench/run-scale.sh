@@ -28,7 +28,7 @@
 #              connection: deliveries, seconds until all arrived, lost
 # Usage: bash bench/run-scale.sh   (env: CONNS PHASES WORKERS PROCS SOURCE_IPS
 #   RATE MAX_LAG DURATION DRAIN BCAST_DRAIN CHURN_PCT CHURN_DURATION CHURN_INTERVAL
-#   RESTART_TIMEOUT CONNECT_TIMEOUT NETNS)
+#   RESTART_TIMEOUT CONNECT_TIMEOUT NETNS ZENCONN_EXTRA)
 # Prints one JSON object per phase on stdout ("test":"scale-<phase>");
 # progress on stderr. Exits 1 when a phase failed (every phase still runs).
 # Unset, WORKERS, PROCS and SOURCE_IPS grow with CONNS: every process (worker
@@ -147,7 +147,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "loadavg: $(cat /proc/loadavg); conns $CONNS, workers $WORKERS, procs $PROCS, $(echo "$SOURCE_IPS" | tr , '\n' | wc -l) source addresses, phases ${PHASES}"
+log "loadavg: $(cat /proc/loadavg); conns $CONNS, workers $WORKERS, procs $PROCS, $(echo "$SOURCE_IPS" | tr , '\n' | wc -l) source addresses, phases ${PHASES}${ZENCONN_EXTRA:+, serve flags: $ZENCONN_EXTRA}"
 go build -o "$work/zenconn" ./cmd/zenconn
 go build -o "$work/load" ./bench/load
 mkdir -p "$work/public" "$work/data"
@@ -155,6 +155,9 @@ ZENCONN_JWT_SECRET=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 export ZENCONN_JWT_SECRET
 port=$((20400 + RANDOM % 500))
 listen_ns=0 starts=0
+# ZENCONN_EXTRA: more serve flags (words), e.g. '--ping-interval 120s --idle-timeout 300s'.
+extra=()
+[ -z "${ZENCONN_EXTRA:-}" ] || read -r -a extra <<<"$ZENCONN_EXTRA"
 # start_agent: the node on $port with $work/data; waits (120 s at most) until
 # it listens; sets agent, listen_ns, pids and slog (its log).
 start_agent() {
@@ -163,7 +166,7 @@ start_agent() {
 	: >"$slog"
 	"$work/zenconn" serve --addr "127.0.0.1:$port" --workers "$WORKERS" --access-log off \
 		--public "$work/public" --data "$work/data" --max-outbound 64MiB \
-		--max-conns-per-ip 1000000 --conn-rate-per-ip 1000000 --publish-rate 1000000 2>"$slog" &
+		--max-conns-per-ip 1000000 --conn-rate-per-ip 1000000 --publish-rate 1000000 "${extra[@]}" 2>"$slog" &
 	agent=$!
 	pids=$agent
 	for _ in $(seq 1200); do grep -q 'msg=listening' "$slog" && break; sleep 0.1; done
