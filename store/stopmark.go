@@ -49,7 +49,12 @@ func (s *Store) MarkStopped(at time.Time, code int) error {
 	}
 	m := stopMark{at: unixNano(at), code: code}
 	k := appendU64(slices.Clone(stopMarkPrefix), uint64(m.at))
-	if err := s.db.Set(k, binary.BigEndian.AppendUint16(nil, uint16(code)), pebble.Sync); err != nil {
+	if !s.reading() {
+		return ErrClosed
+	}
+	err := s.db.Set(k, binary.BigEndian.AppendUint16(nil, uint16(code)), pebble.Sync)
+	s.dbMu.RUnlock()
+	if err != nil {
 		return err
 	}
 	marks := append(slices.Clone(s.stopMarks()), m)
