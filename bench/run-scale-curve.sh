@@ -11,7 +11,7 @@
 #                (lib.sh's start_server and run_load), each on a fresh server
 #                pinned to SERVER_CPU, the generator on LOAD_CPU.
 # Usage: bash bench/run-scale-curve.sh  (env: STEPS ONE_PROC_STEPS
-#        CURVE_SERVERS DURATION DRAIN SIZE SETTLE OUT KEEP_POINTS; ZenConn's fan-out
+#        CURVE_SERVERS DURATION DRAIN SIZE SETTLE OUT KEEP_POINTS ZENCONN_EXTRA; ZenConn's fan-out
 #        runs at RATE=0, as fast as the window and MAX_LAG (128, the other
 #        servers' fan-out default) allow, then waits DRAIN)
 # Writes OUT (bench/results/scale-curve.json): every point with the commands
@@ -55,6 +55,8 @@ point() {
 zenconn_step() {
 	local n=$1 out="$WORK/zenconn-$1.jsonl" rc=0
 	local cmd="PHASES=idle,fanout RATE=0 MAX_LAG=$MAX_LAG DRAIN=$DRAIN CONNS=$n DURATION=$DURATION bash bench/run-scale.sh"
+	# The node's extra flags (run-scale.sh's ZENCONN_EXTRA) are part of the point.
+	[ -z "${ZENCONN_EXTRA:-}" ] || cmd="ZENCONN_EXTRA='$ZENCONN_EXTRA' $cmd"
 	log "zenconn: $cmd"
 	PHASES=idle,fanout RATE=0 MAX_LAG=$MAX_LAG DRAIN=$DRAIN CONNS=$n DURATION=$DURATION bash bench/run-scale.sh >"$out" || rc=$?
 	[ "$rc" = 0 ] || log "zenconn at $n: run-scale.sh exit $rc"
