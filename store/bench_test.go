@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"syscall"
 	"testing"
@@ -147,4 +148,41 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkCloseActive: the background work of a start after a stop with
+// many sessions open (CloseActive: read each session, write its end and
+// its disconnect record, a thousand per commit). Reports sessions ended a
+// second.
+func BenchmarkCloseActive(b *testing.B) {
+	const sessions = 100_000
+	dir := b.TempDir()
+	s, err := Open(dir, Options{Sync: SyncBatch})
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now().Add(-time.Hour)
+	var ended time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		for i := range sessions {
+			s.PutSession(&Session{Conn: fmt.Sprintf("c%09d", i), Node: "node-1", User: "u", Remote: "127.0.0.1:40000",
+				UserAgent: "load/1", Protocol: "json", Connected: start.Add(time.Duration(i) * time.Microsecond),
+				Channels: []string{"scale"}, First: true})
+		}
+		if err := s.MarkStopped(time.Now(), 1001); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		t0 := time.Now()
+		n, err := s.CloseActive(context.Background(), time.Now(), 1006)
+		if err != nil || n != sessions {
+			b.Fatalf("CloseActive = %d, %v; want %d", n, err, sessions)
+		}
+		ended += time.Since(t0)
+	}
+	b.ReportMetric(float64(sessions*b.N)/ended.Seconds(), "sessions/s")
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
 }
