@@ -57,31 +57,27 @@ func (s *Store) MarkStopped(at time.Time, code int) error {
 	if err != nil {
 		return err
 	}
-	marks := append(slices.Clone(s.stopMarks()), m)
-	slices.SortFunc(marks, func(a, b stopMark) int { return cmp.Compare(a.at, b.at) })
-	s.marks.Store(&marks)
+	s.setStopMarks(append(slices.Clone(s.stopMarks()), m))
 	return nil
 }
 
 // loadStopMarks reads the stop marks at open.
 func (s *Store) loadStopMarks() error {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: stopMarkPrefix, UpperBound: []byte{spaceMeta, 's' + 1}})
-	if err != nil {
-		return err
-	}
 	var marks []stopMark
-	for it.First(); it.Valid(); it.Next() {
-		k, v := it.Key(), it.Value()
-		if len(k) != len(stopMarkPrefix)+8 || len(v) != 2 {
-			continue
+	err := s.scanRange(stopMarkPrefix, []byte{spaceMeta, 's' + 1}, func(k, v []byte) (bool, error) {
+		if len(k) == len(stopMarkPrefix)+8 && len(v) == 2 {
+			marks = append(marks, stopMark{at: int64(binary.BigEndian.Uint64(k[len(stopMarkPrefix):])), code: int(binary.BigEndian.Uint16(v))})
 		}
-		marks = append(marks, stopMark{at: int64(binary.BigEndian.Uint64(k[len(stopMarkPrefix):])), code: int(binary.BigEndian.Uint16(v))})
-	}
-	if err := it.Close(); err != nil {
-		return err
-	}
+		return false, nil
+	})
 	s.marks.Store(&marks)
-	return nil
+	return err
+}
+
+// setStopMarks makes marks, in time order, the ones queries apply.
+func (s *Store) setStopMarks(marks []stopMark) {
+	slices.SortFunc(marks, func(a, b stopMark) int { return cmp.Compare(a.at, b.at) })
+	s.marks.Store(&marks)
 }
 
 func (s *Store) stopMarks() []stopMark {
@@ -121,9 +117,8 @@ func (s *Store) CloseActive(ctx context.Context, before time.Time, code int) (in
 	}
 	// Until they are written, the sessions it ends read as ended already:
 	// a mark at `before`, kept in memory only, ends those no stop ended.
-	marks := append(slices.Clone(s.stopMarks()), stopMark{at: unixNano(before), code: code})
-	slices.SortFunc(marks, func(a, b stopMark) int { return cmp.Compare(a.at, b.at) })
-	s.marks.Store(&marks)
+	s.setStopMarks(append(slices.Clone(s.stopMarks()), stopMark{at: unixNano(before), code: code}))
+	marks := s.stopMarks()
 	lo, hi := []byte{spaceActive}, sessionKey(nil, spaceActive, unixNano(before), "")
 	n := 0
 	for {
@@ -155,15 +150,12 @@ func (s *Store) activeKeys(lo, hi []byte, max int) ([][]byte, error) {
 		return nil, ErrClosed
 	}
 	defer s.dbMu.RUnlock()
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return nil, err
-	}
 	var keys [][]byte
-	for it.First(); it.Valid() && len(keys) < max; it.Next() {
-		keys = append(keys, slices.Clone(it.Key()))
-	}
-	return keys, it.Close()
+	err := s.scanRange(lo, hi, func(k, _ []byte) (bool, error) {
+		keys = append(keys, slices.Clone(k))
+		return len(keys) == max, nil
+	})
+	return keys, err
 }
 
 // endLeftover ends the session of active marker k; false when it is gone
