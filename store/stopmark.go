@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -126,20 +127,23 @@ func (s *Store) CloseActive(ctx context.Context, before time.Time, code int) (in
 			return n, err
 		}
 		keys, err := s.activeKeys(lo, hi, closeActiveChunk)
-		if err != nil || len(keys) == 0 {
-			if err == nil {
-				err = s.dropStopMarks(before)
-			}
+		if err != nil {
 			return n, err
 		}
-		for _, k := range keys {
-			if s.endLeftover(k, marks) {
-				n++
-			}
-		}
+		// This group is read while the writer commits the one before.
+		ended := s.leftovers(keys, marks)
 		if err := s.Barrier(); err != nil {
 			return n, err
 		}
+		if len(keys) == 0 {
+			return n, s.dropStopMarks(before)
+		}
+		for i := range ended {
+			se := &ended[i]
+			s.PutSession(se)
+			s.Append(&Record{Time: se.Disconnected, Node: se.Node, Worker: se.Worker, Conn: se.Conn, User: se.User, Op: OpDisconnect, Code: se.CloseCode}, nil)
+		}
+		n += len(ended)
 		lo = append(keys[len(keys)-1], 0)
 	}
 }
@@ -158,27 +162,34 @@ func (s *Store) activeKeys(lo, hi []byte, max int) ([][]byte, error) {
 	return keys, err
 }
 
-// endLeftover ends the session of active marker k; false when it is gone
-// or unreadable.
-func (s *Store) endLeftover(k []byte, marks []stopMark) bool {
-	sk := slices.Clone(k)
-	sk[0] = spaceSession
-	var se Session
-	if !s.reading() {
-		return false
+// leftovers returns the sessions of active markers keys, ended by marks;
+// those gone or unreadable are left out. The keys are in order, and so
+// are their sessions: one iterator seeks from each to the next, reading
+// each table block once (a Get per key decompressed it again and again).
+func (s *Store) leftovers(keys [][]byte, marks []stopMark) []Session {
+	if len(keys) == 0 || !s.reading() {
+		return nil
 	}
-	v, closer, err := s.db.Get(sk)
-	if err == nil {
-		err = decodeSession(v, &se)
-		_ = closer.Close()
+	defer s.dbMu.RUnlock()
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{spaceSession}, UpperBound: []byte{spaceSession + 1}})
+	if err != nil {
+		return nil
 	}
-	s.dbMu.RUnlock()
-	if err != nil || !endedByStop(marks, &se) {
-		return false
+	defer it.Close()
+	ended := make([]Session, 0, len(keys))
+	var sk []byte
+	for _, k := range keys {
+		sk = append(append(sk[:0], spaceSession), k[1:]...)
+		if !it.SeekGE(sk) || !bytes.Equal(it.Key(), sk) {
+			continue
+		}
+		v, err := it.ValueAndErr()
+		var se Session
+		if err == nil && decodeSession(v, &se) == nil && endedByStop(marks, &se) {
+			ended = append(ended, se)
+		}
 	}
-	s.PutSession(&se)
-	s.Append(&Record{Time: se.Disconnected, Node: se.Node, Worker: se.Worker, Conn: se.Conn, User: se.User, Op: OpDisconnect, Code: se.CloseCode}, nil)
-	return true
+	return ended
 }
 
 // dropStopMarks deletes the stop marks before `before`, whose sessions
