@@ -327,10 +327,13 @@ func closeLeftovers(st *store.Store, start time.Time, log *slog.Logger) func() {
 	go func() {
 		defer close(done)
 		n, err := st.CloseActive(ctx, start, 1006)
-		if n > 0 {
+		switch {
+		case err == nil && n > 0:
 			log.Info("sessions left open by earlier runs ended", "sessions", n, "seconds", time.Since(start).Seconds())
-		}
-		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, store.ErrClosed) {
+		case errors.Is(err, context.Canceled) || errors.Is(err, store.ErrClosed):
+			log.Info("the node stops before it ended every session left open by earlier runs: the next start ends the rest",
+				"ended", n, "seconds", time.Since(start).Seconds())
+		case err != nil:
 			log.Warn("ending the sessions left open by earlier runs", "err", err, "ended", n)
 		}
 	}()
