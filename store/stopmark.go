@@ -131,8 +131,11 @@ func (s *Store) CloseActive(ctx context.Context, before time.Time, code int) (in
 			return n, err
 		}
 		// This group is read while the writer commits the one before.
-		ended := s.leftovers(keys, marks)
-		if err := s.Barrier(); err != nil {
+		ended, err := s.leftovers(keys, marks)
+		if err == nil {
+			err = s.Barrier()
+		}
+		if err != nil {
 			return n, err
 		}
 		if len(keys) == 0 {
@@ -166,16 +169,20 @@ func (s *Store) activeKeys(lo, hi []byte, max int) ([][]byte, error) {
 // those gone or unreadable are left out. The keys are in order, and so
 // are their sessions: one iterator seeks from each to the next, reading
 // each table block once (a Get per key decompressed it again and again).
-func (s *Store) leftovers(keys [][]byte, marks []stopMark) []Session {
-	if len(keys) == 0 || !s.reading() {
-		return nil
+// An error of the iterator stops it: the sessions it did not read would
+// otherwise lose their marks.
+func (s *Store) leftovers(keys [][]byte, marks []stopMark) ([]Session, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	if !s.reading() {
+		return nil, ErrClosed
 	}
 	defer s.dbMu.RUnlock()
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{spaceSession}, UpperBound: []byte{spaceSession + 1}})
 	if err != nil {
-		return nil
+		return nil, err
 	}
-	defer it.Close()
 	ended := make([]Session, 0, len(keys))
 	var sk []byte
 	for _, k := range keys {
@@ -184,12 +191,16 @@ func (s *Store) leftovers(keys [][]byte, marks []stopMark) []Session {
 			continue
 		}
 		v, err := it.ValueAndErr()
+		if err != nil {
+			_ = it.Close()
+			return nil, err
+		}
 		var se Session
-		if err == nil && decodeSession(v, &se) == nil && endedByStop(marks, &se) {
+		if decodeSession(v, &se) == nil && endedByStop(marks, &se) {
 			ended = append(ended, se)
 		}
 	}
-	return ended
+	return ended, it.Close()
 }
 
 // dropStopMarks deletes the stop marks before `before`, whose sessions
