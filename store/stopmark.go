@@ -71,11 +71,12 @@ func (s *Store) loadStopMarks() error {
 		}
 		return false, nil
 	})
-	s.marks.Store(&marks)
+	s.setStopMarks(marks)
 	return err
 }
 
-// setStopMarks makes marks, in time order, the ones queries apply.
+// setStopMarks makes marks, in time order, the ones queries apply; the
+// marks are set nowhere else.
 func (s *Store) setStopMarks(marks []stopMark) {
 	slices.SortFunc(marks, func(a, b stopMark) int { return cmp.Compare(a.at, b.at) })
 	s.marks.Store(&marks)
@@ -216,6 +217,6 @@ func (s *Store) dropStopMarks(before time.Time) error {
 	if err != nil {
 		return err
 	}
-	s.marks.Store(&marks)
+	s.setStopMarks(marks)
 	return nil
 }
