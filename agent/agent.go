@@ -183,7 +183,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { _ = hs.Serve(ln) }()
 
 	var wg sync.WaitGroup
-	wctx, stop := context.WithCancel(ctx)
+	// The workers stop only once the agent has set stopping, so every
+	// close of the node's stop reaches it counted, never half written.
+	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	for _, s := range a.slots {
 		wg.Add(1)
@@ -200,6 +202,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		a.stopping.Store(true)
+		stop()
 		<-stopped
 		a.markStopped()
 	case err = <-a.fatal:
