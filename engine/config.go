@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"runtime"
 	"time"
@@ -59,6 +60,13 @@ type Config struct {
 	// connection that sent nothing for this long ("--idle-timeout").
 	// Default 60 s.
 	IdleTimeout time.Duration
+	// PingRate caps the server pings this process sends a second, shared
+	// by its loops: a loop whose connections would take more at
+	// PingInterval pings each of its WebSockets less often, and stretches
+	// their IdleTimeout in the same proportion (loop.setKeepAlive), so
+	// the keep-alive of a million connections costs what that of
+	// PingRate × PingInterval does. 0 (the default): no cap.
+	PingRate float64
 	// HandshakeTimeout bounds the time from accepting a connection to the
 	// end of its first request head, the WebSocket handshake for a client
 	// ("--handshake-timeout"). Default 10 s.
@@ -314,6 +322,9 @@ func (c *Config) checkLimits() error {
 	}
 	if c.PingInterval < 0 {
 		errs = append(errs, errors.New("--ping-interval: must be positive"))
+	}
+	if c.PingRate < 0 || math.IsNaN(c.PingRate) || math.IsInf(c.PingRate, 0) {
+		errs = append(errs, fmt.Errorf("--ping-rate: %v is not a rate of pings a second (0: no cap)", c.PingRate))
 	}
 	if c.IdleTimeout <= c.PingInterval {
 		errs = append(errs, fmt.Errorf("--idle-timeout: %s must exceed --ping-interval %s", c.IdleTimeout, c.PingInterval))

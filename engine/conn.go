@@ -333,6 +333,7 @@ func (c *Conn) remoteIP() string {
 // connections that may be due, as filed in its wheel (wheel.go), and files
 // each again at its next deadline.
 func (l *loop) scan(now int64) {
+	l.setKeepAlive(int(l.stats.websockets.Load()))
 	w := &l.wheel
 	w.advance(second(now))
 	n := 0

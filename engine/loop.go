@@ -66,6 +66,10 @@ type loop struct {
 
 	// wheel files the connections by their next deadline for scan.
 	wheel wheel
+	// pingEvery and idleWS are the WebSockets' ping interval and idle
+	// timeout (ns), as setKeepAlive stretches them for the loop's
+	// connections.
+	pingEvery, idleWS int64
 
 	// The loop's tasks as func values, made once: a method value
 	// allocates each time it is taken.
@@ -82,6 +86,7 @@ func newLoop(srv *Server, idx int, exec Executor) *loop {
 	}
 	l.flushFn, l.drainFn = l.flushTask, l.drainInbox
 	l.wheel.cur = second(time.Now().UnixNano())
+	l.setKeepAlive(0)
 	return l
 }
 

@@ -162,20 +162,26 @@ func (c *Conn) nextDue() (due int64, ok bool) {
 // closeDue is when a closing connection is cut.
 func (c *Conn) closeDue() int64 { return c.closeDeadline + 1 }
 
-// idleDue is when a silent connection times out (IdleTimeout).
-func (c *Conn) idleDue() int64 { return c.lastRead + int64(c.srv.cfg.IdleTimeout) + 1 }
+// idleDue is when a silent connection times out (IdleTimeout, for a
+// WebSocket as its loop stretches it).
+func (c *Conn) idleDue() int64 {
+	if c.state == stateWS {
+		return c.lastRead + c.loop.idleWS + 1
+	}
+	return c.lastRead + int64(c.srv.cfg.IdleTimeout) + 1
+}
 
 // pingDue is when a WebSocket is pinged: once it has been silent, and
 // unpinged, for pingAfter.
 func (c *Conn) pingDue() int64 { return max(c.lastRead, c.lastPing) + c.pingAfter() }
 
-// pingAfter is PingInterval plus a share of a tenth of it that is fixed
+// pingAfter is the loop's ping interval plus a share of a tenth of it that is fixed
 // for each connection (a hash of its address), so that connections
 // accepted together are not pinged in the same second, and whose pings
 // drift apart as their periods differ. The share stays under half the
 // margin to IdleTimeout, so a silent client is pinged before it times out.
 func (c *Conn) pingAfter() int64 {
-	ping, idle := int64(c.srv.cfg.PingInterval), int64(c.srv.cfg.IdleTimeout)
+	ping, idle := c.loop.pingEvery, c.loop.idleWS
 	spread := max(min(ping/10, (idle-ping)/2), 0)
 	share, _ := bits.Mul64(uint64(uintptr(unsafe.Pointer(c)))*0x9e3779b97f4a7c15, uint64(spread))
 	return ping + int64(share)
@@ -199,4 +205,25 @@ func (c *Conn) phaseDue() int64 {
 		return math.MaxInt64
 	}
 	return c.phaseStart + int64(limit) + 1
+}
+
+// setKeepAlive sets the loop's ping interval and WebSocket idle timeout
+// for n WebSockets: PingInterval and IdleTimeout, unless pinging n
+// of them that often would take more than the loop's share of
+// PingRate; then the interval is what keeps to that share, and the idle
+// timeout grows in the same proportion. A connection filed in the wheel
+// keeps the deadline it was filed with until the scan reaches it, so
+// when the interval shrinks again, it is pinged at most one old interval
+// late.
+func (l *loop) setKeepAlive(n int) {
+	cfg := &l.srv.cfg
+	ping, idle := cfg.PingInterval, cfg.IdleTimeout
+	if cfg.PingRate > 0 && n > 0 {
+		share := cfg.PingRate / float64(max(cfg.Loops, 1))
+		if need := time.Duration(float64(n) / share * float64(time.Second)); need > ping {
+			idle = time.Duration(float64(idle) * float64(need) / float64(ping))
+			ping = need
+		}
+	}
+	l.pingEvery, l.idleWS = int64(ping), int64(idle)
 }

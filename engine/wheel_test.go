@@ -235,3 +235,56 @@ func TestWheelNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestKeepAliveStretches: a loop whose WebSockets would take more pings a
+// second than its share of PingRate pings each less often, and times them
+// out later in the same proportion; under the cap, or without one, the
+// configured interval and timeout hold.
+func TestKeepAliveStretches(t *testing.T) {
+	// pingsAndClose drives n silent WebSockets on one loop with scans a
+	// second apart and returns, for the first, the second of its first
+	// ping and of its close (0: none within 20 s).
+	pingsAndClose := func(rate float64, n int) (ping, closed int64) {
+		s := newTestServer(t, Config{PingInterval: time.Second, IdleTimeout: 3 * time.Second, PingRate: rate, Loops: 1})
+		l, exec := newTestLoop(t, s)
+		var ds []*connDriver
+		for range n {
+			d := newConnDriver(t, s, l, exec)
+			d.feed([]byte(upgradeRequest))
+			if d.c.state != stateWS {
+				t.Fatalf("upgrade failed: state %d", d.c.state)
+			}
+			d.t.takeOut()
+			ds = append(ds, d)
+		}
+		base := time.Now().UnixNano()
+		for _, d := range ds {
+			d.c.lastRead = base
+		}
+		d := ds[0]
+		for k := int64(1); k <= 20 && closed == 0; k++ {
+			l.scan(base + k*sec)
+			exec.run()
+			if ping == 0 && bytes.Contains(d.t.out, pingFrame) {
+				ping = k
+			}
+			if d.c.state != stateWS {
+				closed = k
+			}
+		}
+		return ping, closed
+	}
+	// 3 connections at a cap of 1 ping a second: a 3 s interval (plus up
+	// to a tenth), a 9 s timeout.
+	if ping, closed := pingsAndClose(1, 3); ping != 4 || closed != 10 {
+		t.Errorf("3 connections, 1 ping/s: pinged at %d s, closed at %d s; want 4 and 10", ping, closed)
+	}
+	for _, c := range []struct {
+		rate float64
+		n    int
+	}{{0, 3}, {10, 3}} {
+		if ping, closed := pingsAndClose(c.rate, c.n); ping != 2 || closed != 4 {
+			t.Errorf("%d connections, cap %v: pinged at %d s, closed at %d s; want 2 and 4 (1 s interval, 3 s timeout)", c.n, c.rate, ping, closed)
+		}
+	}
+}

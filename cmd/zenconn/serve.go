@@ -39,6 +39,7 @@ type serveOptions struct {
 	maxOutbound  byteSize
 	pingInterval time.Duration
 	idleTimeout  time.Duration
+	pingRate     int
 	logLevel     string
 
 	handshakeTimeout time.Duration
@@ -90,6 +91,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.Var(&o.maxOutbound, "max-outbound", "per-connection outbound buffer; past it the connection is closed with 4001 (slow consumer)")
 	fs.DurationVar(&o.pingInterval, "ping-interval", 25*time.Second, "server ping to a WebSocket silent this long, plus up to a tenth of it for each connection")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 60*time.Second, "close a connection silent this long (WebSocket: code 4000)")
+	fs.IntVar(&o.pingRate, "ping-rate", defaultPingRate, "server pings the node sends a second at most: with more than this × --ping-interval WebSockets, each is pinged less often and its --idle-timeout grows in proportion (0: no cap)")
 	addInputFlags(fs, o)
 	fs.StringVar(&o.logLevel, "log-level", "info", "application log level: debug, info, warn, error")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HMAC secret for client tokens (HS256/HS384/HS512), at least 32 bytes")
@@ -150,6 +152,13 @@ func checkInputFlags(o *serveOptions) error {
 func inputShare(o *serveOptions) int {
 	return max(int(o.maxPendingInput)/max(o.workers, 1), engine.MinInputBudget(int(o.maxMessage)))
 }
+
+// defaultPingRate is --ping-rate when not given: the keep-alive of
+// 250,000 WebSockets at the default 25 s interval. Past it the pings and
+// their pongs would take a large share of a small machine's CPU (a
+// million at 25 s: 40,000 a second, ~19 µs of the node's CPU each on
+// loopback; bench/notes/keepalive.md).
+const defaultPingRate = 10000
 
 // defaultWorkers is --workers when not given: one worker per CPU the
 // process may use (availableCPUs), at most nodemsg.MaxWorkers.
@@ -271,6 +280,9 @@ func checkValues(o *serveOptions) error {
 		return fmt.Errorf("--workers: %d is outside 0..%d (a worker takes connections up to its "+
 			"open-file limit: for more connections raise that limit, ulimit -n)", o.workers, nodemsg.MaxWorkers)
 	}
+	if o.pingRate < 0 {
+		return fmt.Errorf("--ping-rate: %d is negative (0: no cap)", o.pingRate)
+	}
 	if o.node != "" && !validNodeID(o.node) {
 		return fmt.Errorf("--node: %q is not 1-64 of A-Z a-z 0-9 _", o.node)
 	}
@@ -360,6 +372,7 @@ func engineConfig(o *serveOptions, verifier *auth.Verifier, log *slog.Logger, no
 		MaxOutbound:    int(o.maxOutbound),
 		PingInterval:   o.pingInterval,
 		IdleTimeout:    o.idleTimeout,
+		PingRate:       float64(o.pingRate) / float64(max(o.workers, 1)),
 
 		HandshakeTimeout: o.handshakeTimeout,
 		HeaderTimeout:    o.headerTimeout,
