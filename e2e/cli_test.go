@@ -76,6 +76,7 @@ func TestCLIInvalidSettings(t *testing.T) {
 		{"max message", []string{"--max-message", "lots"}, nil, "max-message"},
 		{"negative max message", []string{"--max-message", "-1"}, nil, "max-message"},
 		{"ping interval", []string{"--ping-interval", "soon"}, nil, "ping-interval"},
+		{"negative ping rate", []string{"--ping-rate", "-1"}, nil, "ping-rate"},
 		{"negative workers", []string{"--workers", "-1"}, nil, "workers"},
 		{"unknown flag", []string{"--no-such-flag"}, nil, "no-such-flag"},
 		{"env log level", nil, []string{"ZENCONN_LOG_LEVEL=loud"}, "log"},
