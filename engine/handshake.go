@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/valyala/fasthttp"
@@ -204,7 +203,6 @@ func (c *Conn) openWS(resp []byte, bin bool, ident *auth.Identity, userAgent []b
 	c.state = stateWS
 	c.bin = bin
 	c.id = c.srv.nextConnID()
-	c.lastPing = time.Now().UnixNano()
 	c.setIdentity(ident)
 	c.reschedule()
 	l.stats.websockets.Add(1)

@@ -162,18 +162,36 @@ func (c *Conn) nextDue() (due int64, ok bool) {
 // closeDue is when a closing connection is cut.
 func (c *Conn) closeDue() int64 { return c.closeDeadline + 1 }
 
-// idleDue is when a silent connection times out (IdleTimeout, for a
-// WebSocket as its loop stretches it).
+// idleDue is when a silent connection times out: IdleTimeout after its
+// last read. A WebSocket times out only once it has been pinged and left
+// the ping unanswered (pinged): at the loop's idle timeout after its last
+// read, and not before the ping is as old as the gap between the loop's
+// idle timeout and ping interval, its time to answer. So when the loop's
+// keep-alive shrinks (setKeepAlive), a connection silent for longer than
+// the new timeout, under the old interval, is pinged before it is closed.
 func (c *Conn) idleDue() int64 {
-	if c.state == stateWS {
-		return c.lastRead + c.loop.idleWS + 1
+	if c.state != stateWS {
+		return c.lastRead + int64(c.srv.cfg.IdleTimeout) + 1
 	}
-	return c.lastRead + int64(c.srv.cfg.IdleTimeout) + 1
+	if !c.pinged() {
+		return math.MaxInt64
+	}
+	l := c.loop
+	return max(c.lastRead+l.idleWS, c.lastPing+l.idleWS-l.pingEvery) + 1
 }
 
-// pingDue is when a WebSocket is pinged: once it has been silent, and
-// unpinged, for pingAfter.
-func (c *Conn) pingDue() int64 { return max(c.lastRead, c.lastPing) + c.pingAfter() }
+// pinged reports whether the WebSocket has a ping unanswered: nothing was
+// read from it since the last one.
+func (c *Conn) pinged() bool { return c.lastPing > c.lastRead }
+
+// pingDue is when a WebSocket is pinged: once it has been silent for
+// pingAfter, and never again while that ping is unanswered.
+func (c *Conn) pingDue() int64 {
+	if c.pinged() {
+		return math.MaxInt64
+	}
+	return c.lastRead + c.pingAfter()
+}
 
 // pingAfter is the loop's ping interval plus a share of a tenth of it that is fixed
 // for each connection (a hash of its address), so that connections

@@ -242,9 +242,10 @@ func TestWheelNoAllocs(t *testing.T) {
 // configured interval and timeout hold.
 func TestKeepAliveStretches(t *testing.T) {
 	// pingsAndClose drives n silent WebSockets on one loop with scans a
-	// second apart and returns, for the first, the second of its first
-	// ping and of its close (0: none within 20 s).
-	pingsAndClose := func(rate float64, n int) (ping, closed int64) {
+	// second apart from first seconds after their last read and returns,
+	// for the first, the second of its first ping and of its close (0:
+	// none within 40 s).
+	pingsAndClose := func(rate float64, n int, first int64) (ping, closed int64) {
 		s := newTestServer(t, Config{PingInterval: time.Second, IdleTimeout: 3 * time.Second, PingRate: rate, Loops: 1})
 		l, exec := newTestLoop(t, s)
 		var ds []*connDriver
@@ -262,7 +263,7 @@ func TestKeepAliveStretches(t *testing.T) {
 			d.c.lastRead = base
 		}
 		d := ds[0]
-		for k := int64(1); k <= 20 && closed == 0; k++ {
+		for k := first; k <= 40 && closed == 0; k++ {
 			l.scan(base + k*sec)
 			exec.run()
 			if ping == 0 && bytes.Contains(d.t.out, pingFrame) {
@@ -275,16 +276,22 @@ func TestKeepAliveStretches(t *testing.T) {
 		return ping, closed
 	}
 	// 3 connections at a cap of 1 ping a second: a 3 s interval (plus up
-	// to a tenth), a 9 s timeout.
-	if ping, closed := pingsAndClose(1, 3); ping != 4 || closed != 10 {
-		t.Errorf("3 connections, 1 ping/s: pinged at %d s, closed at %d s; want 4 and 10", ping, closed)
+	// to a tenth), a 9 s timeout, so 6 s to answer the ping.
+	if ping, closed := pingsAndClose(1, 3, 1); ping != 4 || closed != 11 {
+		t.Errorf("3 connections, 1 ping/s: pinged at %d s, closed at %d s; want 4 and 11", ping, closed)
 	}
 	for _, c := range []struct {
 		rate float64
 		n    int
 	}{{0, 3}, {10, 3}} {
-		if ping, closed := pingsAndClose(c.rate, c.n); ping != 2 || closed != 4 {
-			t.Errorf("%d connections, cap %v: pinged at %d s, closed at %d s; want 2 and 4 (1 s interval, 3 s timeout)", c.n, c.rate, ping, closed)
+		if ping, closed := pingsAndClose(c.rate, c.n, 1); ping != 2 || closed != 5 {
+			t.Errorf("%d connections, cap %v: pinged at %d s, closed at %d s; want 2 and 5 (1 s interval, 3 s timeout, 2 s to answer)", c.n, c.rate, ping, closed)
 		}
+	}
+	// A connection silent for longer than its timeout and never pinged, as
+	// when the interval it was filed with shrank: pinged first, closed only
+	// once it has left the ping unanswered for its time to answer.
+	if ping, closed := pingsAndClose(1, 3, 20); ping != 20 || closed != 27 {
+		t.Errorf("first scan 20 s after the last read: pinged at %d s, closed at %d s; want 20 and 27", ping, closed)
 	}
 }
