@@ -193,11 +193,11 @@ func (c *Conn) pingDue() int64 {
 	return c.lastRead + c.pingAfter()
 }
 
-// pingAfter is the loop's ping interval plus a share of a tenth of it that is fixed
-// for each connection (a hash of its address), so that connections
-// accepted together are not pinged in the same second, and whose pings
-// drift apart as their periods differ. The share stays under half the
-// margin to IdleTimeout, so a silent client is pinged before it times out.
+// pingAfter is the loop's ping interval plus a share of a tenth of it
+// that is fixed for each connection (a hash of its address), so that
+// connections accepted together are not pinged in the same second, and
+// whose pings drift apart as their periods differ. The share stays under
+// half the margin to the loop's idle timeout.
 func (c *Conn) pingAfter() int64 {
 	ping, idle := c.loop.pingEvery, c.loop.idleWS
 	spread := max(min(ping/10, (idle-ping)/2), 0)
