@@ -58,7 +58,7 @@ func (s *Store) MarkStopped(at time.Time, code int) error {
 	if err != nil {
 		return err
 	}
-	s.setStopMarks(append(slices.Clone(s.stopMarks()), m))
+	s.updateStopMarks(func(marks []stopMark) []stopMark { return append(marks, m) })
 	return nil
 }
 
@@ -71,13 +71,18 @@ func (s *Store) loadStopMarks() error {
 		}
 		return false, nil
 	})
-	s.setStopMarks(marks)
+	s.updateStopMarks(func([]stopMark) []stopMark { return marks })
 	return err
 }
 
-// setStopMarks makes marks, in time order, the ones queries apply; the
-// marks are set nowhere else.
-func (s *Store) setStopMarks(marks []stopMark) {
+// updateStopMarks makes f's result, in time order, the marks queries
+// apply; f gets a copy of the current ones. Every change of the marks
+// goes through it, one at a time: the agent's MarkStopped may come while
+// CloseActive still runs.
+func (s *Store) updateStopMarks(f func([]stopMark) []stopMark) {
+	s.marksMu.Lock()
+	defer s.marksMu.Unlock()
+	marks := f(slices.Clone(s.stopMarks()))
 	slices.SortFunc(marks, func(a, b stopMark) int { return cmp.Compare(a.at, b.at) })
 	s.marks.Store(&marks)
 }
@@ -119,7 +124,9 @@ func (s *Store) CloseActive(ctx context.Context, before time.Time, code int) (in
 	}
 	// Until they are written, the sessions it ends read as ended already:
 	// a mark at `before`, kept in memory only, ends those no stop ended.
-	s.setStopMarks(append(slices.Clone(s.stopMarks()), stopMark{at: unixNano(before), code: code}))
+	s.updateStopMarks(func(marks []stopMark) []stopMark {
+		return append(marks, stopMark{at: unixNano(before), code: code})
+	})
 	marks := s.stopMarks()
 	lo, hi := []byte{spaceActive}, sessionKey(nil, spaceActive, unixNano(before), "")
 	n := 0
@@ -208,7 +215,6 @@ func (s *Store) leftovers(keys [][]byte, marks []stopMark) ([]Session, error) {
 // are all ended now.
 func (s *Store) dropStopMarks(before time.Time) error {
 	b := unixNano(before)
-	marks := slices.DeleteFunc(slices.Clone(s.stopMarks()), func(m stopMark) bool { return m.at <= b })
 	if !s.reading() {
 		return ErrClosed
 	}
@@ -217,6 +223,8 @@ func (s *Store) dropStopMarks(before time.Time) error {
 	if err != nil {
 		return err
 	}
-	s.setStopMarks(marks)
+	s.updateStopMarks(func(marks []stopMark) []stopMark {
+		return slices.DeleteFunc(marks, func(m stopMark) bool { return m.at <= b })
+	})
 	return nil
 }

@@ -207,6 +207,7 @@ type Store struct {
 	fullLog   *limitLog                  // the writer paused on a full disk
 	quotaLog  *limitLog                  // records trimmed for the quota
 	marks     atomic.Pointer[[]stopMark] // the node's stops whose sessions are not all ended (stopmark.go)
+	marksMu   sync.Mutex                 // serializes the changes of marks (updateStopMarks)
 }
 
 // Open opens (creating if needed) the store in dir.
