@@ -88,6 +88,33 @@ func BenchmarkFanoutCrossLoop(b *testing.B) {
 	}
 }
 
+// BenchmarkFanoutDrainBatch posts a batch of messages on one channel to a
+// loop and drains it, as a loop does under a sustained fan-out: per op,
+// every subscriber gets the whole batch. ns/delivery is per message and
+// subscriber.
+func BenchmarkFanoutDrainBatch(b *testing.B) {
+	for _, n := range []int{1000, 20000} {
+		for _, k := range []int{4, 32} {
+			b.Run("subs="+strconv.Itoa(n)+"/batch="+strconv.Itoa(k), func(b *testing.B) {
+				fx := newFanoutFixture(b, n, 64)
+				msgs := make([]*outMsg, k)
+				for i := range msgs {
+					msgs[i] = newOutMsg("room", "k3j2h1x", fx.msg.data, false)
+				}
+				b.ReportAllocs()
+				b.SetBytes(int64(n * k * len(fx.frame)))
+				for b.Loop() {
+					for _, m := range msgs {
+						fx.l.post(delivery{msg: m})
+					}
+					fx.exec.run()
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n*k), "ns/delivery")
+			})
+		}
+	}
+}
+
 // BenchmarkServePublish measures one client publish end to end on a loop:
 // frame parse, unmask, UTF-8 check, decode, encode once, fan-out to the
 // subscribers, ack.

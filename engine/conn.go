@@ -148,7 +148,7 @@ func (c *Conn) Closed() {
 // everything else queued, in one write, at the end of the read being served
 // or of the loop pass. Past the outbound limit the connection is closed as
 // a slow consumer instead.
-func (c *Conn) queueFrame(frame []byte) { c.enqueue(frame, false) }
+func (c *Conn) queueFrame(frame []byte) { c.enqueue(frame, false, 1) }
 
 // outBuf returns c.out to append frames to: a connection holds an outbound
 // buffer only while frames are queued (flush gives it back to the loop),

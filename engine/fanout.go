@@ -13,8 +13,8 @@ import (
 // Fan-out: how a published message reaches its subscribers.
 //
 //	client frame ─ Conn.publish ─┬─ Bridge.Published (audit log, other workers)
-//	                             └─ hub.publish ─┬─ own loop: loop.deliver
-//	agent record ─ Server.Deliver ─ hub.publish  └─ other loops: loop.post → inbox → drainInbox → loop.deliver
+//	                             └─ hub.publish ─┬─ own loop: loop.publishLocal → loop.deliver (a burst: its inbox)
+//	agent record ─ Server.Deliver ─ hub.publish  └─ other loops: loop.post → inbox → drainInbox → loop.deliver, loop.deliverRun
 //
 // An outMsg is built once per message and shared by every loop; its frame
 // is encoded at most once per wire protocol. The hub knows which loops
@@ -111,7 +111,7 @@ func (h *hub) publish(src *loop, m *outMsg, from *Conn) {
 	}
 	if src != nil {
 		if mask&(1<<src.idx) != 0 {
-			src.deliver(m, from, !src.burst(1))
+			src.publishLocal(m, from)
 		}
 		mask &^= 1 << src.idx
 	}
@@ -215,9 +215,24 @@ func (c *Conn) publishDurable(channel string, data []byte, opaque bool, id []byt
 }
 
 // delivery is one message posted to a loop for its subscribers of the
-// message's channel (for a broadcast, every WebSocket on the loop).
+// message's channel (for a broadcast, every WebSocket on the loop) but
+// skip, its publisher when it is on that loop.
 type delivery struct {
-	msg *outMsg
+	msg  *outMsg
+	skip *Conn
+}
+
+// publishLocal delivers m, published by from on this loop, to the loop's
+// other subscribers: an isolated message at once (deliver, direct), a
+// burst's through the loop's own inbox, so that the drain after the read
+// queues the burst's messages to each subscriber as runs (deliverRun)
+// rather than one by one.
+func (l *loop) publishLocal(m *outMsg, from *Conn) {
+	if l.burst(1) {
+		l.post(delivery{msg: m, skip: from})
+		return
+	}
+	l.deliver(m, from, true)
 }
 
 // deliver queues m to every local subscriber of its channel, or for a
@@ -296,15 +311,97 @@ func (l *loop) drainInbox() {
 	queued := l.passQueued
 	l.passQueued = true
 	direct := !l.burst(len(batch))
-	for i := range batch {
-		l.deliver(batch[i].msg, nil, direct)
-		batch[i] = delivery{}
+	for i := 0; i < len(batch); {
+		j := runEnd(batch, i)
+		if j-i == 1 {
+			l.deliver(batch[i].msg, batch[i].skip, direct)
+		} else {
+			l.deliverRun(batch[i:j])
+		}
+		clear(batch[i:j])
+		i = j
 	}
 	l.mu.Lock()
 	l.spare = batch[:0]
 	l.mu.Unlock()
 	l.flushDirty()
 	l.passQueued = queued
+}
+
+// A run is consecutive messages of a drained batch on the same channel
+// (or consecutive broadcasts) from the same publisher or none on the
+// loop, at most maxRunBytes of data. The loop
+// encodes a run once per wire protocol, as one piece, and queues that
+// piece to each subscriber: one visit per subscriber for the whole run
+// rather than one per message. At a million connections a subscriber's
+// connection and queue are out of every cache, and visiting them once per
+// message cost a pass more than its writes did. Runs keep the order of the
+// batch, so every subscriber still gets the messages in the order posted.
+const maxRunBytes = 64 << 10
+
+// runEnd returns the end of the run that starts at batch[i].
+func runEnd(batch []delivery, i int) int {
+	ch, skip := batch[i].msg.channel, batch[i].skip
+	size := len(batch[i].msg.data)
+	j := i + 1
+	for ; j < len(batch); j++ {
+		m := batch[j].msg
+		size += len(m.data)
+		if m.channel != ch || batch[j].skip != skip || size > maxRunBytes {
+			break
+		}
+	}
+	return j
+}
+
+// runFrames is a run's frames, concatenated, per wire protocol: encoded
+// on first need.
+type runFrames struct {
+	msgs      []delivery
+	json, bin []byte
+}
+
+func (r *runFrames) frame(bin bool) []byte {
+	p := &r.json
+	if bin {
+		p = &r.bin
+	}
+	if *p == nil {
+		n := 0
+		for _, d := range r.msgs {
+			n += len(d.msg.frame(bin))
+		}
+		b := make([]byte, 0, n)
+		for _, d := range r.msgs {
+			b = append(b, d.msg.frame(bin)...)
+		}
+		*p = b
+	}
+	return *p
+}
+
+// deliverRun queues a run (see maxRunBytes) to every local subscriber of
+// its channel, or for broadcasts to every local WebSocket, in one piece.
+func (l *loop) deliverRun(run []delivery) {
+	r := runFrames{msgs: run}
+	n, skip := len(run), run[0].skip
+	if ch := run[0].msg.channel; ch != "" {
+		sl := l.subs[ch]
+		if sl == nil {
+			return
+		}
+		for _, c := range sl.conns {
+			if c != skip {
+				c.queueRun(r.frame(c.bin), n)
+			}
+		}
+		return
+	}
+	for c := range l.conns {
+		if c != skip && c.state == stateWS {
+			c.queueRun(r.frame(c.bin), n)
+		}
+	}
 }
 
 // writeOrQueue writes a delivered frame at once when nothing is queued for

@@ -1,13 +1,17 @@
 package engine
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"unsafe"
 
 	"github.com/gobwas/ws"
+	"github.com/zenconn/server/proto"
 )
 
 // TestOutMsgEncodesOncePerProtocol: however many loops ask for a message's
@@ -121,6 +125,130 @@ func TestSubscriberListsModel(t *testing.T) {
 		}
 		if got := l.stats.subscriptions.Load(); got != int64(total) {
 			t.Fatalf("step %d: subscriptions counter %d, want %d", step, got, total)
+		}
+	}
+}
+
+// TestDrainRuns posts a batch mixing channels and broadcasts to a loop and
+// checks that every subscriber, JSON or binary, gets exactly its messages,
+// byte for byte and in the order posted, in one write for the drain, and
+// that the loop counts one message out per message and subscriber.
+func TestDrainRuns(t *testing.T) {
+	s := newTestServer(t, Config{})
+	l, e := newTestLoop(t, s)
+	open := func(bin bool, subs ...string) *connDriver {
+		d := newConnDriver(t, s, l, e)
+		d.feed([]byte(upgradeRequestFor(bin)))
+		for _, ch := range subs {
+			if bin {
+				d.feed(clientFrame(true, ws.OpBinary, append([]byte{proto.BinSubscribe, byte(len(ch))}, ch...)))
+			} else {
+				d.feed(clientFrame(true, ws.OpText, []byte(`{"op":"subscribe","channel":"`+ch+`"}`)))
+			}
+		}
+		if len(d.c.chans) != len(subs) {
+			t.Fatalf("subscribed to %v, want %v", d.c.chans, subs)
+		}
+		d.t.takeOut()
+		d.t.writes = 0
+		return d
+	}
+	roomJSON, roomBin := open(false, "room"), open(true, "room")
+	both, other, none := open(false, "room", "other"), open(true, "other"), open(false)
+
+	big := strings.Repeat("y", maxRunBytes/2)
+	var batch []*outMsg
+	add := func(channel, data string) {
+		batch = append(batch, newOutMsg(channel, "api", []byte(`"`+data+`"`), false))
+	}
+	add("room", "r1")
+	add("room", "r2")
+	add("other", "o1")
+	add("room", "r3")
+	add("", "b1")
+	add("", "b2")
+	add("room", big) // r4, r5 and r6 cannot share one run
+	add("room", big)
+	add("room", big)
+	add("room", "r7")
+	for _, m := range batch {
+		l.post(delivery{msg: m})
+	}
+	out0 := l.stats.messagesOut.Load()
+	e.run()
+
+	want := func(d *connDriver) []byte {
+		var b []byte
+		for _, m := range batch {
+			if m.channel == "" || d.c.subscribed(m.channel) {
+				b = append(b, m.frame(d.c.bin)...)
+			}
+		}
+		return b
+	}
+	total := 0
+	for name, d := range map[string]*connDriver{"room JSON": roomJSON, "room binary": roomBin, "room and other": both, "other binary": other, "none": none} {
+		w := want(d)
+		total += len(readServerFrames(t, w))
+		if got := d.t.takeOut(); !bytes.Equal(got, w) {
+			t.Errorf("%s: got %d bytes, want %d:\n got % x\nwant % x", name, len(got), len(w), got[:min(len(got), 96)], w[:min(len(w), 96)])
+		}
+		if d.t.writes != 1 {
+			t.Errorf("%s: %d writes for the drain, want 1", name, d.t.writes)
+		}
+	}
+	if got := l.stats.messagesOut.Load() - out0; got != uint64(total) {
+		t.Errorf("messages out: %d, want %d", got, total)
+	}
+}
+
+// TestPublishBurstRuns: a burst of publishes read at once on a loop
+// reaches the loop's other subscribers in order, in one write each, and
+// never its publisher, though it is subscribed too; the publisher gets its
+// acks.
+func TestPublishBurstRuns(t *testing.T) {
+	s := newTestServer(t, Config{})
+	l, e := newTestLoop(t, s)
+	open := func(bin bool) *connDriver {
+		d := newConnDriver(t, s, l, e)
+		d.feed([]byte(upgradeRequestFor(bin)))
+		if bin {
+			d.feed(clientFrame(true, ws.OpBinary, []byte{proto.BinSubscribe, 4, 'r', 'o', 'o', 'm'}))
+		} else {
+			d.feed(clientFrame(true, ws.OpText, []byte(`{"op":"subscribe","channel":"room"}`)))
+		}
+		d.t.takeOut()
+		d.t.writes = 0
+		return d
+	}
+	pub, subJSON, subBin := open(false), open(false), open(true)
+	var in []byte
+	var msgs []*outMsg
+	for i := range 6 {
+		data := `"m` + strconv.Itoa(i) + `"`
+		in = append(in, clientFrame(true, ws.OpText, []byte(`{"id":`+strconv.Itoa(i+1)+`,"op":"publish","channel":"room","data":`+data+`}`))...)
+		msgs = append(msgs, newOutMsg("room", pub.c.id, []byte(data), false))
+	}
+	pub.feed(in)
+	for name, d := range map[string]*connDriver{"JSON": subJSON, "binary": subBin} {
+		var want []byte
+		for _, m := range msgs {
+			want = append(want, m.frame(d.c.bin)...)
+		}
+		if got := d.t.takeOut(); !bytes.Equal(got, want) {
+			t.Errorf("%s subscriber: got\n%s\nwant\n%s", name, got, want)
+		}
+		if d.t.writes != 1 {
+			t.Errorf("%s subscriber: %d writes, want 1", name, d.t.writes)
+		}
+	}
+	frames := readServerFrames(t, pub.t.takeOut())
+	if len(frames) != len(msgs) {
+		t.Fatalf("publisher got %d frames, want %d acks", len(frames), len(msgs))
+	}
+	for i, f := range frames {
+		if want := `{"op":"ack","id":` + strconv.Itoa(i+1) + `}`; string(f.Payload) != want {
+			t.Errorf("publisher frame %d: %s, want %s", i, f.Payload, want)
 		}
 	}
 }

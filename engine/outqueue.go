@@ -97,12 +97,16 @@ func (c *Conn) outPending() int {
 // queueShared queues a fan-out frame: by reference when it is large, else
 // copied like queueFrame. frame must stay unchanged for as long as any
 // queue holds it (an outMsg's frames do).
-func (c *Conn) queueShared(frame []byte) { c.enqueue(frame, len(frame) >= sharedMin) }
+func (c *Conn) queueShared(frame []byte) { c.enqueue(frame, len(frame) >= sharedMin, 1) }
 
-// enqueue queues frame, by reference when byRef, else copied into c.out;
-// past the outbound limit it closes c as a slow consumer instead. It is
-// queueFrame and queueShared, which differ only in byRef.
-func (c *Conn) enqueue(frame []byte, byRef bool) {
+// queueRun is queueShared for the frames of n messages in one piece.
+func (c *Conn) queueRun(frames []byte, n int) { c.enqueue(frames, len(frames) >= sharedMin, n) }
+
+// enqueue queues frame (msgs messages), by reference when byRef, else
+// copied into c.out; past the outbound limit it closes c as a slow
+// consumer instead. It is queueFrame, queueShared and queueRun, which
+// differ only in byRef and msgs.
+func (c *Conn) enqueue(frame []byte, byRef bool, msgs int) {
 	if c.state != stateWS {
 		return
 	}
@@ -122,7 +126,7 @@ func (c *Conn) enqueue(frame []byte, byRef bool) {
 	} else {
 		c.out = append(c.outBuf(), frame...)
 	}
-	c.loop.stats.messagesOut.Add(1)
+	c.loop.stats.messagesOut.Add(uint64(msgs))
 	c.loop.markDirty(c)
 }
 
