@@ -62,14 +62,23 @@ func TestWorkersStalledWorkerIsReplaced(t *testing.T) {
 
 	// The survivor's subscribers read everything, in order.
 	var received [wkWorkerCount * 64]atomic.Int64
-	readErrs := make([]error, len(groups[survivor]))
+	readErrs := make([]error, len(groups[survivor])) // under errMu
+	var errMu sync.Mutex
+	readErr := func(i int) error {
+		errMu.Lock()
+		defer errMu.Unlock()
+		return readErrs[i]
+	}
 	readStop := make(chan struct{})
 	var readers sync.WaitGroup
 	for i, c := range groups[survivor] {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			readErrs[i] = stReadInOrder(c, channel, &received[i], readStop)
+			err := stReadInOrder(c, channel, &received[i], readStop)
+			errMu.Lock()
+			readErrs[i] = err
+			errMu.Unlock()
 		}()
 	}
 	stopReaders := sync.OnceFunc(func() { close(readStop); readers.Wait() })
@@ -100,8 +109,8 @@ func TestWorkersStalledWorkerIsReplaced(t *testing.T) {
 	// Every message reached the survivor's subscribers.
 	eventually(t, 10*time.Second, func() string {
 		for i := range groups[survivor] {
-			if n := received[i].Load(); n != int64(res.acked) || readErrs[i] != nil {
-				return fmt.Sprintf("subscriber %d on worker %d got %d of %d messages (%v)", i, survivor, n, res.acked, readErrs[i])
+			if n, err := received[i].Load(), readErr(i); n != int64(res.acked) || err != nil {
+				return fmt.Sprintf("subscriber %d on worker %d got %d of %d messages (%v)", i, survivor, n, res.acked, err)
 			}
 		}
 		return ""

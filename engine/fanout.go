@@ -226,9 +226,11 @@ type delivery struct {
 // other subscribers: an isolated message at once (deliver, direct), a
 // burst's through the loop's own inbox, so that the drain after the read
 // queues the burst's messages to each subscriber as runs (deliverRun)
-// rather than one by one.
+// rather than one by one. While the inbox holds deliveries, m goes
+// behind them: a message at once would overtake its publisher's earlier
+// ones still there.
 func (l *loop) publishLocal(m *outMsg, from *Conn) {
-	if l.burst(1) {
+	if l.burst(1) || l.posted.Load() {
 		l.post(delivery{msg: m, skip: from})
 		return
 	}
@@ -239,33 +241,50 @@ func (l *loop) publishLocal(m *outMsg, from *Conn) {
 // broadcast to every local WebSocket, except skip.
 // With direct, subscribers with nothing queued are written as they are
 // reached (one walk, the first subscriber served at once); else every
-// frame is queued for the end-of-pass flush.
-func (l *loop) deliver(m *outMsg, skip *Conn, direct bool) {
+// frame is queued for the end-of-pass flush. A direct pass that sees
+// deliveries posted meanwhile queues the rest of its frames, so that they
+// leave with what was posted (drainInbox), and reports it.
+func (l *loop) deliver(m *outMsg, skip *Conn, direct bool) (switched bool) {
 	send := (*Conn).queueShared
 	if direct {
 		send = (*Conn).writeOrQueue
 		defer func() { l.lastDeliver = time.Now().UnixNano() }()
 	}
+	// watch is called after each subscriber served.
+	n := 0
+	watch := func() {
+		if n++; direct && n%switchEvery == 0 && l.posted.Load() {
+			direct, switched = false, true
+			send = (*Conn).queueShared
+		}
+	}
 	if m.channel == "" {
 		for c := range l.conns {
 			if c != skip && c.state == stateWS {
 				send(c, m.frame(c.bin))
+				watch()
 			}
 		}
-		return
+		return switched
 	}
 	sl := l.subs[m.channel]
 	if sl == nil {
-		return
+		return false
 	}
 	// Nothing below removes a subscriber: a connection is closed (and
 	// unsubscribed) by a later task, never inside queueShared or writeOrQueue.
 	for _, c := range sl.conns {
 		if c != skip {
 			send(c, m.frame(c.bin))
+			watch()
 		}
 	}
+	return switched
 }
+
+// switchEvery is how many subscribers a direct pass serves between looks
+// at its loop's inbox.
+const switchEvery = 64
 
 // burstGap separates bursts of deliveries from isolated ones.
 const burstGap = 1e6 // ns
@@ -288,6 +307,7 @@ func (l *loop) burst(n int) bool {
 func (l *loop) post(d delivery) {
 	l.mu.Lock()
 	l.inbox = append(l.inbox, d)
+	l.posted.Store(true)
 	queue := !l.inboxQueued
 	l.inboxQueued = true
 	l.mu.Unlock()
@@ -299,33 +319,61 @@ func (l *loop) post(d delivery) {
 }
 
 // drainInbox runs on the loop: it delivers every posted frame, then flushes
-// each touched connection once.
+// each touched connection once. When a direct pass saw more deliveries
+// posted meanwhile, those are taken too, before the flush: the pass's
+// queued rest and they leave in one write per subscriber.
 func (l *loop) drainInbox() {
-	l.mu.Lock()
-	batch := l.inbox
-	l.inbox = l.spare[:0]
-	l.inboxQueued = false
-	l.mu.Unlock()
 	// The deliveries below are flushed at the end of this task: no
 	// separate flush task is needed for them.
 	queued := l.passQueued
 	l.passQueued = true
-	direct := !l.burst(len(batch))
+	batch := l.takeInbox()
+	switched := l.deliverBatch(batch, !l.burst(len(batch)))
+	l.giveInbox(batch)
+	if switched {
+		batch = l.takeInbox()
+		l.burst(len(batch))
+		l.deliverBatch(batch, false)
+		l.giveInbox(batch)
+	}
+	l.flushDirty()
+	l.passQueued = queued
+}
+
+// takeInbox empties the inbox and returns what it held; giveInbox takes
+// the slice back once delivered.
+func (l *loop) takeInbox() []delivery {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	batch := l.inbox
+	l.inbox = l.spare[:0]
+	l.spare = nil
+	l.inboxQueued = false
+	l.posted.Store(false)
+	return batch
+}
+
+func (l *loop) giveInbox(batch []delivery) {
+	l.mu.Lock()
+	l.spare = batch[:0]
+	l.mu.Unlock()
+}
+
+// deliverBatch delivers posted deliveries in order, as runs where it can;
+// direct applies to a batch of one. It reports whether a direct pass
+// switched to queueing (deliver).
+func (l *loop) deliverBatch(batch []delivery, direct bool) (switched bool) {
 	for i := 0; i < len(batch); {
 		j := runEnd(batch, i)
 		if j-i == 1 {
-			l.deliver(batch[i].msg, batch[i].skip, direct)
+			switched = l.deliver(batch[i].msg, batch[i].skip, direct)
 		} else {
 			l.deliverRun(batch[i:j])
 		}
 		clear(batch[i:j])
 		i = j
 	}
-	l.mu.Lock()
-	l.spare = batch[:0]
-	l.mu.Unlock()
-	l.flushDirty()
-	l.passQueued = queued
+	return switched
 }
 
 // A run is consecutive messages of a drained batch on the same channel

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/gobwas/ws"
@@ -250,5 +251,73 @@ func TestPublishBurstRuns(t *testing.T) {
 		if want := `{"op":"ack","id":` + strconv.Itoa(i+1) + `}`; string(f.Payload) != want {
 			t.Errorf("publisher frame %d: %s, want %s", i, f.Payload, want)
 		}
+	}
+}
+
+// TestDirectPassSwitches: a direct pass (an isolated message on a quiet
+// loop) that sees a delivery posted meanwhile queues the rest of its
+// frames, and the drain sends them with the posted message before it
+// ends: subscribers served before the switch get two writes, the others
+// one, and every subscriber gets both messages in order.
+func TestDirectPassSwitches(t *testing.T) {
+	const n = 3 * switchEvery
+	fx := newFanoutFixture(t, n, 16)
+	l := fx.l
+	m1 := newOutMsg("room", "api", []byte(`"first"`), false)
+	m2 := newOutMsg("room", "api", []byte(`"second"`), false)
+	for i, d := range fx.conns {
+		d.t.record, d.t.writes = true, 0
+		if i == switchEvery/2 {
+			posted := false
+			d.t.check = func([]byte) {
+				if !posted {
+					posted = true
+					l.post(delivery{msg: m2})
+				}
+			}
+		}
+	}
+	time.Sleep(2 * burstGap) // a quiet loop: the pass is direct
+	l.post(delivery{msg: m1})
+	fx.exec.run()
+	want := append(append([]byte(nil), m1.frame(false)...), m2.frame(false)...)
+	for i, d := range fx.conns {
+		if got := d.t.takeOut(); !bytes.Equal(got, want) {
+			t.Fatalf("subscriber %d got %q, want %q", i, got, want)
+		}
+		wantWrites := 1
+		if i < switchEvery {
+			wantWrites = 2
+		}
+		if d.t.writes != wantWrites {
+			t.Errorf("subscriber %d: %d writes, want %d", i, d.t.writes, wantWrites)
+		}
+	}
+}
+
+// TestPublishLocalKeepsOrder: a publish read alone, after a burst whose
+// messages still wait in the loop's inbox, reaches the subscribers after
+// them, not before.
+func TestPublishLocalKeepsOrder(t *testing.T) {
+	fx := newFanoutFixture(t, 2, 8)
+	l, pub := fx.l, fx.conns[0]
+	sub := fx.conns[1]
+	sub.t.record = true
+	var msgs []*outMsg
+	for i := range 3 {
+		msgs = append(msgs, newOutMsg("room", pub.c.id, []byte(strconv.Itoa(i)), false))
+	}
+	time.Sleep(2 * burstGap)
+	l.publishLocal(msgs[0], pub.c)
+	l.publishLocal(msgs[1], pub.c) // a burst: into the inbox
+	time.Sleep(2 * burstGap)       // quiet again, the inbox not drained yet
+	l.publishLocal(msgs[2], pub.c)
+	fx.exec.run()
+	var want []byte
+	for _, m := range msgs {
+		want = append(want, m.frame(false)...)
+	}
+	if got := sub.t.takeOut(); !bytes.Equal(got, want) {
+		t.Fatalf("subscriber got %q, want %q", got, want)
 	}
 }

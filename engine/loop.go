@@ -2,6 +2,7 @@ package engine
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zenconn/server/engine/static"
@@ -61,6 +62,9 @@ type loop struct {
 	inbox       []delivery
 	spare       []delivery
 	inboxQueued bool
+	// posted is set while the inbox holds deliveries: a direct pass
+	// watches it (deliver).
+	posted atomic.Bool
 
 	stats loopStats
 
