@@ -36,8 +36,10 @@
 // hub (fanout.go). Shared by the loops: it knows which loops have
 // subscribers of each channel (a bitmask per channel, under a RWMutex) and
 // the list of loops. A message published on a loop is delivered on that
-// loop at once and posted to the inboxes of the other interested loops,
-// which deliver it on their own goroutines. fanout.go is the whole path:
+// loop at once (a burst's through that loop's own inbox) and posted to the
+// inboxes of the other interested loops, which deliver it on their own
+// goroutines; a drained inbox goes out as runs, consecutive messages of a
+// channel in one piece per subscriber. fanout.go is the whole path:
 // outMsg (one encode per message and wire protocol), hub, delivery, the
 // subscriber lists.
 //
@@ -95,6 +97,8 @@
 //     the end of the read being served (Conn.Serve), or by the loop's
 //     end-of-pass flush task for connections marked dirty by others.
 //   - queueShared: queue a fan-out frame, by reference when it is large.
+//   - queueRun: queueShared for a run's frames, one piece for several
+//     messages (deliverRun).
 //   - writeOrQueue: fan-out delivery to an idle subscriber. The frame is
 //     written at once when nothing is queued for the connection and it is
 //     not the one being served; else it is queued like queueShared. The

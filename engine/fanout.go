@@ -23,7 +23,8 @@ import (
 // to an idle subscriber (writeOrQueue) or by queueing it for the loop's
 // end-of-pass flush, one write per connection. A queue holds a large frame
 // by reference (queueShared, outqueue.go): every subscriber's queue shares
-// the outMsg's bytes.
+// the outMsg's bytes. A drained batch goes out as runs (deliverRun):
+// consecutive messages of a channel queued to each subscriber in one piece.
 
 // outMsg is one published message on its way to subscribers: a channel
 // message, or a broadcast when channel is empty. It is shared by every loop
