@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"iter"
 	"math/bits"
 	"slices"
 	"sync"
@@ -251,36 +252,39 @@ func (l *loop) deliver(m *outMsg, skip *Conn, direct bool) (switched bool) {
 		send = (*Conn).writeOrQueue
 		defer func() { l.lastDeliver = time.Now().UnixNano() }()
 	}
-	// watch is called after each subscriber served.
 	n := 0
-	watch := func() {
+	for c := range l.recipients(m.channel, skip) {
+		send(c, m.frame(c.bin))
 		if n++; direct && n%switchEvery == 0 && l.posted.Load() {
 			direct, switched = false, true
 			send = (*Conn).queueShared
 		}
 	}
-	if m.channel == "" {
-		for c := range l.conns {
-			if c != skip && c.state == stateWS {
-				send(c, m.frame(c.bin))
-				watch()
+	return switched
+}
+
+// recipients yields the loop's subscribers of channel, or for a broadcast
+// (channel "") its WebSockets, except skip. Nothing a delivery does to a
+// recipient removes one: a connection is closed (and unsubscribed) by a
+// later task, never inside queueShared, queueRun or writeOrQueue.
+func (l *loop) recipients(channel string, skip *Conn) iter.Seq[*Conn] {
+	return func(yield func(*Conn) bool) {
+		if channel == "" {
+			for c := range l.conns {
+				if c != skip && c.state == stateWS && !yield(c) {
+					return
+				}
+			}
+			return
+		}
+		if sl := l.subs[channel]; sl != nil {
+			for _, c := range sl.conns {
+				if c != skip && !yield(c) {
+					return
+				}
 			}
 		}
-		return switched
 	}
-	sl := l.subs[m.channel]
-	if sl == nil {
-		return false
-	}
-	// Nothing below removes a subscriber: a connection is closed (and
-	// unsubscribed) by a later task, never inside queueShared or writeOrQueue.
-	for _, c := range sl.conns {
-		if c != skip {
-			send(c, m.frame(c.bin))
-			watch()
-		}
-	}
-	return switched
 }
 
 // switchEvery is how many subscribers a direct pass serves between looks
@@ -333,7 +337,6 @@ func (l *loop) drainInbox() {
 	l.giveInbox(batch)
 	if switched {
 		batch = l.takeInbox()
-		l.burst(len(batch))
 		l.deliverBatch(batch, false)
 		l.giveInbox(batch)
 	}
@@ -433,23 +436,8 @@ func (r *runFrames) frame(bin bool) []byte {
 // its channel, or for broadcasts to every local WebSocket, in one piece.
 func (l *loop) deliverRun(run []delivery) {
 	r := runFrames{msgs: run}
-	n, skip := len(run), run[0].skip
-	if ch := run[0].msg.channel; ch != "" {
-		sl := l.subs[ch]
-		if sl == nil {
-			return
-		}
-		for _, c := range sl.conns {
-			if c != skip {
-				c.queueRun(r.frame(c.bin), n)
-			}
-		}
-		return
-	}
-	for c := range l.conns {
-		if c != skip && c.state == stateWS {
-			c.queueRun(r.frame(c.bin), n)
-		}
+	for c := range l.recipients(run[0].msg.channel, run[0].skip) {
+		c.queueRun(r.frame(c.bin), len(run))
 	}
 }
 
