@@ -312,9 +312,7 @@ func (l *loop) burst(n int) bool {
 func (l *loop) post(d delivery) {
 	l.mu.Lock()
 	l.inbox = append(l.inbox, d)
-	l.posted.Store(true)
-	queue := !l.inboxQueued
-	l.inboxQueued = true
+	queue := !l.posted.Swap(true)
 	l.mu.Unlock()
 	if queue {
 		if err := l.exec.Execute(l.drainFn); err != nil {
@@ -352,7 +350,6 @@ func (l *loop) takeInbox() []delivery {
 	batch := l.inbox
 	l.inbox = l.spare[:0]
 	l.spare = nil
-	l.inboxQueued = false
 	l.posted.Store(false)
 	return batch
 }

@@ -57,13 +57,13 @@ type loop struct {
 	// Its fields are valid only during onMessage.
 	msg proto.ClientMsg
 
-	// mu guards inbox and inboxQueued: deliveries posted by other loops.
-	mu          sync.Mutex
-	inbox       []delivery
-	spare       []delivery
-	inboxQueued bool
-	// posted is set while the inbox holds deliveries: a direct pass
-	// watches it (deliver).
+	// mu guards inbox: deliveries posted by other loops (and a burst
+	// published on this one). posted is set, under mu, while the inbox
+	// holds deliveries and a drain task is queued for them; a direct pass
+	// reads it without mu (deliver).
+	mu     sync.Mutex
+	inbox  []delivery
+	spare  []delivery
 	posted atomic.Bool
 
 	stats loopStats
