@@ -245,8 +245,8 @@ func (l *loop) publishLocal(m *outMsg, from *Conn) {
 // reached (one walk, the first subscriber served at once); else every
 // frame is queued for the end-of-pass flush. A direct pass that sees
 // deliveries posted meanwhile queues the rest of its frames, so that they
-// leave with what was posted (drainInbox), and reports it.
-func (l *loop) deliver(m *outMsg, skip *Conn, direct bool) (switched bool) {
+// leave with what was posted (flushDirty takes it).
+func (l *loop) deliver(m *outMsg, skip *Conn, direct bool) {
 	send := (*Conn).queueShared
 	if direct {
 		send = (*Conn).writeOrQueue
@@ -256,11 +256,10 @@ func (l *loop) deliver(m *outMsg, skip *Conn, direct bool) (switched bool) {
 	for c := range l.recipients(m.channel, skip) {
 		send(c, m.frame(c.bin))
 		if n++; direct && n%switchEvery == 0 && l.posted.Load() {
-			direct, switched = false, true
+			direct = false
 			send = (*Conn).queueShared
 		}
 	}
-	return switched
 }
 
 // recipients yields the loop's subscribers of channel, or for a broadcast
@@ -322,24 +321,26 @@ func (l *loop) post(d delivery) {
 }
 
 // drainInbox runs on the loop: it delivers every posted frame, then flushes
-// each touched connection once. When a direct pass saw more deliveries
-// posted meanwhile, those are taken too, before the flush: the pass's
-// queued rest and they leave in one write per subscriber.
+// each touched connection once; deliveries posted meanwhile are taken
+// during that flush (flushDirty).
 func (l *loop) drainInbox() {
 	// The deliveries below are flushed at the end of this task: no
 	// separate flush task is needed for them.
 	queued := l.passQueued
 	l.passQueued = true
 	batch := l.takeInbox()
-	switched := l.deliverBatch(batch, !l.burst(len(batch)))
+	l.deliverBatch(batch, !l.burst(len(batch)))
 	l.giveInbox(batch)
-	if switched {
-		batch = l.takeInbox()
-		l.deliverBatch(batch, false)
-		l.giveInbox(batch)
-	}
-	l.flushDirty()
 	l.passQueued = queued
+	l.flushDirty()
+}
+
+// queuePosted queues the deliveries posted since the inbox was last taken,
+// for the pass under way to write.
+func (l *loop) queuePosted() {
+	batch := l.takeInbox()
+	l.deliverBatch(batch, false)
+	l.giveInbox(batch)
 }
 
 // takeInbox empties the inbox and returns what it held; giveInbox takes
@@ -361,20 +362,18 @@ func (l *loop) giveInbox(batch []delivery) {
 }
 
 // deliverBatch delivers posted deliveries in order, as runs where it can;
-// direct applies to a batch of one. It reports whether a direct pass
-// switched to queueing (deliver).
-func (l *loop) deliverBatch(batch []delivery, direct bool) (switched bool) {
+// direct applies to a batch of one.
+func (l *loop) deliverBatch(batch []delivery, direct bool) {
 	for i := 0; i < len(batch); {
 		j := runEnd(batch, i)
 		if j-i == 1 {
-			switched = l.deliver(batch[i].msg, batch[i].skip, direct)
+			l.deliver(batch[i].msg, batch[i].skip, direct)
 		} else {
 			l.deliverRun(batch[i:j])
 		}
 		clear(batch[i:j])
 		i = j
 	}
-	return switched
 }
 
 // A run is consecutive messages of a drained batch on the same channel

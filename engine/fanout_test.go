@@ -295,6 +295,81 @@ func TestDirectPassSwitches(t *testing.T) {
 	}
 }
 
+// TestFlushTakesPosted: a delivery posted while a pass is writing is
+// queued at once; the subscribers not yet written get it in the same write
+// as what the pass was writing, those already written in a second one
+// (the next pass, a flush task), and all in order.
+func TestFlushTakesPosted(t *testing.T) {
+	const n, at = 4 * switchEvery, switchEvery + switchEvery/2
+	fx := newFanoutFixture(t, n, 16)
+	l := fx.l
+	m1 := newOutMsg("room", "api", []byte(`"first"`), false)
+	m2 := newOutMsg("room", "api", []byte(`"second"`), false)
+	for i, d := range fx.conns {
+		d.t.record, d.t.writes = true, 0
+		if i == at {
+			d.t.check = func([]byte) {
+				if d.t.writes == 0 {
+					l.post(delivery{msg: m2})
+				}
+			}
+		}
+	}
+	l.lastDeliver = time.Now().UnixNano() // not quiet: the pass is queued, then flushed
+	l.post(delivery{msg: m1})
+	fx.exec.run()
+	want := append(append([]byte(nil), m1.frame(false)...), m2.frame(false)...)
+	for i, d := range fx.conns {
+		if got := d.t.takeOut(); !bytes.Equal(got, want) {
+			t.Fatalf("subscriber %d got %q, want %q", i, got, want)
+		}
+		wantWrites := 1
+		if i <= at {
+			wantWrites = 2
+		}
+		if d.t.writes != wantWrites {
+			t.Errorf("subscriber %d: %d writes, want %d", i, d.t.writes, wantWrites)
+		}
+	}
+	if len(l.dirty) != 0 || l.passQueued {
+		t.Errorf("after the passes: %d dirty, flush queued %v", len(l.dirty), l.passQueued)
+	}
+}
+
+// TestFlushTakesBounded: when a delivery is posted at every write of a
+// pass, the pass takes them about passTakes times, not once per write
+// (the first writes of the pass show as many different contents as there
+// were takes); every subscriber still gets every message, in order.
+func TestFlushTakesBounded(t *testing.T) {
+	const n = 16 * switchEvery
+	fx := newFanoutFixture(t, n, 16)
+	l := fx.l
+	want := append([]byte(nil), fx.frame...)
+	firsts := map[int]bool{} // lengths of the pass's first writes
+	for i, d := range fx.conns {
+		d.t.record, d.t.writes = true, 0
+		d.t.check = func(p []byte) {
+			if d.t.writes == 0 {
+				firsts[len(p)] = true
+				m := newOutMsg("room", "api", []byte(strconv.Itoa(i)), false)
+				want = append(want, m.frame(false)...)
+				l.post(delivery{msg: m})
+			}
+		}
+	}
+	l.lastDeliver = time.Now().UnixNano()
+	l.post(delivery{msg: fx.msg})
+	fx.exec.run()
+	for i, d := range fx.conns {
+		if got := d.t.takeOut(); !bytes.Equal(got, want) {
+			t.Fatalf("subscriber %d got %d bytes, want %d", i, len(got), len(want))
+		}
+	}
+	if len(firsts) < 2 || len(firsts) > passTakes+2 {
+		t.Errorf("the pass's first writes had %d different lengths, want 2 to %d (one more than its takes)", len(firsts), passTakes+2)
+	}
+}
+
 // TestPublishLocalKeepsOrder: a publish read alone, after a burst whose
 // messages still wait in the loop's inbox, reaches the subscribers after
 // them, not before.

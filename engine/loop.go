@@ -166,10 +166,38 @@ func (l *loop) flushTask() {
 	l.flushDirty()
 }
 
+// flushDirty writes the dirty connections' queued frames, one write each.
+// Deliveries posted meanwhile are queued as the pass goes (queuePosted),
+// at most about passTakes times, so that a burst arriving during the pass
+// leaves with the frames already queued for every connection not yet
+// written, in the same write: each write goes out as late in the pass as
+// it can. Connections written before such a take, dirty again, are left
+// for the next pass (a flush task), with whatever arrives until then.
 func (l *loop) flushDirty() {
-	for i, c := range l.dirty {
-		c.flush()
+	queued := l.passQueued
+	l.passQueued = true // the tail is queued below, once
+	n, next := len(l.dirty), 0
+	for i := 0; i < n; i++ {
+		if i >= next && l.posted.Load() {
+			l.queuePosted()
+			next = i + max(switchEvery, n/passTakes)
+		}
+		c := l.dirty[i]
 		l.dirty[i] = nil
+		c.flush()
 	}
-	l.dirty = l.dirty[:0]
+	tail := copy(l.dirty, l.dirty[n:])
+	clear(l.dirty[tail:])
+	l.dirty = l.dirty[:tail]
+	l.passQueued = queued
+	if tail > 0 {
+		// Usually the drain task queued by the posts taken flushes them
+		// first; this one also covers a loop that no longer runs tasks.
+		l.queueFlush()
+	}
 }
+
+// passTakes bounds how often a pass takes posted deliveries (flushDirty):
+// each take walks the subscribers of what it took, and a pass that took
+// every message of a trickle alone would walk them once per message.
+const passTakes = 8
