@@ -295,7 +295,8 @@ const burstGap = 1e6 // ns
 
 // burst tells how to deliver n messages arriving now: directly (false)
 // when it is one message, its sender sent nothing more yet and the loop
-// delivered nothing in the last burstGap; else queued (true), so that a
+// delivered nothing in the last burstGap, and no pass has yielded; else
+// queued (true), so that a
 // burst is coalesced into one write per subscriber at the end of the
 // pass. Queueing costs a second walk over the subscribers and makes the
 // first wait for the last; writing a burst directly would cost a write
@@ -304,7 +305,7 @@ func (l *loop) burst(n int) bool {
 	now := time.Now().UnixNano()
 	quiet := now-l.lastDeliver > burstGap
 	l.lastDeliver = now
-	return n > 1 || l.more || !quiet
+	return n > 1 || l.more || !quiet || l.yielded
 }
 
 // post hands a delivery to this loop from another goroutine.
@@ -322,7 +323,8 @@ func (l *loop) post(d delivery) {
 
 // drainInbox runs on the loop: it delivers every posted frame, then flushes
 // each touched connection once; deliveries posted meanwhile are taken
-// during that flush (flushDirty).
+// during that flush (flushDirty). While a pass has yielded, it only queues:
+// the pass writes them when it goes on.
 func (l *loop) drainInbox() {
 	// The deliveries below are flushed at the end of this task: no
 	// separate flush task is needed for them.
@@ -332,7 +334,9 @@ func (l *loop) drainInbox() {
 	l.deliverBatch(batch, !l.burst(len(batch)))
 	l.giveInbox(batch)
 	l.passQueued = queued
-	l.flushDirty()
+	if !l.yielded {
+		l.flushDirty()
+	}
 }
 
 // queuePosted queues the deliveries posted since the inbox was last taken,

@@ -344,6 +344,7 @@ func TestFlushTakesBounded(t *testing.T) {
 	const n = 16 * switchEvery
 	fx := newFanoutFixture(t, n, 16)
 	l := fx.l
+	l.slice = time.Hour // one pass, not slices of it
 	want := append([]byte(nil), fx.frame...)
 	firsts := map[int]bool{} // lengths of the pass's first writes
 	for i, d := range fx.conns {
@@ -367,6 +368,51 @@ func TestFlushTakesBounded(t *testing.T) {
 	}
 	if len(firsts) < 2 || len(firsts) > passTakes+2 {
 		t.Errorf("the pass's first writes had %d different lengths, want 2 to %d (one more than its takes)", len(firsts), passTakes+2)
+	}
+}
+
+// TestPassYields: a long pass stops after a slice and lets the loop serve
+// its sockets; a publish read meanwhile is queued, not written, and leaves
+// with the rest of the pass: the connections the pass had not reached get
+// both messages in one write.
+func TestPassYields(t *testing.T) {
+	const n = 2 * passSliceMin
+	fx := newFanoutFixture(t, n, 16)
+	l := fx.l
+	l.slice = 0
+	pub := newConnDriver(t, fx.s, l, fx.exec)
+	pub.feed([]byte(upgradeRequest))
+	pub.t.takeOut()
+	for _, d := range fx.conns {
+		d.t.record, d.t.writes = true, 0
+	}
+	l.lastDeliver = time.Now().UnixNano()
+	l.post(delivery{msg: fx.msg})
+	fx.exec.runOne() // the drain: one slice of the pass
+	if !l.yielded || len(l.dirty) != n-passSliceMin {
+		t.Fatalf("after one slice: yielded %v, %d connections left, want %d", l.yielded, len(l.dirty), n-passSliceMin)
+	}
+	pub.feed(clientFrame(true, ws.OpText, []byte(`{"id":1,"op":"publish","channel":"room","data":"p"}`)))
+	if frames := readServerFrames(t, pub.t.takeOut()); len(frames) != 1 {
+		t.Fatalf("publisher got %d frames, want its ack", len(frames))
+	}
+	fx.exec.run()
+	m := newOutMsg("room", pub.c.id, []byte(`"p"`), false)
+	want := append(append([]byte(nil), fx.frame...), m.frame(false)...)
+	for i, d := range fx.conns {
+		if got := d.t.takeOut(); !bytes.Equal(got, want) {
+			t.Fatalf("subscriber %d got %q, want %q", i, got, want)
+		}
+		wantWrites := 1
+		if i < passSliceMin {
+			wantWrites = 2
+		}
+		if d.t.writes != wantWrites {
+			t.Errorf("subscriber %d: %d writes, want %d", i, d.t.writes, wantWrites)
+		}
+	}
+	if l.yielded || len(l.dirty) != 0 {
+		t.Errorf("after the pass: yielded %v, %d dirty", l.yielded, len(l.dirty))
 	}
 }
 

@@ -26,8 +26,9 @@ type gnetTransportServer struct {
 	booted  chan struct{}
 	runErr  chan error
 
-	mu    sync.Mutex
-	loops map[gnet.EventLoop]*loop
+	mu       sync.Mutex
+	loops    map[gnet.EventLoop]*loop
+	yielders []*yielder
 
 	writes *writeWatcher // gnetwritable.go
 }
@@ -98,6 +99,13 @@ func (g *gnetTransportServer) stop(ctx context.Context) error {
 	if err := g.eng.Stop(ctx); err != nil {
 		return err
 	}
+	defer func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		for _, y := range g.yielders {
+			y.close()
+		}
+	}()
 	select {
 	case <-g.runErr:
 	case <-ctx.Done():
@@ -152,7 +160,13 @@ func (g *gnetTransportServer) loopFor(el gnet.EventLoop) *loop {
 	defer g.mu.Unlock()
 	l := g.loops[el]
 	if l == nil {
-		l = g.s.hub.addLoop(g.s, gnetExecutor{el})
+		y, err := newYielder(el)
+		if err != nil {
+			g.s.log.Warn("loop without yields: its passes run whole", "err", err)
+		} else {
+			g.yielders = append(g.yielders, y)
+		}
+		l = g.s.hub.addLoop(g.s, gnetExecutor{el, y})
 		l.http = newHTTPParser()
 		g.loops[el] = l
 	}
@@ -160,6 +174,10 @@ func (g *gnetTransportServer) loopFor(el gnet.EventLoop) *loop {
 }
 
 func (g *gnetTransportServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	if y, ok := c.Context().(*yielder); ok {
+		y.ready = true
+		return nil, gnet.None
+	}
 	if g.s.draining.Load() {
 		return nil, gnet.Close
 	}
@@ -214,6 +232,10 @@ func plainAnswer(b []byte, isTLS bool) []byte {
 func (g *gnetTransportServer) OnTraffic(c gnet.Conn) gnet.Action {
 	conn, ok := c.Context().(*Conn)
 	if !ok {
+		if y, ok := c.Context().(*yielder); ok {
+			y.traffic(c)
+			return gnet.None
+		}
 		return gnet.Close
 	}
 	in, _ := c.Peek(-1)
@@ -238,6 +260,9 @@ func (g *gnetTransportServer) OnTraffic(c gnet.Conn) gnet.Action {
 }
 
 func (g *gnetTransportServer) OnClose(c gnet.Conn, _ error) gnet.Action {
+	if y, ok := c.Context().(*yielder); ok {
+		y.closed()
+	}
 	if conn, ok := c.Context().(*Conn); ok {
 		if gc := gnetOf(conn.t); gc != nil {
 			gc.gone = true
@@ -334,7 +359,10 @@ func (t *gnetConn) AsyncWrite(p []byte, done func(int, error)) error {
 }
 
 // gnetExecutor runs functions on one gnet event loop.
-type gnetExecutor struct{ el gnet.EventLoop }
+type gnetExecutor struct {
+	el gnet.EventLoop
+	y  *yielder // nil: Yield is Execute
+}
 
 type runFunc func()
 
@@ -342,6 +370,13 @@ func (f runFunc) Run(context.Context) error { f(); return nil }
 
 func (e gnetExecutor) Execute(fn func()) error {
 	return e.el.Execute(context.Background(), runFunc(fn))
+}
+
+func (e gnetExecutor) Yield(fn func()) error {
+	if e.y.yield(fn) {
+		return nil
+	}
+	return e.Execute(fn)
 }
 
 // gnetLogger sends gnet's messages to the application log.

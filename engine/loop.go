@@ -21,6 +21,11 @@ type loop struct {
 	dirty []*Conn             // connections with unsent frames
 	// passQueued is set while a flush task is queued on the loop.
 	passQueued bool
+	// yielded is set while a pass has stopped to let the loop serve its
+	// sockets (flushDirty); a Yield task continues it. slice is how long a
+	// pass writes before it yields (passSlice).
+	yielded bool
+	slice   time.Duration
 	// current is the connection whose Conn.Serve is running: Serve
 	// flushes it at the end and queues the flush task only if others were
 	// marked, so a read that only answers its sender costs no task
@@ -87,6 +92,7 @@ func newLoop(srv *Server, idx int, exec Executor) *loop {
 		exec:  exec,
 		conns: make(map[*Conn]struct{}),
 		subs:  make(map[string]*subList),
+		slice: passSlice,
 	}
 	l.flushFn, l.drainFn = l.flushTask, l.drainInbox
 	l.wheel.cur = second(time.Now().UnixNano())
@@ -173,11 +179,22 @@ func (l *loop) flushTask() {
 // written, in the same write: each write goes out as late in the pass as
 // it can. Connections written before such a take, dirty again, are left
 // for the next pass (a flush task), with whatever arrives until then.
+// A pass longer than passSlice stops and yields (yield): the loop serves
+// its ready sockets before the rest is written.
 func (l *loop) flushDirty() {
 	queued := l.passQueued
-	l.passQueued = true // the tail is queued below, once
+	l.passQueued = true // the rest is queued below, once
+	l.yielded = false
 	n, next := len(l.dirty), 0
-	for i := 0; i < n; i++ {
+	var start time.Time
+	if n > passSliceMin {
+		start = time.Now()
+	}
+	i := 0
+	for ; i < n; i++ {
+		if i >= passSliceMin && i%switchEvery == 0 && time.Since(start) > l.slice {
+			break
+		}
 		if i >= next && l.posted.Load() {
 			l.queuePosted()
 			next = i + max(switchEvery, n/passTakes)
@@ -186,14 +203,38 @@ func (l *loop) flushDirty() {
 		l.dirty[i] = nil
 		c.flush()
 	}
-	tail := copy(l.dirty, l.dirty[n:])
-	clear(l.dirty[tail:])
-	l.dirty = l.dirty[:tail]
+	rest := copy(l.dirty, l.dirty[i:])
+	clear(l.dirty[rest:])
+	l.dirty = l.dirty[:rest]
 	l.passQueued = queued
-	if tail > 0 {
+	switch {
+	case i < n:
+		l.yield()
+	case rest > 0:
 		// Usually the drain task queued by the posts taken flushes them
 		// first; this one also covers a loop that no longer runs tasks.
 		l.queueFlush()
+	}
+}
+
+// A pass writes for at least passSlice (and passSliceMin connections)
+// before it yields: each yield costs a wake-up through a socket pair.
+const (
+	passSlice    = 5 * time.Millisecond
+	passSliceMin = 4 * switchEvery
+)
+
+// yield stops the pass under way until the loop has served its ready
+// sockets (Executor.Yield); meanwhile deliveries are queued, not written
+// (burst, drainInbox), so that they leave with the rest of the pass.
+func (l *loop) yield() {
+	l.yielded = true
+	if l.passQueued {
+		return // a flush task or an earlier yield continues the pass
+	}
+	l.passQueued = true
+	if err := l.exec.Yield(l.flushFn); err != nil {
+		l.flushTask() // the engine is stopping: finish now
 	}
 }
 

@@ -147,6 +147,23 @@ func (e *memExec) Execute(fn func()) error {
 	return nil
 }
 
+// Yield queues fn behind what Execute queued: the fixture has no sockets
+// to serve in between unless the test feeds them (runOne).
+func (e *memExec) Yield(fn func()) error { return e.Execute(fn) }
+
+// runOne runs the first queued function, if any.
+func (e *memExec) runOne() {
+	e.mu.Lock()
+	if len(e.queue) == 0 {
+		e.mu.Unlock()
+		return
+	}
+	fn := e.queue[0]
+	e.queue = append(e.queue[:0], e.queue[1:]...)
+	e.mu.Unlock()
+	fn()
+}
+
 // run runs queued functions, including those they queue, until none is left.
 func (e *memExec) run() {
 	for {

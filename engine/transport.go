@@ -50,4 +50,8 @@ type Transport interface {
 type Executor interface {
 	// Execute queues fn to run on the loop. Safe from any goroutine.
 	Execute(fn func()) error
+	// Yield queues fn to run on the loop once it has served the sockets
+	// ready by then (Execute's tasks may all run before any of them).
+	// Only from the loop.
+	Yield(fn func()) error
 }
