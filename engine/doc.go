@@ -39,7 +39,10 @@
 // loop at once (a burst's through that loop's own inbox) and posted to the
 // inboxes of the other interested loops, which deliver it on their own
 // goroutines; a drained inbox goes out as runs, consecutive messages of a
-// channel in one piece per subscriber. fanout.go is the whole path:
+// channel in one piece per subscriber. The pass that writes them takes
+// what is posted meanwhile, and every 5 ms yields to the loop's sockets
+// (loop.flushDirty; Executor.Yield, gnetyield.go), so that a fan-out to
+// tens of thousands never keeps a loop from reading. fanout.go is the whole path:
 // outMsg (one encode per message and wire protocol), hub, delivery, the
 // subscriber lists.
 //
