@@ -48,8 +48,9 @@ type Config struct {
 	// past it a new connection gets a 503 and is closed, unless the slot of
 	// an incomplete request head can be reclaimed (loop.reclaimSlot). Default: the
 	// process's open-file limit less 512 descriptors (half of a limit of
-	// 1024 or less) kept for files, logs and the listeners, so that accept
-	// never fails for lack of one.
+	// 1024 or less) kept for files, logs and the listeners, and two per
+	// event loop (its yield socket pair), so that accept never fails for
+	// lack of one.
 	MaxConnections int
 	// MaxSubscriptions bounds the channels one connection may join. Default 1024.
 	MaxSubscriptions int
@@ -223,7 +224,7 @@ func (c *Config) fillDefaults() {
 		c.MaxOutbound = defaultMaxOutbound
 	}
 	if c.MaxConnections == 0 {
-		c.MaxConnections = defaultMaxConnections()
+		c.MaxConnections = defaultMaxConnections(c.Loops)
 	}
 	if c.MaxSubscriptions == 0 {
 		c.MaxSubscriptions = 1024
@@ -292,16 +293,17 @@ func MinInputBudget(maxMessage int) int {
 const maxFrameHeader = 14
 
 // defaultMaxConnections is the process's open-file limit less the
-// descriptors kept for files, logs and the listeners (see MaxConnections).
-func defaultMaxConnections() int {
+// descriptors kept for files, logs, the listeners and the loops' yield
+// socket pairs (see MaxConnections).
+func defaultMaxConnections(loops int) int {
 	var lim unix.Rlimit
 	switch err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); {
 	case err != nil || lim.Cur >= 1<<31:
 		return 1 << 20
 	case lim.Cur > 1024:
-		return int(lim.Cur) - 512
+		return int(lim.Cur) - 512 - 2*loops
 	default:
-		return int(lim.Cur) / 2
+		return max(int(lim.Cur)/2-2*loops, 1)
 	}
 }
 

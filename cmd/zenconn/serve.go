@@ -84,7 +84,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.IntVar(&o.workers, "workers", defaultWorkers(), "worker processes under an agent process; 0 serves in this process")
 	fs.IntVar(&o.loops, "loops", 0, "event loops per process; 0 means one per CPU the node may use (divided among the workers)")
 	fs.DurationVar(&o.stallTimeout, "worker-stall-timeout", 5*time.Second, "a worker whose ring from the agent takes nothing this long while records wait for it is killed and restarted (with --workers 0: the node exits)")
-	fs.IntVar(&o.maxConns, "max-connections", 0, "open connections accepted before new ones get 503 (or take the slot of a request head under way for 1 s or more); 0 means the open-file limit less 512")
+	fs.IntVar(&o.maxConns, "max-connections", 0, "open connections accepted before new ones get 503 (or take the slot of a request head under way for 1 s or more); 0 means the open-file limit less 512 and two per event loop")
 	o.maxMessage = 1 << 20
 	fs.Var(&o.maxMessage, "max-message", "largest WebSocket message accepted (bytes; K/KiB, M/MiB suffixes); larger ones are closed with 1009")
 	o.maxOutbound = 4 << 20
