@@ -11,7 +11,9 @@
 #              connection and per socket
 #   churn      CHURN_PCT % of the connections closed and reopened each
 #              second for CHURN_DURATION; server RSS/PSS, descriptors and
-#              kernel sockets sampled every CHURN_INTERVAL; growth flagged
+#              kernel sockets sampled every CHURN_INTERVAL; growth from the
+#              start to the end (once the server has settled) flagged, the
+#              peak PSS meanwhile reported
 #   restart    the node restarted (TERM, started again on the same port and
 #              data folder; KILL after 120 s) under all connections: they reconnect with
 #              exponential backoff and full jitter (100 ms, capped at 10 s)

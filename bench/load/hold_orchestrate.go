@@ -26,6 +26,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/zenconn/server/internal/memtrim"
 )
 
 // holder is the hold mode's orchestrator.
@@ -369,6 +371,7 @@ type serverSample struct {
 	T       float64 `json:"t_s"`
 	RSS     int64   `json:"rss_kib"`
 	PSS     int64   `json:"pss_kib"`
+	Agent   int64   `json:"agent_pss_kib,omitempty"` // the first server process's share of PSS
 	FDs     int64   `json:"fds"`
 	Sockets int64   `json:"sockets,omitempty"`
 	TCP     int64   `json:"tcp_inuse"`
@@ -388,6 +391,11 @@ func (h *holder) sampleServer(t0 time.Time) serverSample {
 	k, err := sampleKernel()
 	errs = append(errs, err)
 	s.RSS, s.PSS, s.FDs, s.Sockets = m.rss, m.pss, fd.fds, fd.sockets
+	if len(h.cfg.serverPIDs) > 1 {
+		a, err := sampleMem(h.cfg.serverPIDs[:1])
+		errs = append(errs, err)
+		s.Agent = a.pss
+	}
 	s.TCP, s.TCPMem, s.Slab, s.Unrec = k.tcpInuse, k.tcpMemPages, k.slabKiB, k.sunreclaimKiB
 	if err := errors.Join(errs...); err != nil {
 		s.Error = err.Error()
@@ -397,7 +405,8 @@ func (h *holder) sampleServer(t0 time.Time) serverSample {
 
 // churn closes and reopens pct % of the subscribers a second for dur,
 // samples the server every interval, and reports the growth from the
-// first sample to the last (taken once every connection is back).
+// first sample to the last (taken once every connection is back and the
+// server has settled), and the peak PSS meanwhile.
 func (h *holder) churn(pct, dur, interval string) (map[string]any, error) {
 	out := h.header("churn")
 	d, err1 := time.ParseDuration(dur)
@@ -420,8 +429,18 @@ func (h *holder) churn(pct, dur, interval string) (map[string]any, error) {
 	if err != nil {
 		return out, err
 	}
-	time.Sleep(2 * time.Second) // the server closes what the last reopened connections replaced
+	// The end sample waits until the server has closed what the last
+	// reopened connections replaced (2 s) and its processes have been quiet
+	// for as long as the idle phase waits (--settle) and their trimmers
+	// need (memtrim): a leak stays, but the room the collector takes while
+	// the churn allocates is given back. The peak during the churn is
+	// reported beside it.
+	time.Sleep(2*time.Second + h.cfg.settle + memtrim.DefaultQuiet)
 	samples = append(samples, h.sampleServer(t0))
+	if peak := peakPSS(samples); samples[0].PSS > 0 {
+		out["pss_peak_kib"] = peak
+		out["pss_peak_growth_pct"] = round3(100 * float64(peak-samples[0].PSS) / float64(samples[0].PSS))
+	}
 	var closed, reopened, fails, lost int64
 	notReady := 0
 	errs := map[string]*errStat{}
@@ -446,6 +465,15 @@ func (h *holder) churn(pct, dur, interval string) (map[string]any, error) {
 	out["growth_flags"] = flags
 	out["ok"] = len(flags) == 0 && notReady == 0
 	return out, nil
+}
+
+// peakPSS is the largest PSS of samples.
+func peakPSS(samples []serverSample) int64 {
+	var peak int64
+	for _, s := range samples {
+		peak = max(peak, s.PSS)
+	}
+	return peak
 }
 
 // gatherTicking is gather (the command already sent) with onTick called at

@@ -291,7 +291,7 @@ func TestHoldPhasesOnARealNode(t *testing.T) {
 			return hnum(m, "published") != 1 || hnum(m, "received_deliveries") != 200 || m["seconds_until_all_arrived"] == nil
 		}},
 		{"churn 10 2s 500ms", func(m map[string]any) bool {
-			return hnum(m, "closed") < 20 || hnum(m, "not_ready_at_end") != 0 || m["ok"] != true
+			return hnum(m, "closed") < 20 || hnum(m, "not_ready_at_end") != 0 || m["ok"] != true || hnum(m, "pss_peak_kib") <= 0
 		}},
 		{"mark", func(map[string]any) bool { return false }},
 	} {
