@@ -260,33 +260,45 @@ func TestPublishBurstRuns(t *testing.T) {
 // ends: subscribers served before the switch get two writes, the others
 // one, and every subscriber gets both messages in order.
 func TestDirectPassSwitches(t *testing.T) {
-	const n = 3 * switchEvery
-	fx := newFanoutFixture(t, n, 16)
+	fx, m1, m2 := postDuringWrite(t, 3*switchEvery, switchEvery/2)
 	l := fx.l
-	m1 := newOutMsg("room", "api", []byte(`"first"`), false)
-	m2 := newOutMsg("room", "api", []byte(`"second"`), false)
-	for i, d := range fx.conns {
-		d.t.record, d.t.writes = true, 0
-		if i == switchEvery/2 {
-			posted := false
-			d.t.check = func([]byte) {
-				if !posted {
-					posted = true
-					l.post(delivery{msg: m2})
-				}
-			}
-		}
-	}
 	time.Sleep(2 * burstGap) // a quiet loop: the pass is direct
 	l.post(delivery{msg: m1})
 	fx.exec.run()
 	want := append(append([]byte(nil), m1.frame(false)...), m2.frame(false)...)
+	checkTwoWrites(t, fx.conns, want, switchEvery)
+}
+
+// postDuringWrite makes a fixture of n subscribers that record their
+// writes, and two messages: the second is posted to the loop during the
+// first write to subscriber at.
+func postDuringWrite(t *testing.T, n, at int) (fx *fanoutFixture, m1, m2 *outMsg) {
+	fx = newFanoutFixture(t, n, 16)
+	m1 = newOutMsg("room", "api", []byte(`"first"`), false)
+	m2 = newOutMsg("room", "api", []byte(`"second"`), false)
 	for i, d := range fx.conns {
+		d.t.record, d.t.writes = true, 0
+		if i == at {
+			d.t.check = func([]byte) {
+				if d.t.writes == 0 {
+					fx.l.post(delivery{msg: m2})
+				}
+			}
+		}
+	}
+	return fx, m1, m2
+}
+
+// checkTwoWrites checks that every subscriber got want, the first n in two
+// writes and the others in one.
+func checkTwoWrites(t *testing.T, conns []*connDriver, want []byte, n int) {
+	t.Helper()
+	for i, d := range conns {
 		if got := d.t.takeOut(); !bytes.Equal(got, want) {
 			t.Fatalf("subscriber %d got %q, want %q", i, got, want)
 		}
 		wantWrites := 1
-		if i < switchEvery {
+		if i < n {
 			wantWrites = 2
 		}
 		if d.t.writes != wantWrites {
@@ -300,37 +312,14 @@ func TestDirectPassSwitches(t *testing.T) {
 // as what the pass was writing, those already written in a second one
 // (the next pass, a flush task), and all in order.
 func TestFlushTakesPosted(t *testing.T) {
-	const n, at = 4 * switchEvery, switchEvery + switchEvery/2
-	fx := newFanoutFixture(t, n, 16)
+	const at = switchEvery + switchEvery/2
+	fx, m1, m2 := postDuringWrite(t, 4*switchEvery, at)
 	l := fx.l
-	m1 := newOutMsg("room", "api", []byte(`"first"`), false)
-	m2 := newOutMsg("room", "api", []byte(`"second"`), false)
-	for i, d := range fx.conns {
-		d.t.record, d.t.writes = true, 0
-		if i == at {
-			d.t.check = func([]byte) {
-				if d.t.writes == 0 {
-					l.post(delivery{msg: m2})
-				}
-			}
-		}
-	}
 	l.lastDeliver = time.Now().UnixNano() // not quiet: the pass is queued, then flushed
 	l.post(delivery{msg: m1})
 	fx.exec.run()
 	want := append(append([]byte(nil), m1.frame(false)...), m2.frame(false)...)
-	for i, d := range fx.conns {
-		if got := d.t.takeOut(); !bytes.Equal(got, want) {
-			t.Fatalf("subscriber %d got %q, want %q", i, got, want)
-		}
-		wantWrites := 1
-		if i <= at {
-			wantWrites = 2
-		}
-		if d.t.writes != wantWrites {
-			t.Errorf("subscriber %d: %d writes, want %d", i, d.t.writes, wantWrites)
-		}
-	}
+	checkTwoWrites(t, fx.conns, want, at+1)
 	if len(l.dirty) != 0 || l.passQueued {
 		t.Errorf("after the passes: %d dirty, flush queued %v", len(l.dirty), l.passQueued)
 	}
@@ -399,18 +388,7 @@ func TestPassYields(t *testing.T) {
 	fx.exec.run()
 	m := newOutMsg("room", pub.c.id, []byte(`"p"`), false)
 	want := append(append([]byte(nil), fx.frame...), m.frame(false)...)
-	for i, d := range fx.conns {
-		if got := d.t.takeOut(); !bytes.Equal(got, want) {
-			t.Fatalf("subscriber %d got %q, want %q", i, got, want)
-		}
-		wantWrites := 1
-		if i < passSliceMin {
-			wantWrites = 2
-		}
-		if d.t.writes != wantWrites {
-			t.Errorf("subscriber %d: %d writes, want %d", i, d.t.writes, wantWrites)
-		}
-	}
+	checkTwoWrites(t, fx.conns, want, passSliceMin)
 	if l.yielded || len(l.dirty) != 0 {
 		t.Errorf("after the pass: yielded %v, %d dirty", l.yielded, len(l.dirty))
 	}

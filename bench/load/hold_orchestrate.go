@@ -430,11 +430,11 @@ func (h *holder) churn(pct, dur, interval string) (map[string]any, error) {
 		return out, err
 	}
 	// The end sample waits until the server has closed what the last
-	// reopened connections replaced (2 s) and its processes have been quiet
-	// for as long as the idle phase waits (--settle) and their trimmers
-	// need (memtrim): a leak stays, but the room the collector takes while
-	// the churn allocates is given back. The peak during the churn is
-	// reported beside it.
+	// reopened connections replaced (2 s), and then as long as the idle
+	// phase does (--settle) and the processes' trimmers need to see them
+	// quiet (memtrim), so that what the churn left is measured on settled
+	// processes, as the start was. The peak during the churn is reported
+	// beside it.
 	time.Sleep(2*time.Second + h.cfg.settle + memtrim.DefaultQuiet)
 	samples = append(samples, h.sampleServer(t0))
 	if peak := peakPSS(samples); samples[0].PSS > 0 {
