@@ -326,8 +326,8 @@ func (l *loop) post(d delivery) {
 // during that flush (flushDirty). While a pass has yielded, it only queues:
 // the pass writes them when it goes on.
 func (l *loop) drainInbox() {
-	// The deliveries below are flushed at the end of this task: no
-	// separate flush task is needed for them.
+	// The deliveries below are flushed at the end of this task, or by the
+	// pass that yielded: no separate flush task is needed for them.
 	queued := l.passQueued
 	l.passQueued = true
 	batch := l.takeInbox()
