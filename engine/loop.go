@@ -19,7 +19,8 @@ type loop struct {
 	conns map[*Conn]struct{}
 	subs  map[string]*subList // local channel index
 	dirty []*Conn             // connections with unsent frames
-	// passQueued is set while a flush task is queued on the loop.
+	// passQueued is set while a flush task, or the rest of a pass that
+	// yielded, is queued on the loop.
 	passQueued bool
 	// yielded is set while a pass has stopped to let the loop serve its
 	// sockets (flushDirty); a Yield task continues it. slice is how long a
