@@ -152,9 +152,14 @@ func TestWheelIdleTicks(t *testing.T) {
 	const conns = 5000
 	s := newTestServer(t, Config{PingInterval: 30 * time.Second, IdleTimeout: 2 * time.Minute})
 	l, _ := newTestLoop(t, s)
+	cs := make([]*Conn, conns)
+	for i := range cs {
+		cs[i] = s.open(l, newMemTransport(true))
+	}
+	// base comes after every open, so that the handshake deadlines (10 s
+	// after each open) all come by base+10 s, however long the opens took.
 	base := time.Now().UnixNano()
-	for range conns {
-		c := s.open(l, newMemTransport(true))
+	for _, c := range cs {
 		c.state, c.phase, c.lastRead, c.lastPing = stateWS, phaseNone, base, base
 		c.reschedule() // as the upgrade does
 	}
