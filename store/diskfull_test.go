@@ -181,3 +181,42 @@ func testDiskFull(t *testing.T, reserve, leave int64) {
 	}
 	appendAll(t, s, []Record{{Op: OpPublish, Channel: "after"}})
 }
+
+// TestLogsNotPreallocated: the write-ahead logs take on disk what is
+// written to them and no more, so that the free-space check (space.go)
+// counts every byte they take (nofalloc.go).
+func TestLogsNotPreallocated(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{Sync: SyncAlways})
+	for i := range 3 { // a log is preallocated from its second write
+		appendAll(t, s, []Record{{Op: OpPublish, Channel: fmt.Sprint("c", i), Data: []byte(`"x"`)}})
+	}
+	logs, _ := filepath.Glob(filepath.Join(dir, "*", "*.log"))
+	if len(logs) < 2 {
+		t.Fatalf("write-ahead logs found: %v, want one per database", logs)
+	}
+	for _, p := range logs {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken := fi.Sys().(*syscall.Stat_t).Blocks * 512
+		if taken > fi.Size()+64<<10 {
+			t.Errorf("%s takes %d bytes on disk for %d written", p, taken, fi.Size())
+		}
+	}
+}
+
+// TestRoomSeesOtherWriters: the free-space check reads the filesystem at
+// each group, so what another writer took a moment ago counts.
+func TestRoomSeesOtherWriters(t *testing.T) {
+	dir := smallFS(t, "8m")
+	d := diskSpace{dir: dir, reserve: 2 << 20}
+	if err := d.room(4 << 10); err != nil {
+		t.Fatalf("room on an empty 8 MiB filesystem: %v", err)
+	}
+	fill(t, dir, 1<<20)
+	if err := d.room(4 << 10); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("room with 1 MiB free and 2 MiB reserved: %v, want ErrDiskFull", err)
+	}
+}

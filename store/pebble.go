@@ -55,8 +55,9 @@ func openPebble(dir string, index bool, opts Options) (*pebble.DB, error) {
 	po := &pebble.Options{
 		// An explicit FS: Pebble's default wraps it in a disk-health
 		// checker whose goroutine a failed Open (folder locked) leaks, and
-		// whose reports would go to a no-op listener anyway.
-		FS:       vfs.Default,
+		// whose reports would go to a no-op listener anyway. Files are
+		// not preallocated (nofalloc.go).
+		FS:       noPreallocFS{vfs.Default},
 		ReadOnly: opts.ReadOnly,
 		Logger:   quietLogger{opts.Log, errs},
 		// A flush that fails is retried at once, for ever: on a full

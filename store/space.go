@@ -27,11 +27,10 @@ var ErrDiskFull = errors.New("store: the disk is full")
 // returns. One line is logged when it starts, one per fullLogEvery while
 // it lasts, one when it ends.
 const (
-	pauseMin        = 10 * time.Millisecond
-	pauseMax        = time.Second
-	fullLogEvery    = 10 * time.Second
-	spaceCheckEvery = 20 * time.Millisecond // free space is read at most this often while above the reserve
-	defaultReserve  = 64 << 20
+	pauseMin       = 10 * time.Millisecond
+	pauseMax       = time.Second
+	fullLogEvery   = 10 * time.Second
+	defaultReserve = 64 << 20
 )
 
 // statfs returns the free (for unprivileged users) and total bytes of
@@ -48,29 +47,21 @@ func statfs(dir string) (free, total int64, err error) {
 type diskSpace struct {
 	dir     string
 	reserve int64
-	checked time.Time
-	free    int64 // as read then, less what was committed since
-	full    bool
 }
 
 // room returns ErrDiskFull when writing n more bytes would leave less
-// than the reserve free, and else counts them. It reads the free space at
-// most every spaceCheckEvery while there is room, and whenever n would not
-// fit in what it last saw.
+// than the reserve free. It reads the free space every time (a statfs, a
+// microsecond or two a group): an estimate kept between reads would miss
+// what other writers took meanwhile, and a write-ahead log write that
+// meets a full disk is fatal to Pebble.
 func (d *diskSpace) room(n int64) error {
-	now := time.Now()
-	if d.full || now.Sub(d.checked) >= spaceCheckEvery || d.free-n < d.reserve {
-		free, _, err := statfs(d.dir)
-		if err != nil {
-			return nil // cannot tell: let the commit say
-		}
-		d.free, d.checked = free, now
+	free, _, err := statfs(d.dir)
+	if err != nil {
+		return nil // cannot tell: let the commit say
 	}
-	d.full = d.free-n < d.reserve
-	if d.full {
-		return fmt.Errorf("%w (%d bytes free, %d to write, %d reserved)", ErrDiskFull, d.free, n, d.reserve)
+	if free-n < d.reserve {
+		return fmt.Errorf("%w (%d bytes free, %d to write, %d reserved)", ErrDiskFull, free, n, d.reserve)
 	}
-	d.free -= n
 	return nil
 }
 
