@@ -51,7 +51,7 @@ func TestTrimAfterBurstThenQuiet(t *testing.T) {
 	}
 }
 
-func TestNoTrimWhileBusyOrAfterSmallBurst(t *testing.T) {
+func TestNoTrimWhileBusy(t *testing.T) {
 	tr := New()
 	tr.Quiet = time.Second
 	for i := 0; i < 5; i++ {
@@ -60,13 +60,34 @@ func TestNoTrimWhileBusyOrAfterSmallBurst(t *testing.T) {
 			t.Fatal("trimmed a busy process")
 		}
 	}
-	small := New()
-	small.Quiet = time.Second
-	burst(4 << 20)
-	small.Check(time.Second)
-	for i := 0; i < 3; i++ {
-		if small.Check(time.Second) {
-			t.Fatal("trimmed after a 4 MiB burst; MinBurst is 32 MiB")
+}
+
+func TestNoTrimAfterSmallBurst(t *testing.T) {
+	tr := New()
+	tr.Quiet = time.Second
+	burst(1 << 20)
+	for i := 0; i < 5; i++ {
+		if tr.Check(time.Second) {
+			t.Fatalf("trimmed after a 1 MiB burst; MinBurst is %d MiB", tr.MinBurst>>20)
 		}
+	}
+}
+
+// TestTrimUnderSlowAllocation: a process allocating below the quiet rate
+// (a node under a steady, slow churn) is trimmed each time what
+// it allocated since the last trim reaches MinBurst (the default), not
+// only after a large burst.
+func TestTrimUnderSlowAllocation(t *testing.T) {
+	tr := New()
+	before := released()
+	for i := 0; i < 40; i++ {
+		burst(512 << 10) // 512 KiB a "second": quiet
+		tr.Check(time.Second)
+	}
+	if n := tr.Trims(); n < 2 {
+		t.Fatalf("%d trims while 20 MiB were allocated at 512 KiB/s, want 2 or more", n)
+	}
+	if released() <= before {
+		t.Fatal("the trims released nothing")
 	}
 }
