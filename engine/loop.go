@@ -40,8 +40,10 @@ type loop struct {
 	more        bool
 
 	// spareOut are outbound buffers given back by flushed connections,
-	// lent to the next ones that queue a frame (see Conn.outBuf).
-	spareOut [][]byte
+	// lent to the next ones that queue a frame (see Conn.outBuf), and
+	// spareBytes their capacity.
+	spareOut   [][]byte
+	spareBytes int
 	// spareQueues are write queues given back by connections whose queue
 	// emptied (outqueue.go); iov is the pieces of one writev, reused.
 	spareQueues []*writeQueue
@@ -115,11 +117,12 @@ func (l *loop) markDirty(c *Conn) {
 }
 
 // Outbound buffers: new ones start at outBufSize; one over maxSpareOut is
-// dropped rather than kept, and the loop keeps at most maxSpareOuts.
+// dropped rather than kept, and the loop keeps at most maxSpareBytes of
+// them (65,536 new ones): buffers that slow readers grew cannot pile up.
 const (
-	outBufSize   = 512
-	maxSpareOut  = 64 << 10
-	maxSpareOuts = 1 << 16
+	outBufSize    = 512
+	maxSpareOut   = 64 << 10
+	maxSpareBytes = 32 << 20
 )
 
 // takeOut lends an empty outbound buffer.
@@ -128,6 +131,7 @@ func (l *loop) takeOut() []byte {
 		b := l.spareOut[n-1]
 		l.spareOut[n-1] = nil
 		l.spareOut = l.spareOut[:n-1]
+		l.spareBytes -= cap(b)
 		return b
 	}
 	return make([]byte, 0, outBufSize)
@@ -135,8 +139,9 @@ func (l *loop) takeOut() []byte {
 
 // giveOut takes back an outbound buffer (nil is ignored).
 func (l *loop) giveOut(b []byte) {
-	if b != nil && cap(b) <= maxSpareOut && len(l.spareOut) < maxSpareOuts {
+	if b != nil && cap(b) <= maxSpareOut && l.spareBytes+cap(b) <= maxSpareBytes {
 		l.spareOut = append(l.spareOut, b[:0])
+		l.spareBytes += cap(b)
 	}
 }
 

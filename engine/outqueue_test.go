@@ -205,3 +205,27 @@ func TestOutQueueWaitsForTransportBuffer(t *testing.T) {
 	}
 	d.close()
 }
+
+// TestSpareOutBounded: the loop keeps at most maxSpareBytes of spare
+// outbound buffers, however many large ones come back.
+func TestSpareOutBounded(t *testing.T) {
+	s := newTestServer(t, Config{})
+	l, _ := newTestLoop(t, s)
+	for range 2 * maxSpareBytes / maxSpareOut {
+		l.giveOut(make([]byte, 0, maxSpareOut))
+	}
+	if l.spareBytes != maxSpareBytes || len(l.spareOut) != maxSpareBytes/maxSpareOut {
+		t.Fatalf("%d spare buffers, %d bytes; want %d, %d", len(l.spareOut), l.spareBytes, maxSpareBytes/maxSpareOut, maxSpareBytes)
+	}
+	l.takeOut()
+	l.giveOut(make([]byte, 0, outBufSize))
+	if l.spareBytes != maxSpareBytes-maxSpareOut+outBufSize {
+		t.Fatalf("%d spare bytes after one taken and a small one given back", l.spareBytes)
+	}
+	for len(l.spareOut) > 0 {
+		l.takeOut()
+	}
+	if l.spareBytes != 0 {
+		t.Fatalf("%d spare bytes with no spare buffer", l.spareBytes)
+	}
+}
