@@ -131,12 +131,19 @@ func (o *outbox) put(rec []byte, flush bool) error {
 	return nil
 }
 
-// run writes the queued records onto the ring until close.
+// run writes the queued records onto the ring until close, and once a
+// second gives back the ring's pages that the traffic left
+// (Producer.Release).
 func (o *outbox) run() {
 	defer close(o.done)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
 		select {
 		case <-o.wake:
+		case now := <-tick.C:
+			o.releasePages(now)
+			continue
 		case <-o.stop:
 			return
 		}
@@ -144,6 +151,16 @@ func (o *outbox) run() {
 			return
 		}
 	}
+}
+
+// releasePages gives back the ring's free pages while enqueue owns the
+// producer (run, draining, gives them back at its next tick).
+func (o *outbox) releasePages(now time.Time) {
+	o.mu.Lock()
+	if !o.draining && !o.closed {
+		o.prod.Release(now)
+	}
+	o.mu.Unlock()
 }
 
 // drain writes batches until the queue is empty (then hands the producer

@@ -40,6 +40,9 @@ type Bridge interface {
 	// Refused reports an attempt the engine turned down (a forbidden or
 	// unauthenticated op, a refused token).
 	Refused(loop int, r Refusal)
+	// Tick is called on each loop about once a second (with its periodic
+	// checks), for the bridge's own periodic work on that loop's queue.
+	Tick(loop int)
 }
 
 // SessionInfo describes a WebSocket connection when it opens.
@@ -73,6 +76,7 @@ func (NopBridge) Closed(int, string, uint16)       {}
 func (NopBridge) Identified(int, string, string)   {}
 func (NopBridge) Unsubscribed(int, string, string) {}
 func (NopBridge) Refused(int, Refusal)             {}
+func (NopBridge) Tick(int)                         {}
 
 func (NopBridge) Subscribed(int, string, string, func(error)) (bool, error) { return true, nil }
 

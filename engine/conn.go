@@ -331,9 +331,10 @@ func (c *Conn) remoteIP() string {
 
 // scan runs the periodic checks (Conn.check) at time now on the loop's
 // connections that may be due, as filed in its wheel (wheel.go), and files
-// each again at its next deadline.
+// each again at its next deadline; the bridge gets its Tick first.
 func (l *loop) scan(now int64) {
 	l.setKeepAlive(int(l.stats.websockets.Load()))
+	l.srv.cfg.Bridge.Tick(l.idx)
 	w := &l.wheel
 	w.advance(second(now))
 	n := 0

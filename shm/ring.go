@@ -272,6 +272,9 @@ type Producer struct {
 	head      uint64 // local head: written but maybe not published
 	tailCache uint64
 	pending   bool
+
+	releasedHead uint64    // head at the last Release that freed pages
+	releasedAt   time.Time // and when
 }
 
 // Producer returns the ring's producer side. Only one may exist.
@@ -368,6 +371,55 @@ func (p *Producer) Write(rec []byte, timeout time.Duration) error {
 		}
 		p.r.prodSleep.Store(0)
 	}
+}
+
+// ReleaseEvery is the shortest time between two Releases of a ring's pages.
+const ReleaseEvery = 10 * time.Second
+
+// Release gives the operating system back the pages of the ring's free
+// space (read by the consumer, not yet written again), when at least a
+// quarter of the ring was written since the last release and that was
+// ReleaseEvery ago or more; it returns the bytes released.
+//
+// A page of the ring stays in memory once written, and the producer walks
+// round all of them: without releases every ring would soon hold its whole
+// capacity, however little is queued. A released page is a hole of the
+// memfd; the producer's next write there takes a fresh zeroed page. Its
+// owner calls Release from time to time (once a second, say): a busy ring
+// takes back its pages at most once per ReleaseEvery, a quiet one holds
+// about what is queued.
+func (p *Producer) Release(now time.Time) int {
+	r := p.r
+	if r.memFd < 0 || p.head-p.releasedHead < r.capacity/4 || now.Sub(p.releasedAt) < ReleaseEvery {
+		return 0
+	}
+	p.releasedHead, p.releasedAt = p.head, now
+	// The free space is [head, tail+capacity): the consumer reads only
+	// before head, and only this producer writes from it on. tail only
+	// grows, so the one read here is safe.
+	from, to := p.head, r.tail.Load()+r.capacity
+	n := 0
+	for from < to {
+		pos := from & r.mask
+		seg := min(to-from, r.capacity-pos)
+		n += punch(r.memFd, headerSize+pos, seg)
+		from += seg
+	}
+	return n
+}
+
+// punch frees the whole pages of the file's bytes [off, off+n) and returns
+// the bytes freed; the partial pages at either end are left alone.
+func punch(fd int, off, n uint64) int {
+	ps := uint64(os.Getpagesize())
+	start, end := (off+ps-1)/ps*ps, (off+n)/ps*ps
+	if end <= start {
+		return 0
+	}
+	if unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(start), int64(end-start)) != nil {
+		return 0
+	}
+	return int(end - start)
 }
 
 // Consumer reads records from a ring. It is owned by one goroutine.

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/zenconn/server/internal/leaktest"
 )
 
@@ -474,4 +476,134 @@ func TestInterruptEndsWait(t *testing.T) {
 	if c.Wait(-1) {
 		t.Fatal("a later Wait on an interrupted ring did not return false")
 	}
+}
+
+// resident returns the bytes of the ring's memfd held in memory.
+func resident(t *testing.T, r *Ring) int64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(r.memFd, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
+
+// pattern fills rec with bytes that depend on i and the position.
+func pattern(rec []byte, i int) []byte {
+	for k := range rec {
+		rec[k] = byte(i*7 + k)
+	}
+	return rec
+}
+
+// TestReleaseGivesPagesBack: after a lap, Release frees the pages of the
+// free space, keeps what is queued intact, and the ring goes on working
+// through the holes; it waits for a quarter of the ring to be written and
+// for ReleaseEvery between releases.
+func TestReleaseGivesPagesBack(t *testing.T) {
+	const capacity = 1 << 20
+	r := newTestRing(t, capacity)
+	p, c := r.Producer(), r.Consumer()
+	rec := make([]byte, 1000)
+	i := 0
+	for ; i < capacity*3/4/1008; i++ {
+		if err := p.TryWrite(pattern(rec, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Flush()
+	readAll(t, c)
+	queued := i
+	for ; i < queued+100; i++ { // ~100 KB queued, unread
+		if err := p.TryWrite(pattern(rec, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Flush()
+	before := resident(t, r)
+	now := time.Now()
+	n := p.Release(now)
+	after := resident(t, r)
+	t.Logf("resident %d KiB before, %d KiB after releasing %d KiB", before>>10, after>>10, n>>10)
+	if n < capacity/2 || after > 128<<10+headerSize {
+		t.Fatalf("released %d bytes, %d resident after; want most of the ring back and ~100 KB queued kept", n, after)
+	}
+	for k, got := range readAll(t, c) {
+		if want := pattern(rec, queued+k); !bytes.Equal(got, want) {
+			t.Fatalf("queued record %d damaged by the release", queued+k)
+		}
+	}
+	if n := p.Release(now.Add(ReleaseEvery)); n != 0 {
+		t.Fatalf("released %d bytes with nothing written since", n)
+	}
+	// Another lap through the holes.
+	for lap := i + capacity/1008; i < lap; i++ {
+		if err := p.TryWrite(pattern(rec, i)); err != nil {
+			p.Flush()
+			readAll(t, c)
+			i--
+			continue
+		}
+	}
+	p.Flush()
+	readAll(t, c)
+	if n := p.Release(now.Add(ReleaseEvery / 2)); n != 0 {
+		t.Fatalf("released %d bytes %v after the last release", n, ReleaseEvery/2)
+	}
+	if n := p.Release(now.Add(ReleaseEvery)); n == 0 {
+		t.Fatal("nothing released after a lap and ReleaseEvery")
+	}
+}
+
+// TestReleaseConcurrent: a consumer reading while its producer releases
+// over and over never sees a damaged record.
+func TestReleaseConcurrent(t *testing.T) {
+	r := newTestRing(t, 64<<10)
+	const n = 100000
+	done := make(chan error, 1)
+	go func() {
+		c := r.Consumer()
+		next := 0
+		want := make([]byte, 600)
+		for next < n {
+			if !c.Wait(5 * time.Second) {
+				done <- fmt.Errorf("consumer starved at %d", next)
+				return
+			}
+			var bad error
+			if _, err := c.Read(func(rec []byte) {
+				if bad == nil && !bytes.Equal(rec, pattern(want[:100+next%500], next)) {
+					bad = fmt.Errorf("record %d damaged", next)
+				}
+				next++
+			}); err != nil {
+				done <- err
+				return
+			}
+			if bad != nil {
+				done <- bad
+				return
+			}
+		}
+		done <- nil
+	}()
+	p := r.Producer()
+	buf := make([]byte, 600)
+	now, released := time.Now(), 0
+	for i := 0; i < n; i++ {
+		if err := p.Write(pattern(buf[:100+i%500], i), 5*time.Second); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		if i%20 == 0 {
+			now = now.Add(ReleaseEvery)
+			released += p.Release(now)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if released == 0 {
+		t.Fatal("nothing released")
+	}
+	t.Logf("%d MiB released", released>>20)
 }

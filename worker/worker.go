@@ -76,16 +76,10 @@ func newBridge(rings *link.Rings) *bridge {
 
 // send writes a record on the loop's ring. Records that must not be lost
 // (connection table events) wait in a backlog when the ring is full and
-// go out, in order, before the loop's next record.
+// go out, in order, before the loop's next record or at its next Tick.
 func (b *bridge) send(loop int, rec []byte, mustKeep bool) error {
 	p := b.prods[loop]
-	for len(b.backlog[loop]) > 0 {
-		if p.TryWrite(b.backlog[loop][0]) != nil {
-			break
-		}
-		b.backlog[loop] = b.backlog[loop][1:]
-	}
-	if len(b.backlog[loop]) == 0 {
+	if b.writeBacklog(loop) {
 		if err := p.TryWrite(rec); err == nil {
 			p.Flush()
 			return nil
@@ -99,6 +93,31 @@ func (b *bridge) send(loop int, rec []byte, mustKeep bool) error {
 	}
 	b.backlog[loop] = append(b.backlog[loop], append([]byte(nil), rec...))
 	return nil
+}
+
+// writeBacklog writes what it can of the loop's backlog onto its ring
+// (unpublished) and reports whether the backlog is empty.
+func (b *bridge) writeBacklog(loop int) bool {
+	for len(b.backlog[loop]) > 0 {
+		if b.prods[loop].TryWrite(b.backlog[loop][0]) != nil {
+			return false
+		}
+		b.backlog[loop][0] = nil
+		b.backlog[loop] = b.backlog[loop][1:]
+	}
+	return true
+}
+
+// Tick sends the loop's backlog, so that table events that found the ring
+// full go out even when the loop has nothing more to say, and gives back
+// the pages of the loop's ring that its traffic left (Producer.Release).
+func (b *bridge) Tick(loop int) {
+	p := b.prods[loop]
+	if len(b.backlog[loop]) > 0 {
+		b.writeBacklog(loop)
+		p.Flush()
+	}
+	p.Release(time.Now())
 }
 
 func (b *bridge) Opened(loop int, si engine.SessionInfo) {
@@ -286,6 +305,7 @@ func reportStats(house *shm.Producer, srv *engine.Server, done <-chan struct{}) 
 			st := srv.Stats()
 			rec = nodemsg.AppendStats(rec[:0], &st)
 			_ = house.Write(rec, 100*time.Millisecond)
+			house.Release(time.Now())
 		case <-done:
 			return
 		}

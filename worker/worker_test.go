@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -280,5 +281,38 @@ func TestAloneSubscribe(t *testing.T) {
 	d.sendAgent(nodemsg.AppendDone(nil, sub.Token, false))
 	if m := c.read(5 * time.Second); !isAck(m, 1) {
 		t.Fatalf("got %v, want ack 1", m)
+	}
+}
+
+// TestTickSendsBacklog: table events that found the loop's ring full go
+// out at the loop's next Tick, in order, without waiting for its next
+// record.
+func TestTickSendsBacklog(t *testing.T) {
+	rings, err := link.Create(0, 1, shm.MinCapacity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rings.Close()
+	b := newBridge(rings)
+	sent := 0
+	for len(b.backlog[0]) < 3 {
+		b.Closed(0, fmt.Sprintf("conn-%d", sent), 1000)
+		sent++
+	}
+	c := rings.Loop(0).Consumer()
+	read := func() int {
+		n, err := c.Read(func([]byte) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	got := read()
+	if got != sent-3 || read() != 0 {
+		t.Fatalf("%d records on the ring of %d sent, with 3 in the backlog", got, sent)
+	}
+	b.Tick(0)
+	if n := read(); n != 3 || len(b.backlog[0]) != 0 {
+		t.Fatalf("after Tick: %d records read, %d still in the backlog; want 3, 0", n, len(b.backlog[0]))
 	}
 }
