@@ -201,9 +201,10 @@ func TestModel(t *testing.T) {
 
 // TestConcurrent moves records between two goroutines with blocking Write
 // and Wait, checking order and content (run it with -race).
-func TestConcurrent(t *testing.T) {
-	r := newTestRing(t, 4096)
-	const n = 200000
+// consume reads n records of r in a goroutine of its own, checking each
+// with ok (given its index), and sends nil or the first failure on the
+// channel it returns.
+func consume(r *Ring, n int, ok func(rec []byte, i int) bool) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		c := r.Consumer()
@@ -215,8 +216,8 @@ func TestConcurrent(t *testing.T) {
 			}
 			var bad error
 			if _, err := c.Read(func(rec []byte) {
-				if bad == nil && (len(rec) != 8+next%50 || binary.LittleEndian.Uint64(rec) != uint64(next)) {
-					bad = fmt.Errorf("record %d: len %d", next, len(rec))
+				if bad == nil && !ok(rec, next) {
+					bad = fmt.Errorf("record %d: wrong (%d bytes)", next, len(rec))
 				}
 				next++
 			}); err != nil {
@@ -230,6 +231,15 @@ func TestConcurrent(t *testing.T) {
 		}
 		done <- nil
 	}()
+	return done
+}
+
+func TestConcurrent(t *testing.T) {
+	r := newTestRing(t, 4096)
+	const n = 200000
+	done := consume(r, n, func(rec []byte, i int) bool {
+		return len(rec) == 8+i%50 && binary.LittleEndian.Uint64(rec) == uint64(i)
+	})
 	p := r.Producer()
 	buf := make([]byte, 64)
 	for i := 0; i < n; i++ {
@@ -560,33 +570,10 @@ func TestReleaseGivesPagesBack(t *testing.T) {
 func TestReleaseConcurrent(t *testing.T) {
 	r := newTestRing(t, 64<<10)
 	const n = 100000
-	done := make(chan error, 1)
-	go func() {
-		c := r.Consumer()
-		next := 0
-		want := make([]byte, 600)
-		for next < n {
-			if !c.Wait(5 * time.Second) {
-				done <- fmt.Errorf("consumer starved at %d", next)
-				return
-			}
-			var bad error
-			if _, err := c.Read(func(rec []byte) {
-				if bad == nil && !bytes.Equal(rec, pattern(want[:100+next%500], next)) {
-					bad = fmt.Errorf("record %d damaged", next)
-				}
-				next++
-			}); err != nil {
-				done <- err
-				return
-			}
-			if bad != nil {
-				done <- bad
-				return
-			}
-		}
-		done <- nil
-	}()
+	want := make([]byte, 600)
+	done := consume(r, n, func(rec []byte, i int) bool {
+		return bytes.Equal(rec, pattern(want[:100+i%500], i))
+	})
 	p := r.Producer()
 	buf := make([]byte, 600)
 	now, released := time.Now(), 0
