@@ -153,8 +153,8 @@ func (o *outbox) run() {
 	}
 }
 
-// releasePages gives back the ring's free pages while enqueue owns the
-// producer (run, draining, gives them back at its next tick).
+// releasePages gives back the ring's free pages (Producer.Release), unless
+// run holds the producer to drain the queue: a later tick does it then.
 func (o *outbox) releasePages(now time.Time) {
 	o.mu.Lock()
 	if !o.draining && !o.closed {
