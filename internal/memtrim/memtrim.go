@@ -25,8 +25,8 @@
 // the heap needs again soon, and its collection is the cost: when a trim
 // finds the live heap an eighth larger than at the last one, the next
 // needs four times as much allocated (up to 16 × MinBurst), until a trim
-// finds it steady. A process that allocates under 32 KiB/s is past its
-// growth, and is trimmed at MinBurst again.
+// finds it steady. A process that allocates under an eighth of the quiet
+// rate is past its growth, and is trimmed at MinBurst again.
 package memtrim
 
 import (
@@ -43,12 +43,6 @@ const (
 	// quietRate is the most a process allocates per second and still
 	// counts as quiet.
 	quietRate = 1 << 20
-	// idleRate is the most a process allocates per second and counts as
-	// past its growth. A worker idle with 15,000 connections allocated
-	// 0–56 KB/s (its pings); each of the 56 workers of a node taking a
-	// million connections allocated ~130 KB/s while they came (4 MiB
-	// between trims ~30 s apart).
-	idleRate = 32 << 10
 )
 
 // Trimmer decides when to trim (see the package doc).
@@ -95,7 +89,7 @@ func (t *Trimmer) Check(elapsed time.Duration) bool {
 	}
 	t.quietFor += elapsed
 	need := t.MinBurst << (2 * t.growing)
-	if rate <= idleRate {
+	if rate <= quietRate/8 {
 		need = t.MinBurst
 	}
 	if burst := alloc - t.lastTrim; t.quietFor < t.Quiet || burst < max(need, live/4) {
