@@ -19,14 +19,6 @@
 // as much as is live); a quiet process allocates under 1 MiB/s, so the
 // trims of a worker with 16 MB live come at most every 4 s, and in a churn
 // of 150 reconnections a second (~250 KB/s) every ~17 s.
-//
-// A trim while the live heap grows (a slow connect storm: each worker of a
-// node taking a million connections allocates ~200 KB/s) gives back pages
-// the heap needs again soon, and its collection is the cost: when a trim
-// finds the live heap an eighth larger than at the last one, the next
-// needs four times as much allocated (up to 16 × MinBurst), until a trim
-// finds it steady. A process that allocates under an eighth of the quiet
-// rate is past its growth, and is trimmed at MinBurst again.
 package memtrim
 
 import (
@@ -50,13 +42,11 @@ type Trimmer struct {
 	Quiet    time.Duration // allocation next to nothing for this long
 	MinBurst uint64        // at least this allocated since the last trim
 
-	trims      atomic.Uint64
-	lastTrim   uint64 // allocation counter at the last trim (or at start)
-	lastAlloc  uint64 // allocation counter at the last Check
-	quietFor   time.Duration
-	liveAtTrim uint64 // live heap after the last trim (or at start)
-	growing    uint   // trims in a row that found the live heap grown, at most 2
-	samples    [2]metrics.Sample
+	trims     atomic.Uint64
+	lastTrim  uint64 // allocation counter at the last trim (or at start)
+	lastAlloc uint64 // allocation counter at the last Check
+	quietFor  time.Duration
+	samples   [2]metrics.Sample
 }
 
 // New returns a Trimmer with the defaults, counting from now.
@@ -64,8 +54,8 @@ func New() *Trimmer {
 	t := &Trimmer{Quiet: DefaultQuiet, MinBurst: DefaultMinBurst}
 	t.samples[0].Name = "/gc/heap/allocs:bytes"
 	t.samples[1].Name = "/gc/heap/live:bytes"
-	alloc, live := t.read()
-	t.lastTrim, t.lastAlloc, t.liveAtTrim = alloc, alloc, live
+	alloc, _ := t.read()
+	t.lastTrim, t.lastAlloc = alloc, alloc
 	return t
 }
 
@@ -88,23 +78,14 @@ func (t *Trimmer) Check(elapsed time.Duration) bool {
 		return false
 	}
 	t.quietFor += elapsed
-	need := t.MinBurst << (2 * t.growing)
-	if rate <= quietRate/8 {
-		need = t.MinBurst
-	}
-	if burst := alloc - t.lastTrim; t.quietFor < t.Quiet || burst < max(need, live/4) {
+	burst := alloc - t.lastTrim
+	if t.quietFor < t.Quiet || burst < t.MinBurst || burst < live/4 {
 		return false
 	}
 	debug.FreeOSMemory()
 	t.trims.Add(1)
-	t.lastTrim, live = t.read()
+	t.lastTrim, _ = t.read()
 	t.lastAlloc, t.quietFor = t.lastTrim, 0
-	if live > t.liveAtTrim+t.liveAtTrim/8 {
-		t.growing = min(t.growing+1, 2)
-	} else {
-		t.growing = 0
-	}
-	t.liveAtTrim = live
 	return true
 }
 

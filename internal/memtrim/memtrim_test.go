@@ -91,28 +91,3 @@ func TestTrimUnderSlowAllocation(t *testing.T) {
 		t.Fatal("the trims released nothing")
 	}
 }
-
-var kept [][]byte
-
-// TestTrimBacksOffWhileGrowing: while the live heap grows, trims back off
-// (a trim's pages would be needed again soon); once the process goes idle
-// it is trimmed at MinBurst again.
-func TestTrimBacksOffWhileGrowing(t *testing.T) {
-	defer func() { kept = nil }()
-	tr := New()
-	for i := 0; i < 36; i++ { // 18 MiB at 512 KiB/s, half of it kept
-		kept = append(kept, make([]byte, 256<<10))
-		burst(256 << 10)
-		tr.Check(time.Second)
-	}
-	if n := tr.Trims(); n == 0 || n > 2 {
-		t.Fatalf("%d trims while the live heap grew by 9 MiB, want 1 or 2 (4 without backing off)", n)
-	}
-	growing := tr.Trims()
-	for i := 0; i < 4; i++ { // idle
-		tr.Check(time.Second)
-	}
-	if tr.Trims() != growing+1 {
-		t.Fatalf("%d trims once idle after the growth, want 1", tr.Trims()-growing)
-	}
-}
