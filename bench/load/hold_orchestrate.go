@@ -384,17 +384,22 @@ type serverSample struct {
 func (h *holder) sampleServer(t0 time.Time) serverSample {
 	s := serverSample{T: round3(time.Since(t0).Seconds())}
 	var errs []error
-	m, err := sampleMem(h.cfg.serverPIDs)
+	pids := h.cfg.serverPIDs
+	rss, err := sumRSS(pids)
 	errs = append(errs, err)
-	fd, err := sumOpen(h.cfg.serverPIDs)
+	// Each process's smaps is read once: the first one's PSS alone, then
+	// the others'.
+	first, err := sumPSS(pids[:min(len(pids), 1)])
+	errs = append(errs, err)
+	rest, err := sumPSS(pids[min(len(pids), 1):])
+	errs = append(errs, err)
+	fd, err := sumOpen(pids)
 	errs = append(errs, err)
 	k, err := sampleKernel()
 	errs = append(errs, err)
-	s.RSS, s.PSS, s.FDs, s.Sockets = m.rss, m.pss, fd.fds, fd.sockets
-	if len(h.cfg.serverPIDs) > 1 {
-		a, err := sampleMem(h.cfg.serverPIDs[:1])
-		errs = append(errs, err)
-		s.Agent = a.pss
+	s.RSS, s.PSS, s.FDs, s.Sockets = rss, first+rest, fd.fds, fd.sockets
+	if len(pids) > 1 {
+		s.Agent = first
 	}
 	s.TCP, s.TCPMem, s.Slab, s.Unrec = k.tcpInuse, k.tcpMemPages, k.slabKiB, k.sunreclaimKiB
 	if err := errors.Join(errs...); err != nil {
