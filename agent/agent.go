@@ -197,7 +197,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.InProcess == nil {
 		// The agent's tables churn with the connections as the workers'
 		// heaps do (an in-process worker's engine trims the process).
-		go memtrim.New().Run(stopped, time.Second, nil)
+		t := memtrim.New()
+		t.Count = a.connCount
+		go t.Run(stopped, time.Second, nil)
 	}
 	select {
 	case <-ctx.Done():
@@ -223,6 +225,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	_ = hs.Shutdown(sctx)
 	_ = os.Remove(a.cfg.Socket)
 	return err
+}
+
+// connCount is the number of connections in the node's table.
+func (a *Agent) connCount() uint64 {
+	a.mu.Lock()
+	n, _ := a.tab.totals()
+	a.mu.Unlock()
+	return uint64(n)
 }
 
 // stopWith stops the agent with err (without waiting).

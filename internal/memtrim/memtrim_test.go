@@ -87,3 +87,43 @@ func TestTrimUnderSlowAllocation(t *testing.T) {
 		t.Fatalf("%d trims while 20 MiB were allocated at 512 KiB/s, want 2 or more", n)
 	}
 }
+
+// TestNoTrimWhileConnectionsGrow: a process allocating slowly while its
+// connections grow (a connect storm) is not trimmed until they stop
+// growing; then it is, once.
+func TestNoTrimWhileConnectionsGrow(t *testing.T) {
+	tr := New()
+	var conns uint64
+	tr.Count = func() uint64 { return conns }
+	for i := 0; i < 40; i++ {
+		burst(512 << 10)
+		conns += 100 // ~18,000 connections a worker at the end of a million's storm
+		if tr.Check(time.Second) {
+			t.Fatalf("trimmed at second %d while the connections grew (%d)", i, conns)
+		}
+	}
+	trimmed := false
+	for i := 0; i < 5 && !trimmed; i++ {
+		trimmed = tr.Check(time.Second)
+	}
+	if !trimmed {
+		t.Fatal("not trimmed within 5 s after the connections stopped growing")
+	}
+}
+
+// TestTrimUnderLevelChurn: connections that leave and come back keep the
+// count level (with a dip of a few), so the slow allocation of a churn is
+// trimmed as without Count.
+func TestTrimUnderLevelChurn(t *testing.T) {
+	tr := New()
+	var conns uint64
+	tr.Count = func() uint64 { return conns }
+	for i := 0; i < 40; i++ {
+		burst(512 << 10)
+		conns = uint64(18000 - 20*(i%2)) // 20 closed, not yet back, every other second
+		tr.Check(time.Second)
+	}
+	if n := tr.Trims(); n < 2 {
+		t.Fatalf("%d trims in a level churn while 20 MiB were allocated at 512 KiB/s, want 2 or more", n)
+	}
+}
