@@ -335,6 +335,10 @@ func (t *gnetConn) CloseWrite() {
 	}
 }
 
+func (t *gnetConn) ResetOnClose() {
+	_ = unix.SetsockoptLinger(t.c.Fd(), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+}
+
 func (t *gnetConn) Close() {
 	if t.serving {
 		t.closeNow = true

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/zenconn/server/proto"
+	"golang.org/x/sys/unix"
 )
 
 // startServer starts a real server on 127.0.0.1:0 and shuts it down when
@@ -171,4 +172,51 @@ func TestServerRealSockets(t *testing.T) {
 	if n := s.openConnections(); n != 0 {
 		t.Errorf("%d connections open after Shutdown", n)
 	}
+}
+
+// TestShutdownResetsTheRest: a client that answers the 1001 sees its
+// connection end (FIN); one still silent when the grace period ends sees
+// it reset (RST), so the kernel keeps no state for it.
+func TestShutdownResetsTheRest(t *testing.T) {
+	s := startServer(t, Config{Loops: 1})
+	addr := s.Addr().String()
+	polite, silent := dialWS(t, addr), dialWS(t, addr)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		shutdown(t, s)
+	}()
+	for _, c := range []*wsClient{polite, silent} {
+		if f := c.read(); f.Header.OpCode != ws.OpClose {
+			t.Fatalf("got %+v, want the 1001 close", f.Header)
+		}
+	}
+	_, _ = polite.nc.Write(clientFrame(true, ws.OpClose, []byte{0x03, 0xe9}))
+	if n, err := polite.br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("the client that answered: read %d, %v; want the end of the stream", n, err)
+	}
+	<-done
+	// The close frame came with a half-close (FIN), which a read reports
+	// even after a reset: the socket's state tells them apart (CLOSE_WAIT
+	// after the FIN alone, CLOSE once reset).
+	if st := tcpState(t, silent.nc); st != unix.BPF_TCP_CLOSE {
+		t.Errorf("the silent client's socket is in state %d, want %d (reset)", st, unix.BPF_TCP_CLOSE)
+	}
+}
+
+// tcpState returns the kernel's state of nc's socket (TCP_INFO).
+func tcpState(t *testing.T, nc net.Conn) uint8 {
+	t.Helper()
+	raw, err := nc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	if err := raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		t.Fatal(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State
 }

@@ -504,6 +504,8 @@ func (t *tlsConn) CloseWrite() {
 	t.gc.CloseWrite()
 }
 
+func (t *tlsConn) ResetOnClose() { t.gc.ResetOnClose() }
+
 // Close closes the connection; a handshake in progress fails at once.
 // Safe from any goroutine.
 func (t *tlsConn) Close() {

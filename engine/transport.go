@@ -34,6 +34,11 @@ type Transport interface {
 	CloseWrite()
 	// Close closes the connection. Safe from any goroutine.
 	Close()
+	// ResetOnClose makes the connection's close, or the process's exit,
+	// reset it (TCP RST) rather than end it (FIN): the kernel drops what
+	// is still unsent and keeps no state for it afterwards. Only from the
+	// loop.
+	ResetOnClose()
 	// Wake asks the loop to call Serve again (with no new input), so that
 	// the input the connection holds is served.
 	// Safe from any goroutine.
