@@ -18,7 +18,10 @@
 // collection the runtime makes anyway (GOGC=100 collects after allocating
 // as much as is live); a quiet process allocates under 1 MiB/s, so the
 // trims of a worker with 16 MB live come at most every 4 s, and in a churn
-// of 150 reconnections a second (~250 KB/s) every ~17 s.
+// of 150 reconnections a second (~250 KB/s) every ~17 s. When such a
+// churn stops, up to a quarter of the live heap may have been allocated
+// since the last trim: a process idle for Quiet (under 64 KiB/s) is
+// trimmed once MinBurst alone was allocated.
 //
 // A connect storm (a node starting, or its clients coming back after a
 // restart) also allocates slowly per second, but for minutes, and what it
@@ -43,6 +46,9 @@ const (
 	// quietRate is the most a process allocates per second and still
 	// counts as quiet.
 	quietRate = 1 << 20
+	// idleRate is the most a process allocates per second and still
+	// counts as idle.
+	idleRate = 64 << 10
 )
 
 // Trimmer decides when to trim (see the package doc).
@@ -58,6 +64,7 @@ type Trimmer struct {
 	lastAlloc  uint64 // allocation counter at the last Check
 	quietFor   time.Duration
 	quietCount uint64 // Count when the quiet time began
+	idleFor    time.Duration
 	samples    [2]metrics.Sample
 }
 
@@ -89,6 +96,10 @@ func (t *Trimmer) Check(elapsed time.Duration) bool {
 	if t.Count != nil {
 		count = t.Count()
 	}
+	t.idleFor += elapsed
+	if rate > idleRate {
+		t.idleFor = 0
+	}
 	if rate > quietRate || t.growing(count) {
 		t.quietFor, t.quietCount = 0, count
 		return false
@@ -98,13 +109,17 @@ func (t *Trimmer) Check(elapsed time.Duration) bool {
 	}
 	t.quietFor += elapsed
 	burst := alloc - t.lastTrim
-	if t.quietFor < t.Quiet || burst < t.MinBurst || burst < live/4 {
+	need := max(t.MinBurst, live/4)
+	if t.idleFor >= t.Quiet {
+		need = t.MinBurst // idle: the last of a slow churn goes too
+	}
+	if t.quietFor < t.Quiet || burst < need {
 		return false
 	}
 	debug.FreeOSMemory()
 	t.trims.Add(1)
 	t.lastTrim, _ = t.read()
-	t.lastAlloc, t.quietFor = t.lastTrim, 0
+	t.lastAlloc, t.quietFor, t.idleFor = t.lastTrim, 0, 0
 	return true
 }
 

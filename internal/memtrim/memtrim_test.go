@@ -127,3 +127,29 @@ func TestTrimUnderLevelChurn(t *testing.T) {
 		t.Fatalf("%d trims in a level churn while 20 MiB were allocated at 512 KiB/s, want 2 or more", n)
 	}
 }
+
+var ballast [][]byte
+
+// TestTrimWhenIdleAfterSlowChurn: a process with a large live heap whose
+// slow allocation stops before a quarter of it was allocated is trimmed
+// once it has been idle for Quiet, not left holding that garbage.
+func TestTrimWhenIdleAfterSlowChurn(t *testing.T) {
+	for range 64 {
+		ballast = append(ballast, make([]byte, 1<<20)) // 64 MiB live: a quarter is 16 MiB
+	}
+	defer func() { ballast = nil }()
+	tr := New()
+	for range 12 {
+		burst(512 << 10) // 6 MiB at 512 KiB/s: quiet, not idle
+		if tr.Check(time.Second) {
+			t.Fatal("trimmed before a quarter of the live heap was allocated")
+		}
+	}
+	trimmed := false
+	for i := 0; i < 5 && !trimmed; i++ {
+		trimmed = tr.Check(time.Second) // nothing allocated: idle
+	}
+	if !trimmed {
+		t.Fatal("not trimmed within 5 s of idle after 6 MiB of slow allocation")
+	}
+}
