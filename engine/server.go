@@ -242,9 +242,9 @@ wait:
 
 // resetRemaining makes the connections still open when the grace period
 // ends reset as they close (their clients see 1006 either way). Ended
-// with FIN, each would cost a handshake of four segments with a client
-// that is already redialling, and a TIME_WAIT entry; at a million the
-// kernel's share of a stop went mostly to that. It waits for the loops
+// with FIN, each would cost four segments with a client that is already
+// redialling, and a TIME_WAIT entry held for a minute: at a million, the
+// kernel closing what is left is most of a stop. It waits for the loops
 // until ctx ends.
 func (s *Server) resetRemaining(ctx context.Context) {
 	loops := s.hub.allLoops()
