@@ -21,7 +21,8 @@
 // of 150 reconnections a second (~250 KB/s) every ~17 s. When such a
 // churn stops, up to a quarter of the live heap may have been allocated
 // since the last trim: a process idle for Quiet (under 64 KiB/s) is
-// trimmed once MinBurst alone was allocated.
+// trimmed once 1 MiB was allocated (an idle worker allocates ~10 KB/s, so
+// that is one trim every minute or two at most).
 //
 // A connect storm (a node starting, or its clients coming back after a
 // restart) also allocates slowly per second, but for minutes, and what it
@@ -47,8 +48,10 @@ const (
 	// counts as quiet.
 	quietRate = 1 << 20
 	// idleRate is the most a process allocates per second and still
-	// counts as idle.
-	idleRate = 64 << 10
+	// counts as idle; idleBurst is what it must have allocated since the
+	// last trim to be trimmed then.
+	idleRate  = 64 << 10
+	idleBurst = 1 << 20
 )
 
 // Trimmer decides when to trim (see the package doc).
@@ -111,7 +114,7 @@ func (t *Trimmer) Check(elapsed time.Duration) bool {
 	burst := alloc - t.lastTrim
 	need := max(t.MinBurst, live/4)
 	if t.idleFor >= t.Quiet {
-		need = t.MinBurst // idle: the last of a slow churn goes too
+		need = min(need, idleBurst) // idle: the last of a slow churn goes too
 	}
 	if t.quietFor < t.Quiet || burst < need {
 		return false

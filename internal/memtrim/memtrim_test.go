@@ -62,13 +62,21 @@ func TestNoTrimWhileBusy(t *testing.T) {
 	}
 }
 
+// TestNoTrimAfterSmallBurst: under 1 MiB allocated, even an idle process
+// is not trimmed; under MinBurst, a quiet one is not.
 func TestNoTrimAfterSmallBurst(t *testing.T) {
 	tr := New()
 	tr.Quiet = time.Second
-	burst(1 << 20)
+	burst(512 << 10)
 	for i := 0; i < 5; i++ {
 		if tr.Check(time.Second) {
-			t.Fatalf("trimmed after a 1 MiB burst; MinBurst is %d MiB", tr.MinBurst>>20)
+			t.Fatal("trimmed an idle process after a 512 KiB burst")
+		}
+	}
+	for i := 0; i < 5; i++ {
+		burst(128 << 10) // 128 KiB a second: quiet, not idle; 1.1 MiB in all
+		if tr.Check(time.Second) {
+			t.Fatalf("trimmed a quiet process after 1.1 MiB; MinBurst is %d MiB", tr.MinBurst>>20)
 		}
 	}
 }
@@ -139,8 +147,8 @@ func TestTrimWhenIdleAfterSlowChurn(t *testing.T) {
 	}
 	defer func() { ballast = nil }()
 	tr := New()
-	for range 12 {
-		burst(512 << 10) // 6 MiB at 512 KiB/s: quiet, not idle
+	for range 4 {
+		burst(512 << 10) // 2 MiB at 512 KiB/s: quiet, not idle; under MinBurst
 		if tr.Check(time.Second) {
 			t.Fatal("trimmed before a quarter of the live heap was allocated")
 		}
@@ -150,6 +158,6 @@ func TestTrimWhenIdleAfterSlowChurn(t *testing.T) {
 		trimmed = tr.Check(time.Second) // nothing allocated: idle
 	}
 	if !trimmed {
-		t.Fatal("not trimmed within 5 s of idle after 6 MiB of slow allocation")
+		t.Fatal("not trimmed within 5 s of idle after 2 MiB of slow allocation")
 	}
 }
