@@ -110,13 +110,20 @@ func TestNoTrimWhileConnectionsGrow(t *testing.T) {
 			t.Fatalf("trimmed at second %d while the connections grew (%d)", i, conns)
 		}
 	}
-	trimmed := false
-	for i := 0; i < 5 && !trimmed; i++ {
-		trimmed = tr.Check(time.Second)
-	}
-	if !trimmed {
+	if !trimmedWithin(tr, 5) {
 		t.Fatal("not trimmed within 5 s after the connections stopped growing")
 	}
+}
+
+// trimmedWithin reports whether tr trims within n checks a second apart
+// with nothing allocated.
+func trimmedWithin(tr *Trimmer, n int) bool {
+	for range n {
+		if tr.Check(time.Second) {
+			return true
+		}
+	}
+	return false
 }
 
 // TestTrimUnderLevelChurn: connections that leave and come back keep the
@@ -153,11 +160,7 @@ func TestTrimWhenIdleAfterSlowChurn(t *testing.T) {
 			t.Fatal("trimmed before a quarter of the live heap was allocated")
 		}
 	}
-	trimmed := false
-	for i := 0; i < 5 && !trimmed; i++ {
-		trimmed = tr.Check(time.Second) // nothing allocated: idle
-	}
-	if !trimmed {
+	if !trimmedWithin(tr, 5) {
 		t.Fatal("not trimmed within 5 s of idle after 2 MiB of slow allocation")
 	}
 }
