@@ -39,7 +39,6 @@ type memTransport struct {
 	vec     []byte // Writev's pieces joined for check, reused
 
 	halfClosed bool
-	reset      bool // ResetOnClose was called
 	closed     atomic.Bool
 	wakes      atomic.Int32
 	addr       net.Addr
@@ -102,7 +101,7 @@ func (t *memTransport) Buffered() int { return t.buffered }
 
 func (t *memTransport) CloseWrite() { t.halfClosed = true }
 
-func (t *memTransport) ResetOnClose() { t.reset = true }
+func (t *memTransport) ResetOnClose() {}
 
 func (t *memTransport) Close() { t.closed.Store(true) }
 

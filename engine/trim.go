@@ -13,17 +13,8 @@ import (
 func (s *Server) trimMemory() {
 	defer s.jobsWG.Done()
 	t := memtrim.New()
-	t.Count = s.connCount
+	t.Count = func() uint64 { return uint64(max(s.openConnections(), 0)) }
 	t.Run(s.done, time.Second, func(trims uint64) {
 		s.log.Debug("free memory returned to the operating system after a burst", "trims", trims)
 	})
-}
-
-// connCount is the number of connections the process holds.
-func (s *Server) connCount() uint64 {
-	var n int64
-	for _, l := range s.hub.allLoops() {
-		n += l.stats.connections.Load()
-	}
-	return uint64(max(n, 0))
 }

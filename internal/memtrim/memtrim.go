@@ -21,8 +21,8 @@
 // of 150 reconnections a second (~250 KB/s) every ~17 s. When such a
 // churn stops, up to a quarter of the live heap may have been allocated
 // since the last trim: a process idle for Quiet (under 64 KiB/s) is
-// trimmed once 1 MiB was allocated (an idle worker allocates ~10 KB/s, so
-// that is one trim every minute or two at most).
+// trimmed once 1 MiB was allocated (an idle worker with 15,000
+// connections allocated 0–51 KB/s: a trim every 20 s or more).
 //
 // A connect storm (a node starting, or its clients coming back after a
 // restart) also allocates slowly per second, but for minutes, and what it
