@@ -1,6 +1,7 @@
 package memtrim
 
 import (
+	"runtime"
 	"runtime/metrics"
 	"testing"
 	"time"
@@ -22,8 +23,16 @@ func released() uint64 {
 	return s[0].Value.Uint64()
 }
 
+// newTrimmer returns a Trimmer after a collection, so that the live heap
+// it reads (measured at the last collection) is not an earlier test's:
+// "live/4" decides when a trim is due.
+func newTrimmer() *Trimmer {
+	runtime.GC()
+	return New()
+}
+
 func TestTrimAfterBurstThenQuiet(t *testing.T) {
-	tr := New()
+	tr := newTrimmer()
 	tr.Quiet = 2 * time.Second
 	burst(96 << 20)
 	// The burst itself: far above the quiet rate.
@@ -52,7 +61,7 @@ func TestTrimAfterBurstThenQuiet(t *testing.T) {
 }
 
 func TestNoTrimWhileBusy(t *testing.T) {
-	tr := New()
+	tr := newTrimmer()
 	tr.Quiet = time.Second
 	for i := 0; i < 5; i++ {
 		burst(8 << 20) // 8 MiB a "second": busy
@@ -65,7 +74,7 @@ func TestNoTrimWhileBusy(t *testing.T) {
 // TestNoTrimAfterSmallBurst: under 1 MiB allocated, even an idle process
 // is not trimmed; under MinBurst, a quiet one is not.
 func TestNoTrimAfterSmallBurst(t *testing.T) {
-	tr := New()
+	tr := newTrimmer()
 	tr.Quiet = time.Second
 	burst(512 << 10)
 	for i := 0; i < 5; i++ {
@@ -86,7 +95,7 @@ func TestNoTrimAfterSmallBurst(t *testing.T) {
 // it allocated since the last trim reaches MinBurst (the default), not
 // only after a large burst.
 func TestTrimUnderSlowAllocation(t *testing.T) {
-	tr := New()
+	tr := newTrimmer()
 	for i := 0; i < 40; i++ {
 		burst(512 << 10) // 512 KiB a "second": quiet
 		tr.Check(time.Second)
@@ -100,7 +109,7 @@ func TestTrimUnderSlowAllocation(t *testing.T) {
 // connections grow (a connect storm) is not trimmed until they stop
 // growing; then it is, once.
 func TestNoTrimWhileConnectionsGrow(t *testing.T) {
-	tr := New()
+	tr := newTrimmer()
 	var conns uint64
 	tr.Count = func() uint64 { return conns }
 	for i := 0; i < 40; i++ {
@@ -130,7 +139,7 @@ func trimmedWithin(tr *Trimmer, n int) bool {
 // count level (with a dip of a few), so the slow allocation of a churn is
 // trimmed as without Count.
 func TestTrimUnderLevelChurn(t *testing.T) {
-	tr := New()
+	tr := newTrimmer()
 	var conns uint64
 	tr.Count = func() uint64 { return conns }
 	for i := 0; i < 40; i++ {
@@ -153,7 +162,7 @@ func TestTrimWhenIdleAfterSlowChurn(t *testing.T) {
 		ballast = append(ballast, make([]byte, 1<<20)) // 64 MiB live: a quarter is 16 MiB
 	}
 	defer func() { ballast = nil }()
-	tr := New()
+	tr := newTrimmer() // the ballast is live
 	for range 4 {
 		burst(512 << 10) // 2 MiB at 512 KiB/s: quiet, not idle; under MinBurst
 		if tr.Check(time.Second) {
