@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -127,7 +128,7 @@ func (s *Server) Start() error {
 	s.transport = t
 	go s.watchTransport()
 	// The agent announces the node's address once all workers serve.
-	attrs := []any{"addr", t.addr.String(), "loops", s.cfg.Loops, "max_connections", s.cfg.MaxConnections}
+	attrs := []any{"addr", t.addr.String(), "loops", s.cfg.Loops, "gomaxprocs", runtime.GOMAXPROCS(0), "max_connections", s.cfg.MaxConnections}
 	if t.tlsAddr != nil {
 		attrs = append(attrs, "tls_addr", t.tlsAddr.String())
 	}

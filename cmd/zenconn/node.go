@@ -201,7 +201,7 @@ func (n *nodePlan) agentConfig(st *store.Store, reg *prometheus.Registry) (agent
 		cfg.Cluster = &cc
 	}
 	if n.o.workers == 0 {
-		spareProc(n.loops, n.log)
+		spareProc(n.loops, false, n.log)
 		cfg.InProcess = n.runInProcess
 		return cfg, nil
 	}
@@ -434,7 +434,7 @@ func runWorker(o *serveOptions, id int, node, sock string, log *slog.Logger) err
 	if o.loops < 1 {
 		return errors.New("--loops must be set by the agent")
 	}
-	spareProc(o.loops, log)
+	spareProc(o.loops, o.workers > availableCPUs, log)
 	if o.pprof != "" {
 		if err := servePprof(pprofAddrFor(o.pprof, id), log); err != nil {
 			log.Warn("no profiles for this worker", "err", err)
@@ -496,16 +496,31 @@ func workerSignals(alog *accesslog.Writer, certs *engine.CertFiles, log *slog.Lo
 // poller or a timer: with as many Ps as loops (GOMAXPROCS=1 under
 // `taskset -c 1` with one loop), the ring readers, the store's writer, the
 // API and the timers all wait that long, and the core sits idle meanwhile
-// (bench/notes/churn.md). An explicit GOMAXPROCS is kept, with a warning.
-func spareProc(loops int, log *slog.Logger) {
+// (bench/notes/churn.md).
+//
+// A worker of a node with more workers than CPUs (crowded: a node sized
+// for more connections than one process may hold per CPU) gets as many Ps
+// as loops instead. Its CPUs are shared with the other workers, so a P
+// held in epoll_wait leaves no core idle; and the spare P costs a wake-up
+// of another thread each time the loop runs out of events and the Go
+// scheduler looks for work for it, which with 56 workers on 2 CPUs was
+// about a quarter of the workers' CPU (bench/notes/scale-1m.md). An
+// explicit GOMAXPROCS is kept, with a warning when it leaves no spare P
+// in a process that should have one.
+func spareProc(loops int, crowded bool, log *slog.Logger) {
 	n := runtime.GOMAXPROCS(0)
-	if n > loops {
-		return
-	}
 	if _, set := os.LookupEnv("GOMAXPROCS"); set {
-		log.Warn("GOMAXPROCS is not above the number of event loops: the other goroutines wait for a processor, set it to at least loops+1",
-			"gomaxprocs", n, "loops", loops)
+		if n <= loops && !crowded {
+			log.Warn("GOMAXPROCS is not above the number of event loops: the other goroutines wait for a processor, set it to at least loops+1",
+				"gomaxprocs", n, "loops", loops)
+		}
 		return
 	}
-	runtime.GOMAXPROCS(loops + 1)
+	if crowded {
+		runtime.GOMAXPROCS(loops)
+		return
+	}
+	if n <= loops {
+		runtime.GOMAXPROCS(loops + 1)
+	}
 }

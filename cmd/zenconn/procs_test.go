@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestWorkerProcessors checks the Go processors each worker runs with: one
+// more than its loops when the node has no more workers than CPUs, as
+// many as its loops when it has more (spareProc).
+func TestWorkerProcessors(t *testing.T) {
+	bin := buildZenconn(t)
+	for _, tc := range []struct {
+		workers int
+		spare   int // Ps beyond the loops
+	}{
+		{1, 1},
+		{availableCPUs + 1, 0},
+	} {
+		t.Run(fmt.Sprintf("workers=%d", tc.workers), func(t *testing.T) {
+			lines := workerServingLines(t, bin, tc.workers)
+			re := regexp.MustCompile(`loops=(\d+) gomaxprocs=(\d+)`)
+			for _, l := range lines {
+				m := re.FindStringSubmatch(l)
+				if m == nil {
+					t.Fatalf("no loops and gomaxprocs in %q", l)
+				}
+				loops, _ := strconv.Atoi(m[1])
+				procs, _ := strconv.Atoi(m[2])
+				if procs != loops+tc.spare {
+					t.Errorf("a worker of %d on %d CPUs runs %d loops with GOMAXPROCS %d, want %d", tc.workers, availableCPUs, loops, procs, loops+tc.spare)
+				}
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the node's writes and the
+// test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// workerServingLines runs a node of workers workers (GOMAXPROCS not set)
+// until it listens, stops it, and returns its workers' "worker serving"
+// log lines.
+func workerServingLines(t *testing.T, bin string, workers int) []string {
+	t.Helper()
+	node := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--workers", strconv.Itoa(workers),
+		"--public", "off", "--data", t.TempDir(), "--access-log", "off", "--audit=false")
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "GOMAXPROCS=") {
+			node.Env = append(node.Env, e)
+		}
+	}
+	var logs syncBuffer
+	node.Stdout, node.Stderr = &logs, &logs
+	if err := node.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = node.Process.Kill(); _ = node.Wait() }()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), "msg=listening"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node did not listen within 30 s:\n%s", logs.String())
+		}
+	}
+	_ = node.Process.Signal(os.Interrupt)
+	_ = node.Wait()
+	var lines []string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, `msg="worker serving"`) {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != workers {
+		t.Fatalf("%d workers logged \"worker serving\", want %d:\n%s", len(lines), workers, logs.String())
+	}
+	return lines
+}
