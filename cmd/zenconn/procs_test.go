@@ -1,14 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -44,25 +43,6 @@ func TestWorkerProcessors(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the node's writes and the
-// test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // workerServingLines runs a node of workers workers on CPU 0 (GOMAXPROCS
 // not set) until it listens, stops it, and returns its workers' "worker
 // serving" log lines.
@@ -75,27 +55,32 @@ func workerServingLines(t *testing.T, bin string, workers int) []string {
 			node.Env = append(node.Env, e)
 		}
 	}
-	var logs syncBuffer
-	node.Stdout, node.Stderr = &logs, &logs
+	logf, err := os.Create(filepath.Join(t.TempDir(), "node.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	node.Stdout, node.Stderr = logf, logf
 	if err := node.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = node.Process.Kill(); _ = node.Wait() }()
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), "msg=listening"); time.Sleep(50 * time.Millisecond) {
+	logs := func() string { b, _ := os.ReadFile(logf.Name()); return string(b) }
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs(), "msg=listening"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the node did not listen within 30 s:\n%s", logs.String())
+			t.Fatalf("the node did not listen within 30 s:\n%s", logs())
 		}
 	}
 	_ = node.Process.Signal(os.Interrupt)
 	_ = node.Wait()
 	var lines []string
-	for _, l := range strings.Split(logs.String(), "\n") {
+	for _, l := range strings.Split(logs(), "\n") {
 		if strings.Contains(l, `msg="worker serving"`) {
 			lines = append(lines, l)
 		}
 	}
 	if len(lines) != workers {
-		t.Fatalf("%d workers logged \"worker serving\", want %d:\n%s", len(lines), workers, logs.String())
+		t.Fatalf("%d workers logged \"worker serving\", want %d:\n%s", len(lines), workers, logs())
 	}
 	return lines
 }
