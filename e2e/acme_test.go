@@ -254,6 +254,26 @@ func waitACMECert(t *testing.T, s *serverProc, p *pebbleEnv, roots *x509.CertPoo
 	return serial
 }
 
+// waitWorkersLoaded waits until each of the node's workers (0 to
+// workers-1) logged loading the certificate it obtained: until then a
+// connection that lands on a worker still without one fails its
+// handshake.
+func waitWorkersLoaded(t *testing.T, s *serverProc, workers int) {
+	t.Helper()
+	eventually(t, acmeTimeout, func() string {
+		seen := map[string]bool{}
+		for _, m := range reloadedRE.FindAllStringSubmatch(s.Stderr.String(), -1) {
+			seen[m[1]] = true
+		}
+		for w := range workers {
+			if !seen[strconv.Itoa(w)] {
+				return fmt.Sprintf("workers that loaded the certificate: %v", seen)
+			}
+		}
+		return ""
+	})
+}
+
 // acmeMetric returns the value of the metric line that starts with name
 // on the node's plain /metrics, or "".
 func acmeMetric(t *testing.T, s *serverProc, name string) string {
@@ -292,16 +312,7 @@ func TestACMEChallenges(t *testing.T) {
 				t.Fatalf("no certificate obtained with %s:\n%s", challenge, s.Logs())
 			}
 			t.Logf("%s: order to certificate in %s", challenge, obtained[1])
-			eventually(t, acmeTimeout, func() string {
-				seen := map[string]bool{}
-				for _, m := range reloadedRE.FindAllStringSubmatch(s.Stderr.String(), -1) {
-					seen[m[1]] = true
-				}
-				if !seen["0"] || !seen["1"] {
-					return fmt.Sprintf("workers that loaded the certificate: %v", seen)
-				}
-				return ""
-			})
+			waitWorkersLoaded(t, s, 2)
 			for i := 0; i < 16; i++ {
 				d := acmeDomains[i%2]
 				status, body, sn, err := httpsGet(p.TLSPort, roots, d, "/index.html")
@@ -401,6 +412,7 @@ func TestACMERenewal(t *testing.T) {
 	s := startACMENode(t, p, "2", "tls-alpn-01")
 	roots := p.Roots(t)
 	first := waitACMECert(t, s, p, roots)
+	waitWorkersLoaded(t, s, 2)
 	ws := acmeWS(t, roots, acmeDomains[0], p.TLSPort)
 	ws.subscribe(1, "renewal")
 	var second string
